@@ -1,0 +1,249 @@
+"""The `explorer` command: layers, extract, sweep, train and app.
+
+Every command turns bad input into one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from explorer.errors import ExplorerError
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
+    def wrap(fn):
+        COMMANDS[name] = (add_args, fn)
+        return fn
+
+    return wrap
+
+
+# --- shared options ----------------------------------------------------------------------------
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="built-in name, folder, hub id, or random:<model> (default: the dataset's built-in model)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow .bin/.pt pickle weights (they can run code)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=None,
+                   help="fashion-mnist, digits, or a path (default: fashion-mnist if installed, else digits)")
+    p.add_argument("--splits", default="train,test", help="which splits to use (default: train,test)")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per split (fixed stratified sample)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seeds", default="0", help="noise seeds, one noise draw each (default: 0)")
+    p.add_argument("--cache-dir", default=None, help="feature cache (default: $EXPLORER_CACHE or ~/.cache)")
+
+
+def open_inputs(a: argparse.Namespace, need_dataset: bool = True):
+    """(model, dataset or None) from the shared options, with the built-in defaults."""
+    from explorer.data import load_dataset
+    from explorer.device import resolve_device
+    from explorer.models import load_model
+
+    if need_dataset or a.dataset:
+        _default_names(a)
+    elif a.model is None:
+        a.model = "ddpm-fashion-mnist"
+    dataset = load_dataset(a.dataset) if a.dataset else None
+    model = load_model(a.model, trust_pickle=a.trust_pickle, device=resolve_device(a.device))
+    return model, dataset
+
+
+def _int_list(spec: str, what: str) -> list[int]:
+    try:
+        return [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ExplorerError(f"cannot read {what} '{spec}'; give integers separated by commas") from None
+
+
+def _splits(dataset, spec: str) -> list[str]:
+    splits = [s.strip() for s in spec.split(",") if s.strip()]
+    for s in splits:
+        if s not in dataset.splits:
+            raise ExplorerError(f"unknown split '{s}'; this dataset has {', '.join(dataset.splits)}")
+    return splits
+
+
+# --- layers ------------------------------------------------------------------------------------
+
+
+def _layers_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+@command("layers", _layers_args)
+def cmd_layers(a: argparse.Namespace) -> int:
+    """List the model's probe points (paper numbering) with their shapes."""
+    import json
+
+    from explorer.layers import build_catalogue
+
+    model, _ = open_inputs(a, need_dataset=False)
+    cat = build_catalogue(model.unet)
+    if a.json:
+        print(json.dumps([lay.to_dict() for lay in cat], indent=1))
+        return 0
+    print(f"{model.name}: {model.parameters / 1e6:.2f}M parameters, {model.resolution}x{model.resolution}, "
+          f"T={model.num_timesteps}, fingerprint {model.fingerprint}")
+    print(f"{'idx':>3}  {'stage':5}  {'name':28}  {'kind':22}  {'C x H x W':>14}")
+    for lay in cat:
+        print(f"{lay.index:>3}  {lay.stage:5}  {lay.name:28}  {lay.kind:22}  "
+              f"{f'{lay.channels}x{lay.height}x{lay.width}':>14}")
+    return 0
+
+
+# --- extract -----------------------------------------------------------------------------------
+
+
+def _extract_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    _data_args(p)
+    p.add_argument("--timesteps", default="10,90,150", help="e.g. 10,90,150 or 0:1000:100 (default: 10,90,150)")
+    p.add_argument("--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names")
+    p.add_argument("--pool", default="2", help="k for k×k average (1,2,4,8) and/or max; comma-separated")
+
+
+@command("extract", _extract_args)
+def cmd_extract(a: argparse.Namespace) -> int:
+    """Compute pooled features for timesteps x layers into the on-disk cache."""
+    from explorer import request_memo
+    from explorer.store import FeatureStore
+
+    if a.batch_size < 1 or (a.limit is not None and a.limit < 1):
+        raise ExplorerError("--batch-size and --limit must be positive integers")
+    store = FeatureStore(a.cache_dir)
+    ds_name, model_name = _default_names(a)
+    settings = {k: getattr(a, k) for k in ("splits", "limit", "seeds", "timesteps", "layers", "pool")}
+    rid = request_memo.request_id(model_name, ds_name, settings)
+    if memo := request_memo.lookup(store, rid):  # identical run already done: no torch, no model, no data
+        for split, keys in memo["splits"].items():
+            print(f"{split}: {len(keys)} feature sets for {memo['images'][split]} images: 0 computed, "
+                  f"{len(keys)} from cache; stored in {store.dir}")
+        return 0
+
+    from explorer.device import describe
+    from explorer.extract import check_timesteps, parse_pools, parse_timesteps
+    from explorer.features import Selection, ensure_features, feature_key
+    from explorer.layers import build_catalogue, select_layers
+
+    model, ds = open_inputs(a)
+    timesteps = check_timesteps(parse_timesteps(a.timesteps), model.num_timesteps)
+    layers = select_layers(build_catalogue(model.unet), a.layers)
+    pools = parse_pools(a.pool)
+    seeds = _int_list(a.seeds, "seeds")
+    print(f"model {model.name} on {describe(next(model.unet.parameters()).device)}; dataset {ds.name}; "
+          f"{len(timesteps)} timesteps x {len(layers)} layers x {len(pools)} poolings x {len(seeds)} seeds",
+          file=sys.stderr)
+    keys, images = {}, {}
+    for split in _splits(ds, a.splits):
+        sel = Selection.of(ds, split, a.limit)
+        rep = ensure_features(model, ds, sel, timesteps=timesteps, layers=layers, pools=pools, seeds=seeds,
+                              store=store, batch_size=a.batch_size)
+        print(f"{split}: {rep.summary()}")
+        keys[split] = [feature_key(model, ds, sel, t, lay.name, p, s)
+                       for t in timesteps for lay in layers for p in pools for s in seeds]
+        images[split] = len(sel.indices)
+    if ds.skipped:
+        log = store.root / "logs" / f"skipped-{ds.fingerprint}.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("\n".join(ds.skipped) + "\n")
+        print(f"{len(ds.skipped)} unreadable images were skipped; their names are in {log}")
+    else:
+        request_memo.record(store, rid, keys, {"images": images})
+    return 0
+
+
+def _default_names(a: argparse.Namespace) -> tuple[str, str]:
+    """(dataset, model) names with the built-in defaults filled in; sets them on `a`."""
+    from explorer.data import default_dataset
+    from explorer.paths import default_model
+
+    if a.dataset is None:
+        a.dataset = default_dataset()
+        if a.dataset != "fashion-mnist":
+            print("note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); using digits",
+                  file=sys.stderr)
+    if a.model is None:
+        a.model = default_model(a.dataset)
+    return a.dataset, a.model
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="fashion-mnist", help="built-in name or path (default: fashion-mnist)")
+    p.add_argument("--out", required=True, help="folder for the model (resumes if a checkpoint is there)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--size", type=int, default=None, help="model resolution (default: the images', at least 16)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+@command("train", _train_args)
+def cmd_train(a: argparse.Namespace) -> int:
+    """Train a small DDPM for the built-in models."""
+    from explorer.data import load_dataset
+    from explorer.train import TrainConfig, command_line, train
+
+    if a.steps < 1 or a.batch_size < 1:
+        raise ExplorerError("--steps and --batch-size must be positive integers")
+    ds = load_dataset(a.dataset)
+    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay,
+                      checkpoint_every=a.checkpoint_every, seed=a.seed, size=a.size, flip=not a.no_flip)
+    out = train(ds, a.out, cfg, device=a.device, command=command_line())
+    print(f"saved model to {out} (model card: {out / 'README.md'})")
+    return 0
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="explorer", description="Find where a diffusion U-Net keeps its best image features."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0], description=fn.__doc__)
+        add_args(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ExplorerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is saved and the next run resumes from it", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as e:
+        if os.environ.get("EXPLORER_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (set EXPLORER_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""One forward pass per (timestep, noise draw) captures every requested layer, pooled on the device.
+
+Hooks pool each map as soon as it is produced, so full maps are never kept; the pass
+stops right after the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from explorer.errors import ExplorerError
+from explorer.layers import LayerSpec, first_tensor
+
+POOLS = ("1", "2", "4", "8", "max")
+EXTRACTION_VERSION = 1
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook to end the forward pass early."""
+
+
+def parse_pools(spec: str | int | Sequence) -> list[str]:
+    """"2" / 2 / "1,2,max" / ["1", 2] -> canonical pool names from POOLS."""
+    items = spec if isinstance(spec, list | tuple) else str(spec).split(",")
+    out = []
+    for it in items:
+        p = str(it).strip().lower()
+        p = {"gap": "1", "avg": "1", "gmp": "max"}.get(p, p)
+        if p not in POOLS:
+            raise ExplorerError(f"unknown pooling '{it}'; choose from {', '.join(POOLS)} (k×k average, or global max)")
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def pool(x: torch.Tensor, how: str) -> torch.Tensor:
+    """`(B, C, H, W)` -> `(B, C*k*k)` adaptive k×k average (row-major per channel), or `(B, C)` global max."""
+    if how == "max":
+        return x.amax(dim=(2, 3))
+    k = int(how)
+    return F.adaptive_avg_pool2d(x.float(), k).flatten(1)
+
+
+def pooled_dim(layer: LayerSpec, how: str) -> int:
+    return layer.channels if how == "max" else layer.channels * int(how) ** 2
+
+
+@contextlib.contextmanager
+def capture(unet, layers: Sequence[LayerSpec], pools: Sequence[str], *, stop_early: bool = True) -> Iterator[dict]:
+    """Hook `layers` of `unet`; the yielded dict fills with `{(layer.name, pool): (B, D) float32}`.
+
+    Hooks are always removed and the model's train/eval mode restored on exit.
+    """
+    modules = dict(unet.named_modules())
+    store: dict[tuple[str, str], torch.Tensor] = {}
+    deepest = max(layers, key=lambda lay: lay.index) if stop_early else None
+    handles = []
+
+    def make_hook(lay: LayerSpec):
+        def hook(_module, _inputs, output):
+            fmap = first_tensor(output)
+            for how in pools:
+                store[(lay.name, how)] = pool(fmap, how).float()
+            if deepest is not None and lay.index == deepest.index:
+                raise _StopForward
+
+        return hook
+
+    was_training = unet.training
+    try:
+        unet.eval()
+        for lay in layers:
+            handles.append(modules[lay.hook].register_forward_hook(make_hook(lay)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+        unet.train(was_training)
+
+
+def image_noise(indices: np.ndarray, seed: int, shape: tuple[int, int, int]) -> torch.Tensor:
+    """`(B, C, H, W)` standard normal noise, fixed per (seed, image index): batch and order independent."""
+    out = np.empty((len(indices), *shape), dtype=np.float32)
+    for row, i in enumerate(indices):
+        out[row] = np.random.default_rng([seed, int(i)]).standard_normal(shape, dtype=np.float32)
+    return torch.from_numpy(out)
+
+
+@torch.inference_mode()
+def forward_features(
+    unet,
+    scheduler,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    timestep: int,
+    layers: Sequence[LayerSpec],
+    pools: Sequence[str],
+    stop_early: bool = True,
+    autocast: torch.dtype | None = None,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """Noise clean `x0 (B, C, H, W)` in [-1, 1] to `timestep` and read every layer in one pass.
+
+    Returns `{(layer name, pool): (B, D) float16}` on the CPU.
+    """
+    device = next(unet.parameters()).device
+    t = torch.full((x0.shape[0],), int(timestep), dtype=torch.long, device=device)
+    x0, noise = x0.to(device), noise.to(device)
+    xt = scheduler.add_noise(x0, noise, t)
+    ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with capture(unet, layers, pools, stop_early=stop_early) as store, ctx:
+        try:
+            unet(xt, t)
+        except _StopForward:
+            pass
+    missing = [(lay.name, p) for lay in layers for p in pools if (lay.name, p) not in store]
+    if missing:
+        raise RuntimeError(f"layers never ran in the forward pass: {missing[:3]}")
+    return {k: v.to(torch.float16).cpu() for k, v in store.items()}
+
+
+def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
+    """Validate timesteps against [0, T); returns them as sorted unique ints."""
+    out = sorted({int(t) for t in timesteps})
+    bad = [t for t in out if not 0 <= t < num_train_timesteps]
+    if bad:
+        raise ExplorerError(
+            f"timestep {bad[0]} is outside [0, {num_train_timesteps}); this model's scheduler has "
+            f"{num_train_timesteps} steps, so pick t from 0 to {num_train_timesteps - 1}"
+        )
+    if not out:
+        raise ExplorerError("no timesteps given; pass e.g. --timesteps 10,90,150")
+    return out
+
+
+def parse_timesteps(spec: str | Sequence[int]) -> list[int]:
+    """"10,90,150" or "0:1000:100" (start:stop:step) -> list of ints."""
+    if not isinstance(spec, str):
+        return [int(t) for t in spec]
+    out: list[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if ":" in part:
+                a, b, *c = (int(v) for v in part.split(":"))
+                out += list(range(a, b, c[0] if c else 1))
+            else:
+                out.append(int(part))
+        except ValueError as e:
+            raise ExplorerError(f"cannot read timesteps '{spec}'; use a list like 10,90,150 or a range 0:1000:100") from e
+    return out
+
+
+def extract_features(
+    model,
+    images: torch.Tensor,
+    *,
+    timesteps: Sequence[int],
+    layers: Sequence[LayerSpec],
+    pools: Sequence[str] = ("2",),
+    seed: int = 0,
+    indices: np.ndarray | None = None,
+    stop_early: bool = True,
+    batch_size: int = 256,
+    autocast: torch.dtype | None = None,
+) -> dict[tuple[int, str, str], np.ndarray]:
+    """In-memory extraction: preprocessed `images (N, C, H, W)` -> `{(t, layer, pool): (N, D) float16}`.
+
+    `model` is a `LoadedModel`. Noise is fixed per (seed, image index); `indices`
+    defaults to `arange(N)`. The feature store wraps the same per-batch pass.
+    """
+    ts = check_timesteps(timesteps, model.num_timesteps)
+    idx = np.arange(len(images)) if indices is None else np.asarray(indices)
+    out: dict[tuple[int, str, str], list[torch.Tensor]] = {}
+    for start in range(0, len(images), batch_size):
+        x0 = images[start : start + batch_size]
+        noise = image_noise(idx[start : start + batch_size], seed, tuple(x0.shape[1:]))
+        for t in ts:
+            feats = forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=layers,
+                                     pools=pools, stop_early=stop_early, autocast=autocast)
+            for (name, p), v in feats.items():
+                out.setdefault((t, name, p), []).append(v)
+    return {k: torch.cat(v).numpy() for k, v in out.items()}

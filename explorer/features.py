@@ -1,0 +1,209 @@
+"""Fill and read the feature store: the one path from (model, dataset, settings) to cached features.
+
+A job is one (timestep, noise seed): one forward pass per batch serves every requested
+layer and pooling. Jobs write chunk by chunk, resume after a kill, and are locked so two
+processes asking for the same features compute them once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from explorer.data import ImageDataset
+from explorer.device import autocast_dtype
+from explorer.extract import (
+    EXTRACTION_VERSION,
+    check_timesteps,
+    forward_features,
+    image_noise,
+    pool,
+    pooled_dim,
+)
+from explorer.layers import LayerSpec
+from explorer.store import FeatureStore, content_key
+
+PIXELS = "pixels"  # pseudo-layer: the preprocessed image itself (a baseline)
+Progress = Callable[[int, int], None]  # (images done, images total)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which images: a dataset split, optionally capped to a fixed stratified subset."""
+
+    split: str
+    indices: np.ndarray = field(compare=False, hash=False)
+
+    @classmethod
+    def of(cls, dataset: ImageDataset, split: str, limit: int | None = None) -> Selection:
+        return cls(split, dataset.subset(split, limit))
+
+    @property
+    def fingerprint(self) -> str:
+        return content_key({"split": self.split, "idx": np.asarray(self.indices, np.int64).tobytes().hex()})[:16]
+
+
+def feature_key(model, dataset: ImageDataset, sel: Selection, t: int | None, layer: str, pool_name: str, seed: int | None) -> str:
+    """The content key of one feature matrix. Pixels ignore the model's weights, t and seed."""
+    prep = model.preprocess
+    parts = {
+        "dataset": dataset.fingerprint,
+        "selection": sel.fingerprint,
+        "preprocess": prep.tag,
+        "layer": layer,
+        "pool": pool_name,
+        "version": EXTRACTION_VERSION,
+    }
+    if layer != PIXELS:
+        parts |= {"model": model.fingerprint, "t": int(t), "seed": int(seed)}
+    return content_key(parts)
+
+
+@dataclass
+class ExtractReport:
+    """What an `ensure_features` call did."""
+
+    computed: int = 0  # entries written by this call
+    cached: int = 0  # entries already there
+    images: int = 0
+    forward_passes: int = 0  # batches x jobs run
+    seconds: float = 0.0
+    location: str = ""
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        total = self.computed + self.cached
+        s = (f"{total} feature sets for {self.images} images: {self.computed} computed, {self.cached} from cache, "
+             f"in {self.seconds:.1f}s; stored in {self.location}")
+        if self.skipped:
+            s += f"; {len(self.skipped)} unreadable images skipped"
+        return s
+
+
+def ensure_features(
+    model,
+    dataset: ImageDataset,
+    sel: Selection,
+    *,
+    timesteps: Sequence[int],
+    layers: Sequence[LayerSpec],
+    pools: Sequence[str],
+    seeds: Sequence[int] = (0,),
+    store: FeatureStore,
+    batch_size: int = 256,
+    progress: bool | Progress = True,
+) -> ExtractReport:
+    """Make sure every (t, layer, pool, seed) feature of `sel` is in `store`; compute only what is missing."""
+    t0 = time.time()
+    ts = check_timesteps(timesteps, model.num_timesteps)
+    report = ExtractReport(images=len(sel.indices), location=str(store.dir), skipped=list(dataset.skipped))
+    jobs = []
+    for t in ts:
+        for seed in seeds:
+            keys = {(lay.name, p): feature_key(model, dataset, sel, t, lay.name, p, seed) for lay in layers for p in pools}
+            missing = {k: v for k, v in keys.items() if not store.has(v)}
+            report.cached += len(keys) - len(missing)
+            if missing:
+                jobs.append((t, seed, missing))
+    meter = _Meter(len(jobs) * len(sel.indices), progress)
+    for t, seed, missing in jobs:
+        lock_name = content_key({"t": t, "seed": seed, "keys": sorted(missing.values())})
+        with store.lock(lock_name):
+            still = {k: v for k, v in missing.items() if not store.has(v)}  # another process may have finished
+            report.cached += len(missing) - len(still)
+            if still:
+                report.forward_passes += _run_job(model, dataset, sel, t, seed, layers, still, store, batch_size,
+                                                  meter.advance)
+                report.computed += len(still)
+            else:
+                meter.advance(len(sel.indices))
+    meter.close()
+    report.seconds = time.time() - t0
+    return report
+
+
+class _Meter:
+    """Progress over images x jobs: a tqdm bar with ETA on the terminal, or a callback (the app)."""
+
+    def __init__(self, total: int, progress: bool | Progress):
+        self.total, self.done = total, 0
+        self.callback = progress if callable(progress) else None
+        self.bar = tqdm(total=total, desc="extract", unit="img", dynamic_ncols=True,
+                        disable=progress is not True or not total)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        if self.callback:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureStore, batch_size: int, advance) -> int:
+    """Compute one (t, seed) job for the missing `keys`, chunk by chunk; returns forward passes run."""
+    needed = {name for name, _ in keys}
+    lays = [lay for lay in layers if lay.name in needed]
+    pools_needed = sorted({p for _, p in keys})
+    by_name = {lay.name: lay for lay in lays}
+    n = len(sel.indices)
+    entries = {
+        k: store.begin(key, (n, pooled_dim(by_name[k[0]], k[1])), {
+            "model": model.name, "model_fingerprint": model.fingerprint, "dataset": dataset.name,
+            "dataset_fingerprint": dataset.fingerprint, "split": sel.split, "images": n, "t": t,
+            "layer": k[0], "layer_index": by_name[k[0]].index, "pool": k[1], "seed": seed,
+            "preprocess": model.preprocess.tag, "version": EXTRACTION_VERSION,
+        })
+        for k, key in keys.items()
+    }
+    start = min(e.rows_done for e in entries.values())
+    if start:
+        advance(start)
+    prep = model.preprocess
+    ac = autocast_dtype(next(model.unet.parameters()).device)
+    passes = 0
+    for s in range(start, n, batch_size):
+        idx = sel.indices[s : s + batch_size]
+        x0 = prep(dataset.images(idx))
+        noise = image_noise(idx, seed, tuple(x0.shape[1:]))
+        feats = forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=lays,
+                                 pools=pools_needed, autocast=ac)
+        for k, e in entries.items():
+            e.write(s, feats[k].numpy())
+        for e in entries.values():
+            e.checkpoint(s + len(idx))
+        passes += 1
+        advance(len(idx))
+    for e in entries.values():
+        e.commit()
+    return passes
+
+
+def load_features(model, dataset, sel: Selection, *, t: int | None, layer: str, pool_name: str, seed: int | None = 0,
+                  store: FeatureStore) -> np.ndarray:
+    """The cached `(N, D) float16` features of one setting; KeyError if not computed yet."""
+    key = feature_key(model, dataset, sel, t, layer, pool_name, seed)
+    if not store.has(key):
+        raise KeyError(f"features not cached: t={t} layer={layer} pool={pool_name} seed={seed}")
+    return store.load(key)
+
+
+def ensure_pixels(model, dataset: ImageDataset, sel: Selection, pool_name: str, *, store: FeatureStore,
+                  batch_size: int = 1024) -> np.ndarray:
+    """The raw-pixel baseline at the model's input size: `(N, C*H*W)` for pool "full", else pooled."""
+    key = feature_key(model, dataset, sel, None, PIXELS, pool_name, None)
+    if not store.has(key):
+        prep = model.preprocess
+        chunks = []
+        for s in range(0, len(sel.indices), batch_size):
+            x = prep(dataset.images(sel.indices[s : s + batch_size]))
+            chunks.append((x.flatten(1) if pool_name == "full" else pool(x, pool_name)).to(torch.float16).numpy())
+        store.put(key, np.concatenate(chunks), {"layer": PIXELS, "pool": pool_name, "dataset": dataset.name,
+                                                "split": sel.split, "images": len(sel.indices)})
+    return store.load(key)

@@ -1,0 +1,156 @@
+"""The catalogue of probe points of a `UNet2DModel`, in forward order, built from the model itself.
+
+Numbering (1-based) follows the paper: `conv_in`; per down block its resnets (each read
+after its attention) then its downsampler; the mid block; per up block its resnets (each
+after its attention), the last one read after the block's upsampler. On the paper's ADM
+layout this gives blocks 1-37, with 19 the bottleneck and 24 = `up_blocks.1.resnets.1`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+
+from explorer.errors import ExplorerError, suggest
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One probe point: where it is, what it reads, and the shape of its feature map."""
+
+    index: int  # 1-based, forward order (paper numbering on ADM)
+    name: str  # dotted path of the point: the resnet, downsampler, `mid_block` or `conv_in`
+    hook: str  # dotted path of the module whose output is read
+    stage: str  # "down" (conv_in included), "mid" or "up"
+    kind: str  # conv | resnet | resnet+attn | downsample | mid | resnet+upsample | resnet+attn+upsample
+    channels: int
+    height: int
+    width: int
+    reduction: int  # input side / feature side
+
+    @property
+    def label(self) -> str:
+        return f"{self.index:02d} · {self.name} · {self.channels}×{self.height}×{self.width}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _points(unet) -> list[tuple[str, str, str, str]]:
+    """(name, hook, stage, kind) for every probe point, from the model's module structure."""
+    pts = [("conv_in", "conv_in", "down", "conv")]
+    for i, block in enumerate(unet.down_blocks):
+        attns = getattr(block, "attentions", None)
+        for j, _ in enumerate(block.resnets):
+            name = f"down_blocks.{i}.resnets.{j}"
+            if attns is not None and j < len(attns):
+                pts.append((name, f"down_blocks.{i}.attentions.{j}", "down", "resnet+attn"))
+            else:
+                pts.append((name, name, "down", "resnet"))
+        for k, _ in enumerate(getattr(block, "downsamplers", None) or []):
+            name = f"down_blocks.{i}.downsamplers.{k}"
+            pts.append((name, name, "down", "downsample"))
+    if getattr(unet, "mid_block", None) is not None:
+        pts.append(("mid_block", "mid_block", "mid", "mid"))
+    for i, block in enumerate(unet.up_blocks):
+        attns = getattr(block, "attentions", None)
+        ups = getattr(block, "upsamplers", None) or []
+        n = len(block.resnets)
+        for j in range(n):
+            name = f"up_blocks.{i}.resnets.{j}"
+            has_attn = attns is not None and j < len(attns)
+            hook, kind = (f"up_blocks.{i}.attentions.{j}", "resnet+attn") if has_attn else (name, "resnet")
+            if j == n - 1 and len(ups):
+                hook, kind = f"up_blocks.{i}.upsamplers.{len(ups) - 1}", kind + "+upsample"
+            pts.append((name, hook, "up", kind))
+    return pts
+
+
+def first_tensor(out) -> torch.Tensor:
+    """The feature map in a module's output (some diffusers blocks return tuples)."""
+    while isinstance(out, tuple | list):
+        out = out[0]
+    if hasattr(out, "sample"):
+        out = out.sample
+    return out
+
+
+def build_catalogue(unet, device: torch.device | str | None = None) -> list[LayerSpec]:
+    """Every probe point of `unet` with its shape, from one shape-probing forward pass (batch 1).
+
+    Works on the meta device too, so the catalogue of a huge model costs no compute.
+    """
+    pts = _points(unet)
+    modules = dict(unet.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for _, hook, _, _ in pts:
+        handles.append(
+            modules[hook].register_forward_hook(lambda m, i, o, h=hook: shapes.__setitem__(h, tuple(first_tensor(o).shape)))
+        )
+    cfg = unet.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    dev = device or next(unet.parameters()).device
+    was_training = unet.training
+    try:
+        unet.eval()
+        x = torch.zeros(1, cfg.in_channels, size, size, device=dev)
+        t = torch.zeros(1, dtype=torch.long, device=dev)
+        with torch.inference_mode():
+            unet(x, t)
+    finally:
+        for h in handles:
+            h.remove()
+        unet.train(was_training)
+    out = []
+    for idx, (name, hook, stage, kind) in enumerate(pts, start=1):
+        _, c, h, w = shapes[hook]
+        out.append(LayerSpec(idx, name, hook, stage, kind, c, h, w, max(1, size // h)))
+    return out
+
+
+_RANGE = re.compile(r"^(-?\d+)\s*-\s*(-?\d+)$")
+
+
+def select_layers(catalogue: list[LayerSpec], spec: str | int | list | None) -> list[LayerSpec]:
+    """Resolve a layer selection to catalogue entries, sorted by index.
+
+    `None`/"all" = all; ints are 1-based indices (negatives count from the end);
+    "a-b" is an inclusive range; names match `LayerSpec.name`, `hook`, or "mid".
+    """
+    n = len(catalogue)
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "all")):
+        return list(catalogue)
+    items = spec if isinstance(spec, list | tuple) else [spec]
+    tokens: list[str | int] = []
+    for it in items:
+        tokens += [s.strip() for s in it.split(",") if s.strip()] if isinstance(it, str) else [it]
+    by_name = {lay.name: lay for lay in catalogue} | {lay.hook: lay for lay in catalogue}
+    if "mid_block" in by_name:
+        by_name["mid"] = by_name["mid_block"]
+    chosen: dict[int, LayerSpec] = {}
+
+    def by_index(i: int) -> LayerSpec:
+        j = i if i > 0 else n + 1 + i
+        if not 1 <= j <= n:
+            raise ExplorerError(f"layer {i} is out of range (1 to {n}, or -1 to -{n}); run `explorer layers` to list them")
+        return catalogue[j - 1]
+
+    for tok in tokens:
+        if isinstance(tok, int) or (isinstance(tok, str) and re.fullmatch(r"-?\d+", tok)):
+            lay = by_index(int(tok))
+            chosen[lay.index] = lay
+        elif isinstance(tok, str) and (m := _RANGE.match(tok)):
+            a, b = by_index(int(m.group(1))).index, by_index(int(m.group(2))).index
+            for j in range(min(a, b), max(a, b) + 1):
+                chosen[j] = catalogue[j - 1]
+        elif tok in by_name:
+            chosen[by_name[tok].index] = by_name[tok]
+        else:
+            raise ExplorerError(
+                f"unknown layer '{tok}'." + suggest(str(tok), [lay.name for lay in catalogue])
+                + " Run `explorer layers --model M` to list the layers."
+            )
+    return [chosen[k] for k in sorted(chosen)]
