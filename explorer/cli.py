@@ -179,6 +179,61 @@ def _default_names(a: argparse.Namespace) -> tuple[str, str]:
     return a.dataset, a.model
 
 
+# --- sweep -------------------------------------------------------------------------------------
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    _data_args(p)
+    p.add_argument("--timesteps", default="10,50,90,150,300", help="default: 10,50,90,150,300")
+    p.add_argument("--layers", default="all")
+    p.add_argument("--pools", default="2", help="comma-separated poolings (default: 2)")
+    p.add_argument("--heads", default="linear,knn", help="linear, knn (k=20; knn10 for k=10), mlp, attention")
+    p.add_argument("--train-limit", type=int, default=None, help="cap the train split (overrides --limit)")
+    p.add_argument("--test-limit", type=int, default=None, help="cap the test split (overrides --limit)")
+    p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random-weights control")
+    p.add_argument("--out", default="results.csv", help="results table, .csv or .parquet (default: results.csv)")
+
+
+@command("sweep", _sweep_args)
+def cmd_sweep(a: argparse.Namespace) -> int:
+    """Probe a grid of timesteps x layers x poolings; writes a tidy results table."""
+    from explorer.device import describe
+    from explorer.extract import check_timesteps, parse_pools, parse_timesteps
+    from explorer.layers import select_layers
+    from explorer.models import RANDOM_PREFIX, load_model
+    from explorer.store import FeatureStore
+    from explorer.sweep import SweepPlan, describe_best, run_sweep
+    from explorer.workspace import HEADS, Workspace
+
+    model, ds = open_inputs(a)
+    heads = [h.strip() for h in a.heads.split(",") if h.strip()]
+    for h in heads:
+        if h not in HEADS and not (h.startswith("knn") and h[3:].isdigit()):
+            raise ExplorerError(f"unknown head '{h}'; choose from {', '.join(HEADS)} (or knnK, e.g. knn10)")
+    kw = dict(store=FeatureStore(a.cache_dir), train_limit=a.train_limit or a.limit,
+              test_limit=a.test_limit or a.limit, batch_size=a.batch_size, device=a.device)
+    ws = Workspace(model, ds, **kw)
+    timesteps = check_timesteps(parse_timesteps(a.timesteps), model.num_timesteps)
+    layers = [lay.name for lay in select_layers(ws.catalogue, a.layers)]
+    controls = []
+    if not a.no_baselines and not model.name.startswith(RANDOM_PREFIX):
+        rnd = load_model(RANDOM_PREFIX + a.model, trust_pickle=a.trust_pickle,
+                         device=next(model.unet.parameters()).device)
+        controls.append(Workspace(rnd, ds, **kw))
+    plan = SweepPlan(timesteps, layers, parse_pools(a.pools), heads, _int_list(a.seeds, "seeds"),
+                     pixels=not a.no_baselines, controls=controls)
+    print(f"sweep: {model.name} on {describe(next(model.unet.parameters()).device)}; {ds.name} "
+          f"({len(ws.train.indices)} train / {len(ws.test.indices)} test); {len(timesteps)} timesteps x "
+          f"{len(layers)} layers x {len(plan.pools)} poolings x {len(heads)} heads"
+          f"{' + baselines' if plan.pixels else ''}", file=sys.stderr)
+    df = run_sweep(ws, plan, out=a.out, progress=True,
+                   report=lambda msg, frac: print(f"[{100 * frac:3.0f}%] {msg}", file=sys.stderr))
+    print(describe_best(df))
+    print(f"results: {len(df)} rows in {a.out}")
+    return 0
+
+
 # --- train -------------------------------------------------------------------------------------
 
 
@@ -210,6 +265,31 @@ def cmd_train(a: argparse.Namespace) -> int:
     out = train(ds, a.out, cfg, device=a.device, command=command_line())
     print(f"saved model to {out} (model card: {out / 'README.md'})")
     return 0
+
+
+# --- app ---------------------------------------------------------------------------------------
+
+
+def _app_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+
+
+@command("app", _app_args)
+def cmd_app(a: argparse.Namespace) -> int:
+    """Start the web app (streamlit run app.py) on the built-in defaults."""
+    import subprocess
+
+    from explorer.paths import REPO_ROOT
+
+    app = REPO_ROOT / "app.py"
+    if not app.exists():
+        raise ExplorerError(f"{app} not found; run from a clone of the repository (pip install -e .)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
+           "--browser.gatherUsageStats", "false"]
+    if a.headless:
+        cmd += ["--server.headless", "true"]
+    return subprocess.call(cmd)
 
 
 # --- entry point --------------------------------------------------------------------------------

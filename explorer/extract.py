@@ -113,11 +113,8 @@ def forward_features(
     x0, noise = x0.to(device), noise.to(device)
     xt = scheduler.add_noise(x0, noise, t)
     ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-    with capture(unet, layers, pools, stop_early=stop_early) as store, ctx:
-        try:
-            unet(xt, t)
-        except _StopForward:
-            pass
+    with capture(unet, layers, pools, stop_early=stop_early) as store, ctx, contextlib.suppress(_StopForward):
+        unet(xt, t)
     missing = [(lay.name, p) for lay in layers for p in pools if (lay.name, p) not in store]
     if missing:
         raise RuntimeError(f"layers never ran in the forward pass: {missing[:3]}")

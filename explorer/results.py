@@ -1,0 +1,130 @@
+"""Probe results on disk, and the tidy results table.
+
+A probe result is cached under `<cache>/results/<key>.npz` (arrays) with its scalars in
+JSON inside the same file, keyed by the feature keys it was trained on plus the head and
+its version, so a result is never recomputed and a reload loses nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from explorer.paths import cache_dir
+from explorer.probes.metrics import ProbeResult
+from explorer.store import content_key
+
+PROBE_VERSION = 1
+COLUMNS = ["model", "dataset", "t", "layer", "layer_index", "pool", "head", "split", "metric", "value"]
+
+
+class ResultStore:
+    """`ProbeResult`s by content key, as atomic `.npz` files."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.dir = cache_dir(root) / "results"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(head: str, train_keys: list[str], test_keys: list[str], params: dict | None = None) -> str:
+        return content_key({"head": head, "train": train_keys, "test": test_keys, "params": params or {},
+                            "version": PROBE_VERSION})
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.npz"
+
+    def get(self, key: str) -> ProbeResult | None:
+        p = self.path(key)
+        if not p.exists():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return ProbeResult(head=meta["head"], top1=meta["top1"], ci_low=meta["ci_low"], ci_high=meta["ci_high"],
+                                   per_class=z["per_class"], confusion=z["confusion"], predictions=z["predictions"],
+                                   extra=meta["extra"])
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable: recompute
+
+    def put(self, key: str, r: ProbeResult) -> None:
+        meta = {"head": r.head, "top1": r.top1, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                "extra": {k: v for k, v in r.summary().items() if k not in ("head", "top1", "ci_low", "ci_high")}}
+        buf = io.BytesIO()
+        np.savez(buf, per_class=r.per_class, confusion=r.confusion, predictions=r.predictions,
+                 meta=np.array(json.dumps(meta, default=float)))
+        tmp = self.path(key).with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, self.path(key))
+
+
+def tidy_rows(base: dict, results: list[ProbeResult]) -> list[dict]:
+    """Rows of the results table for one (model, dataset, t, layer, pool, head) over noise draws.
+
+    `base` holds model, dataset, t, layer, layer_index, pool, head. Metrics: top1 (mean over
+    draws), top1_std (0 for one draw), ci_low/ci_high (95% bootstrap of the first draw), draws;
+    val_top1 on the validation split where the head reports it.
+    """
+    top = np.array([r.top1 for r in results])
+    rows = [
+        {**base, "split": "test", "metric": "top1", "value": float(top.mean())},
+        {**base, "split": "test", "metric": "top1_std", "value": float(top.std(ddof=1)) if len(top) > 1 else 0.0},
+        {**base, "split": "test", "metric": "ci_low", "value": float(results[0].ci_low)},
+        {**base, "split": "test", "metric": "ci_high", "value": float(results[0].ci_high)},
+        {**base, "split": "test", "metric": "draws", "value": float(len(results))},
+    ]
+    vals = [r.extra.get("val_top1") for r in results if r.extra.get("val_top1") is not None]
+    if vals:
+        rows.append({**base, "split": "val", "metric": "top1", "value": float(np.mean(vals))})
+    return rows
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write CSV or Parquet (by suffix) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = set(COLUMNS) - set(df.columns)
+    if missing:
+        from explorer.errors import ExplorerError
+
+        raise ExplorerError(f"{path} is not a results table: missing columns {sorted(missing)}")
+    return df
+
+
+def accuracy_view(df: pd.DataFrame, head: str | None = None) -> pd.DataFrame:
+    """Wide view: one row per (model, t, layer, pool, head) with top1, top1_std, ci_low, ci_high."""
+    d = df[(df["split"] == "test") & df["metric"].isin(["top1", "top1_std", "ci_low", "ci_high"])]
+    if head is not None:
+        d = d[d["head"] == head]
+    keys = ["model", "dataset", "t", "layer", "layer_index", "pool", "head"]
+    wide = d.pivot_table(index=keys, columns="metric", values="value", dropna=False).reset_index()
+    wide.columns.name = None
+    return wide.dropna(subset=["top1"])
+
+
+def best_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """The best test top-1 per (model, head)."""
+    wide = accuracy_view(df)
+    if wide.empty:
+        return wide
+    return wide.loc[wide.groupby(["model", "head"])["top1"].idxmax()].sort_values("top1", ascending=False)
