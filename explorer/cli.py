@@ -124,7 +124,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
         raise ExplorerError("--batch-size and --limit must be positive integers")
     store = FeatureStore(a.cache_dir)
     ds_name, model_name = _default_names(a)
-    settings = {k: getattr(a, k) for k in ("splits", "limit", "seeds", "timesteps", "layers", "pool")}
+    settings = {k: getattr(a, k) for k in ("splits", "limit", "seeds", "timesteps", "layers", "pool", "trust_pickle")}
     rid = request_memo.request_id(model_name, ds_name, settings)
     if memo := request_memo.lookup(store, rid):  # identical run already done: no torch, no model, no data
         for split, keys in memo["splits"].items():
@@ -138,6 +138,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
     from explorer.layers import build_catalogue, select_layers
 
     model, ds = open_inputs(a)
+    splits = _splits(ds, a.splits)
     timesteps = check_timesteps(parse_timesteps(a.timesteps), model.num_timesteps)
     layers = select_layers(build_catalogue(model.unet), a.layers)
     pools = parse_pools(a.pool)
@@ -146,7 +147,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
           f"{len(timesteps)} timesteps x {len(layers)} layers x {len(pools)} poolings x {len(seeds)} seeds",
           file=sys.stderr)
     keys, images = {}, {}
-    for split in _splits(ds, a.splits):
+    for split in splits:
         sel = Selection.of(ds, split, a.limit)
         rep = ensure_features(model, ds, sel, timesteps=timesteps, layers=layers, pools=pools, seeds=seeds,
                               store=store, batch_size=a.batch_size)

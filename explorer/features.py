@@ -112,7 +112,9 @@ def ensure_features(
                 jobs.append((t, seed, missing))
     meter = _Meter(len(jobs) * len(sel.indices), progress)
     for t, seed, missing in jobs:
-        lock_name = content_key({"t": t, "seed": seed, "keys": sorted(missing.values())})
+        # one lock per job (not per key set), so overlapping requests never write the same entry twice
+        lock_name = content_key({"model": model.fingerprint, "dataset": dataset.fingerprint, "selection": sel.fingerprint,
+                                 "preprocess": model.preprocess.tag, "t": t, "seed": seed})
         with store.lock(lock_name):
             still = {k: v for k, v in missing.items() if not store.has(v)}  # another process may have finished
             report.cached += len(missing) - len(still)
@@ -167,6 +169,8 @@ def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureSto
         advance(start)
     prep = model.preprocess
     ac = autocast_dtype(next(model.unet.parameters()).device)
+    for e in entries.values():
+        e.meta["precision"] = str(ac or torch.float32).replace("torch.", "")
     passes = 0
     for s in range(start, n, batch_size):
         idx = sel.indices[s : s + batch_size]

@@ -127,6 +127,8 @@ def select_layers(catalogue: list[LayerSpec], spec: str | int | list | None) -> 
     tokens: list[str | int] = []
     for it in items:
         tokens += [s.strip() for s in it.split(",") if s.strip()] if isinstance(it, str) else [it]
+    if not tokens:
+        raise ExplorerError("no layers given; pass e.g. --layers 19,24 or all (see `explorer layers`)")
     by_name = {lay.name: lay for lay in catalogue} | {lay.hook: lay for lay in catalogue}
     if "mid_block" in by_name:
         by_name["mid"] = by_name["mid_block"]

@@ -63,12 +63,14 @@ def load_model(spec: str, *, trust_pickle: bool = False, device: str | torch.dev
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
             unet = UNet2DModel.from_config(config)
-        fp = _hash_text("random", str(RANDOM_SEED), _canonical_config(config))
-        return LoadedModel(spec, unet.eval().to(device), load_scheduler(folder), fp, "random", folder)
+        sched = load_scheduler(folder)
+        fp = _hash_text("random", str(RANDOM_SEED), _canonical_config(config), _canonical_config(dict(sched.config)))
+        return LoadedModel(spec, unet.eval().to(device), sched, fp, "random", folder)
     folder, source = _resolve(spec, trust_pickle)
     unet, weights = _load_unet(folder, trust_pickle)
-    fp = _hash_text(_canonical_config(dict(unet.config)), file_sha256(weights))
-    return LoadedModel(spec, unet.eval().to(device), load_scheduler(folder), fp, source, folder)
+    sched = load_scheduler(folder)  # the noise schedule changes x_t, so it is part of the fingerprint
+    fp = _hash_text(_canonical_config(dict(unet.config)), file_sha256(weights), _canonical_config(dict(sched.config)))
+    return LoadedModel(spec, unet.eval().to(device), sched, fp, source, folder)
 
 
 def _resolve(spec: str, trust_pickle: bool) -> tuple[Path, str]:

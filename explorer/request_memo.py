@@ -15,7 +15,9 @@ from pathlib import Path
 from explorer.paths import BUILTIN_MODEL_DIRS, RANDOM_PREFIX
 from explorer.store import FeatureStore, atomic_write_text, content_key
 
-MODEL_FILES = ("*.json", "*.safetensors", "unet/*.json", "unet/*.safetensors", "scheduler/*.json")
+MODEL_FILES = tuple(
+    f"{sub}*.{ext}" for sub in ("", "unet/") for ext in ("json", "safetensors", "bin", "pt", "pth", "ckpt", "pkl")
+) + ("scheduler/*.json",)
 
 
 def _stat_list(folder: Path, patterns: tuple[str, ...]) -> list[tuple[str, int, int]]:

@@ -71,6 +71,8 @@ class PartialEntry:
         self.mm.flush()
         del self.mm
         npy, manifest = self.store.paths(self.key)
+        if not self.npy.exists() and self.store.has(self.key):
+            return  # already committed by another writer
         npy.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.npy, npy)
         meta = {**self.meta, "key": self.key, "shape": list(self.shape), "dtype": "float16", "created": time.time()}

@@ -1,0 +1,167 @@
+"""2-D embeddings of features: PCA (instant), UMAP on PCA-50 and aligned UMAP, cached on disk.
+
+UMAP results are cached as `.npy` under `cache_dir()/"embeddings"`, named by
+sha256(cache_key, data shape, parameters): the caller's `cache_key` must identify the
+features (e.g. the feature store's key). Writes are atomic (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+from explorer.errors import ExplorerError
+from explorer.paths import cache_dir
+
+EMBED_VERSION = 1  # bump when the computation changes, so old cache entries are ignored
+
+
+def _as_matrix(x: np.ndarray, what: str = "features") -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ExplorerError(f"{what} must be a (N, D) matrix, got shape {x.shape}")
+    if x.shape[0] < 3:
+        raise ExplorerError(f"{what} need at least 3 rows to embed, got {x.shape[0]}")
+    return x.astype(np.float32, copy=False)
+
+
+def pca_embed(x: np.ndarray, n: int = 2, *, seed: int = 0) -> np.ndarray:
+    """First `n` principal components `(N, n)` float32 of `x` `(N, D)`."""
+    x = _as_matrix(x)
+    k = min(n, *x.shape)
+    out = np.zeros((len(x), n), dtype=np.float32)
+    out[:, :k] = PCA(n_components=k, random_state=seed).fit_transform(x)
+    return out
+
+
+def _reduce(x: np.ndarray, pca_dim: int | None, seed: int) -> np.ndarray:
+    """PCA to `pca_dim` dims before UMAP (denoises and speeds up the neighbour search)."""
+    if pca_dim is None or x.shape[1] <= pca_dim:
+        return x
+    return pca_embed(x, min(pca_dim, len(x)), seed=seed)
+
+
+def _cache_file(kind: str, key: str, params: dict, cache_root: Path | None) -> Path:
+    blob = json.dumps(
+        {"kind": kind, "key": key, "version": EMBED_VERSION, **params}, sort_keys=True
+    )
+    folder = cache_dir(cache_root) / "embeddings"
+    return folder / f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:40]}.npy"
+
+
+def _cached(
+    path: Path | None, shape: tuple[int, ...], compute: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """Load `path` if it holds an array of `shape`, else compute it and write it atomically."""
+    if path is not None and path.exists():
+        try:
+            arr = np.load(path)
+            if arr.shape == shape:
+                return arr
+        except (OSError, ValueError):
+            pass  # a damaged entry is recomputed and replaced
+    arr = np.ascontiguousarray(compute(), dtype=np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, arr)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return arr
+
+
+def _umap_kwargs(n: int, n_neighbors: int, min_dist: float, seed: int) -> dict:
+    # UMAP needs n_neighbors < N; clamping keeps tiny selections working
+    return dict(n_neighbors=max(2, min(n_neighbors, n - 1)), min_dist=min_dist, random_state=seed)
+
+
+def _fit_umap(x: np.ndarray, kwargs: dict) -> np.ndarray:
+    import umap
+
+    with warnings.catch_warnings():  # umap warns that a seed forces one thread: intended
+        warnings.simplefilter("ignore", UserWarning)
+        return umap.UMAP(n_components=2, n_jobs=1, **kwargs).fit_transform(x)
+
+
+def umap_embed(
+    x: np.ndarray,
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+    pca_dim: int | None = 50,
+    cache_key: str | None = None,
+    cache_root: Path | None = None,
+) -> np.ndarray:
+    """UMAP `(N, 2)` float32 of `x` `(N, D)`, after PCA to `pca_dim` dims (None: no PCA).
+
+    Deterministic in `seed`. With a `cache_key` the result is stored under
+    `cache_dir(cache_root)/"embeddings"` and later calls with the same key, data shape and
+    parameters load it instead of recomputing.
+    """
+    x = _as_matrix(x)
+    params = dict(n=len(x), d=x.shape[1], n_neighbors=n_neighbors, min_dist=min_dist)
+    params |= dict(seed=seed, pca_dim=pca_dim)
+    path = None if cache_key is None else _cache_file("umap", cache_key, params, cache_root)
+
+    def compute() -> np.ndarray:
+        return _fit_umap(
+            _reduce(x, pca_dim, seed), _umap_kwargs(len(x), n_neighbors, min_dist, seed)
+        )
+
+    return _cached(path, (len(x), 2), compute)
+
+
+def aligned_umap(
+    xs: Sequence[np.ndarray],
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    seed: int = 0,
+    pca_dim: int | None = 50,
+    cache_key: str | None = None,
+    cache_root: Path | None = None,
+) -> list[np.ndarray]:
+    """Aligned UMAPs `[(N, 2) float32]` of K feature sets `(N, D_k)` on the same N examples.
+
+    Neighbouring sets (e.g. successive timesteps) are tied by the identity relation, so an
+    example stays near the same place while a slider moves across them. Each set is
+    reduced by its own PCA first. Cached like `umap_embed`.
+    """
+    mats = [_as_matrix(x, f"features[{i}]") for i, x in enumerate(xs)]
+    if not mats:
+        return []
+    n = len(mats[0])
+    if any(len(m) != n for m in mats):
+        raise ExplorerError(f"aligned UMAP needs the same examples: rows {[len(m) for m in mats]}")
+    params = dict(n=n, d=[m.shape[1] for m in mats], n_neighbors=n_neighbors)
+    params |= dict(min_dist=min_dist, seed=seed, pca_dim=pca_dim)
+    path = None if cache_key is None else _cache_file("aligned", cache_key, params, cache_root)
+
+    def compute() -> np.ndarray:
+        import umap
+
+        reduced = [_reduce(m, pca_dim, seed) for m in mats]
+        kwargs = _umap_kwargs(n, n_neighbors, min_dist, seed)
+        if len(reduced) == 1:
+            return _fit_umap(reduced[0], kwargs)[None]
+        identity = {i: i for i in range(n)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = umap.AlignedUMAP(n_components=2, **kwargs)
+            model.fit(reduced, relations=[identity] * (len(reduced) - 1))
+        return np.stack(model.embeddings_)
+
+    return list(_cached(path, (len(mats), n, 2), compute))

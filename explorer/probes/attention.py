@@ -1,0 +1,228 @@
+"""The paper's attention head on unpooled feature maps (PAPER.md, step 5).
+
+LayerNorm over channels, a 1x1 conv to `dim` channels, the h*w positions as tokens after a
+learnable CLS token (plus a learned position embedding), `depth` pre-norm transformer
+blocks with `heads` heads and MLP ratio 4, and a linear layer on the CLS output. The paper
+uses dim 1024, 8 heads, 2 blocks; the default dim here is 128 so that it trains on a CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explorer.device import resolve_device
+from explorer.errors import ExplorerError
+from explorer.probes.metrics import (
+    ProbeResult,
+    as_device_tensor,
+    check_fitted,
+    stratified_split,
+)
+from explorer.probes.mlp import predict_logits, train_classifier
+
+MAX_SIDE = 8
+
+
+def pool_tokens(x: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Average-pool maps `(N, C, H, W)` to at most `max_side` per side, same dtype.
+
+    Maps already that small come back unchanged; larger ones go through adaptive average
+    pooling to `(min(H, max_side), min(W, max_side))`, in float32, in batches.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ExplorerError(f"feature maps must be (N, C, H, W), got shape {x.shape}")
+    h, w = x.shape[2:]
+    if h <= max_side and w <= max_side:
+        return x
+    size = (min(h, max_side), min(w, max_side))
+    out = np.empty((*x.shape[:2], *size), dtype=x.dtype)
+    for i in range(0, len(x), 256):
+        chunk = torch.from_numpy(np.ascontiguousarray(x[i : i + 256], dtype=np.float32))
+        out[i : i + 256] = F.adaptive_avg_pool2d(chunk, size).numpy().astype(x.dtype)
+    return out
+
+
+class AttentionHead(nn.Module):
+    """`(N, C, h, w)` maps -> `(N, n_classes)` logits through a CLS-token transformer."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_tokens: int,
+        n_classes: int,
+        *,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 8,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ExplorerError(f"dim ({dim}) must be a multiple of heads ({heads})")
+        self.norm_in = nn.LayerNorm(in_channels)
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=1)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, n_tokens + 1, dim) * 0.02)
+        block = nn.TransformerEncoderLayer(
+            dim,
+            heads,
+            dim_feedforward=mlp_ratio * dim,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(block, depth, enable_nested_tensor=False)
+        self.norm_out = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # 1. LayerNorm over channels at every position, then the 1x1 conv.
+        x = self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        tokens = self.proj(x).flatten(2).transpose(1, 2)  # (N, h*w, dim)
+        # 2. CLS token first, learned positions, transformer blocks.
+        cls = self.cls.expand(len(tokens), -1, -1)
+        tokens = self.blocks(torch.cat([cls, tokens], 1) + self.pos)
+        # 3. Classify the CLS output.
+        return self.fc(self.norm_out(tokens[:, 0]))
+
+
+class AttentionProbe:
+    """The attention head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`, h, w <= 8.
+
+    `fit` holds out a stratified `val_fraction` of train for early stopping (best epoch
+    kept). Learned: `classes_`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 8,
+        dropout: float = 0.0,
+        epochs: int = 30,
+        batch_size: int = 128,
+        lr: float = 5e-4,
+        weight_decay: float = 0.05,
+        patience: int = 8,
+        val_fraction: float = 0.1,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        self.dim = dim
+        self.depth = depth
+        self.heads = heads
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.device = device
+        self.seed = seed
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> AttentionProbe:
+        X, y = _check_maps(X, y)
+        dev = resolve_device(self.device)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        fit_idx, val_idx = (
+            stratified_split(codes, self.val_fraction, self.seed)
+            if self.val_fraction
+            else (np.arange(len(codes)), np.empty(0, dtype=np.int64))
+        )
+        torch.manual_seed(self.seed)
+        n, c, h, w = X.shape
+        self.model_ = AttentionHead(
+            c,
+            h * w,
+            len(self.classes_),
+            dim=self.dim,
+            depth=self.depth,
+            heads=self.heads,
+            dropout=self.dropout,
+        ).to(dev)
+        self.map_shape_ = (c, h, w)
+        x = as_device_tensor(X, dev)  # kept in its dtype (float16 halves memory); cast per batch
+        yt = torch.as_tensor(codes, dtype=torch.int64, device=dev)
+        fi, vi = (torch.as_tensor(i, device=dev) for i in (fit_idx, val_idx))
+        report = train_classifier(
+            self.model_,
+            x[fi],
+            yt[fi],
+            x[vi],
+            yt[vi],
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            seed=self.seed,
+        )
+        self.best_epoch_ = report.best_epoch
+        self.epochs_run_ = report.epochs_run
+        self.val_top1_ = report.val_top1
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities `(N, C)` float32, columns ordered as `classes_`."""
+        check_fitted(self, "model_")
+        X, _ = _check_maps(X, None)
+        if X.shape[1:] != self.map_shape_:
+            raise ExplorerError(
+                f"maps are {X.shape[1:]} but the head was fitted on {self.map_shape_}"
+            )
+        dev = next(self.model_.parameters()).device
+        return predict_logits(self.model_, as_device_tensor(X, dev)).softmax(1).cpu().numpy()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted labels `(N,)`."""
+        codes = self.predict_proba(X).argmax(1)
+        return self.classes_[codes]
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Top-1 accuracy in [0, 1]."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+def _check_maps(X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    X = np.asarray(X)
+    if X.ndim != 4:
+        raise ExplorerError(f"the attention head takes maps (N, C, h, w), got shape {X.shape}")
+    if max(X.shape[2:]) > MAX_SIDE:
+        raise ExplorerError(
+            f"maps are {X.shape[2]}x{X.shape[3]}; pool them to at most {MAX_SIDE}x{MAX_SIDE} "
+            "first with explorer.probes.pool_tokens(x)"
+        )
+    if y is not None and np.asarray(y).shape != (X.shape[0],):
+        raise ExplorerError(f"{X.shape[0]} maps but labels have shape {np.asarray(y).shape}")
+    return X, y
+
+
+def fit_attention(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    n_classes: int | None = None,
+    **kwargs,
+) -> ProbeResult:
+    """Fit an `AttentionProbe(**kwargs)` on train maps and score it on test (head `attention`)."""
+    probe = AttentionProbe(**kwargs).fit(x_train, y_train)
+    pred = probe.predict(x_test)
+    extra = {
+        "dim": probe.dim,
+        "heads": probe.heads,
+        "depth": probe.depth,
+        "best_epoch": probe.best_epoch_,
+        "epochs_run": probe.epochs_run_,
+        "val_top1": probe.val_top1_,
+    }
+    return ProbeResult.from_predictions("attention", y_test, pred, n_classes, extra)

@@ -1,0 +1,193 @@
+"""What every probe shares: `ProbeResult`, accuracy helpers, the validation split, input checks."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.exceptions import NotFittedError as _SklearnNotFitted
+
+from explorer.errors import ExplorerError
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+class NotFittedError(ExplorerError, _SklearnNotFitted):
+    """A probe was used before `fit`; caught both as ExplorerError and as sklearn's error."""
+
+
+def check_fitted(estimator: object, attribute: str = "coef_") -> None:
+    """Raise NotFittedError unless `estimator` has its learned `attribute`."""
+    if getattr(estimator, attribute, None) is None:
+        name = type(estimator).__name__
+        raise NotFittedError(f"this {name} is not fitted yet; call fit(X, y) before using it")
+
+
+def check_xy(X: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """`X` as a non-empty `(N, D)` array and `y` as its `(N,)` labels, or a one-line error."""
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ExplorerError(f"{what} must be a (N, D) feature matrix, got shape {X.shape}")
+    if y.shape != (X.shape[0],):
+        raise ExplorerError(f"{what} has {X.shape[0]} rows but its labels have shape {y.shape}")
+    if X.shape[0] == 0:
+        raise ExplorerError(f"{what} is empty")
+    return X, y
+
+
+def as_device_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """`x` on `device` in its own dtype (float32 conversion then happens on the device).
+
+    On the CPU this may share memory with `x`: callers never write to it.
+    """
+    with warnings.catch_warnings():  # memmapped caches are read-only; we never write to them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.as_tensor(np.asarray(x)).to(device)
+
+
+def standardise_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature (mean, std) `(D,)` float32 of `x` `(N, D)`, computed in float64; std 0 -> 1.
+
+    Matches scikit-learn's StandardScaler (population std, constant features left unscaled).
+    """
+    var, mean = torch.var_mean(x.to(torch.float64), dim=0, correction=0)
+    std = var.sqrt()
+    std[std == 0] = 1.0
+    return mean.float(), std.float()
+
+
+def bootstrap_ci(
+    correct: np.ndarray,
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = 0.95,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for top-1 accuracy from `correct` `(N,) bool`.
+
+    Resampling N test examples with replacement, the number correct is exactly
+    Binomial(N, k/N), so the resamples are drawn from that law directly: the same
+    distribution as index resampling, in O(n_resamples) instead of O(n_resamples * N).
+    """
+    correct = np.asarray(correct, dtype=bool).ravel()
+    n = correct.size
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.binomial(n, correct.mean(), size=n_resamples) / n
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """`(C, C) int64` counts, rows = true class, columns = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    flat = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    return flat.reshape(n_classes, n_classes)
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """`(C,) float64` recall per class; NaN for classes absent from `y_true`."""
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / support, np.nan)
+
+
+def stratified_split(
+    y: np.ndarray, fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices of `y` `(N,)` into (fit, val), `fraction` of every class going to val.
+
+    Each class with at least 2 examples gives at least one to val. Both index arrays are
+    sorted; the split depends only on (y, fraction, seed).
+    """
+    y = np.asarray(y)
+    if not 0.0 < fraction < 1.0:
+        raise ExplorerError(f"val_fraction ({fraction}) must be between 0 and 1 (exclusive)")
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        n_val = min(max(round(fraction * idx.size), 1), idx.size - 1)
+        val.append(rng.permutation(idx)[:n_val])
+    val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, dtype=np.int64)
+    mask = np.ones(y.size, dtype=bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx.astype(np.int64)
+
+
+@dataclass
+class ProbeResult:
+    """One probe's test-set outcome.
+
+    `per_class` is `(C,)` recall (NaN where a class has no test example), `confusion` is
+    `(C, C) int64` with rows = true and columns = predicted, `predictions` is `(N_test,)
+    int64`, and `extra` holds head-specific details (chosen reg, val accuracy, ...).
+    """
+
+    head: str
+    top1: float
+    ci_low: float
+    ci_high: float
+    per_class: np.ndarray
+    confusion: np.ndarray
+    predictions: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_predictions(
+        cls,
+        head: str,
+        y_true: np.ndarray,
+        y_pred: np.ndarray,
+        n_classes: int | None = None,
+        extra: dict[str, Any] | None = None,
+        seed: int = BOOTSTRAP_SEED,
+    ) -> ProbeResult:
+        """Score `y_pred` `(N,)` against `y_true` `(N,)` over classes `0..n_classes-1`."""
+        y_true = np.asarray(y_true, dtype=np.int64)
+        y_pred = np.asarray(y_pred, dtype=np.int64)
+        if y_true.shape != y_pred.shape:
+            raise ExplorerError(
+                f"predictions {y_pred.shape} and labels {y_true.shape} differ in shape"
+            )
+        if n_classes is None:
+            n_classes = int(max(y_true.max(initial=-1), y_pred.max(initial=-1))) + 1
+        correct = y_true == y_pred
+        low, high = bootstrap_ci(correct, seed=seed)
+        return cls(
+            head=head,
+            top1=float(correct.mean()) if correct.size else float("nan"),
+            ci_low=low,
+            ci_high=high,
+            per_class=per_class_accuracy(y_true, y_pred, n_classes),
+            confusion=confusion_matrix(y_true, y_pred, n_classes),
+            predictions=y_pred,
+            extra=dict(extra or {}),
+        )
+
+    @property
+    def n_test(self) -> int:
+        return int(self.predictions.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """The scalars: head, top1, CI, n_test, and every scalar entry of `extra`."""
+        out: dict[str, Any] = {
+            "head": self.head,
+            "top1": self.top1,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "n_test": self.n_test,
+        }
+        for k, v in self.extra.items():
+            if isinstance(v, (bool, int, float, str, np.integer, np.floating)):
+                out[k] = v.item() if isinstance(v, np.generic) else v
+        return out

@@ -1,0 +1,72 @@
+"""ProbeResult and the accuracy helpers: bootstrap CI, per-class accuracy, confusion, split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explorer.errors import ExplorerError
+from explorer.probes.metrics import (
+    ProbeResult,
+    bootstrap_ci,
+    confusion_matrix,
+    per_class_accuracy,
+    stratified_split,
+)
+
+
+def test_confusion_and_per_class_by_hand():
+    y_true = np.array([0, 0, 1, 1, 1, 2])
+    y_pred = np.array([0, 1, 1, 1, 0, 2])
+    cm = confusion_matrix(y_true, y_pred, 4)
+    expected = np.array([[1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    assert np.array_equal(cm, expected), f"rows=true, cols=pred expected, got\n{cm}"
+    acc = per_class_accuracy(y_true, y_pred, 4)
+    assert np.allclose(acc[:3], [0.5, 2 / 3, 1.0]), f"per-class recall wrong: {acc}"
+    assert np.isnan(acc[3]), "a class with no test example must be NaN, not 0"
+
+
+def test_bootstrap_ci_matches_index_resampling():
+    rng = np.random.default_rng(1)
+    correct = rng.random(500) < 0.7
+    low, high = bootstrap_ci(correct)
+    # the textbook version: resample example indices with replacement
+    idx = np.random.default_rng(2).integers(0, 500, size=(4000, 500))
+    ref_low, ref_high = np.quantile(correct[idx].mean(1), [0.025, 0.975])
+    assert abs(low - ref_low) < 0.01 and abs(high - ref_high) < 0.01, (
+        f"binomial shortcut ({low:.3f}, {high:.3f}) vs index bootstrap ({ref_low:.3f}, {ref_high:.3f})"
+    )
+    assert low < correct.mean() < high, "the CI must contain the point estimate"
+    assert bootstrap_ci(correct) == (low, high), "the CI must be deterministic (fixed seed)"
+    wide = bootstrap_ci(correct[:50])
+    assert wide[1] - wide[0] > high - low, "fewer test examples must give a wider interval"
+
+
+def test_probe_result_from_predictions_and_summary():
+    y_true = np.array([0, 1, 2, 2, 1, 0, 0, 2])
+    y_pred = np.array([0, 1, 2, 1, 1, 0, 2, 2])
+    res = ProbeResult.from_predictions("linear", y_true, y_pred, 3, {"reg": 1e-3, "by": {1: 2}})
+    assert res.top1 == pytest.approx(6 / 8), f"top1 should be 6/8, got {res.top1}"
+    assert res.ci_low <= res.top1 <= res.ci_high, "CI must bracket top1"
+    assert res.confusion.sum() == 8 and res.confusion.shape == (3, 3), "confusion counts all rows"
+    assert res.predictions.dtype == np.int64, "predictions are int64"
+    summary = res.summary()
+    assert summary["reg"] == 1e-3 and "by" not in summary, f"summary keeps scalars only: {summary}"
+    assert summary["n_test"] == 8, f"n_test wrong: {summary}"
+
+
+def test_from_predictions_rejects_mismatched_shapes():
+    with pytest.raises(ExplorerError, match="differ in shape"):
+        ProbeResult.from_predictions("x", np.zeros(3), np.zeros(4))
+
+
+def test_stratified_split_keeps_class_balance():
+    y = np.repeat([0, 1, 2], [100, 50, 10])
+    fit, val = stratified_split(y, 0.1, seed=0)
+    assert len(np.intersect1d(fit, val)) == 0, "fit and val must be disjoint"
+    assert len(fit) + len(val) == len(y), "every row must be in fit or val"
+    counts = np.bincount(y[val], minlength=3)
+    assert counts.tolist() == [10, 5, 1], f"10% of each class expected in val, got {counts}"
+    fit2, val2 = stratified_split(y, 0.1, seed=0)
+    assert np.array_equal(val, val2), "the split must be deterministic in the seed"
+    assert not np.array_equal(val, stratified_split(y, 0.1, seed=1)[1]), "seed must matter"
