@@ -137,7 +137,7 @@ class Workspace:
         return out | fresh
 
     def _head_params(self, head: str) -> dict:
-        return {"knn": {"k": int(head[3:] or 20)}}.get("knn" if head.startswith("knn") else head, {})
+        return {"k": int(head[3:] or 20)} if head.startswith("knn") else {}
 
     def _fit(self, head: str, settings: list[Setting]) -> dict[Setting, ProbeResult]:
         ytr, yte = self.labels("train"), self.labels("test")

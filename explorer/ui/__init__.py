@@ -1,0 +1,1 @@
+"""The Streamlit app: sidebar, pages, figures and the cached services they use."""

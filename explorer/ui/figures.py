@@ -1,0 +1,438 @@
+"""Pure figure functions: tidy tables or arrays in, plotly figures out. No Streamlit here.
+
+Accuracies arrive as fractions (0-1) and are drawn as percentages. Class colours come
+from `class_colors`, so the same class has the same colour on every figure and page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+
+PIXELS = "pixels"
+_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
+_LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white", font=dict(size=12))
+
+
+def class_colors(n: int) -> list[str]:
+    """`n` distinct colours, fixed per class index."""
+    if n <= 10:
+        return list(qualitative.Plotly[:n])
+    if n <= 26:
+        return list(qualitative.Alphabet[:n])
+    return sample_colorscale("Turbo", [i / max(n - 1, 1) for i in range(n)])
+
+
+def _pct(x) -> np.ndarray:
+    return 100.0 * np.asarray(x, dtype=float)
+
+
+# --- one setting ----------------------------------------------------------------------------------
+
+
+def per_class_bars(
+    class_names: Sequence[str],
+    per_class: np.ndarray,
+    top1: float | None = None,
+    title: str = "Per-class accuracy",
+) -> go.Figure:
+    """Bars of `(C,)` per-class recall, coloured by class, with the overall top-1 as a line."""
+    acc = _pct(per_class)
+    fig = go.Figure(
+        go.Bar(
+            x=list(class_names),
+            y=acc,
+            marker_color=class_colors(len(class_names)),
+            text=[f"{a:.0f}" if np.isfinite(a) else "–" for a in acc],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:.1f}%<extra></extra>",
+        )
+    )
+    if top1 is not None:
+        fig.add_hline(
+            y=100 * top1,
+            line_dash="dash",
+            line_color="#444",
+            annotation_text=f"top-1 {100 * top1:.1f}%",
+            annotation_position="bottom right",
+        )
+    fig.update_layout(
+        title=title,
+        yaxis=dict(title="accuracy (%)", range=[0, 109]),
+        xaxis=dict(type="category"),
+        showlegend=False,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def confusion_heatmap(
+    confusion: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix"
+) -> go.Figure:
+    """`(C, C)` counts, rows = true class, shaded by row-normalised rate, counts written in cells."""
+    cm = np.asarray(confusion, dtype=float)
+    rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    names = [str(c) for c in class_names]
+    fig = go.Figure(
+        go.Heatmap(
+            z=rate,
+            x=names,
+            y=names,
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            text=cm.astype(int),
+            texttemplate="%{text}" if len(names) <= 20 else None,
+            colorbar=dict(title="rate"),
+            hovertemplate="true %{y} → predicted %{x}: %{text} (%{z:.0%})<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title="predicted", type="category"),
+        yaxis=dict(title="true", type="category", autorange="reversed"),
+        **_LAYOUT,
+    )
+    return fig
+
+
+def embedding_scatter(
+    xy: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    predictions: np.ndarray | None = None,
+    title: str = "UMAP of test features",
+    marker_size: int = 6,
+) -> go.Figure:
+    """`(N, 2)` points, one trace per class; `customdata` holds each point's test position."""
+    labels = np.asarray(labels)
+    colors = class_colors(len(class_names))
+    fig = go.Figure()
+    for c, name in enumerate(class_names):
+        idx = np.flatnonzero(labels == c)
+        if not len(idx):
+            continue
+        pred = (
+            [str(class_names[p]) for p in predictions[idx]]
+            if predictions is not None
+            else ["?"] * len(idx)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=xy[idx, 0],
+                y=xy[idx, 1],
+                mode="markers",
+                name=str(name),
+                marker=dict(color=colors[c], size=marker_size, line=dict(width=0)),
+                customdata=np.stack([idx, np.array(pred, dtype=object)], axis=1),
+                hovertemplate=f"#%{{customdata[0]}} · true {name} · predicted %{{customdata[1]}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(showticklabels=False, title=None),
+        dragmode="lasso",
+        yaxis=dict(showticklabels=False, title=None, scaleanchor="x"),
+        legend=dict(itemsizing="constant"),
+        **_LAYOUT,
+    )
+    return fig
+
+
+def selected_positions(event) -> list[int]:
+    """Test positions of the points in a `st.plotly_chart` selection event (lasso or box)."""
+    if not event:
+        return []
+    sel = (
+        event.get("selection", event)
+        if isinstance(event, dict)
+        else getattr(event, "selection", {})
+    )
+    points = sel.get("points", []) if isinstance(sel, dict) else []
+    out = []
+    for p in points:
+        cd = p.get("customdata")
+        if isinstance(cd, list | tuple) and cd:
+            out.append(int(cd[0]))
+        elif cd is not None:
+            out.append(int(cd))
+    return sorted(set(out))
+
+
+def most_confused(confusion: np.ndarray, k: int = 3) -> list[tuple[int, int, int]]:
+    """The `k` largest off-diagonal cells as `(true, predicted, count)`, largest first."""
+    cm = np.asarray(confusion).copy()
+    np.fill_diagonal(cm, 0)
+    order = np.argsort(-cm, axis=None, kind="stable")[:k]
+    pairs = [(int(i // cm.shape[1]), int(i % cm.shape[1]), int(cm.flat[i])) for i in order]
+    return [p for p in pairs if p[2] > 0]
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+
+
+def block_label(layer_index: int, layer: str) -> str:
+    return f"{int(layer_index):02d} · {layer}"
+
+
+def sweep_baselines(
+    wide: pd.DataFrame, head: str, pool: str, random_model: str
+) -> dict[str, float]:
+    """Reference top-1s from an accuracy_view table: raw pixels (same head) and the best
+    random-weights setting (same head and pooling), where present."""
+    out = {}
+    px = wide[(wide["model"] == PIXELS) & (wide["head"] == head)]
+    if not px.empty:
+        out[PIXELS] = float(px["top1"].max())
+    rnd = wide[(wide["model"] == random_model) & (wide["head"] == head) & (wide["pool"] == pool)]
+    if not rnd.empty:
+        out[f"{random_model} best"] = float(rnd["top1"].max())
+    return out
+
+
+def _baseline_lines(fig: go.Figure, baselines: dict[str, float]) -> None:
+    styles = {PIXELS: ("#d62728", "dot", "bottom right"), "random": ("#7f7f7f", "dash", "top left")}
+    for name, value in baselines.items():
+        color, dash, where = styles.get(name.split(":")[0], ("#555", "dashdot", "top right"))
+        fig.add_hline(
+            y=100 * value,
+            line_dash=dash,
+            line_color=color,
+            annotation_font_color=color,
+            annotation_text=f"{name} {100 * value:.1f}%",
+            annotation_position=where,
+        )
+
+
+def accuracy_vs_timestep(
+    wide: pd.DataFrame,
+    baselines: dict[str, float] | None = None,
+    title: str = "Accuracy against timestep (one curve per block)",
+) -> go.Figure:
+    """`wide` (accuracy_view rows of one model/head/pool): x = t, one line per block."""
+    fig = go.Figure()
+    for (idx, layer), g in wide.sort_values("t").groupby(["layer_index", "layer"], sort=True):
+        err = _pct(g["ci_high"] - g["top1"]) if "ci_high" in g else None
+        err_lo = _pct(g["top1"] - g["ci_low"]) if "ci_low" in g else None
+        fig.add_trace(
+            go.Scatter(
+                x=g["t"],
+                y=_pct(g["top1"]),
+                mode="lines+markers",
+                name=block_label(idx, layer),
+                error_y=dict(type="data", array=err, arrayminus=err_lo, thickness=1, width=2)
+                if err is not None
+                else None,
+                hovertemplate=f"block {int(idx)} · t=%{{x}}: %{{y:.1f}}%<extra></extra>",
+            )
+        )
+    _baseline_lines(fig, baselines or {})
+    fig.update_layout(
+        title=title, xaxis_title="timestep t", yaxis_title="top-1 (%)", legend=_BELOW, **_LAYOUT
+    )
+    return fig
+
+
+def accuracy_vs_block(
+    wide: pd.DataFrame,
+    baselines: dict[str, float] | None = None,
+    title: str = "Accuracy against block (one curve per timestep)",
+) -> go.Figure:
+    """`wide` rows of one model/head/pool: x = block (forward order), one line per t."""
+    fig = go.Figure()
+    ticks = wide.drop_duplicates("layer_index").sort_values("layer_index")
+    for t, g in wide.sort_values("layer_index").groupby("t", sort=True):
+        fig.add_trace(
+            go.Scatter(
+                x=g["layer_index"],
+                y=_pct(g["top1"]),
+                mode="lines+markers",
+                name=f"t={int(t)}",
+                text=g["layer"],
+                hovertemplate=f"t={int(t)} · block %{{x}} %{{text}}: %{{y:.1f}}%<extra></extra>",
+            )
+        )
+    _baseline_lines(fig, baselines or {})
+    fig.update_layout(
+        title=title,
+        yaxis_title="top-1 (%)",
+        xaxis=dict(
+            title="block (forward order: down → mid → up)",
+            tickmode="array",
+            tickvals=ticks["layer_index"].tolist(),
+            ticktext=[str(int(i)) for i in ticks["layer_index"]],
+        ),
+        legend=_BELOW,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def sweep_heatmap(
+    wide: pd.DataFrame,
+    baselines: dict[str, float] | None = None,
+    title: str = "Top-1 (%) by block and timestep",
+) -> go.Figure:
+    """Blocks (rows, forward order) × timesteps (columns); the best cell is outlined and the
+    baselines are named in the title and marked on the colour bar."""
+    baselines = baselines or {}
+    ts = sorted(wide["t"].unique())
+    blocks = wide.drop_duplicates("layer_index").sort_values("layer_index")
+    rows = [block_label(i, n) for i, n in zip(blocks["layer_index"], blocks["layer"], strict=True)]
+    z = np.full((len(rows), len(ts)), np.nan)
+    pos = {int(i): r for r, i in enumerate(blocks["layer_index"])}
+    for _, r in wide.iterrows():
+        z[pos[int(r["layer_index"])], ts.index(r["t"])] = 100 * r["top1"]
+    xs = [f"t={int(t)}" for t in ts]
+    lo = np.nanmin(z) if np.isfinite(z).any() else 0
+    hi = np.nanmax(z) if np.isfinite(z).any() else 100
+    marks = {k: 100 * v for k, v in baselines.items()}
+    lo, hi = min([lo, *marks.values()]), max([hi, *marks.values()])
+    text = [
+        [
+            (
+                ""
+                if not np.isfinite(v)
+                else f"{v:.1f}"
+                + ("▲" if marks.get(PIXELS) is not None and v > marks[PIXELS] else "")
+            )
+            for v in row
+        ]
+        for row in z
+    ]
+    near = 0.07 * max(hi - lo, 1e-9)  # keep the range's end labels clear of the baseline labels
+    ends = {f"{v:.0f}": v for v in (lo, hi) if all(abs(v - m) > near for m in marks.values())}
+    ticks = ends | {f"◀ {k} {v:.1f}": v for k, v in marks.items()}
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=xs,
+            y=rows,
+            colorscale="Viridis",
+            zmin=lo,
+            zmax=hi,
+            text=text,
+            texttemplate="%{text}",
+            colorbar=dict(
+                title="top-1 %", tickvals=list(ticks.values()), ticktext=list(ticks.keys())
+            ),
+            hovertemplate="%{y} · %{x}: %{z:.2f}%<extra></extra>",
+        )
+    )
+    if np.isfinite(z).any():
+        r, c = np.unravel_index(np.nanargmax(z), z.shape)
+        fig.add_shape(
+            type="rect",
+            x0=c - 0.5,
+            x1=c + 0.5,
+            y0=r - 0.5,
+            y1=r + 0.5,
+            line=dict(color="#e31a1c", width=3),
+        )
+    ref = " · ".join(f"{k} {v:.1f}%" for k, v in marks.items())
+    full = title + (
+        f"<br><sup>baselines: {ref}; ▲ beats raw pixels; red box = best</sup>" if ref else ""
+    )
+    fig.update_layout(
+        title=full,
+        xaxis=dict(type="category", title="timestep"),
+        yaxis=dict(type="category", autorange="reversed", title="block"),
+        **_LAYOUT,
+    )
+    fig.update_layout(margin=dict(l=10, r=10, t=80, b=10))
+    return fig
+
+
+# --- comparisons and similarity -------------------------------------------------------------------
+
+
+def per_class_delta(
+    class_names: Sequence[str],
+    a: np.ndarray,
+    b: np.ndarray,
+    title: str = "Per-class change, B − A (points)",
+) -> go.Figure:
+    """`(C,)` differences in per-class accuracy, green where B is better."""
+    d = _pct(b) - _pct(a)
+    fig = go.Figure(
+        go.Bar(
+            x=list(class_names),
+            y=d,
+            marker_color=["#2ca02c" if v >= 0 else "#d62728" for v in d],
+            text=[f"{v:+.1f}" for v in d],
+            textposition="outside",
+            hovertemplate="%{x}: %{y:+.1f} points<extra></extra>",
+        )
+    )
+    fig.add_hline(y=0, line_color="#444")
+    fig.update_layout(
+        title=title,
+        yaxis_title="Δ accuracy (points)",
+        xaxis=dict(type="category"),
+        showlegend=False,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def cka_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> go.Figure:
+    """A `(K, K)` CKA matrix with `labels` on both axes."""
+    m = np.asarray(matrix, dtype=float)
+    labels = [str(x) for x in labels]
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            x=labels,
+            y=labels,
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            text=np.round(m, 2),
+            texttemplate="%{text}" if len(labels) <= 16 else None,
+            colorbar=dict(title="CKA"),
+            hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(type="category"),
+        yaxis=dict(type="category", autorange="reversed"),
+        **_LAYOUT,
+    )
+    return fig
+
+
+def sample_grid(
+    images_by_class: Sequence[Sequence[np.ndarray]],
+    class_names: Sequence[str],
+    title: str = "Samples per class",
+) -> go.Figure:
+    """One row of `(H, W)` or `(H, W, 3)` uint8 images per class (each in an S×S cell, S the
+    largest side), class names on the left."""
+    tiles = [[np.asarray(im) for im in row] for row in images_by_class]
+    s = max(max(im.shape[:2]) for row in tiles for im in row)
+    n = max(len(row) for row in tiles)
+    gap = 2
+    canvas = np.full((len(tiles) * (s + gap), n * (s + gap), 3), 255, dtype=np.uint8)
+    for r, row in enumerate(tiles):
+        for c, im in enumerate(row):
+            rgb = np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im[..., :3]
+            y, x = r * (s + gap), c * (s + gap)
+            canvas[y : y + rgb.shape[0], x : x + rgb.shape[1]] = rgb
+    fig = go.Figure(go.Image(z=canvas, hoverinfo="skip"))
+    fig.update_layout(
+        title=title,
+        xaxis=dict(visible=False),
+        yaxis=dict(
+            tickmode="array",
+            tickvals=[r * (s + gap) + s / 2 for r in range(len(tiles))],
+            ticktext=[str(c) for c in class_names],
+        ),
+        **_LAYOUT,
+    )
+    fig.update_layout(height=max(300, 70 + len(tiles) * 52))
+    return fig

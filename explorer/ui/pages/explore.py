@@ -1,0 +1,146 @@
+"""Explore one setting: accuracy with its interval, per-class results, embedding, confusions."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer.features import PIXELS
+from explorer.ui import common, figures, services, state
+from explorer.ui.hover import hover_scatter_html
+from explorer.workspace import HEADS, PIXEL_POOL, Setting
+
+EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
+GRID = 48  # images shown for a selection
+
+ctx = common.context()
+st.title("Explore one setting")
+with common.guard():
+    ws = services.workspace(ctx)
+    cat, T, ds = ws.catalogue, ws.model.num_timesteps, ws.dataset
+    names = [str(c) for c in ds.class_names]
+    st.caption(
+        f"**{ws.model.name}** on **{ds.name}** · {len(ws.train.indices)} train / "
+        f"{len(ws.test.indices)} test images · T = {T} timesteps · {len(cat)} blocks"
+    )
+
+    c = st.columns([3, 3, 1.4, 1.2, 1.6])
+    with c[0]:
+        t = state.integer("explore_t", "t", min(100, T - 1), 0, T - 1)(
+            st.slider,
+            "Timestep t (noise level)",
+            min_value=0,
+            max_value=T - 1,
+            help="0 = clean image; larger t adds more noise before the U-Net reads it.",
+        )
+    with c[1]:
+        block = common.layer_choice(cat, "explore_block", "block")(
+            st.selectbox,
+            "Block (index · name · channels×H×W)",
+            options=[lay.name for lay in cat],
+            format_func=common.label_of(cat).get,
+        )
+    with c[2]:
+        pool = common.pool_control(state.choice("explore_pool", "pool", common.POOLS, "1"))
+    with c[3]:
+        head = common.head_control(state.choice("explore_head", "head", HEADS, "linear"))
+    with c[4]:
+        method = state.choice("explore_proj", "proj", list(EMBED), "umap")(
+            st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
+        )
+
+    s = Setting(int(t), block, pool)
+    res = services.evaluate(ws, [s], head, f"Extracting t={t}, {block}…")[s]
+    m = st.columns(4)
+    m[0].metric(
+        "Top-1 (test)", common.pct(res.top1), help="Accuracy of the probe on the test images."
+    )
+    m[1].metric(
+        "95% interval",
+        f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
+        help="Bootstrap over the test images.",
+    )
+    if head != "attention":
+        px = Setting(None, PIXELS, PIXEL_POOL)
+        base = services.evaluate(ws, [px], head, "Raw-pixel baseline…")[px]
+        m[2].metric(
+            "Raw pixels, same head",
+            common.pct(base.top1),
+            delta=f"{100 * (res.top1 - base.top1):+.1f} points for this block",
+            help="The same probe trained on the preprocessed pixels: what the U-Net adds.",
+        )
+    m[3].metric("Test images", f"{res.n_test}")
+
+    y = ws.labels("test")
+    pred = np.asarray(res.predictions)
+    fig_bars = figures.per_class_bars(names, res.per_class, res.top1)
+    fig_cm = figures.confusion_heatmap(res.confusion, names)
+    col1, col2 = st.columns(2)
+    col1.plotly_chart(fig_bars, key="explore_bars")
+    col2.plotly_chart(fig_cm, key="explore_cm")
+
+    st.subheader("Embedding of the test features")
+    xy = services.embedding(ws, s, method)
+    fig_emb = figures.embedding_scatter(
+        xy, y, names, pred, title=f"{EMBED[method]} · t={t} · {block} · pool {pool}"
+    )
+    tab_sel, tab_hover = st.tabs(["Select with lasso or box", "Hover for thumbnails"])
+    with tab_sel:
+        event = st.plotly_chart(
+            fig_emb,
+            key=f"explore_sel_{t}_{block}_{pool}_{method}",
+            on_select="rerun",
+            selection_mode=("lasso", "box"),
+        )
+        chosen = figures.selected_positions(event)
+        if chosen:
+            st.markdown(
+                f"**{len(chosen)} selected** (showing {min(len(chosen), GRID)}), captions true → predicted"
+            )
+            pos = np.asarray(chosen[:GRID])
+            st.image(
+                services.images(ds, ws.test.indices[pos]),
+                caption=[f"{names[y[p]]}→{names[pred[p]]}" for p in pos],
+                width=64,
+            )
+        else:
+            st.caption("Drag a lasso or a box over points to see their images here.")
+    with tab_hover:
+        thumbs = services.thumbnails(ds, ds.fingerprint, tuple(int(i) for i in ws.test.indices))
+        st.iframe(
+            hover_scatter_html(
+                xy,
+                y,
+                names,
+                figures.class_colors(len(names)),
+                thumbs,
+                pred,
+                ids=range(len(y)),
+                height=520,
+            ),
+            height=530,
+        )
+
+    st.subheader("Most confused")
+    pairs = figures.most_confused(res.confusion, k=3)
+    if not pairs:
+        st.caption("No confusions: every test image is classified correctly.")
+    for a, b, n in pairs:
+        idx = np.flatnonzero((y == a) & (pred == b))[:12]
+        st.markdown(f"**true {names[a]} → predicted {names[b]}** · {n} images")
+        st.image(services.images(ds, ws.test.indices[idx]), width=56)
+
+    per_class = pd.DataFrame(
+        {"class": names, "accuracy": res.per_class, "support": res.confusion.sum(axis=1)}
+    )
+    preds = pd.DataFrame(
+        {
+            "dataset_index": ws.test.indices,
+            "true": [names[i] for i in y],
+            "predicted": [names[i] for i in pred],
+        }
+    )
+    common.export_panel(
+        {"per_class": fig_bars, "confusion": fig_cm, "embedding": fig_emb},
+        {"per_class": per_class, "predictions": preds},
+        key="explore_export",
+    )

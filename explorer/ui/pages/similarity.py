@@ -1,0 +1,78 @@
+"""Similarity: linear CKA between blocks at one timestep, and between timesteps at one block."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from explorer.ui import common, figures, services, state
+from explorer.workspace import Setting
+
+IMAGES = [200, 500, 1000]
+
+ctx = common.context()
+st.title("Representation similarity (CKA)")
+with common.guard():
+    ws0 = services.workspace(ctx)
+    cat, T = ws0.catalogue, ws0.model.num_timesteps
+    names, labels = [lay.name for lay in cat], common.label_of(cat)
+    c = st.columns([3, 3, 2, 2, 2])
+    t = state.integer("sim_t", "t", min(100, T - 1), 0, T - 1)(
+        c[0].slider, "Timestep (blocks × blocks)", min_value=0, max_value=T - 1
+    )
+    block = common.layer_choice(cat, "sim_block", "block")(
+        c[1].selectbox, "Block (timesteps × timesteps)", options=names, format_func=labels.get
+    )
+    with c[2]:
+        pool = common.pool_control(state.choice("sim_pool", "pool", common.POOLS, "1"))
+    n = state.choice("sim_n", "n", IMAGES, 500, parse=int)(
+        c[3].selectbox, "Images", options=IMAGES, help="Test images used (fewer is faster)."
+    )
+    with c[4]:
+        debiased = state.flag("sim_debiased", "debiased", False)(
+            st.toggle, "Debiased CKA", help="Unbiased HSIC estimator: less inflated on few images."
+        )
+    t_opts = common.timestep_options(T)
+    ts = state.choices("sim_ts", "ts", t_opts, common.timestep_defaults(T, 6), parse=int)(
+        st.multiselect, "Timesteps for the timesteps × timesteps map", options=t_opts
+    )
+
+    limit = min(int(n), ctx.test_limit) if ctx.test_limit else int(n)
+    ws = services.workspace(ctx, test_limit=limit)
+    kind = "debiased " if debiased else ""
+    st.caption(
+        f"Linear {kind}CKA on {len(ws.test.indices)} test images of {ws.dataset.name}, "
+        f"features pooled {common.POOL_LABELS[pool]}. 1 = the same representation up to rotation and scale."
+    )
+
+    blocks_s = [Setting(int(t), name, pool) for name in names]
+    m_blocks = services.cka(ws, blocks_s, debiased, f"Features of every block at t={t}…")
+    fig_b = figures.cka_heatmap(
+        m_blocks, [f"{lay.index:02d}" for lay in cat], f"{kind}CKA between blocks at t={t}"
+    )
+    times = sorted(int(x) for x in ts)
+    fig_t = None
+    cols = st.columns(2)
+    cols[0].plotly_chart(fig_b, key="sim_blocks")
+    if len(times) >= 2:
+        times_s = [Setting(x, block, pool) for x in times]
+        m_times = services.cka(
+            ws, times_s, debiased, f"Features of {block} at {len(times)} timesteps…"
+        )
+        fig_t = figures.cka_heatmap(
+            m_times, [f"t={x}" for x in times], f"{kind}CKA between timesteps at {labels[block]}"
+        )
+        cols[1].plotly_chart(fig_t, key="sim_times")
+    else:
+        cols[1].info("Pick at least two timesteps for the timesteps × timesteps map.")
+
+    neighbours = np.diag(np.asarray(m_blocks), 1)
+    st.caption(
+        "Neighbouring blocks: mean CKA " + f"{float(np.mean(neighbours)):.2f}"
+        if len(neighbours)
+        else ""
+    )
+    tables = {
+        "cka_blocks": pd.DataFrame(m_blocks, index=names, columns=names).reset_index(names="block")
+    }
+    figs = {"cka_blocks": fig_b} | ({"cka_timesteps": fig_t} if fig_t is not None else {})
+    common.export_panel(figs, tables, key="sim_export")
