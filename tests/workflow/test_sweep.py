@@ -1,0 +1,106 @@
+"""Workspace, probe-result cache, sweeps and the tidy results table (tiny models, seconds)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer.cli import main
+from explorer.features import PIXELS
+from explorer.models import RANDOM_PREFIX, load_model
+from explorer.results import COLUMNS, accuracy_view, best_settings, load_table
+from explorer.store import FeatureStore
+from explorer.sweep import SweepPlan, describe_best, run_sweep
+from explorer.workspace import Setting, Workspace
+
+
+@pytest.fixture
+def ws(tiny_model_dir, tiny_dataset):
+    return Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32)
+
+
+def test_evaluate_caches_results_and_never_recomputes(ws, monkeypatch):
+    s = [Setting(10, "mid_block", "2"), Setting(10, "conv_in", "1")]
+    first = ws.evaluate(s, "linear")
+    assert set(first) == set(s), "one result per setting"
+    assert all(0.0 <= r.top1 <= 1.0 and r.ci_low <= r.top1 <= r.ci_high for r in first.values()), "top-1 inside its CI"
+    assert first[s[0]].confusion.sum() == len(ws.test.indices), "confusion counts every test image"
+
+    import explorer.workspace as wsmod
+
+    monkeypatch.setattr(wsmod.Workspace, "_fit", lambda *a, **k: pytest.fail("a cached result was recomputed"))
+    again = ws.evaluate(s, "linear")
+    for k in s:
+        assert again[k].top1 == first[k].top1, "the cached result is the same result"
+        assert np.array_equal(again[k].predictions, first[k].predictions), "cached predictions round-trip"
+
+
+def test_knn_and_pixels_heads(ws):
+    px = Setting(None, PIXELS, "full")
+    res = ws.evaluate([px], "knn10")[px]
+    assert res.predictions.shape == (len(ws.test.indices),), "a prediction per test image"
+    feats = ws.features(px, "train")
+    assert feats.shape == (len(ws.train.indices), 16 * 16), "pixels are the flattened model input"
+
+
+def test_unknown_head_is_a_clear_error(ws):
+    from explorer.errors import ExplorerError
+
+    with pytest.raises(ExplorerError, match="unknown head"):
+        ws.evaluate([Setting(10, "mid_block", "2")], "svm")
+
+
+def test_sweep_table_has_baselines_draws_and_is_tidy(tiny_model_dir, tiny_dataset, tmp_path):
+    store = FeatureStore()
+    main_ws = Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
+    ctrl = Workspace(load_model(RANDOM_PREFIX + str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
+    plan = SweepPlan([10, 300], ["conv_in", "mid_block"], ["1", "2"], ["linear", "knn"], seeds=[0, 1],
+                     controls=[ctrl])
+    out = tmp_path / "r.csv"
+    seen = []
+    df = run_sweep(main_ws, plan, out=out, report=lambda msg, frac: seen.append(frac))
+    assert list(df.columns) == COLUMNS, "the documented column order"
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen), "progress rises to 100%"
+    back = load_table(out)
+    assert len(back) == len(df), "the table on disk is the whole table"
+    models = set(df["model"])
+    assert models == {PIXELS, str(tiny_model_dir), RANDOM_PREFIX + str(tiny_model_dir)}, f"baselines present: {models}"
+    wide = accuracy_view(df, "linear")
+    n_settings = 2 * 2 * 2 * 2 + 1  # models x t x layers x pools, plus pixels
+    assert len(wide) == n_settings, f"one row per setting, got {len(wide)}"
+    draws = df[(df.metric == "draws") & (df.model != PIXELS)]["value"]
+    assert (draws == 2).all(), "two noise draws are averaged per setting"
+    assert (df[df.metric == "top1_std"]["value"] >= 0).all(), "std across draws is reported"
+    best = best_settings(df)
+    assert best.groupby(["model", "head"]).size().max() == 1, "one best setting per model and head"
+    assert "best" in describe_best(df), "the best setting is named"
+
+
+def test_noise_draws_change_features(ws):
+    a = np.asarray(ws.features(Setting(300, "mid_block", "2", seed=0), "test"))
+    b = np.asarray(ws.features(Setting(300, "mid_block", "2", seed=1), "test"))
+    assert not np.array_equal(a, b), "another seed is another noise draw"
+
+
+def test_sweep_cli_writes_table_and_reuses_cache(tiny_model_dir, tmp_path):
+    out = tmp_path / "res.csv"
+    args = ["sweep", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "60", "--timesteps",
+            "10,90", "--layers", "1,-1", "--heads", "linear", "--out", str(out), "--batch-size", "64"]
+    assert main(args) == 0, "sweep succeeds"
+    df = pd.read_csv(out)
+    assert {"pixels", f"random:{tiny_model_dir}"} <= set(df["model"]), "baselines are in the CLI table"
+    before = {p.name for p in (FeatureStore().dir).rglob("*.npy")}
+    assert main(args) == 0, "re-run succeeds"
+    after = {p.name for p in (FeatureStore().dir).rglob("*.npy")}
+    assert before == after, "the re-run computed no new features"
+
+
+def test_sweep_cli_bad_head_is_one_line(tiny_model_dir):
+    r = subprocess.run([sys.executable, "-m", "explorer.cli", "sweep", "--model", str(tiny_model_dir), "--dataset",
+                        "digits", "--heads", "svm", "--limit", "20"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0, "bad head fails"
+    assert "Traceback" not in r.stderr and "unknown head 'svm'" in r.stderr, r.stderr
