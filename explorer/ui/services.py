@@ -69,21 +69,6 @@ def _dataset(spec: str) -> ImageDataset:
     return load_dataset(spec)
 
 
-def _head_params_fixed(self, head: str) -> dict:
-    return {"k": int(head[3:] or 20)} if head.startswith("knn") else {}
-
-
-def _workspace_class() -> type[Workspace]:
-    """`Workspace`, or a subclass that works around `_head_params` failing on non-kNN heads."""
-    try:
-        Workspace._head_params(None, "linear")  # type: ignore[arg-type]
-    except ValueError:  # int("ear"): the bug is there
-        return type("Workspace", (Workspace,), {"_head_params": _head_params_fixed})
-    except Exception:  # a fixed version that needs a real instance: trust it
-        pass
-    return Workspace
-
-
 @st.cache_resource(max_entries=12, show_spinner=False)
 def _workspace(
     model: str,
@@ -95,7 +80,7 @@ def _workspace(
 ) -> Workspace:
     from explorer.store import FeatureStore
 
-    return _workspace_class()(
+    return Workspace(
         _model(model, device),
         _dataset(dataset),
         store=FeatureStore(root),

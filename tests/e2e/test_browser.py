@@ -1,0 +1,304 @@
+"""End to end: the real `streamlit run app.py` driven in Debian's headless Chromium by Playwright.
+
+Picks a timestep and a block on Explore, waits for the accuracy, measures how long a
+setting already computed takes to render again, runs a small sweep, and visits every page.
+Screenshots go to assets/screenshots/ with UPDATE_SCREENSHOTS=1, else to a temporary folder.
+E2E_DATASET=fashion-mnist takes them on the Fashion-MNIST model instead of digits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"needs {CHROMIUM}: apt-get install chromium"
+    ),
+]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+DATASET = os.environ.get("E2E_DATASET", "digits")
+LIMITS = {"digits": (300, 100), "fashion-mnist": (2000, 1000)}.get(DATASET, (300, 100))
+APP_STATE = "document.querySelector('[data-testid=stApp]').getAttribute('data-test-script-state')"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    log: Path
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A `streamlit run app.py` on a free port with its own cache; always stopped afterwards."""
+    port = _free_port()
+    env = {**os.environ, "EXPLORER_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "app.py"),
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            assert proc.poll() is None, (
+                f"streamlit exited: {(tmp_path / 'server.log').read_text()[-2000:]}"
+            )
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "streamlit did not serve within 90s"
+            time.sleep(0.5)
+        yield Server(url, tmp_path / "server.log")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    out = (
+        ROOT / "assets" / "screenshots"
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+        else tmp_path / "shots"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def arm(page) -> None:
+    """Count finished script runs in the page (stApp's data-test-script-state turning notRunning)."""
+    page.locator('[data-testid="stApp"]').wait_for()
+    page.evaluate(f"""() => {{
+        if (window.__runs !== undefined) return;
+        window.__runs = 0; window.__state = {APP_STATE};
+        const app = document.querySelector('[data-testid=stApp]');
+        new MutationObserver(() => {{
+            const s = {APP_STATE};
+            if (s === 'notRunning' && window.__state !== 'notRunning') window.__runs++;
+            window.__state = s;
+        }}).observe(app, {{attributes: true, attributeFilter: ['data-test-script-state']}});
+    }}""")
+
+
+def runs(page) -> int:
+    return page.evaluate("() => window.__runs")
+
+
+def wait_run(page, before: int, timeout_s: float = 300) -> None:
+    """Until a script run started after `runs() == before` has finished."""
+    page.wait_for_function(
+        f"(n) => window.__runs > n && {APP_STATE} === 'notRunning'",
+        arg=before,
+        timeout=timeout_s * 1000,
+    )
+
+
+def metric(page, label: str) -> str:
+    box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return box.locator('[data-testid="stMetricValue"]').inner_text(timeout=180_000).strip()
+
+
+def assert_no_traceback(page, where: str) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, (
+        f"{where}: a traceback is shown"
+    )
+
+
+def open_select(page, label: str, option: str):
+    """Open the selectbox whose label contains `label` and type `option` to filter the list
+    (long lists are virtualised); returns the matching option, ready to click."""
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.scroll_into_view_if_needed()
+    box.click()
+    page.keyboard.type(option)
+    opt = page.get_by_role("option", name=re.compile(re.escape(option))).first
+    opt.wait_for()
+    return opt
+
+
+def select_points(page, tries: int = 3) -> str:
+    """Drag a lasso (or box) over most of the embedding plot; returns the 'N selected' text."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    corners = [(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9), (0.1, 0.11)]
+    chart = page.locator('[data-testid="stPlotlyChart"]').nth(2)
+    for _ in range(tries):
+        chart.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)  # let plotly settle after the scroll
+        bb = chart.locator(".nsewdrag").first.bounding_box()
+        n = runs(page)
+        page.mouse.move(bb["x"] + 0.1 * bb["width"], bb["y"] + 0.1 * bb["height"])
+        page.mouse.down()
+        for fx, fy in corners[1:]:
+            page.mouse.move(bb["x"] + fx * bb["width"], bb["y"] + fy * bb["height"], steps=8)
+        page.mouse.up()
+        try:
+            wait_run(page, n, timeout_s=20)
+        except PlaywrightTimeout:
+            continue  # the drag did not register as a selection: try again
+        found = page.get_by_text(re.compile(r"\d+ selected"))
+        if found.count():
+            return found.first.inner_text()
+    raise AssertionError(f"no selection after {tries} drags over the embedding")
+
+
+def shoot(page, folder: Path, name: str, scroll: int = 0) -> None:
+    page.evaluate("(y) => document.querySelector('[data-testid=stMain]').scrollTo(0, y)", scroll)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(folder / f"{name}.png"))
+
+
+def test_explore_sweep_and_every_page_in_chromium(server, shots):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    sync_playwright = sync_api.sync_playwright
+
+    model = {"digits": "ddpm-digits", "fashion-mnist": "ddpm-fashion-mnist"}.get(
+        DATASET, "ddpm-digits"
+    )
+    link = f"{server.url}/?model={model}&dataset={DATASET}&train={LIMITS[0]}&test={LIMITS[1]}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            t0 = time.time()
+            page.goto(link)
+            arm(page)
+            first = metric(page, "Top-1 (test)")
+            page.wait_for_function(f"() => {APP_STATE} === 'notRunning'", timeout=300_000)
+            print(f"\nfirst setting computed and shown in {time.time() - t0:.1f}s: top-1 {first}")
+            assert re.fullmatch(r"\d+\.\d\d%", first), f"top-1 looks like a percentage: {first}"
+            assert_no_traceback(page, "explore")
+            block0 = re.search(r"block=([^&]+)", page.url).group(1).replace("%2E", ".")
+
+            # Pick a timestep: click the slider's track at 5% of its width.
+            slider = page.locator('[data-testid="stSlider"]').first
+            box = slider.bounding_box()
+            n = runs(page)
+            page.mouse.click(box["x"] + 0.05 * box["width"], box["y"] + box["height"] - 12)
+            wait_run(page, n)
+            t_new = re.search(r"[?&]t=(\d+)", page.url).group(1)
+            assert t_new != "100", f"the timestep moved and the URL follows: {page.url}"
+            assert slider.get_by_text(t_new, exact=True).count() >= 1, f"the slider shows t={t_new}"
+            at_t = metric(page, "Top-1 (test)")
+            print(f"t={t_new}, {block0}: top-1 {at_t}")
+
+            # Pick a block: the bottleneck.
+            t1, n = time.time(), runs(page)
+            open_select(page, "Block", "mid_block").click()
+            wait_run(page, n)
+            assert "block=mid_block" in page.url, f"the URL follows the block: {page.url}"
+            print(
+                f"t={t_new}, mid_block computed in {time.time() - t1:.1f}s: top-1 {metric(page, 'Top-1 (test)')}"
+            )
+            assert_no_traceback(page, "explore, mid_block")
+            shoot(page, shots, "explore")
+
+            # Select points with a drag over the embedding: their images appear in a grid.
+            picked = select_points(page)
+            assert page.locator('[data-testid="stImage"]').count() > 0, (
+                f"{picked}: their images are shown"
+            )
+            print(f"selection: {picked}")
+
+            # Back to the setting computed before: it must come from the caches at once.
+            opt, n = open_select(page, "Block", block0), runs(page)
+            t2 = time.time()
+            opt.click()
+            wait_run(page, n)
+            cached_s = time.time() - t2
+            assert metric(page, "Top-1 (test)") == at_t, "the cached setting shows the same number"
+            print(
+                f"CACHED RE-RENDER: {cached_s:.2f}s in the browser, from clicking the block to the end of the run"
+            )
+            assert cached_s < 10, f"a cached setting took {cached_s:.1f}s to render"
+
+            # The Sweep page: the default grid with baselines, computed with progress; then the figures.
+            n = runs(page)
+            page.get_by_role("link", name="Sweep").click()
+            wait_run(page, n)
+            page.get_by_text("Sweep timesteps × blocks").wait_for()
+            assert_no_traceback(page, "sweep")
+            t3, n = time.time(), runs(page)
+            page.get_by_role("button", name="Compute").click()
+            wait_run(page, n, timeout_s=600)
+            page.get_by_text("Sweep finished").wait_for()
+            print(f"sweep (default grid + baselines) done in {time.time() - t3:.1f}s")
+            assert page.get_by_text("Top-1 (%) by block and timestep").count() >= 1, (
+                "the heatmap is drawn"
+            )
+            assert_no_traceback(page, "sweep after compute")
+            shoot(page, shots, "sweep", scroll=330)
+
+            for name, nav in [
+                ("compare", "Compare"),
+                ("similarity", "Similarity"),
+                ("data-model", "Data & model"),
+            ]:
+                t4, n = time.time(), runs(page)
+                page.get_by_role("link", name=nav).click()
+                wait_run(page, n)
+                assert_no_traceback(page, name)
+                print(f"{name} page ready in {time.time() - t4:.1f}s")
+                shoot(page, shots, name)
+        except Exception:
+            page.screenshot(path=str(server.log.with_name("failure.png")))
+            print(
+                f"server log:\n{server.log.read_text()[-3000:]}\nscreenshot: {server.log.with_name('failure.png')}"
+            )
+            raise
+        finally:
+            browser.close()

@@ -1,0 +1,231 @@
+"""The pure figure functions: tidy tables or arrays in, plotly figures (or HTML) out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from explorer.ui import figures
+from explorer.ui.hover import hover_scatter_html
+
+NAMES = ["cat", "dog", "fox"]
+
+
+def _wide() -> pd.DataFrame:
+    """accuracy_view-like rows of one model/head/pool: 2 blocks x 3 timesteps."""
+    rows = []
+    for idx, layer in [(3, "down_blocks.1.resnets.0"), (7, "mid_block")]:
+        for t in (10, 100, 500):
+            top1 = 0.5 + idx / 100 + t / 10000
+            rows.append(
+                {
+                    "model": "m",
+                    "dataset": "d",
+                    "t": float(t),
+                    "layer": layer,
+                    "layer_index": idx,
+                    "pool": "1",
+                    "head": "linear",
+                    "top1": top1,
+                    "ci_low": top1 - 0.02,
+                    "ci_high": top1 + 0.02,
+                    "top1_std": 0.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_class_colors_are_distinct_and_stable():
+    for n in (3, 10, 20, 40):
+        colors = figures.class_colors(n)
+        assert len(colors) == n, f"one colour per class for n={n}"
+        assert len(set(colors)) == n, f"colours must be distinct for n={n}"
+    assert figures.class_colors(3) == figures.class_colors(10)[:3], (
+        "class k keeps its colour whatever n is"
+    )
+
+
+def test_per_class_bars_in_percent_with_class_colours():
+    fig = figures.per_class_bars(NAMES, np.array([1.0, 0.5, np.nan]), top1=0.75)
+    bar = fig.data[0]
+    assert list(bar.y[:2]) == [100.0, 50.0], "per-class accuracy is drawn in percent"
+    assert list(bar.marker.color) == figures.class_colors(3), "bars use the class colours"
+    assert bar.text[2] == "–", "a class without test images shows a dash, not nan"
+    assert any("75.0%" in (s.text or "") for s in fig.layout.annotations), (
+        "the top-1 line is labelled"
+    )
+
+
+def test_confusion_heatmap_rows_are_true_classes():
+    cm = np.array([[8, 2, 0], [0, 5, 5], [0, 0, 10]])
+    fig = figures.confusion_heatmap(cm, NAMES)
+    z = np.asarray(fig.data[0].z)
+    assert np.allclose(z.sum(axis=1), 1.0), "shading is the row-normalised rate"
+    assert np.asarray(fig.data[0].text).tolist() == cm.tolist(), "cells show raw counts"
+
+
+def test_embedding_scatter_traces_per_class_and_selection_round_trip():
+    xy = np.arange(12, dtype=float).reshape(6, 2)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    pred = np.array([0, 1, 1, 0, 2, 2])
+    fig = figures.embedding_scatter(xy, labels, NAMES, pred)
+    assert [t.name for t in fig.data] == NAMES, "one trace per class, in class order"
+    assert [int(c[0]) for c in fig.data[0].customdata] == [0, 3], (
+        "customdata carries test positions"
+    )
+    assert fig.data[2].customdata[0][1] == "dog", "customdata carries the predicted class name"
+    event = {
+        "selection": {
+            "points": [
+                {"customdata": [3, "cat"]},
+                {"customdata": [0, "cat"]},
+                {"customdata": [3, "cat"]},
+            ],
+            "box": [],
+            "lasso": [],
+        }
+    }
+    assert figures.selected_positions(event) == [0, 3], "selected positions are unique and sorted"
+    assert figures.selected_positions(None) == [], "no event, no selection"
+
+
+def test_most_confused_orders_off_diagonal_cells():
+    cm = np.array([[9, 1, 0], [4, 6, 0], [0, 2, 8]])
+    assert figures.most_confused(cm, k=2) == [(1, 0, 4), (2, 1, 2)], (
+        "largest off-diagonal counts first"
+    )
+    assert figures.most_confused(np.eye(3, dtype=int) * 5) == [], (
+        "a perfect probe has no confusions"
+    )
+
+
+def test_sweep_figures_mark_baselines_and_best_cell():
+    wide = _wide()
+    base = {"pixels": 0.52, "random:m best": 0.55}
+    heat = figures.sweep_heatmap(wide, base)
+    z = np.asarray(heat.data[0].z, dtype=float)
+    assert z.shape == (2, 3), "rows = blocks, columns = timesteps"
+    assert z[1, 2] == pytest.approx(100 * (0.5 + 0.07 + 0.05)), (
+        "cell (mid_block, t=500) holds its top-1 in %"
+    )
+    assert "pixels 52.0%" in heat.layout.title.text, "baselines are named on the heatmap"
+    assert any("pixels" in t for t in heat.data[0].colorbar.ticktext), (
+        "baselines are marked on the colour bar"
+    )
+    rect = heat.layout.shapes[0]
+    assert (rect.x0 + 0.5, rect.y0 + 0.5) == (2, 1), "the best cell is outlined"
+    vs_t = figures.accuracy_vs_timestep(wide, base)
+    assert len(vs_t.data) == 2 and list(vs_t.data[0].x) == [10, 100, 500], (
+        "one curve per block over t"
+    )
+    assert {a.text for a in vs_t.layout.annotations} == {"pixels 52.0%", "random:m best 55.0%"}, (
+        "reference lines"
+    )
+    vs_b = figures.accuracy_vs_block(wide, base)
+    assert [t.name for t in vs_b.data] == ["t=10", "t=100", "t=500"], (
+        "one curve per timestep over blocks"
+    )
+
+
+def test_delta_cka_and_sample_grid():
+    d = figures.per_class_delta(NAMES, np.array([0.5, 0.9, 0.7]), np.array([0.6, 0.8, 0.7]))
+    assert np.allclose(d.data[0].y, [10, -10, 0]), "delta is B - A in points"
+    assert d.data[0].marker.color[1] == "#d62728", "a class that got worse is red"
+    m = np.array([[1, 0.5], [0.5, 1]])
+    assert np.allclose(figures.cka_heatmap(m, ["a", "b"], "x").data[0].z, m), (
+        "CKA values are drawn as given"
+    )
+    rows = [[np.zeros((8, 8), np.uint8)] * 3, [np.full((8, 8), 255, np.uint8)] * 2]
+    grid = figures.sample_grid(rows, ["zero", "one"])
+    assert list(grid.layout.yaxis.ticktext) == ["zero", "one"], "class names label the rows"
+    assert np.asarray(grid.data[0].z).shape == (20, 30, 3), (
+        "2 rows x 3 columns of 8px tiles with 2px gaps"
+    )
+
+
+def test_hover_html_embeds_thumbnails_and_escapes_names():
+    html = hover_scatter_html(
+        np.zeros((2, 2)),
+        np.array([0, 1]),
+        ["<b>a</b>", "b"],
+        ["#000", "#fff"],
+        ["data:image/png;base64,AAA", "data:image/png;base64,BBB"],
+        np.array([0, 0]),
+    )
+    assert "data:image/png;base64,BBB" in html, "thumbnails are embedded for the hover"
+    assert "<b>a</b>" not in html, "class names are escaped"
+    assert "mouseenter" in html, "the thumbnail shows on hover"
+
+
+def test_sweep_baselines_pick_the_best_reference_rows():
+    wide = pd.concat(
+        [
+            _wide(),
+            pd.DataFrame(
+                [
+                    {
+                        "model": "pixels",
+                        "t": np.nan,
+                        "layer": "pixels",
+                        "layer_index": 0,
+                        "pool": "full",
+                        "head": "linear",
+                        "top1": 0.4,
+                    },
+                    {
+                        "model": "random:m",
+                        "t": 10.0,
+                        "layer": "mid_block",
+                        "layer_index": 7,
+                        "pool": "1",
+                        "head": "linear",
+                        "top1": 0.3,
+                    },
+                    {
+                        "model": "random:m",
+                        "t": 100.0,
+                        "layer": "mid_block",
+                        "layer_index": 7,
+                        "pool": "1",
+                        "head": "linear",
+                        "top1": 0.35,
+                    },
+                    {
+                        "model": "random:m",
+                        "t": 100.0,
+                        "layer": "mid_block",
+                        "layer_index": 7,
+                        "pool": "2",
+                        "head": "linear",
+                        "top1": 0.9,
+                    },
+                ]
+            ),
+        ]
+    )
+    base = figures.sweep_baselines(wide, "linear", "1", "random:m")
+    assert base == {"pixels": 0.4, "random:m best": 0.35}, (
+        "pixels for the head; random for head and pooling"
+    )
+    assert figures.sweep_baselines(wide, "knn", "1", "random:m") == {}, "no rows, no baselines"
+
+
+def test_sample_grid_takes_images_of_any_shape():
+    rows = [
+        [np.zeros((6, 8), np.uint8), np.zeros((8, 8, 3), np.uint8)],
+        [np.zeros((8, 4), np.uint8)],
+    ]
+    grid = figures.sample_grid(rows, ["wide", "tall"])
+    assert np.asarray(grid.data[0].z).shape == (20, 20, 3), "each image sits in an 8x8 cell"
+
+
+def test_fit_keeps_aspect_and_does_not_enlarge_thumbnails():
+    from explorer.ui.services import fit
+
+    img = np.zeros((10, 20, 1), np.uint8)
+    assert fit(img, 40).shape == (20, 40, 1), "enlarged so the long side is 40"
+    assert fit(img, 40, enlarge=False).shape == (10, 20, 1), (
+        "thumbnails stay small (the browser scales)"
+    )
+    assert fit(np.zeros((200, 100, 3), np.uint8), 64).shape == (64, 32, 3), "large images shrink"
