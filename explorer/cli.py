@@ -290,7 +290,7 @@ def cmd_app(a: argparse.Namespace) -> int:
            "--browser.gatherUsageStats", "false"]
     if a.headless:
         cmd += ["--server.headless", "true"]
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, cwd=REPO_ROOT)  # so .streamlit/config.toml applies
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -102,7 +102,8 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def load_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    text_cols = {c: str for c in ("model", "dataset", "layer", "pool", "head", "split", "metric")}
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=text_cols)
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         from explorer.errors import ExplorerError

@@ -47,7 +47,8 @@ def _rows(ws: Workspace, settings: list[Setting], head: str) -> list[dict]:
 
 
 def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
-              report: Report | None = None, progress: bool = False) -> pd.DataFrame:
+              report: Report | None = None,
+              progress: bool | Callable[[int, int], None] = False) -> pd.DataFrame:
     """Run `plan` on `ws` (and its controls); returns the tidy table, also saved to `out` as it grows."""
     rows: list[dict] = []
     models = [ws, *plan.controls]
