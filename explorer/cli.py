@@ -235,6 +235,83 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- embed and cka -----------------------------------------------------------------------------
+
+
+def _workspace(a: argparse.Namespace):
+    from explorer.store import FeatureStore
+    from explorer.workspace import Workspace
+
+    model, ds = open_inputs(a)
+    return Workspace(model, ds, store=FeatureStore(a.cache_dir), train_limit=a.limit, test_limit=a.limit,
+                     batch_size=a.batch_size, device=a.device)
+
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    _data_args(p)
+    p.add_argument("--timestep", type=int, default=90)
+    p.add_argument("--layer", default="mid")
+    p.add_argument("--pool", default="2")
+    p.add_argument("--method", choices=["umap", "pca"], default="umap")
+    p.add_argument("--out", default="embedding.csv", help="CSV with x, y, label, class per test image")
+
+
+@command("embed", _embed_args)
+def cmd_embed(a: argparse.Namespace) -> int:
+    """2-D UMAP (cached) or PCA of one setting's test features, as a CSV."""
+    import pandas as pd
+
+    from explorer.extract import check_timesteps, parse_pools
+    from explorer.workspace import Setting
+
+    ws = _workspace(a)
+    t = check_timesteps([a.timestep], ws.model.num_timesteps)[0]
+    s = Setting(t, ws.layer(a.layer).name, parse_pools(a.pool)[0], _int_list(a.seeds, "seeds")[0])
+    xy = ws.embedding(s, a.method)
+    y = ws.labels("test")
+    pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": y,
+                  "class": [ws.dataset.class_names[i] for i in y]}).to_csv(a.out, index=False)
+    print(f"{a.method} of {len(y)} test images at t={t}, {s.layer}, pool {s.pool} -> {a.out}")
+    return 0
+
+
+def _cka_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    _data_args(p)
+    p.add_argument("--timesteps", default="90", help="one timestep: block x block; several: t x t")
+    p.add_argument("--layers", default="all", help="several layers: block x block; one: t x t")
+    p.add_argument("--pool", default="2")
+    p.add_argument("--debiased", action="store_true")
+    p.add_argument("--out", default=None, help="also write the matrix as CSV")
+
+
+@command("cka", _cka_args)
+def cmd_cka(a: argparse.Namespace) -> int:
+    """Linear CKA between settings: block x block at one t, or t x t at one block."""
+    import pandas as pd
+
+    from explorer.extract import check_timesteps, parse_pools, parse_timesteps
+    from explorer.layers import select_layers
+    from explorer.workspace import Setting
+
+    ws = _workspace(a)
+    ts = check_timesteps(parse_timesteps(a.timesteps), ws.model.num_timesteps)
+    layers = select_layers(ws.catalogue, a.layers)
+    pool = parse_pools(a.pool)[0]
+    if len(ts) > 1 and len(layers) > 1:
+        raise ExplorerError("give one timestep (block x block) or one layer (t x t), not several of both")
+    if len(ts) > 1:
+        settings, names = [Setting(t, layers[0].name, pool) for t in ts], [f"t={t}" for t in ts]
+    else:
+        settings, names = [Setting(ts[0], lay.name, pool) for lay in layers], [str(lay.index) for lay in layers]
+    m = pd.DataFrame(ws.cka(settings, debiased=a.debiased), index=names, columns=names)
+    print(m.round(3).to_string())
+    if a.out:
+        m.to_csv(a.out)
+    return 0
+
+
 # --- train -------------------------------------------------------------------------------------
 
 

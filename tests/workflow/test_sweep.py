@@ -104,3 +104,18 @@ def test_sweep_cli_bad_head_is_one_line(tiny_model_dir):
                         "digits", "--heads", "svm", "--limit", "20"], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0, "bad head fails"
     assert "Traceback" not in r.stderr and "unknown head 'svm'" in r.stderr, r.stderr
+
+
+def test_cka_and_embed_from_the_cli(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "cka.csv"
+    base = ["--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "60"]
+    assert main(["cka", *base, "--timesteps", "90", "--layers", "1,-1", "--out", str(out)]) == 0, "block x block"
+    m = pd.read_csv(out, index_col=0)
+    assert m.shape == (2, 2) and np.allclose(np.diag(m.values), 1.0, atol=1e-4), "CKA of a setting with itself is 1"
+    assert main(["cka", *base, "--timesteps", "10,300", "--layers", "mid", "--out", str(out)]) == 0, "t x t"
+    assert list(pd.read_csv(out, index_col=0).columns) == ["t=10", "t=300"], "t x t is labelled by timestep"
+    assert main(["cka", *base, "--timesteps", "10,300", "--layers", "all"]) == 2, "several of both is refused"
+    emb = tmp_path / "e.csv"
+    assert main(["embed", *base, "--method", "pca", "--out", str(emb)]) == 0, "embed succeeds"
+    e = pd.read_csv(emb)
+    assert list(e.columns) == ["x", "y", "label", "class"] and len(e) > 0, "one row per test image"
