@@ -244,7 +244,7 @@ def _workspace(a: argparse.Namespace):
 
     model, ds = open_inputs(a)
     return Workspace(model, ds, store=FeatureStore(a.cache_dir), train_limit=a.limit, test_limit=a.limit,
-                     batch_size=a.batch_size, device=a.device)
+                     batch_size=a.batch_size, device=a.device, progress=True)
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
@@ -268,6 +268,9 @@ def cmd_embed(a: argparse.Namespace) -> int:
     ws = _workspace(a)
     t = check_timesteps([a.timestep], ws.model.num_timesteps)[0]
     s = Setting(t, ws.layer(a.layer).name, parse_pools(a.pool)[0], _int_list(a.seeds, "seeds")[0])
+    ws.ensure([s], splits=["test"])
+    if a.method == "umap":
+        print("running UMAP (PCA to 50 dims first; cached for next time)...", file=sys.stderr)
     xy = ws.embedding(s, a.method)
     y = ws.labels("test")
     pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": y,

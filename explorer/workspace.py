@@ -44,8 +44,9 @@ class Workspace:
 
     def __init__(self, model, dataset: ImageDataset, *, store: FeatureStore | None = None,
                  train_limit: int | None = None, test_limit: int | None = None, batch_size: int = 256,
-                 device: str = "auto"):
+                 device: str = "auto", progress: bool | Callable[[int, int], None] = False):
         self.model, self.dataset = model, dataset
+        self.progress = progress  # default for extraction started by any view (CLI: a tqdm bar)
         self.store = store or FeatureStore()
         self.results = ResultStore(self.store.root)
         self.train = Selection.of(dataset, "train", train_limit)
@@ -79,12 +80,13 @@ class Workspace:
 
     # --- features -------------------------------------------------------------------------------
 
-    def ensure(self, settings: Sequence[Setting], progress: bool | Callable[[int, int], None] = False,
+    def ensure(self, settings: Sequence[Setting], progress: bool | Callable[[int, int], None] | None = None,
                splits: Sequence[str] = ("train", "test")) -> int:
         """Compute whatever of `settings` is missing, one forward pass per (t, seed) for all layers.
 
         Returns the number of feature entries computed.
         """
+        progress = self.progress if progress is None else progress
         computed = 0
         groups: dict[tuple[int, int], list[Setting]] = {}
         for s in settings:
@@ -120,7 +122,7 @@ class Workspace:
     # --- probes ---------------------------------------------------------------------------------
 
     def evaluate(self, settings: Sequence[Setting], head: str = "linear",
-                 progress: bool | Callable[[int, int], None] = False) -> dict[Setting, ProbeResult]:
+                 progress: bool | Callable[[int, int], None] | None = None) -> dict[Setting, ProbeResult]:
         """Probe results per setting for `head`; cached ones are read, the rest trained together."""
         if head not in HEADS and not head.startswith("knn"):
             raise ExplorerError(f"unknown head '{head}'; choose from {', '.join(HEADS)}")

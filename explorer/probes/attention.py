@@ -16,10 +16,11 @@ from torch import nn
 from explorer.device import resolve_device
 from explorer.errors import ExplorerError
 from explorer.probes.metrics import (
+    ClassifierMixin,
     ProbeResult,
     as_device_tensor,
     check_fitted,
-    stratified_split,
+    fit_val_split,
 )
 from explorer.probes.mlp import predict_logits, train_classifier
 
@@ -92,7 +93,7 @@ class AttentionHead(nn.Module):
         return self.fc(self.norm_out(tokens[:, 0]))
 
 
-class AttentionProbe:
+class AttentionProbe(ClassifierMixin):
     """The attention head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`, h, w <= 8.
 
     `fit` holds out a stratified `val_fraction` of train for early stopping (best epoch
@@ -132,11 +133,7 @@ class AttentionProbe:
         X, y = _check_maps(X, y)
         dev = resolve_device(self.device)
         self.classes_, codes = np.unique(y, return_inverse=True)
-        fit_idx, val_idx = (
-            stratified_split(codes, self.val_fraction, self.seed)
-            if self.val_fraction
-            else (np.arange(len(codes)), np.empty(0, dtype=np.int64))
-        )
+        fit_idx, val_idx = fit_val_split(codes, self.val_fraction, self.seed)
         torch.manual_seed(self.seed)
         n, c, h, w = X.shape
         self.model_ = AttentionHead(
@@ -180,15 +177,6 @@ class AttentionProbe:
             )
         dev = next(self.model_.parameters()).device
         return predict_logits(self.model_, as_device_tensor(X, dev)).softmax(1).cpu().numpy()
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted labels `(N,)`."""
-        codes = self.predict_proba(X).argmax(1)
-        return self.classes_[codes]
-
-    def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Top-1 accuracy in [0, 1]."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
 def _check_maps(X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -24,6 +24,7 @@ import torch
 from explorer.device import resolve_device
 from explorer.errors import ExplorerError
 from explorer.probes.metrics import (
+    ClassifierMixin,
     ProbeResult,
     as_device_tensor,
     check_fitted,
@@ -250,7 +251,7 @@ def lbfgs_heads(
 # ---------------------------------------------------------------------------------------------
 
 
-class LinearProbe:
+class LinearProbe(ClassifierMixin):
     """Multinomial logistic regression on standardised features (scikit-learn estimator shape).
 
     After `fit(X (N, D), y (N,))`: `classes_ (C,)`, `mean_`/`scale_ (D,)` (train statistics),
@@ -296,15 +297,6 @@ class LinearProbe:
         logits -= logits.max(1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(1, keepdims=True)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted labels `(N,)`."""
-        codes = self.decision_function(X).argmax(1)
-        return self.classes_[codes]
-
-    def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Top-1 accuracy in [0, 1]."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
 # ---------------------------------------------------------------------------------------------

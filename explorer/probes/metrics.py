@@ -191,3 +191,25 @@ class ProbeResult:
             if isinstance(v, (bool, int, float, str, np.integer, np.floating)):
                 out[k] = v.item() if isinstance(v, np.generic) else v
         return out
+
+
+def fit_val_split(
+    codes: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(fit_idx, val_idx)`: a stratified validation split of train, or none when `val_fraction` is 0."""
+    if val_fraction:
+        return stratified_split(codes, val_fraction, seed)
+    return np.arange(len(codes)), np.empty(0, dtype=np.int64)
+
+
+class ClassifierMixin:
+    """`predict` and `score` for probes that define `predict_proba` and `classes_`."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted labels `(N,)`."""
+        codes = self.predict_proba(X).argmax(1)  # raises "not fitted yet" before classes_ is read
+        return self.classes_[codes]
+
+    def score(self, X: np.ndarray, y: np.ndarray) -> float:
+        """Top-1 accuracy in [0, 1]."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))

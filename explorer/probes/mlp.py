@@ -12,12 +12,13 @@ from torch import nn
 
 from explorer.device import resolve_device
 from explorer.probes.metrics import (
+    ClassifierMixin,
     ProbeResult,
     as_device_tensor,
     check_fitted,
     check_xy,
+    fit_val_split,
     standardise_stats,
-    stratified_split,
 )
 
 
@@ -112,7 +113,7 @@ class _MLP(nn.Module):
         return self.net(x)
 
 
-class MLPProbe:
+class MLPProbe(ClassifierMixin):
     """One-hidden-layer MLP on standardised features (scikit-learn estimator shape).
 
     `fit(X (N, D), y (N,))` holds out a stratified `val_fraction` of train for early
@@ -149,11 +150,7 @@ class MLPProbe:
         X, y = check_xy(X, y, "X")
         dev = resolve_device(self.device)
         self.classes_, codes = np.unique(y, return_inverse=True)
-        fit_idx, val_idx = (
-            stratified_split(codes, self.val_fraction, self.seed)
-            if self.val_fraction
-            else (np.arange(len(codes)), np.empty(0, dtype=np.int64))
-        )
+        fit_idx, val_idx = fit_val_split(codes, self.val_fraction, self.seed)
         x = as_device_tensor(X, dev)
         mean, std = standardise_stats(x[torch.as_tensor(fit_idx, device=dev)].float())
         self.mean_, self.scale_ = mean, std
@@ -190,15 +187,6 @@ class MLPProbe:
         check_fitted(self, "model_")
         x = as_device_tensor(X, self.mean_.device)
         return predict_logits(self.model_, x, prep=self._prep).softmax(1).cpu().numpy()
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted labels `(N,)`."""
-        codes = self.predict_proba(X).argmax(1)
-        return self.classes_[codes]
-
-    def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Top-1 accuracy in [0, 1]."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
 
 
 def fit_mlp(
