@@ -146,7 +146,7 @@ def test_adm_channel_table(adm_catalogue):
         for b in blocks:
             got = adm_catalogue[b - 1].channels
             assert got == channels, (
-                f"block {b} should have {channels} channels (PAPER.md), has {got}"
+                f"block {b} should have {channels} channels (docs/method.md), has {got}"
             )
 
 
