@@ -9,12 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from explorer.atomic import atomic_write
 from explorer.data import ImageDataset, Preprocess
 from explorer.device import describe, resolve_device
 
@@ -61,6 +61,69 @@ def new_scheduler():
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
 
 
+@dataclass
+class _State:
+    """Everything a checkpoint holds: weights, EMA, optimiser, RNG and the loss history."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def save(self, path: Path) -> None:
+        atomic_write(path, lambda tmp: torch.save(
+            {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+             "gen": self.gen.get_state(), "step": self.step, "losses": self.losses, "elapsed": self.elapsed},
+            tmp))
+
+    def resume(self, path: Path, device) -> None:
+        state = torch.load(path, map_location=device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        self.step, self.losses, self.elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed"])
+
+
+def _train_tensor(dataset: ImageDataset, prep: Preprocess) -> torch.Tensor:
+    """The whole train split as model input `(N, C, H, W)` in [-1, 1] (small datasets only)."""
+    idx = dataset.splits["train"]
+    return torch.cat([prep(dataset.images(idx[i : i + 4096])) for i in range(0, len(idx), 4096)])
+
+
+def _lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 0 at `cfg.steps`."""
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+
+
+def _train_step(st: _State, data: torch.Tensor, abar: torch.Tensor, cfg: TrainConfig, dev) -> float:
+    """One epsilon-prediction step at uniform t in [0, T) plus the EMA update; returns the loss."""
+    idx = torch.randint(0, len(data), (cfg.batch_size,), generator=st.gen)
+    x0 = data[idx].to(dev)
+    if cfg.flip and torch.rand((), generator=st.gen) < 0.5:  # horizontal flip augmentation
+        x0 = x0.flip(-1)
+    noise = torch.randn(x0.shape, generator=st.gen).to(dev)
+    t = torch.randint(0, len(abar), (cfg.batch_size,), generator=st.gen).to(dev)
+    a = abar[t].view(-1, 1, 1, 1)
+    loss = F.mse_loss(st.model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample, noise)
+    for g in st.opt.param_groups:
+        g["lr"] = _lr_at(cfg, st.step)
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(st.model.parameters(), 1.0)
+    st.opt.step()
+    decay = min(cfg.ema_decay, (1 + st.step) / (10 + st.step))
+    with torch.no_grad():
+        for pe, pm in zip(st.ema.parameters(), st.model.parameters(), strict=True):
+            pe.lerp_(pm, 1 - decay)
+    st.step += 1
+    st.losses.append(loss.item())
+    return st.losses[-1]
+
+
 def train(dataset: ImageDataset, out: str | Path, cfg: TrainConfig, *, device: str = "auto", command: str | None = None) -> Path:
     """Train on `dataset`'s train split into `out`, resuming from `out/checkpoint.pt` if present."""
     from diffusers import UNet2DModel
@@ -71,80 +134,44 @@ def train(dataset: ImageDataset, out: str | Path, cfg: TrainConfig, *, device: s
     first = dataset.images(dataset.splits["train"][:1])[0]
     size = cfg.size or max(16, first.shape[0])
     channels = cfg.channels or first.shape[-1]
-    prep = Preprocess(size, channels)
-    train_idx = dataset.splits["train"]
-    # the whole train split as model input, once: small datasets only (built-in models)
-    data = torch.cat([prep(dataset.images(train_idx[i : i + 4096])) for i in range(0, len(train_idx), 4096)])
+    data = _train_tensor(dataset, Preprocess(size, channels))
 
     torch.manual_seed(cfg.seed)
     model = UNet2DModel(**unet_config(size, channels)).to(dev)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    st = _State(model, copy.deepcopy(model).eval().requires_grad_(False),
+                torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0),
+                torch.Generator().manual_seed(cfg.seed))
     sched = new_scheduler()
-    abar = sched.alphas_cumprod.to(dev)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, losses, elapsed = 0, [], 0.0
-
+    abar = sched.alphas_cumprod.to(dev)  # (T,): t is drawn from the scheduler's own range
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        step, losses, elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed"])
-        print(f"resuming from step {step} ({ckpt})", file=sys.stderr)
-
-    def save_checkpoint() -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save(
-            {"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-             "step": step, "losses": losses, "elapsed": elapsed},
-            tmp,
-        )
-        os.replace(tmp, ckpt)
+        st.resume(ckpt, dev)
+        print(f"resuming from step {st.step} ({ckpt})", file=sys.stderr)
 
     model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    t0 = time.time() - elapsed
-    while step < cfg.steps:
-        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
-        x0 = data[idx].to(dev)
-        if cfg.flip and torch.rand((), generator=gen) < 0.5:  # horizontal flip augmentation
-            x0 = x0.flip(-1)
-        noise = torch.randn(x0.shape, generator=gen).to(dev)
-        t = torch.randint(0, 1000, (cfg.batch_size,), generator=gen).to(dev)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        loss = F.mse_loss(model(xt, t).sample, noise)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - decay)
-        step += 1
-        losses.append(loss.item())
+    bar = tqdm(total=cfg.steps, initial=st.step, desc="train", unit="step", dynamic_ncols=True)
+    t0 = time.time() - st.elapsed
+    while st.step < cfg.steps:
+        _train_step(st, data, abar, cfg, dev)
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        elapsed = time.time() - t0
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save_checkpoint()
+        bar.set_postfix(loss=f"{np.mean(st.losses[-50:]):.4f}")
+        st.elapsed = time.time() - t0
+        if st.step % cfg.checkpoint_every == 0 or st.step == cfg.steps:
+            st.save(ckpt)
     bar.close()
-
-    ema.save_pretrained(out, safe_serialization=True)
-    sched.save_pretrained(out)
-    grid = sample_grid(ema, sched, n=64, seed=cfg.seed, device=dev)
-    grid.save(out / "samples.png")
-    final_loss = float(np.mean(losses[-100:])) if losses else float("nan")
-    write_card(out, dataset, cfg, final_loss, elapsed, dev, command, size, channels, sum(p.numel() for p in ema.parameters()))
+    _finish(out, st, sched, dataset, cfg, dev, command, size, channels)
     ckpt.unlink(missing_ok=True)
     return out
+
+
+def _finish(out: Path, st: _State, sched, dataset, cfg: TrainConfig, dev, command, size: int, channels: int) -> None:
+    """Save the EMA weights and scheduler (`save_pretrained`), a sample grid and the model card."""
+    st.ema.save_pretrained(out, safe_serialization=True)
+    sched.save_pretrained(out)
+    sample_grid(st.ema, sched, n=64, seed=cfg.seed, device=dev).save(out / "samples.png")
+    final_loss = float(np.mean(st.losses[-100:])) if st.losses else float("nan")
+    write_card(out, dataset, cfg, final_loss, st.elapsed, dev, command, size, channels,
+               sum(p.numel() for p in st.ema.parameters()))
 
 
 @torch.inference_mode()
@@ -191,7 +218,7 @@ def write_card(out: Path, dataset: ImageDataset, cfg: TrainConfig, final_loss: f
         "command": command or "",
         "config": asdict(cfg),
     }
-    (out / "training.json").write_text(json.dumps(info, indent=2))
+    atomic_write(out / "training.json", json.dumps(info, indent=2))
     card = f"""# DDPM on {dataset.name}
 
 A small unconditional DDPM (diffusers `UNet2DModel`, epsilon prediction, linear betas,
@@ -217,7 +244,7 @@ Samples (DDIM, 50 steps, seed {cfg.seed}, EMA weights):
 
 ![samples](samples.png)
 """
-    (out / "README.md").write_text(card)
+    atomic_write(out / "README.md", card)
 
 
 def command_line() -> str:
