@@ -9,7 +9,7 @@ import torch
 
 from explorer.device import resolve_device
 from explorer.errors import ExplorerError
-from explorer.probes.metrics import ProbeResult, as_device_tensor, check_xy
+from explorer.probes.metrics import ProbeResult, as_device_tensor, check_xy, fit_val_split
 
 DEFAULT_KS = (10, 20)
 TEMPERATURE = 0.07  # DINOv2's vote temperature
@@ -77,24 +77,28 @@ def fit_knn(
     n_classes: int | None = None,
     device: str = "auto",
     chunk: int = 1024,
+    val_fraction: float = 0.1,
+    seed: int = 0,
 ) -> dict[int, ProbeResult]:
-    """Cosine k-NN scored on test: `{k: ProbeResult}` with head `knn{k}` (see `knn_predict`)."""
+    """Cosine k-NN scored on test: `{k: ProbeResult}` with head `knn{k}` (see `knn_predict`).
+
+    Test images vote among all of train. For model selection, a stratified `val_fraction` of
+    train (the split the other probes hold out) is also classified by the rest of train;
+    its top-1 is `extra["val_top1"]` (with `n_val`), absent when `val_fraction` is 0.
+    """
+    x_train, y_train = check_xy(x_train, y_train, "x_train")
     x_test, y_test = check_xy(x_test, y_test, "x_test")
     if n_classes is None:
         n_classes = int(max(np.max(y_train), np.max(y_test))) + 1
-    preds = knn_predict(
-        x_train,
-        y_train,
-        x_test,
-        ks=ks,
-        temperature=temperature,
-        n_classes=n_classes,
-        device=device,
-        chunk=chunk,
-    )
+    kw = dict(ks=ks, temperature=temperature, n_classes=n_classes, device=device, chunk=chunk)
+    preds = knn_predict(x_train, y_train, x_test, **kw)
+    extra = {k: {"k": k, "temperature": temperature} for k in preds}
+    fit_idx, val_idx = fit_val_split(y_train, val_fraction, seed)
+    if val_idx.size:
+        val = knn_predict(x_train[fit_idx], y_train[fit_idx], x_train[val_idx], **kw)
+        for k, p in val.items():
+            extra[k] |= {"val_top1": float(np.mean(p == y_train[val_idx])), "n_val": int(val_idx.size)}
     return {
-        k: ProbeResult.from_predictions(
-            f"knn{k}", y_test, p, n_classes, {"k": k, "temperature": temperature}
-        )
+        k: ProbeResult.from_predictions(f"knn{k}", y_test, p, n_classes, extra[k])
         for k, p in preds.items()
     }

@@ -7,6 +7,7 @@ import pytest
 
 from explorer.errors import ExplorerError
 from explorer.probes.knn import fit_knn, knn_predict
+from explorer.probes.metrics import fit_val_split
 
 
 def _reference(xtr, ytr, xte, k, temperature, n_classes):
@@ -68,3 +69,18 @@ def test_knn_k_larger_than_train_and_errors(blobs):
         knn_predict(xtr, ytr, xte[:, :4])
     with pytest.raises(ExplorerError, match="positive"):
         knn_predict(xtr, ytr, xte, ks=(0,))
+
+
+def test_knn_reports_validation_accuracy_on_the_shared_split(blobs):
+    xtr, ytr, xte, yte = blobs
+    res = fit_knn(xtr, ytr, xte, yte, ks=(10,))[10]
+    fit_idx, val_idx = fit_val_split(ytr, 0.1, 0)  # the split the linear and MLP probes hold out
+    ref = _reference(xtr[fit_idx], ytr[fit_idx], xtr[val_idx], 10, 0.07, 3)
+    assert res.extra["n_val"] == val_idx.size == 30, f"10% of 300 held out, got {res.extra}"
+    assert res.extra["val_top1"] == pytest.approx(np.mean(ref == ytr[val_idx])), (
+        "val top-1 must be the held-out rows classified by the rest of train"
+    )
+    full = _reference(xtr, ytr, xte, 10, 0.07, 3)
+    assert np.array_equal(res.predictions, full), "test images still vote among all of train"
+    none = fit_knn(xtr, ytr, xte, yte, ks=(10,), val_fraction=0)[10]
+    assert "val_top1" not in none.extra and np.array_equal(none.predictions, res.predictions)
