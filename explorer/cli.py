@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -354,23 +355,50 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _app_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--host", default=None,
+                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = everyone)")
+    p.add_argument("--share", action="store_true", help="listen on every interface (same as --host 0.0.0.0)")
+    p.add_argument("--data-root", action="append", default=[], metavar="DIR",
+                   help="when shared, folders whose models and datasets the app may load (repeatable; "
+                        "added to $EXPLORER_DATA_ROOTS)")
+    p.add_argument("--allow-admin", action="store_true", help="show the button that clears the feature cache")
+
+
+_HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
 
 
 @command("app", _app_args)
 def cmd_app(a: argparse.Namespace) -> int:
-    """Start the web app (streamlit run app.py) on the built-in defaults."""
+    """Start the web app (streamlit run app.py); this machine only unless --host/--share."""
     import subprocess
 
+    from explorer import access
     from explorer.paths import REPO_ROOT
 
+    if a.host and a.share:
+        raise ExplorerError("give --host or --share, not both")
+    if not 1 <= a.port <= 65535:
+        raise ExplorerError("--port must be between 1 and 65535")
+    host = "0.0.0.0" if a.share else (a.host or "127.0.0.1").strip()
+    if not _HOST.match(host):
+        raise ExplorerError(f"--host '{host}' is not an IP address or host name")
     app = REPO_ROOT / "app.py"
     if not app.exists():
         raise ExplorerError(f"{app} not found; run from a clone of the repository (pip install -e .)")
+    exposed = not access.is_loopback(host)
+    roots = [str(r) for r in access.parse_roots(os.pathsep.join(a.data_root))]
+    roots += [r for r in os.environ.get(access.ROOTS_ENV, "").split(os.pathsep) if r.strip()]
+    env = dict(os.environ)
+    env |= {access.EXPOSED_ENV: "1" if exposed else "0", access.ADMIN_ENV: "1" if a.allow_admin else "0",
+            access.ROOTS_ENV: os.pathsep.join(roots)}
+    if exposed:
+        policy = access.Policy(exposed=True, admin=a.allow_admin, roots=access.parse_roots(env[access.ROOTS_ENV]))
+        print(access.exposure_text(host, a.port, policy), file=sys.stderr)
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
-           "--browser.gatherUsageStats", "false"]
+           "--server.address", host, "--browser.gatherUsageStats", "false"]
     if a.headless:
         cmd += ["--server.headless", "true"]
-    return subprocess.call(cmd, cwd=REPO_ROOT)  # so .streamlit/config.toml applies
+    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)  # cwd: so .streamlit/config.toml applies
 
 
 # --- entry point --------------------------------------------------------------------------------
