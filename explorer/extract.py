@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.errors import ExplorerError
+from explorer.hooks import listen
 from explorer.layers import LayerSpec, first_tensor
 
 POOLS = ("1", "2", "4", "8", "max")
@@ -54,33 +55,26 @@ def pooled_dim(layer: LayerSpec, how: str) -> int:
 def capture(unet, layers: Sequence[LayerSpec], pools: Sequence[str], *, stop_early: bool = True) -> Iterator[dict]:
     """Hook `layers` of `unet`; the yielded dict fills with `{(layer.name, pool): (B, D) float32}`.
 
-    Hooks are always removed and the model's train/eval mode restored on exit.
+    Only forward passes run in the calling thread (or task) are recorded or stopped early, so
+    any number of threads may capture from one shared model at once (see `explorer.hooks`).
+    The model runs in eval mode meanwhile; hooks and mode are restored on exit, errors included.
     """
-    modules = dict(unet.named_modules())
     store: dict[tuple[str, str], torch.Tensor] = {}
-    deepest = max(layers, key=lambda lay: lay.index) if stop_early else None
-    handles = []
+    by_hook: dict[str, list[LayerSpec]] = {}
+    for lay in layers:
+        by_hook.setdefault(lay.hook, []).append(lay)
+    deepest = max(layers, key=lambda lay: lay.index).index if (stop_early and layers) else None
 
-    def make_hook(lay: LayerSpec):
-        def hook(_module, _inputs, output):
-            fmap = first_tensor(output)
+    def on_output(hook_name: str, output) -> None:
+        fmap = first_tensor(output)
+        for lay in by_hook[hook_name]:
             for how in pools:
                 store[(lay.name, how)] = pool(fmap, how).float()
-            if deepest is not None and lay.index == deepest.index:
+            if lay.index == deepest:
                 raise _StopForward
 
-        return hook
-
-    was_training = unet.training
-    try:
-        unet.eval()
-        for lay in layers:
-            handles.append(modules[lay.hook].register_forward_hook(make_hook(lay)))
+    with listen(unet, by_hook, on_output):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
-        unet.train(was_training)
 
 
 def image_noise(indices: np.ndarray, seed: int, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from explorer.errors import ExplorerError, suggest
+from explorer.hooks import listen
 
 
 @dataclass(frozen=True)
@@ -83,27 +84,19 @@ def build_catalogue(unet, device: torch.device | str | None = None) -> list[Laye
     Works on the meta device too, so the catalogue of a huge model costs no compute.
     """
     pts = _points(unet)
-    modules = dict(unet.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for _, hook, _, _ in pts:
-        handles.append(
-            modules[hook].register_forward_hook(lambda m, i, o, h=hook: shapes.__setitem__(h, tuple(first_tensor(o).shape)))
-        )
     cfg = unet.config
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
     dev = device or next(unet.parameters()).device
-    was_training = unet.training
-    try:
-        unet.eval()
-        x = torch.zeros(1, cfg.in_channels, size, size, device=dev)
-        t = torch.zeros(1, dtype=torch.long, device=dev)
-        with torch.inference_mode():
-            unet(x, t)
-    finally:
-        for h in handles:
-            h.remove()
-        unet.train(was_training)
+    x = torch.zeros(1, cfg.in_channels, size, size, device=dev)
+    t = torch.zeros(1, dtype=torch.long, device=dev)
+
+    def record(hook: str, output) -> None:
+        shapes[hook] = tuple(first_tensor(output).shape)
+
+    # per-context hooks: safe while other threads run the same (shared) model
+    with listen(unet, {hook for _, hook, _, _ in pts}, record), torch.inference_mode():
+        unet(x, t)
     out = []
     for idx, (name, hook, stage, kind) in enumerate(pts, start=1):
         _, c, h, w = shapes[hook]
