@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from explorer import access
 from explorer.errors import ExplorerError
 from explorer.ui import services, state
 from explorer.workspace import HEADS
@@ -32,6 +33,11 @@ def context() -> services.Context:
         st.error("Open the app with `streamlit run app.py`; this page needs the sidebar it draws.")
         st.stop()
     return ctx
+
+
+def policy() -> access.Policy:
+    """This server's access policy: the CLI's environment, or the address Streamlit listens on."""
+    return access.Policy.from_env(st.get_option("server.address"))
 
 
 def show_error(e: BaseException) -> None:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 
+from explorer import access
 from explorer.data import BUILTIN_DATASETS, default_dataset
 from explorer.errors import ExplorerError
 from explorer.paths import RANDOM_PREFIX, cache_dir, default_model
 from explorer.ui import services, state
-from explorer.ui.common import CONTEXT_KEY
+from explorer.ui.common import CONTEXT_KEY, policy
 
 CUSTOM_MODEL = "other: folder or hub id…"
 PATH_DATASET = "other: folder or file…"
 UPLOAD_DATASET = "upload a zip of class folders…"
 _UPLOADED = "_uploaded_dataset"
+MAX_LIMIT = 10_000_000  # images per split; any larger number in a link is a crafted one
 
 
 def defaults() -> tuple[str, str]:
@@ -151,13 +153,14 @@ def _limit(key: str, name: str, label: str, default: int) -> int | None:
         key,
         name,
         default,
-        lambda r: state.parse_limit(r) or 0,
-        lambda v: isinstance(v, int) and v >= 0,
+        lambda r: state.parse_limit(r, MAX_LIMIT) or 0,
+        lambda v: isinstance(v, int) and 0 <= v <= MAX_LIMIT,
     )
     v = b(
         st.number_input,
         label,
         min_value=0,
+        max_value=MAX_LIMIT,
         step=500,
         help="Images per split, a fixed class-balanced sample; 0 = the whole split. Lower is faster.",
     )
@@ -165,7 +168,10 @@ def _limit(key: str, name: str, label: str, default: int) -> int | None:
 
 
 def render() -> services.Context:
-    """Draw the sidebar and store the context for the pages; returns it."""
+    """Draw the sidebar and store the context for the pages; returns it.
+
+    Raises ExplorerError, before anything is loaded, when this server's access policy
+    refuses the model or dataset (a shared app and a path outside its data roots)."""
     ds_default, model_default = defaults()
     with st.sidebar:
         st.markdown("### Diffusion Feature Explorer")
@@ -183,6 +189,10 @@ def render() -> services.Context:
         root = str(cache_dir())
         short = root if len(root) <= 34 else "…" + root[-33:]
         st.caption(f"Device: **{services.device_text()}**  \nCache: `{short}`", help=root)
+    st.session_state.pop(CONTEXT_KEY, None)
+    rules = policy()
+    access.check_dataset(dataset, rules, builtins=tuple(BUILTIN_DATASETS))
+    access.check_model(model, rules)
     ctx = services.Context(model, dataset, train, test)
     st.session_state[CONTEXT_KEY] = ctx
     return ctx

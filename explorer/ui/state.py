@@ -35,15 +35,50 @@ def parse_bool(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
-def parse_limit(raw: str) -> int | None:
-    """A train/test image limit: a positive integer, or 0/`all` for no limit."""
+def parse_limit(raw: str, most: int | None = None) -> int | None:
+    """A train/test image limit: a positive integer (at most `most`), or 0/`all` for no limit."""
     v = raw.strip().lower()
     if v in ("", "0", "all", "none"):
         return None
-    n = int(v)
+    try:
+        n = int(v)
+    except ValueError:
+        raise ValueError("not a whole number of images") from None
     if n < 0:
         raise ValueError(f"negative limit {n}")
+    if most is not None and n > most:
+        raise ValueError(f"limit {n} is over the maximum of {most}")
     return n
+
+
+def whole_number(lo: int, hi: int) -> Callable[[str], int]:
+    """A parser of integers in `[lo, hi]` whose errors read well in a notice."""
+
+    def parse(raw: str) -> int:
+        try:
+            n = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"not a whole number from {lo} to {hi}") from None
+        if not lo <= n <= hi:
+            raise ValueError(f"{n} is outside {lo} to {hi}")
+        return n
+
+    return parse
+
+
+def readable(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` with Python's own conversion errors ("invalid literal...") said plainly."""
+
+    def wrapped(raw: str) -> Any:
+        try:
+            return parse(raw)
+        except (TypeError, ValueError) as e:
+            python_said = "invalid literal" in str(e) or "could not convert" in str(e)
+            if isinstance(e, TypeError) or python_said:
+                raise ValueError("not a valid value") from None
+            raise
+
+    return wrapped
 
 
 def to_url(value: Any) -> str | list[str]:
@@ -88,7 +123,8 @@ def seed(
     if name in st.query_params:
         raw = st.query_params.get_all(name) if multi else st.query_params[name]
         try:
-            value = [parse(r) for r in raw if r != ""] if multi else parse(raw)
+            read = readable(parse)
+            value = [read(r) for r in raw if r != ""] if multi else read(raw)
             if not _ok(value, valid, multi):
                 raise ValueError("not one of the choices here")
             ss[key] = value
@@ -161,7 +197,9 @@ def choices(
 
 def integer(key: str, name: str, default: int, lo: int, hi: int) -> Bound:
     """An integer in `[lo, hi]` (slider, number input)."""
-    return Bound(key, name, default, int, lambda v: isinstance(v, int) and lo <= v <= hi)
+    return Bound(
+        key, name, default, whole_number(lo, hi), lambda v: isinstance(v, int) and lo <= v <= hi
+    )
 
 
 def flag(key: str, name: str, default: bool) -> Bound:

@@ -165,3 +165,109 @@ def test_explorer_app_bad_flags(monkeypatch, capsys, args, message):
     assert cli.main(["app", *args]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"error: {message}"
+
+
+# --- the app, through AppTest ----------------------------------------------------------------
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100"}
+
+
+def image_folder(root: Path, classes=("a", "b"), n: int = 4) -> Path:
+    """A tiny ImageFolder tree of 16x16 gray PNGs under `root`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def data_page(**params):
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.ui.common import PAGES
+
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update({**LINK, **params})
+    at.switch_page(PAGES["data"])
+    return at.run()
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+@pytest.fixture
+def exposed(monkeypatch, roots):
+    inside, _ = roots
+    monkeypatch.setenv(access.EXPOSED_ENV, "1")
+    monkeypatch.setenv(access.ROOTS_ENV, str(inside))
+    monkeypatch.delenv(access.ADMIN_ENV, raising=False)
+    return roots
+
+
+@pytest.mark.slow
+def test_app_exposed_refuses_a_path_outside_the_roots_in_a_link(exposed):
+    _, outside = exposed
+    folder = image_folder(outside / "photos")
+    at = data_page(dataset=str(folder))
+    assert not at.exception
+    assert errors(at) == [
+        f"dataset '{folder}' is outside the folders this shared app may read; allowed roots: "
+        f"{exposed[0].resolve()}. Put it under one of them, or upload a zip"
+    ]
+    assert not at.metric, "nothing was loaded or shown"
+    at = data_page(model=str(outside / "unet"))
+    assert not at.exception and "model '" in errors(at)[0] and "outside the folders" in errors(at)[0]
+    at = data_page(dataset=f"{exposed[0]}/../private/photos")
+    assert not at.exception and "outside the folders" in errors(at)[0], "`..` cannot climb out"
+
+
+@pytest.mark.slow
+def test_app_exposed_refuses_a_typed_path_and_accepts_one_under_a_root(exposed):
+    from explorer.ui.sidebar import PATH_DATASET
+
+    inside, outside = exposed
+    image_folder(outside / "photos")
+    image_folder(inside / "photos", classes=("cat", "dog", "fox"))
+    at = data_page()
+    assert not at.exception and not errors(at) and metric(at, "Classes") == "10"
+    at.sidebar.selectbox(key="side_dataset").set_value(PATH_DATASET).run()
+    at.sidebar.text_input(key="side_dataset_path").input(str(outside / "photos")).run()
+    assert not at.exception
+    assert len(errors(at)) == 1 and "outside the folders this shared app may read" in errors(at)[0]
+    assert not at.metric, "nothing was loaded"
+    at.sidebar.text_input(key="side_dataset_path").input(str(inside / "photos")).run()
+    assert not at.exception and not errors(at), errors(at)
+    assert metric(at, "Classes") == "3", "a folder under a data root loads"
+
+
+@pytest.mark.slow
+def test_app_local_mode_accepts_any_path(monkeypatch, roots):
+    monkeypatch.delenv(access.EXPOSED_ENV, raising=False)
+    monkeypatch.delenv(access.ROOTS_ENV, raising=False)
+    _, outside = roots
+    folder = image_folder(outside / "photos")
+    at = data_page(dataset=str(folder))
+    assert not at.exception and not errors(at), errors(at)
+    assert metric(at, "Classes") == "2"
+
+
+@pytest.mark.slow
+def test_app_clearing_the_cache_needs_admin(monkeypatch):
+    monkeypatch.delenv(access.ADMIN_ENV, raising=False)
+    at = data_page()
+    assert not at.exception and not errors(at)
+    assert not [b for b in at.button if b.key == "data_clear"], "no Clear button without admin"
+    assert access.CLEAR_NOTE in [c.value for c in at.caption], "the page says how to enable it"
+    monkeypatch.setenv(access.ADMIN_ENV, "1")
+    at = data_page()
+    assert at.button(key="data_clear").disabled, "with admin: present, behind the confirmation"

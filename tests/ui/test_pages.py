@@ -231,6 +231,7 @@ def test_similarity_draws_cka_maps():
 
 def test_data_and_model_page_and_clearing_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))  # its own cache: this test empties it
+    monkeypatch.setenv("EXPLORER_ALLOW_ADMIN", "1")  # clearing is an admin action
     ws = Workspace(
         load_model("ddpm-digits"),
         load_dataset("digits"),

@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from explorer import access
 from explorer.paths import cache_dir
 from explorer.ui import common, figures, services, state
 
@@ -118,24 +119,29 @@ with common.guard():
                 lambda s: "×".join(str(x) for x in s) if isinstance(s, list) else s
             )
         st.dataframe(view, hide_index=True, height=260)
-    c = st.columns([3, 1])
-    sure = c[0].checkbox(
-        "Yes, delete every cached feature (probe results, UMAPs and sweep tables stay)",
-        key="data_confirm",
-    )
+    if not access.can_clear(common.policy()):
+        st.caption(access.CLEAR_NOTE)
+    else:
+        c = st.columns([3, 1])
+        sure = c[0].checkbox(
+            "Yes, delete every cached feature (probe results, UMAPs and sweep tables stay)",
+            key="data_confirm",
+        )
 
-    def clear() -> None:
-        store.clear()
-        st.session_state["data_confirm"] = False
-        st.session_state["data_cleared"] = True
+        def clear() -> None:
+            if not access.can_clear(common.policy()):  # re-checked when the click arrives
+                return
+            store.clear()
+            st.session_state["data_confirm"] = False
+            st.session_state["data_cleared"] = True
 
-    c[1].button(
-        "Clear the feature cache",
-        key="data_clear",
-        disabled=not sure,
-        type="primary",
-        on_click=clear,
-    )
+        c[1].button(
+            "Clear the feature cache",
+            key="data_clear",
+            disabled=not sure,
+            type="primary",
+            on_click=clear,
+        )
     if st.session_state.pop("data_cleared", False):
         st.success("Feature cache cleared.")
     common.export_panel(
