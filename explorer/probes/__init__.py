@@ -1,11 +1,13 @@
 """Probes on frozen features: pure functions of numpy arrays, returning `ProbeResult`s.
 
 - `fit_linear_grid`: many linear heads at once, reg chosen on validation, scored on test.
-- `LinearProbe`, `MLPProbe`, `AttentionProbe`: scikit-learn-shaped single probes.
+- `LinearProbe`, `MLPProbe`, `AttentionProbe`: scikit-learn-shaped single probes (`clone`-able);
+  the two torch probes share `TorchProbe`'s fit flow (`explorer.probes.base`).
 - `fit_knn`, `fit_mlp`, `fit_attention`: score one setting on test.
 """
 
 from explorer.probes.attention import AttentionHead, AttentionProbe, fit_attention, pool_tokens
+from explorer.probes.base import ProbeEstimator, TorchProbe
 from explorer.probes.knn import fit_knn, knn_predict
 from explorer.probes.linear import DEFAULT_REGS, LinearProbe, fit_linear_grid, sklearn_C
 from explorer.probes.metrics import (
@@ -25,6 +27,7 @@ __all__ = [
     "LinearProbe",
     "MLPProbe",
     "NotFittedError",
+    "ProbeEstimator",
     "ProbeResult",
     "bootstrap_ci",
     "confusion_matrix",
@@ -36,5 +39,6 @@ __all__ = [
     "per_class_accuracy",
     "pool_tokens",
     "sklearn_C",
+    "TorchProbe",
     "stratified_split",
 ]

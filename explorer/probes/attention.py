@@ -1,6 +1,8 @@
-"""The paper's attention head on unpooled feature maps (PAPER.md, step 5).
+"""The paper's attention head on small spatial feature maps (PAPER.md, step 5).
 
-LayerNorm over channels, a 1x1 conv to `dim` channels, the h*w positions as tokens after a
+It reads maps of at most 8x8 positions: the explorer feeds it features average-pooled to
+k x k (pool 2, 4 or 8), and `pool_tokens` shrinks larger unpooled maps first. LayerNorm
+over channels, a 1x1 conv to `dim` channels, the h*w positions as tokens after a
 learnable CLS token (plus a learned position embedding), `depth` pre-norm transformer
 blocks with `heads` heads and MLP ratio 4, and a linear layer on the CLS output. The paper
 uses dim 1024, 8 heads, 2 blocks; the default dim here is 128 so that it trains on a CPU.
@@ -13,16 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explorer.device import resolve_device
 from explorer.errors import ExplorerError
-from explorer.probes.metrics import (
-    ClassifierMixin,
-    ProbeResult,
-    as_device_tensor,
-    check_fitted,
-    fit_val_split,
-)
-from explorer.probes.mlp import predict_logits, train_classifier
+from explorer.probes.base import TorchProbe
+from explorer.probes.metrics import ProbeResult
 
 MAX_SIDE = 8
 
@@ -93,7 +88,7 @@ class AttentionHead(nn.Module):
         return self.fc(self.norm_out(tokens[:, 0]))
 
 
-class AttentionProbe(ClassifierMixin):
+class AttentionProbe(TorchProbe):
     """The attention head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`, h, w <= 8.
 
     `fit` holds out a stratified `val_fraction` of train for early stopping (best epoch
@@ -116,67 +111,21 @@ class AttentionProbe(ClassifierMixin):
         device: str = "auto",
         seed: int = 0,
     ) -> None:
-        self.dim = dim
-        self.depth = depth
-        self.heads = heads
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.patience = patience
-        self.val_fraction = val_fraction
-        self.device = device
-        self.seed = seed
+        self._store(locals())
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> AttentionProbe:
+    def _check(self, X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         X, y = _check_maps(X, y)
-        dev = resolve_device(self.device)
-        self.classes_, codes = np.unique(y, return_inverse=True)
-        fit_idx, val_idx = fit_val_split(codes, self.val_fraction, self.seed)
-        torch.manual_seed(self.seed)
-        n, c, h, w = X.shape
-        self.model_ = AttentionHead(
-            c,
-            h * w,
-            len(self.classes_),
-            dim=self.dim,
-            depth=self.depth,
-            heads=self.heads,
-            dropout=self.dropout,
-        ).to(dev)
-        self.map_shape_ = (c, h, w)
-        x = as_device_tensor(X, dev)  # kept in its dtype (float16 halves memory); cast per batch
-        yt = torch.as_tensor(codes, dtype=torch.int64, device=dev)
-        fi, vi = (torch.as_tensor(i, device=dev) for i in (fit_idx, val_idx))
-        report = train_classifier(
-            self.model_,
-            x[fi],
-            yt[fi],
-            x[vi],
-            yt[vi],
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
-            seed=self.seed,
-        )
-        self.best_epoch_ = report.best_epoch
-        self.epochs_run_ = report.epochs_run
-        self.val_top1_ = report.val_top1
-        return self
+        fitted = getattr(self, "map_shape_", None)
+        if y is None and fitted is not None and X.shape[1:] != fitted:
+            raise ExplorerError(f"maps are {X.shape[1:]} but the head was fitted on {fitted}")
+        return X, y
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities `(N, C)` float32, columns ordered as `classes_`."""
-        check_fitted(self, "model_")
-        X, _ = _check_maps(X, None)
-        if X.shape[1:] != self.map_shape_:
-            raise ExplorerError(
-                f"maps are {X.shape[1:]} but the head was fitted on {self.map_shape_}"
-            )
-        dev = next(self.model_.parameters()).device
-        return predict_logits(self.model_, as_device_tensor(X, dev)).softmax(1).cpu().numpy()
+    def _build(self, x: torch.Tensor, fit_idx: torch.Tensor, n_classes: int) -> nn.Module:
+        n, c, h, w = x.shape
+        self.map_shape_ = (c, h, w)
+        return AttentionHead(
+            c, h * w, n_classes, dim=self.dim, depth=self.depth, heads=self.heads, dropout=self.dropout
+        )
 
 
 def _check_maps(X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -23,8 +23,8 @@ import torch
 
 from explorer.device import resolve_device
 from explorer.errors import ExplorerError
+from explorer.probes.base import ProbeEstimator
 from explorer.probes.metrics import (
-    ClassifierMixin,
     ProbeResult,
     as_device_tensor,
     check_fitted,
@@ -251,7 +251,7 @@ def lbfgs_heads(
 # ---------------------------------------------------------------------------------------------
 
 
-class LinearProbe(ClassifierMixin):
+class LinearProbe(ProbeEstimator):
     """Multinomial logistic regression on standardised features (scikit-learn estimator shape).
 
     After `fit(X (N, D), y (N,))`: `classes_ (C,)`, `mean_`/`scale_ (D,)` (train statistics),

@@ -1,0 +1,168 @@
+"""The estimator bases the probes share, and the minibatch training loop of the torch probes.
+
+- `ProbeEstimator`: scikit-learn's `get_params`/`set_params` (so `sklearn.base.clone` works)
+  plus `predict`/`score` from `predict_proba` and `classes_`.
+- `TorchProbe`: one `fit` flow for heads trained by minibatch AdamW (MLP, attention): labels
+  to codes, a stratified validation split of train, a seeded model, early stopping.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from torch import nn
+
+from explorer.device import resolve_device
+from explorer.probes.metrics import ClassifierMixin, as_device_tensor, check_fitted, fit_val_split
+
+
+@dataclass
+class TrainReport:
+    best_epoch: int  # 1-based epoch whose weights were kept
+    epochs_run: int
+    val_top1: float  # NaN without a validation split
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    return list(order.split(batch_size))
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1024, prep=None
+) -> torch.Tensor:
+    """Logits `(N, C)` of `model` over `x` (any dtype, on the model's device), in batches."""
+    model.eval()
+    outs = []
+    for idx in _batches(len(x), batch_size, None):
+        xb = x[idx.to(x.device)].float()
+        outs.append(model(prep(xb) if prep else xb))
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def train_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_val: torch.Tensor | None,
+    y_val: torch.Tensor | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    patience: int,
+    seed: int,
+    prep=None,
+) -> TrainReport:
+    """AdamW with a cosine schedule on cross-entropy; keeps the best-val-accuracy weights.
+
+    x `(N, ...)` any float dtype on the model's device (batches are cast to float32, then
+    `prep`ed); y `(N,)` int64. With a validation set, training stops after `patience` epochs
+    without a better val top-1 and the best epoch's weights are restored.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(x) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    best = (-1.0, 0)
+    best_state = None
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for idx in _batches(len(x), batch_size, gen):
+            idx = idx.to(x.device)
+            xb = x[idx].float()
+            loss = loss_fn(model(prep(xb) if prep else xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if x_val is None or len(x_val) == 0:
+            continue
+        acc = (predict_logits(model, x_val, prep=prep).argmax(1) == y_val).float().mean().item()
+        if acc > best[0]:
+            best = (acc, epoch)
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best[1] >= patience:
+            break
+    if best_state is None:
+        return TrainReport(best_epoch=epoch, epochs_run=epoch, val_top1=float("nan"))
+    model.load_state_dict(best_state)
+    return TrainReport(best_epoch=best[1], epochs_run=epoch, val_top1=best[0])
+
+
+class ProbeEstimator(ClassifierMixin, BaseEstimator):
+    """A scikit-learn-shaped probe: `__init__` only stores its (named) arguments."""
+
+    def _store(self, args: dict) -> None:
+        """Keep every `__init__` argument as an attribute: call as `self._store(locals())`."""
+        for name in self._get_param_names():
+            setattr(self, name, args[name])
+
+
+class TorchProbe(ProbeEstimator):
+    """`fit`/`predict_proba` for minibatch-trained torch heads.
+
+    Subclasses take `epochs, batch_size, lr, weight_decay, patience, val_fraction, device,
+    seed` (and their own arguments) in `__init__`, `_store` them, and define `_check(X, y)` (validated arrays), `_build(x, fit_idx,
+    n_classes)` (a fresh `nn.Module`; may fit preprocessing state such as `mean_`) and, if
+    batches need it, `_prep(xb)`. `fit` holds out a stratified `val_fraction` of train for
+    early stopping (best epoch kept). Learned: `classes_`, `model_`, `best_epoch_`,
+    `epochs_run_`, `val_top1_`.
+    """
+
+    def _check(self, X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    def _build(self, x: torch.Tensor, fit_idx: torch.Tensor, n_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _prep(self, xb: torch.Tensor) -> torch.Tensor:
+        return xb
+
+    def fit(self, X: np.ndarray, y: np.ndarray):
+        X, y = self._check(X, y)
+        dev = resolve_device(self.device)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        fit_idx, val_idx = fit_val_split(codes, self.val_fraction, self.seed)
+        x = as_device_tensor(X, dev)  # kept in its dtype (float16 halves memory); cast per batch
+        yt = torch.as_tensor(codes, dtype=torch.int64, device=dev)
+        fi, vi = (torch.as_tensor(i, device=dev) for i in (fit_idx, val_idx))
+        torch.manual_seed(self.seed)
+        self.model_ = self._build(x, fi, len(self.classes_)).to(dev)
+        report = train_classifier(
+            self.model_,
+            x[fi],
+            yt[fi],
+            x[vi],
+            yt[vi],
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            patience=self.patience,
+            seed=self.seed,
+            prep=self._prep,
+        )
+        self.best_epoch_ = report.best_epoch
+        self.epochs_run_ = report.epochs_run
+        self.val_top1_ = report.val_top1
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities `(N, C)` float32, columns ordered as `classes_`."""
+        check_fitted(self, "model_")
+        X, _ = self._check(X, None)
+        dev = next(self.model_.parameters()).device
+        logits = predict_logits(self.model_, as_device_tensor(X, dev), prep=self._prep)
+        return logits.softmax(1).cpu().numpy()
