@@ -20,6 +20,8 @@ from explorer.probes.metrics import ProbeResult
 from explorer.store import content_key
 
 PROBE_VERSION = 1
+# a head whose stored results changed gets its own version, so only its cached results go stale
+HEAD_VERSIONS = {"knn": 2}  # 2: k-NN reports val_top1
 COLUMNS = ["model", "dataset", "t", "layer", "layer_index", "pool", "head", "split", "metric", "value"]
 
 
@@ -33,7 +35,7 @@ class ResultStore:
     @staticmethod
     def key(head: str, train_keys: list[str], test_keys: list[str], params: dict | None = None) -> str:
         return content_key({"head": head, "train": train_keys, "test": test_keys, "params": params or {},
-                            "version": PROBE_VERSION})
+                            "version": HEAD_VERSIONS.get(head.rstrip("0123456789"), PROBE_VERSION)})
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.npz"
@@ -67,7 +69,7 @@ def tidy_rows(base: dict, results: list[ProbeResult]) -> list[dict]:
 
     `base` holds model, dataset, t, layer, layer_index, pool, head. Metrics: top1 (mean over
     draws), top1_std (0 for one draw), ci_low/ci_high (95% bootstrap of the first draw), draws;
-    val_top1 on the validation split where the head reports it.
+    and, on split "val", top1 on the validation split where the head reports it.
     """
     top = np.array([r.top1 for r in results])
     rows = [
@@ -77,10 +79,21 @@ def tidy_rows(base: dict, results: list[ProbeResult]) -> list[dict]:
         {**base, "split": "test", "metric": "ci_high", "value": float(results[0].ci_high)},
         {**base, "split": "test", "metric": "draws", "value": float(len(results))},
     ]
-    vals = [r.extra.get("val_top1") for r in results if r.extra.get("val_top1") is not None]
+    vals = [v for r in results if (v := r.extra.get("val_top1")) is not None and np.isfinite(v)]
     if vals:
         rows.append({**base, "split": "val", "metric": "top1", "value": float(np.mean(vals))})
     return rows
+
+
+def paired_rows(base: dict, name: str, diff: tuple[float, float, float]) -> list[dict]:
+    """Rows `name`, `name_low`, `name_high` (split test): this setting's top-1 minus a
+    reference's on the same test images, with its paired-bootstrap 95% interval.
+
+    Names in use: `vs_pixels` (the raw-pixel probe, same head) and `vs_random` (the
+    random-weights model at the same t, layer, pool and head).
+    """
+    return [{**base, "split": "test", "metric": name + sfx, "value": float(v)}
+            for sfx, v in zip(("", "_low", "_high"), diff, strict=True)]
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -112,20 +125,68 @@ def load_table(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+PAIRED = ("vs_pixels", "vs_random")
+PAIRED_METRICS = [f"{n}{s}" for n in PAIRED for s in ("", "_low", "_high")]
+WIDE_METRICS = ["top1", "top1_std", "ci_low", "ci_high", "val_top1", *PAIRED_METRICS]
+
+
 def accuracy_view(df: pd.DataFrame, head: str | None = None) -> pd.DataFrame:
-    """Wide view: one row per (model, t, layer, pool, head) with top1, top1_std, ci_low, ci_high."""
-    d = df[(df["split"] == "test") & df["metric"].isin(["top1", "top1_std", "ci_low", "ci_high"])]
+    """Wide view: one row per (model, t, layer, pool, head) with top1, top1_std, ci_low, ci_high,
+    val_top1 and the paired differences of `PAIRED_METRICS` (NaN where a table lacks them)."""
+    test = df[(df["split"] == "test") & df["metric"].isin(WIDE_METRICS)]
+    val = df[(df["split"] == "val") & (df["metric"] == "top1")].assign(metric="val_top1")
+    d = pd.concat([test, val], ignore_index=True)
     if head is not None:
         d = d[d["head"] == head]
     keys = ["model", "dataset", "t", "layer", "layer_index", "pool", "head"]
+    if d.empty:
+        return pd.DataFrame(columns=keys + WIDE_METRICS)
     wide = d.pivot_table(index=keys, columns="metric", values="value", dropna=False).reset_index()
     wide.columns.name = None
-    return wide.dropna(subset=["top1"])
+    for m in WIDE_METRICS:
+        if m not in wide:
+            wide[m] = np.nan
+    return wide.dropna(subset=["top1"])[keys + WIDE_METRICS]
 
 
 def best_settings(df: pd.DataFrame) -> pd.DataFrame:
-    """The best test top-1 per (model, head)."""
+    """The best setting per (model, head), chosen on validation top-1, never on test.
+
+    Ties go to the smaller t, then the earlier block. A (model, head) with no validation
+    accuracy is listed only when it has a single setting (the raw-pixel baseline); column
+    `selected_by` says "validation" or "only setting".
+    """
     wide = accuracy_view(df)
     if wide.empty:
-        return wide
-    return wide.loc[wide.groupby(["model", "head"])["top1"].idxmax()].sort_values("top1", ascending=False)
+        return wide.assign(selected_by=pd.Series(dtype=str))
+    picks = []
+    for _, g in wide.groupby(["model", "head"], sort=False):
+        scored = g[np.isfinite(g["val_top1"])]
+        if not scored.empty:
+            order = scored.assign(_t=scored["t"].fillna(-1)).sort_values(
+                ["val_top1", "_t", "layer_index", "pool"], ascending=[False, True, True, True])
+            picks.append(order.drop(columns="_t").iloc[[0]].assign(selected_by="validation"))
+        elif len(g) == 1:
+            picks.append(g.assign(selected_by="only setting"))
+    if not picks:
+        return wide.iloc[:0].assign(selected_by=pd.Series(dtype=str))
+    return pd.concat(picks).sort_values(["head", "top1"], ascending=[True, False])
+
+
+def beats(row, name: str) -> bool | None:
+    """Whether a wide row's paired interval `name` (vs_pixels, vs_random) lies above 0:
+    True/False, or None when the table has no such interval."""
+    low, high = row.get(f"{name}_low", np.nan), row.get(f"{name}_high", np.nan)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return None
+    return bool(low > 0)
+
+
+def paired_words(row, name: str, reference: str) -> str:
+    """A phrase on a wide row's paired difference `name` against `reference`, e.g.
+    "+4.40 points vs raw pixels [+3.70, +5.10]: beyond noise"; "" when absent."""
+    d, low, high = (row.get(f"{name}{s}", np.nan) for s in ("", "_low", "_high"))
+    if not np.isfinite(d):
+        return ""
+    verdict = "within noise" if low <= 0 <= high else "beyond noise"
+    return f"{100 * d:+.2f} points vs {reference} [{100 * low:+.2f}, {100 * high:+.2f}]: {verdict}"

@@ -3,6 +3,11 @@
 For each timestep, one forward pass per batch serves every layer and pooling; then every
 head is trained (linear probes all at once); rows are appended and the table is saved, so
 an interrupted sweep loses nothing and a re-run reads everything from the caches.
+
+Every setting is also paired, image by image on the same test set, with the raw-pixel probe
+of its head (`vs_pixels`), and the model's settings with the random-weights control at the
+same t, layer, pool and head (`vs_random`): a difference and its paired-bootstrap 95%
+interval, so "beats pixels" can be read from the table without predictions.
 """
 
 from __future__ import annotations
@@ -12,10 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from explorer.features import PIXELS
-from explorer.results import best_settings, save_table, tidy_rows, to_frame
+from explorer.paths import RANDOM_PREFIX
+from explorer.probes.metrics import paired_bootstrap_diff
+from explorer.results import (
+    best_settings,
+    paired_rows,
+    paired_words,
+    save_table,
+    tidy_rows,
+    to_frame,
+)
 from explorer.workspace import PIXEL_POOL, Setting, Workspace
 
 Report = Callable[[str, float], None]  # (message, fraction done)
@@ -32,9 +47,15 @@ class SweepPlan:
     controls: list[Workspace] = field(default_factory=list)  # e.g. the random-weights model
 
 
-def _rows(ws: Workspace, settings: list[Setting], head: str) -> list[dict]:
+Point = tuple  # (t, layer, pool, head)
+
+
+def _rows(ws: Workspace, settings: list[Setting], head: str) -> tuple[list[dict], dict[Point, tuple]]:
+    """Tidy rows per (t, layer, pool) over noise draws, and per point `(base row, correct (N,) bool)`
+    of the first draw, for the paired comparisons."""
     res = ws.evaluate(settings, head)
-    rows = []
+    y = ws.labels("test")
+    rows, points = [], {}
     by_point: dict[tuple, list[Setting]] = {}
     for s in settings:
         by_point.setdefault((s.t, s.layer, s.pool), []).append(s)
@@ -42,7 +63,19 @@ def _rows(ws: Workspace, settings: list[Setting], head: str) -> list[dict]:
         idx = 0 if layer == PIXELS else ws.layer(layer).index
         base = {"model": PIXELS if layer == PIXELS else ws.model.name, "dataset": ws.dataset.name, "t": t,
                 "layer": layer, "layer_index": idx, "pool": pool, "head": head}
-        rows += tidy_rows(base, [res[s] for s in group])
+        first = [res[s] for s in group]
+        rows += tidy_rows(base, first)
+        points[(t, layer, pool, head)] = (base, first[0].predictions == y)
+    return rows, points
+
+
+def _paired(points: dict[Point, tuple], refs: dict[Point, np.ndarray], name: str, match) -> list[dict]:
+    """`name` rows for every point whose reference `match(point)` is in `refs` (same test images)."""
+    rows = []
+    for p, (base, correct) in points.items():
+        ref = refs.get(match(p))
+        if ref is not None and ref.shape == correct.shape:
+            rows += paired_rows(base, name, paired_bootstrap_diff(correct, ref))
     return rows
 
 
@@ -65,12 +98,16 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
         if out is not None:
             save_table(to_frame(rows), out)
 
+    pixels: dict[str, np.ndarray] = {}  # head -> raw-pixel correctness (N_test,)
+    mine: dict[Point, tuple] = {}  # the model's points, paired later with the random control's
     if plan.pixels:
         tell("raw-pixel baseline")
         px = [Setting(None, PIXELS, PIXEL_POOL)]
         for head in plan.heads:
             if head != "attention":
-                rows += _rows(ws, px, head)
+                new, pts = _rows(ws, px, head)
+                rows += new
+                pixels[head] = next(iter(pts.values()))[1]
         done += 1
         flush()
     for m in models:
@@ -79,7 +116,13 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
             settings = [Setting(t, lay, p, s) for lay in plan.layers for p in plan.pools for s in plan.seeds]
             m.ensure(settings, progress=progress)
             for head in plan.heads:
-                rows += _rows(m, settings, head)
+                new, pts = _rows(m, settings, head)
+                rows += new + _paired(pts, pixels, "vs_pixels", lambda p: p[3])
+                if m is ws:
+                    mine |= pts
+                elif m.model.name.startswith(RANDOM_PREFIX):
+                    ctrl = {p: c for p, (_, c) in pts.items()}
+                    rows += _paired({p: mine[p] for p in pts if p in mine}, ctrl, "vs_random", lambda p: p)
             done += 1
             flush()
     tell("done")
@@ -87,10 +130,26 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
 
 
 def describe_best(df: pd.DataFrame) -> str:
-    """Lines naming the best setting per (model, head)."""
+    """Lines naming the best setting per (model, head), chosen on validation top-1, with its test
+    top-1, 95% interval, and its paired differences vs raw pixels and random weights in words."""
     best = best_settings(df)
     lines = []
     for _, r in best.iterrows():
         where = "raw pixels" if r["layer"] == PIXELS else f"t={int(r['t'])}, layer {int(r['layer_index'])} ({r['layer']}), pool {r['pool']}"
-        lines.append(f"best {r['head']:>9} for {r['model']}: {100 * r['top1']:.2f}% at {where}")
+        how = f"val {100 * r['val_top1']:.2f}%, " if np.isfinite(r["val_top1"]) else ""
+        line = (f"best {r['head']:>9} for {r['model']} (on validation): {where}; {how}"
+                f"test {100 * r['top1']:.2f}% [{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]")
+        vs = [w for n, ref in (("vs_pixels", "raw pixels"), ("vs_random", "random weights"))
+              if (w := paired_words(r, n, ref))]
+        lines.append("; ".join([line, *vs]))
+    skipped = set(map(tuple, accuracy_groups(df))) - set(zip(best["model"], best["head"], strict=True))
+    for model, head in sorted(skipped):
+        lines.append(f"{head} for {model}: no validation accuracy in this table, so no best setting "
+                     "is named (re-run the sweep)")
     return "\n".join(lines)
+
+
+def accuracy_groups(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (model, head) pairs that have test top-1 rows."""
+    d = df[(df["split"] == "test") & (df["metric"] == "top1")]
+    return list(d[["model", "head"]].drop_duplicates().itertuples(index=False, name=None))

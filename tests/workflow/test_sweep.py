@@ -119,3 +119,70 @@ def test_cka_and_embed_from_the_cli(tiny_model_dir, tmp_path, capsys):
     assert main(["embed", *base, "--method", "pca", "--out", str(emb)]) == 0, "embed succeeds"
     e = pd.read_csv(emb)
     assert list(e.columns) == ["x", "y", "label", "class"] and len(e) > 0, "one row per test image"
+
+
+def _row(model, t, layer, idx, head, metric, value, split="test", pool="2"):
+    return {"model": model, "dataset": "d", "t": t, "layer": layer, "layer_index": idx, "pool": pool,
+            "head": head, "split": split, "metric": metric, "value": value}
+
+
+def _setting(model, t, layer, idx, test, val=None, vs_px=None, head="linear"):
+    rows = [_row(model, t, layer, idx, head, "top1", test),
+            _row(model, t, layer, idx, head, "ci_low", test - 0.01),
+            _row(model, t, layer, idx, head, "ci_high", test + 0.01)]
+    if val is not None:
+        rows.append(_row(model, t, layer, idx, head, "top1", val, split="val"))
+    if vs_px is not None:
+        names = ("vs_pixels", "vs_pixels_low", "vs_pixels_high")
+        rows += [_row(model, t, layer, idx, head, n, v) for n, v in zip(names, vs_px, strict=True)]
+    return rows
+
+
+def test_best_setting_is_chosen_on_validation_not_test():
+    rows = (_setting("m", 10, "a", 1, test=0.80, val=0.90, vs_px=(0.05, 0.03, 0.07))
+            + _setting("m", 10, "b", 2, test=0.85, val=0.70, vs_px=(0.10, 0.08, 0.12))  # best on test
+            + _setting("m", 50, "a", 1, test=0.75, val=0.90)  # ties on val: smaller t wins
+            + _setting(PIXELS, None, PIXELS, 0, test=0.75)
+            + _setting("old", 10, "a", 1, test=0.9) + _setting("old", 50, "a", 1, test=0.8))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    best = best_settings(df).set_index("model")
+    assert best.loc["m", "layer"] == "a" and best.loc["m", "t"] == 10, "highest val top-1, not highest test"
+    assert best.loc["m", "top1"] == pytest.approx(0.80), "its test top-1 is reported"
+    assert best.loc["m", "selected_by"] == "validation"
+    assert best.loc[PIXELS, "selected_by"] == "only setting", "a single setting needs no selection"
+    assert "old" not in best.index, "without validation accuracy no best is picked on test"
+    text = describe_best(df)
+    assert "t=10, layer 1 (a)" in text and "test 80.00% [79.00, 81.00]" in text, text
+    assert "+5.00 points vs raw pixels [+3.00, +7.00]: beyond noise" in text, text
+    assert "linear for old: no validation accuracy" in text, text
+
+
+def test_old_tables_without_new_metrics_still_load(tmp_path):
+    old = pd.DataFrame(_setting("m", 10, "a", 1, test=0.8), columns=COLUMNS)
+    old.to_csv(tmp_path / "old.csv", index=False)
+    wide = accuracy_view(load_table(tmp_path / "old.csv"))
+    assert len(wide) == 1 and np.isnan(wide["val_top1"]).all() and np.isnan(wide["vs_pixels_low"]).all(), (
+        "absent metrics are NaN columns, not errors"
+    )
+
+
+def test_sweep_writes_paired_intervals_and_knn_validation(tiny_model_dir, tiny_dataset):
+    store = FeatureStore()
+    main_ws = Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
+    ctrl = Workspace(load_model(RANDOM_PREFIX + str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
+    plan = SweepPlan([10], ["conv_in", "mid_block"], ["2"], ["linear", "knn"], controls=[ctrl])
+    df = run_sweep(main_ws, plan)
+    wide = accuracy_view(df)
+    models = wide[wide["model"] != PIXELS]
+    assert len(models) == 8 and np.isfinite(models["val_top1"]).all(), "every linear and k-NN row has val top-1"
+    assert np.isfinite(models["vs_pixels"]).all(), "every setting is paired with the pixel probe of its head"
+    trained = wide[wide["model"] == str(tiny_model_dir)]
+    assert np.isfinite(trained["vs_random"]).all(), "the model is paired with random weights"
+    assert wide[wide["model"] != str(tiny_model_dir)]["vs_random"].isna().all(), "only the model itself"
+    assert (models["vs_pixels_low"] <= models["vs_pixels"]).all() and (models["vs_pixels"] <= models["vs_pixels_high"]).all()
+    px = wide[(wide["model"] == PIXELS)].set_index("head")["top1"]
+    for r in models.itertuples():
+        assert r.vs_pixels == pytest.approx(r.top1 - px[r.head]), "the difference is of test top-1s"
+    rnd = wide[wide["model"] == RANDOM_PREFIX + str(tiny_model_dir)].set_index(["layer", "head"])["top1"]
+    for r in trained.itertuples():
+        assert r.vs_random == pytest.approx(r.top1 - rnd[(r.layer, r.head)]), "same t, layer, pool and head"
