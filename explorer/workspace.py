@@ -16,12 +16,13 @@ import numpy as np
 from explorer.data import ImageDataset, load_dataset
 from explorer.errors import ExplorerError
 from explorer.features import PIXELS, Selection, ensure_features, ensure_pixels, feature_key
+from explorer.heads import HEAD_NAMES, Head, parse_head
 from explorer.layers import LayerSpec, build_catalogue, select_layers
 from explorer.probes.metrics import ProbeResult
 from explorer.results import ResultStore
 from explorer.store import FeatureStore
 
-HEADS = ("linear", "knn", "mlp", "attention")
+HEADS = HEAD_NAMES  # the registry's names (explorer.heads.HEADS has the specs)
 PIXEL_POOL = "full"
 
 
@@ -37,6 +38,11 @@ class Setting:
     @property
     def is_pixels(self) -> bool:
         return self.layer == PIXELS
+
+
+def _map_side(s: Setting) -> int:
+    """k of a k x k average pooling; 0 for raw pixels, global max or anything not a map."""
+    return 0 if s.is_pixels or not s.pool.isdigit() else int(s.pool)
 
 
 class Workspace:
@@ -121,13 +127,19 @@ class Workspace:
 
     # --- probes ---------------------------------------------------------------------------------
 
-    def evaluate(self, settings: Sequence[Setting], head: str = "linear",
+    def evaluate(self, settings: Sequence[Setting], head: str | Head = "linear",
                  progress: bool | Callable[[int, int], None] | None = None) -> dict[Setting, ProbeResult]:
-        """Probe results per setting for `head`; cached ones are read, the rest trained together."""
-        if head not in HEADS and not head.startswith("knn"):
-            raise ExplorerError(f"unknown head '{head}'; choose from {', '.join(HEADS)}")
-        params = self._head_params(head)
-        keys = {s: ResultStore.key(head, [self.key(s, "train")], [self.key(s, "test")], params) for s in settings}
+        """Probe results per setting for `head` (e.g. "knn:k=10", see `explorer.heads`).
+
+        Cached ones are read, the rest trained together. The cache key holds every parameter
+        of the head, defaults included.
+        """
+        head = parse_head(head)
+        if head.spec.maps and (flat := [s for s in settings if _map_side(s) < 2]):
+            raise ExplorerError(f"the {head.name} head needs spatial maps: use pool 2, 4 or 8, "
+                                f"not {'raw pixels' if flat[0].is_pixels else 'pool ' + flat[0].pool}")
+        keys = {s: ResultStore.key(head.name, [self.key(s, "train")], [self.key(s, "test")], head.params)
+                for s in settings}
         out = {s: r for s, k in keys.items() if (r := self.results.get(k)) is not None}
         todo = [s for s in settings if s not in out]
         if not todo:
@@ -138,43 +150,19 @@ class Workspace:
             self.results.put(keys[s], r)
         return out | fresh
 
-    def _head_params(self, head: str) -> dict:
-        return {"k": int(head[3:] or 20)} if head.startswith("knn") else {}
-
-    def _fit(self, head: str, settings: list[Setting]) -> dict[Setting, ProbeResult]:
+    def _fit(self, head: Head, settings: list[Setting]) -> dict[Setting, ProbeResult]:
         ytr, yte = self.labels("train"), self.labels("test")
-        nc = self.dataset.num_classes
-        dev = self.device
-        if head == "linear":
-            from explorer.probes.linear import fit_linear_grid
+        names = {f"{s.t}|{s.layer}|{s.pool}|{s.seed}": s for s in settings}
+        read = self._maps if head.spec.maps else self.features
+        tasks = {n: (read(s, "train"), ytr, read(s, "test"), yte) for n, s in names.items()}
+        res = head.fit(tasks, n_classes=self.dataset.num_classes, device=self.device)
+        return {names[n]: r for n, r in res.items()}
 
-            names = {f"{s.t}|{s.layer}|{s.pool}|{s.seed}": s for s in settings}
-            res = fit_linear_grid({n: (self.features(s, "train"), ytr) for n, s in names.items()},
-                                  {n: (self.features(s, "test"), yte) for n, s in names.items()},
-                                  n_classes=nc, device=dev)
-            return {names[n]: r for n, r in res.items()}
-        out = {}
-        for s in settings:
-            xtr, xte = self.features(s, "train"), self.features(s, "test")
-            if head.startswith("knn"):
-                from explorer.probes.knn import fit_knn
-
-                k = self._head_params(head)["k"]
-                out[s] = fit_knn(xtr, ytr, xte, yte, ks=(k,), n_classes=nc, device=dev)[k]
-            elif head == "mlp":
-                from explorer.probes.mlp import fit_mlp
-
-                out[s] = fit_mlp(xtr, ytr, xte, yte, n_classes=nc, device=dev)
-            else:  # attention: reads pooled-to-k×k maps as tokens
-                from explorer.probes.attention import fit_attention
-
-                k = 1 if s.pool == "max" else int(s.pool) if not s.is_pixels else 0
-                if k < 2:
-                    raise ExplorerError("the attention head needs spatial maps: use pool 2, 4 or 8")
-                shape = (-1, xtr.shape[1] // (k * k), k, k)
-                out[s] = fit_attention(np.asarray(xtr).reshape(shape), ytr, np.asarray(xte).reshape(shape), yte,
-                                       n_classes=nc, device=dev)
-        return out
+    def _maps(self, s: Setting, split: str) -> np.ndarray:
+        """`(N, C, k, k)` features of a setting pooled to k x k (for heads that read positions)."""
+        k = _map_side(s)
+        x = np.asarray(self.features(s, split))
+        return x.reshape(len(x), -1, k, k)
 
     # --- views ----------------------------------------------------------------------------------
 

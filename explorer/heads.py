@@ -1,0 +1,267 @@
+"""The probe heads: one registry that the CLI, `Workspace`, the app and the result cache read.
+
+A head is written `name` or `name:param=value[:param=value...]`, e.g. `knn:k=10` or
+`mlp:hidden=256:epochs=50`; tuple parameters separate items with `/` (`linear:regs=1e-4/1e-3`).
+`knn10` is an alias of `knn:k=10`. `parse_head` turns any of these into a `Head` holding every
+parameter, defaults included, so the result-cache key changes whenever a default does.
+
+Adding a head = one `HeadSpec` in `HEADS` (and its tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from explorer.errors import ExplorerError
+
+# x_train (N, ...), y_train (N,), x_test (M, ...), y_test (M,); `...` is (D,) or (C, h, w).
+Task = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+FitFn = Callable[..., dict]  # (tasks: {name: Task}, *, n_classes, device, **params) -> {name: ProbeResult}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: its default, how text becomes a value, and what values are allowed."""
+
+    default: Any
+    parse: Callable[[str], Any]
+    check: Callable[[Any], bool]
+    rule: str  # what `check` accepts, for messages: "a positive integer"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A head: its fit function, parameters with defaults, input kind and a one-line description.
+
+    `fit(tasks, n_classes=, device=, **params)` scores every task at once; `maps` heads take
+    features as `(N, C, h, w)` maps, others as `(N, D)` rows. `number_param` names the parameter
+    a number after the name sets (`knn10` -> k=10); `check` is a rule across parameters.
+    """
+
+    name: str
+    description: str
+    fit: FitFn
+    params: dict[str, Param] = field(default_factory=dict)
+    maps: bool = False
+    number_param: str | None = None
+    check: Callable[[dict], str | None] | None = None  # a rule across parameters: message or None
+
+
+@dataclass(frozen=True)
+class Head:
+    """A head with every parameter resolved (defaults included); hashable."""
+
+    name: str
+    items: tuple[tuple[str, Any], ...]
+
+    @property
+    def spec(self) -> HeadSpec:
+        return HEADS[self.name]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.items)
+
+    @property
+    def label(self) -> str:
+        """Canonical text: the name plus the parameters that differ from their defaults."""
+        spec = self.spec
+        diff = [f"{k}={_show(v)}" for k, v in self.items if k in spec.params and v != spec.params[k].default]
+        return ":".join([self.name, *diff])
+
+    def fit(self, tasks: Mapping[str, Task], *, n_classes: int, device: str = "auto") -> dict:
+        """`{name: ProbeResult}` for every task (see `HeadSpec.fit`)."""
+        return self.spec.fit(dict(tasks), n_classes=n_classes, device=device, **self.params)
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def _show(v: Any) -> str:
+    return "/".join(_show(x) for x in v) if isinstance(v, tuple) else str(v)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split("/"))
+
+
+def _split_alias(text: str) -> tuple[str, dict[str, str]]:
+    """`knn10` -> ("knn", {"k": "10"}) for heads with a `number_param`; else (text, {})."""
+    for spec in HEADS.values():
+        rest = text[len(spec.name):]
+        if spec.number_param and text.startswith(spec.name) and rest.isdigit():
+            return spec.name, {spec.number_param: rest}
+    return text, {}
+
+
+def parse_head(head: str | Head) -> Head:
+    """`"knn:k=10"`, `"knn10"` or `"linear"` -> a `Head`; one-line `ExplorerError` if invalid."""
+    if isinstance(head, Head):
+        return head
+    text = str(head).strip()
+    name, *assignments = text.split(":")
+    name, given = _split_alias(name.strip().lower())
+    spec = HEADS.get(name)
+    if spec is None:
+        raise ExplorerError(
+            f"unknown head '{text}'; choose from {', '.join(HEADS)} (parameters as knn:k=10)"
+        )
+    for a in assignments:
+        key, eq, value = a.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ExplorerError(f"head '{text}': write parameters as {name}:name=value, got '{a}'")
+        if key not in spec.params:
+            takes = ", ".join(spec.params) or "no parameters"
+            raise ExplorerError(f"head '{name}' has no parameter '{key}'; it takes {takes}")
+        given[key] = value.strip()
+    values = {}
+    for key, p in spec.params.items():
+        if key not in given:
+            values[key] = p.default
+            continue
+        try:
+            v = p.parse(given[key])
+            ok = p.check(v)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ExplorerError(f"head '{name}': {key} must be {p.rule}, got '{given[key]}'")
+        values[key] = v
+    if spec.check and (problem := spec.check(values)):
+        raise ExplorerError(f"head '{text}': {problem}")
+    return Head(name, tuple(values.items()))
+
+
+def parse_heads(text: str) -> list[Head]:
+    """Comma-separated heads (`"linear,knn10,mlp:hidden=64"`), each checked; no duplicates."""
+    heads = [parse_head(h) for h in text.split(",") if h.strip()]
+    if not heads:
+        raise ExplorerError(f"no heads given; choose from {', '.join(HEADS)}")
+    return list(dict.fromkeys(heads))
+
+
+def describe_heads() -> str:
+    """One line per head: name, description and parameters with defaults (for --help)."""
+    lines = []
+    for spec in HEADS.values():
+        params = ", ".join(f"{k}={_show(p.default)}" for k, p in spec.params.items())
+        lines.append(f"{spec.name}: {spec.description} [{params}]")
+    return "; ".join(lines)
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def _pos_int(default: int) -> Param:
+    return Param(default, int, lambda v: v >= 1, "a positive integer")
+
+
+def _pos_float(default: float) -> Param:
+    return Param(default, float, lambda v: v > 0 and np.isfinite(v), "a positive number")
+
+
+def _unit(default: float) -> Param:
+    return Param(default, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def _seed(default: int = 0) -> Param:
+    return Param(default, int, lambda v: v >= 0, "a non-negative integer")
+
+
+def _train_params(epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int) -> dict:
+    """The minibatch-training parameters shared by the neural heads."""
+    return {
+        "epochs": _pos_int(epochs),
+        "batch_size": _pos_int(batch_size),
+        "lr": _pos_float(lr),
+        "weight_decay": Param(weight_decay, float, lambda v: v >= 0, "a non-negative number"),
+        "patience": _pos_int(patience),
+        "val_fraction": _unit(0.1),
+        "seed": _seed(),
+    }
+
+
+# --- fit functions ------------------------------------------------------------------------------
+
+
+def _fit_linear(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+    from explorer.probes.linear import fit_linear_grid
+
+    train = {n: (t[0], t[1]) for n, t in tasks.items()}
+    test = {n: (t[2], t[3]) for n, t in tasks.items()}
+    return fit_linear_grid(train, test, n_classes=n_classes, device=device, **params)
+
+
+def _fit_knn(tasks: dict[str, Task], *, n_classes: int, device: str, k: int, temperature: float) -> dict:
+    from explorer.probes.knn import fit_knn
+
+    return {n: fit_knn(*t, ks=(k,), temperature=temperature, n_classes=n_classes, device=device)[k]
+            for n, t in tasks.items()}
+
+
+def _fit_mlp(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+    from explorer.probes.mlp import fit_mlp
+
+    return {n: fit_mlp(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
+
+
+def _fit_attention(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+    from explorer.probes.attention import fit_attention
+
+    return {n: fit_attention(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
+
+
+def _dim_splits(params: dict) -> str | None:
+    if params["dim"] % params["heads"]:
+        return f"dim ({params['dim']}) must be a multiple of heads ({params['heads']})"
+    return None
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+HEADS: dict[str, HeadSpec] = {
+    spec.name: spec
+    for spec in [
+        HeadSpec(
+            "linear",
+            "logistic regression, reg picked on a validation split (all settings at once)",
+            _fit_linear,
+            {
+                "regs": Param((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), _floats,
+                              lambda v: len(v) > 0 and min(v) > 0, "positive numbers like 1e-4/1e-3"),
+                "val_fraction": _unit(0.1),
+                "seed": _seed(),
+                "max_iter": _pos_int(500),
+                "tol": _pos_float(1e-6),
+            },
+        ),
+        HeadSpec(
+            "knn",
+            "cosine k-nearest neighbours with a temperature-weighted vote",
+            _fit_knn,
+            {"k": _pos_int(20), "temperature": _pos_float(0.07)},
+            number_param="k",
+        ),
+        HeadSpec(
+            "mlp",
+            "one-hidden-layer MLP, early-stopped on a validation split",
+            _fit_mlp,
+            {"hidden": _pos_int(512), "dropout": _unit(0.2), **_train_params(100, 256, 1e-3, 1e-2, 10)},
+        ),
+        HeadSpec(
+            "attention",
+            "transformer over the pooled map's positions (needs pool 2, 4 or 8)",
+            _fit_attention,
+            {"dim": _pos_int(128), "depth": _pos_int(2), "heads": _pos_int(8), "dropout": _unit(0.0),
+             **_train_params(30, 128, 5e-4, 0.05, 8)},
+            maps=True,
+            check=_dim_splits,
+        ),
+    ]
+}
+HEAD_NAMES: tuple[str, ...] = tuple(HEADS)
