@@ -185,12 +185,15 @@ def _default_names(a: argparse.Namespace) -> tuple[str, str]:
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
+    from explorer.heads import describe_heads
+
     _model_args(p)
     _data_args(p)
     p.add_argument("--timesteps", default="10,50,90,150,300", help="default: 10,50,90,150,300")
     p.add_argument("--layers", default="all")
     p.add_argument("--pools", default="2", help="comma-separated poolings (default: 2)")
-    p.add_argument("--heads", default="linear,knn", help="linear, knn (k=20; knn10 for k=10), mlp, attention")
+    p.add_argument("--heads", default="linear,knn", help="comma-separated heads, each name[:param=value...] "
+                   "(knn10 = knn:k=10); " + describe_heads().replace("%", "%%"))
     p.add_argument("--train-limit", type=int, default=None, help="cap the train split (overrides --limit)")
     p.add_argument("--test-limit", type=int, default=None, help="cap the test split (overrides --limit)")
     p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random-weights control")
@@ -202,17 +205,15 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     """Probe a grid of timesteps x layers x poolings; writes a tidy results table."""
     from explorer.device import describe
     from explorer.extract import check_timesteps, parse_pools, parse_timesteps
+    from explorer.heads import parse_heads
     from explorer.layers import select_layers
     from explorer.models import RANDOM_PREFIX, load_model
     from explorer.store import FeatureStore
     from explorer.sweep import SweepPlan, describe_best, run_sweep
-    from explorer.workspace import HEADS, Workspace
+    from explorer.workspace import Workspace
 
+    heads = [h.label for h in parse_heads(a.heads)]
     model, ds = open_inputs(a)
-    heads = [h.strip() for h in a.heads.split(",") if h.strip()]
-    for h in heads:
-        if h not in HEADS and not (h.startswith("knn") and h[3:].isdigit()):
-            raise ExplorerError(f"unknown head '{h}'; choose from {', '.join(HEADS)} (or knnK, e.g. knn10)")
     kw = dict(store=FeatureStore(a.cache_dir), train_limit=a.train_limit or a.limit,
               test_limit=a.test_limit or a.limit, batch_size=a.batch_size, device=a.device)
     ws = Workspace(model, ds, **kw)
