@@ -11,10 +11,11 @@ import streamlit as st
 
 from explorer import access
 from explorer.errors import ExplorerError
+from explorer.heads import HEADS
 from explorer.ui import services, state
-from explorer.workspace import HEADS
 
 CONTEXT_KEY = "_context"
+HEADS_HELP = "\n".join(f"- **{h.name}**: {h.description}" for h in HEADS.values())
 POOLS = ("1", "2", "4", "8", "max")
 POOL_LABELS = {"1": "1×1 avg", "2": "2×2 avg", "4": "4×4 avg", "8": "8×8 avg", "max": "global max"}
 PAGES = {
@@ -74,7 +75,7 @@ def pool_control(bound: state.Bound, label: str = "Pooling") -> str:
 
 
 def head_control(bound: state.Bound, label: str = "Head") -> str:
-    return bound(st.selectbox, label, options=list(HEADS))
+    return bound(st.selectbox, label, options=list(HEADS), help=HEADS_HELP)
 
 
 def pct(x: float) -> str:

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from explorer.heads import HEADS
 from explorer.ui import common, figures, services, state
-from explorer.workspace import HEADS, Setting
+from explorer.workspace import Setting
 
 MODES = {
     "blocks": "Two blocks",

@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from explorer.features import PIXELS
+from explorer.heads import HEADS
 from explorer.ui import common, figures, services, state
 from explorer.ui.hover import hover_scatter_html
-from explorer.workspace import HEADS, PIXEL_POOL, Setting
+from explorer.workspace import PIXEL_POOL, Setting
 
 EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
 GRID = 48  # images shown for a selection
@@ -59,7 +60,7 @@ with common.guard():
         f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
         help="Bootstrap over the test images.",
     )
-    if head != "attention":
+    if not HEADS[head].maps:  # raw pixels are not a map
         px = Setting(None, PIXELS, PIXEL_POOL)
         base = services.evaluate(ws, [px], head, "Raw-pixel baseline…")[px]
         m[2].metric(

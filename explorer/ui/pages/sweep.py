@@ -2,11 +2,11 @@
 
 import streamlit as st
 
+from explorer.heads import HEADS
 from explorer.paths import RANDOM_PREFIX
 from explorer.results import accuracy_view
 from explorer.sweep import SweepPlan, describe_best
 from explorer.ui import common, figures, services, state
-from explorer.workspace import HEADS
 
 ctx = common.context()
 st.title("Sweep timesteps × blocks")
