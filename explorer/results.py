@@ -149,6 +149,17 @@ def accuracy_view(df: pd.DataFrame, head: str | None = None) -> pd.DataFrame:
     return wide.dropna(subset=["top1"])[keys + WIDE_METRICS]
 
 
+def best_on_validation(wide: pd.DataFrame) -> pd.Series | None:
+    """The row of `wide` (accuracy_view rows) with the highest val_top1, ties to the smaller t,
+    then the earlier block; None when no row has a validation accuracy. Test top-1 is never read."""
+    scored = wide[np.isfinite(wide["val_top1"].astype(float))] if "val_top1" in wide else wide.iloc[:0]
+    if scored.empty:
+        return None
+    order = scored.assign(_t=scored["t"].astype(float).fillna(-1)).sort_values(
+        ["val_top1", "_t", "layer_index", "pool"], ascending=[False, True, True, True], kind="stable")
+    return order.drop(columns="_t").iloc[0]
+
+
 def best_settings(df: pd.DataFrame) -> pd.DataFrame:
     """The best setting per (model, head), chosen on validation top-1, never on test.
 
@@ -157,20 +168,17 @@ def best_settings(df: pd.DataFrame) -> pd.DataFrame:
     `selected_by` says "validation" or "only setting".
     """
     wide = accuracy_view(df)
-    if wide.empty:
-        return wide.assign(selected_by=pd.Series(dtype=str))
     picks = []
     for _, g in wide.groupby(["model", "head"], sort=False):
-        scored = g[np.isfinite(g["val_top1"])]
-        if not scored.empty:
-            order = scored.assign(_t=scored["t"].fillna(-1)).sort_values(
-                ["val_top1", "_t", "layer_index", "pool"], ascending=[False, True, True, True])
-            picks.append(order.drop(columns="_t").iloc[[0]].assign(selected_by="validation"))
+        best = best_on_validation(g)
+        if best is not None:
+            picks.append(best.to_frame().T.assign(selected_by="validation"))
         elif len(g) == 1:
             picks.append(g.assign(selected_by="only setting"))
     if not picks:
         return wide.iloc[:0].assign(selected_by=pd.Series(dtype=str))
-    return pd.concat(picks).sort_values(["head", "top1"], ascending=[True, False])
+    out = pd.concat(picks).infer_objects()
+    return out.sort_values(["head", "top1"], ascending=[True, False])
 
 
 def beats(row, name: str) -> bool | None:

@@ -13,6 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
+from explorer.results import beats, best_on_validation
+
 PIXELS = "pixels"
 _BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
 _LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white", font=dict(size=12))
@@ -182,15 +184,17 @@ def block_label(layer_index: int, layer: str) -> str:
 def sweep_baselines(
     wide: pd.DataFrame, head: str, pool: str, random_model: str
 ) -> dict[str, float]:
-    """Reference top-1s from an accuracy_view table: raw pixels (same head) and the best
-    random-weights setting (same head and pooling), where present."""
+    """Reference test top-1s from an accuracy_view table: raw pixels (same head) and the
+    random-weights setting (same head and pooling) that is best on validation, where present.
+    No random line is drawn from a table without validation accuracy (it would be picked on test)."""
     out = {}
     px = wide[(wide["model"] == PIXELS) & (wide["head"] == head)]
     if not px.empty:
         out[PIXELS] = float(px["top1"].max())
     rnd = wide[(wide["model"] == random_model) & (wide["head"] == head) & (wide["pool"] == pool)]
-    if not rnd.empty:
-        out[f"{random_model} best"] = float(rnd["top1"].max())
+    best = best_on_validation(rnd)
+    if best is not None:
+        out[f"{random_model} best on val"] = float(best["top1"])
     return out
 
 
@@ -277,7 +281,10 @@ def sweep_heatmap(
     baselines: dict[str, float] | None = None,
     title: str = "Top-1 (%) by block and timestep",
 ) -> go.Figure:
-    """Blocks (rows, forward order) × timesteps (columns); the best cell is outlined and the
+    """Blocks (rows, forward order) × timesteps (columns) of test top-1.
+
+    The cell best on validation top-1 is outlined (none without val_top1); ▲ marks a cell
+    whose paired 95% interval against raw pixels (`vs_pixels_low/high`) lies above 0; the
     baselines are named in the title and marked on the colour bar."""
     baselines = baselines or {}
     ts = sorted(wide["t"].unique())
@@ -285,24 +292,19 @@ def sweep_heatmap(
     rows = [block_label(i, n) for i, n in zip(blocks["layer_index"], blocks["layer"], strict=True)]
     z = np.full((len(rows), len(ts)), np.nan)
     pos = {int(i): r for r, i in enumerate(blocks["layer_index"])}
+    up = np.zeros(z.shape, dtype=bool)
     for _, r in wide.iterrows():
-        z[pos[int(r["layer_index"])], ts.index(r["t"])] = 100 * r["top1"]
+        cell = pos[int(r["layer_index"])], ts.index(r["t"])
+        z[cell] = 100 * r["top1"]
+        up[cell] = bool(beats(r, "vs_pixels"))
     xs = [f"t={int(t)}" for t in ts]
     lo = np.nanmin(z) if np.isfinite(z).any() else 0
     hi = np.nanmax(z) if np.isfinite(z).any() else 100
     marks = {k: 100 * v for k, v in baselines.items()}
     lo, hi = min([lo, *marks.values()]), max([hi, *marks.values()])
     text = [
-        [
-            (
-                ""
-                if not np.isfinite(v)
-                else f"{v:.1f}"
-                + ("▲" if marks.get(PIXELS) is not None and v > marks[PIXELS] else "")
-            )
-            for v in row
-        ]
-        for row in z
+        ["" if not np.isfinite(v) else f"{v:.1f}" + ("▲" if u else "") for v, u in zip(row, ups, strict=True)]
+        for row, ups in zip(z, up, strict=True)
     ]
     near = 0.07 * max(hi - lo, 1e-9)  # keep the range's end labels clear of the baseline labels
     ends = {f"{v:.0f}": v for v in (lo, hi) if all(abs(v - m) > near for m in marks.values())}
@@ -323,8 +325,9 @@ def sweep_heatmap(
             hovertemplate="%{y} · %{x}: %{z:.2f}%<extra></extra>",
         )
     )
-    if np.isfinite(z).any():
-        r, c = np.unravel_index(np.nanargmax(z), z.shape)
+    best = best_on_validation(wide)
+    if best is not None:
+        r, c = pos[int(best["layer_index"])], ts.index(best["t"])
         fig.add_shape(
             type="rect",
             x0=c - 0.5,
@@ -334,9 +337,9 @@ def sweep_heatmap(
             line=dict(color="#e31a1c", width=3),
         )
     ref = " · ".join(f"{k} {v:.1f}%" for k, v in marks.items())
-    full = title + (
-        f"<br><sup>baselines: {ref}; ▲ beats raw pixels; red box = best</sup>" if ref else ""
-    )
+    box = "red box = best on validation" if best is not None else "no validation accuracy: no best marked"
+    mark = "▲ beats raw pixels (paired 95% interval above 0); " if up.any() else ""
+    full = title + f"<br><sup>{'baselines: ' + ref + '; ' if ref else ''}{mark}{box}</sup>"
     fig.update_layout(
         title=full,
         xaxis=dict(type="category", title="timestep"),

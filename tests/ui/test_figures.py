@@ -102,6 +102,11 @@ def test_most_confused_orders_off_diagonal_cells():
 
 def test_sweep_figures_mark_baselines_and_best_cell():
     wide = _wide()
+    # validation prefers (block 3, t=100), not the best test cell (block 7, t=500)
+    wide["val_top1"] = [0.6, 0.9, 0.6, 0.6, 0.6, 0.6]
+    # paired intervals vs pixels: above 0, straddling 0, below 0, then absent
+    wide["vs_pixels_low"] = [0.01, -0.01, -0.05, np.nan, np.nan, np.nan]
+    wide["vs_pixels_high"] = [0.03, 0.02, -0.01, np.nan, np.nan, np.nan]
     base = {"pixels": 0.52, "random:m best": 0.55}
     heat = figures.sweep_heatmap(wide, base)
     z = np.asarray(heat.data[0].z, dtype=float)
@@ -114,7 +119,18 @@ def test_sweep_figures_mark_baselines_and_best_cell():
         "baselines are marked on the colour bar"
     )
     rect = heat.layout.shapes[0]
-    assert (rect.x0 + 0.5, rect.y0 + 0.5) == (2, 1), "the best cell is outlined"
+    assert (rect.x0 + 0.5, rect.y0 + 0.5) == (1, 0), "the cell best on validation is outlined"
+    text = heat.data[0].text
+    assert text[0][0].endswith("▲"), "an interval above 0 earns the mark"
+    assert not any(t.endswith("▲") for t in [*text[0][1:], *text[1]]), (
+        "no mark within noise, below pixels, or without an interval (even above the pixel line)"
+    )
+    assert "best on validation" in heat.layout.title.text and "paired" in heat.layout.title.text
+    old = figures.sweep_heatmap(_wide(), base)
+    assert not old.layout.shapes and "no best marked" in old.layout.title.text, (
+        "an old table without validation accuracy gets no box and no ▲"
+    )
+    assert not any("▲" in t for row in old.data[0].text for t in row)
     vs_t = figures.accuracy_vs_timestep(wide, base)
     assert len(vs_t.data) == 2 and list(vs_t.data[0].x) == [10, 100, 500], (
         "one curve per block over t"
@@ -181,6 +197,7 @@ def test_sweep_baselines_pick_the_best_reference_rows():
                         "pool": "1",
                         "head": "linear",
                         "top1": 0.3,
+                        "val_top1": 0.6,
                     },
                     {
                         "model": "random:m",
@@ -190,6 +207,7 @@ def test_sweep_baselines_pick_the_best_reference_rows():
                         "pool": "1",
                         "head": "linear",
                         "top1": 0.35,
+                        "val_top1": 0.5,
                     },
                     {
                         "model": "random:m",
@@ -205,8 +223,12 @@ def test_sweep_baselines_pick_the_best_reference_rows():
         ]
     )
     base = figures.sweep_baselines(wide, "linear", "1", "random:m")
-    assert base == {"pixels": 0.4, "random:m best": 0.35}, (
-        "pixels for the head; random for head and pooling"
+    assert base == {"pixels": 0.4, "random:m best on val": 0.3}, (
+        "pixels for the head; random for head and pooling, chosen on validation (not test)"
+    )
+    no_val = wide.drop(columns="val_top1")
+    assert figures.sweep_baselines(no_val, "linear", "1", "random:m") == {"pixels": 0.4}, (
+        "without validation accuracy no random setting is picked (it would be on test)"
     )
     assert figures.sweep_baselines(wide, "knn", "1", "random:m") == {}, "no rows, no baselines"
 
