@@ -62,7 +62,10 @@ def load_model(spec: str, *, trust_pickle: bool = False, device: str | torch.dev
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
-            unet = UNet2DModel.from_config(config)
+            try:
+                unet = UNet2DModel.from_config(config)
+            except (ValueError, TypeError, RuntimeError, KeyError) as e:
+                raise ExplorerError(f"cannot build a U-Net from {folder}'s config: {_load_error_text(e)}") from e
         sched = load_scheduler(folder)
         fp = _hash_text("random", str(RANDOM_SEED), _canonical_config(config), _canonical_config(dict(sched.config)))
         return LoadedModel(spec, unet.eval().to(device), sched, fp, "random", folder)
@@ -111,6 +114,8 @@ def read_unet_config(folder: Path) -> dict:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ExplorerError(f"cannot read {path}: {e}; is this a diffusers model folder?") from e
+    if not isinstance(config, dict):
+        raise ExplorerError(f"{path} is not a model config (not a JSON object)")
     cls = config.get("_class_name", "UNet2DModel")
     if cls != "UNet2DModel":
         raise ExplorerError(
@@ -142,22 +147,74 @@ def _load_unet(folder: Path, trust_pickle: bool):
         unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=use_safe, local_files_only=True,
                                            low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, TypeError) as e:
-        raise ExplorerError(f"cannot load the U-Net in {unet_dir}: {str(e).splitlines()[0]}") from e
+        raise ExplorerError(f"cannot load the U-Net in {unet_dir}: {_load_error_text(e)}") from e
     return unet, weights
 
 
+_MISMATCH = re.compile(
+    r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\((\[[\d, ]*\])\) from "
+    r"checkpoint, the shape in current model is torch\.Size\((\[[\d, ]*\])\)"
+)
+
+
+def _load_error_text(e: BaseException) -> str:
+    """One line for a failed `from_pretrained`: a config that lies about the weights' shapes
+    is named as such (torch's message starts with a bare "Error(s) in loading state_dict")."""
+    text = str(e)
+    if m := _MISMATCH.search(text):
+        return (
+            f"config.json does not match the weights: {m.group(1)} is {m.group(2)} in the weights "
+            f"but {m.group(3)} by the config; the config was edited or belongs to other weights"
+        )
+    if "Missing key(s)" in text or "Unexpected key(s)" in text or "loading state_dict" in text:
+        return (
+            "config.json does not match the weights (their layers differ); the config was "
+            "edited or belongs to other weights"
+        )
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def load_scheduler(folder: Path):
-    """The scheduler saved beside the model (`scheduler/` or root), else DDPM with 1000 linear steps."""
+    """The scheduler saved beside the model (`scheduler/` or root), else DDPM with 1000 linear
+    steps; a scheduler the folder declares (`scheduler/`, model_index.json) must be readable."""
     from diffusers import DDPMScheduler
 
     for cand in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"):
         if cand.exists():
-            config = json.loads(cand.read_text())
+            try:
+                config = json.loads(cand.read_text())
+            except (OSError, ValueError) as e:
+                raise ExplorerError(f"cannot read {cand}: {e}; re-save the model's scheduler") from e
+            if not isinstance(config, dict):
+                raise ExplorerError(f"{cand} is not a scheduler config (not a JSON object)")
+            steps = config.get("num_train_timesteps", 1000)
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ExplorerError(
+                    f"{cand}: num_train_timesteps must be a positive integer, got {steps!r}"
+                )
             # Every diffusers scheduler of this family shares the forward process: rebuild as DDPM.
             keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
                     "prediction_type", "clip_sample")
-            return DDPMScheduler(**{k: config[k] for k in keys if k in config})
+            try:
+                return DDPMScheduler(**{k: config[k] for k in keys if k in config})
+            except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+                raise ExplorerError(
+                    f"{cand} is not a usable noise schedule ({_load_error_text(e)})"
+                ) from e
+    if (folder / "scheduler").is_dir() or "scheduler" in _model_index(folder):
+        raise ExplorerError(
+            f"{folder} declares a scheduler but {folder / 'scheduler' / 'scheduler_config.json'} is "
+            "missing; the copy or download is incomplete, fetch the scheduler/ folder too"
+        )
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+
+
+def _model_index(folder: Path) -> dict:
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
 
 
 def _download(repo_id: str, trust_pickle: bool) -> Path:
