@@ -1,0 +1,1 @@
+"""Converters from other diffusion codebases' checkpoints to diffusers folders the explorer opens."""
