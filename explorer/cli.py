@@ -350,6 +350,73 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- convert -----------------------------------------------------------------------------------
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    from explorer.convert.adm_presets import PRESETS
+
+    p.add_argument("source", choices=["adm"], help="checkpoint format: adm (OpenAI guided-diffusion)")
+    p.add_argument("checkpoint", help="the .pt state dict, e.g. 256x256_diffusion_uncond.pt")
+    p.add_argument("--out", required=True, help="diffusers folder to write (then: --model OUT)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--preset", default="imagenet256-uncond", choices=list(PRESETS),
+                   help="flags of a released checkpoint (default: imagenet256-uncond); flags below override")
+    g = p.add_argument_group("guided-diffusion flags (default: the preset's)")
+    for flag, kind, text in (
+        ("--image-size", int, "input side"), ("--num-channels", int, "base width"),
+        ("--num-res-blocks", int, "res blocks per level"),
+        ("--channel-mult", str, "e.g. 1,1,2,2,4,4 (empty: guided-diffusion's default for the image size)"),
+        ("--attention-resolutions", str, "feature-map sides with attention, e.g. 32,16,8"),
+        ("--num-head-channels", int, "channels per head (-1: use --num-heads)"),
+        ("--num-heads", int, "heads per attention block when --num-head-channels is -1"),
+        ("--noise-schedule", str, "linear or cosine"), ("--diffusion-steps", int, "training timesteps"),
+    ):
+        g.add_argument(flag, type=kind, default=None, help=text)
+    for flag in ("--use-new-attention-order", "--learn-sigma", "--resblock-updown", "--use-scale-shift-norm",
+                 "--class-cond"):
+        g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+
+
+def adm_config_from_args(a: argparse.Namespace):
+    """The preset's ADMConfig with every flag given on the command line applied."""
+    from dataclasses import replace
+
+    from explorer.convert.adm_presets import preset
+
+    cfg, changes = preset(a.preset), {}
+    for name in ("image_size", "num_channels", "num_res_blocks", "num_head_channels", "num_heads",
+                 "noise_schedule", "diffusion_steps", "use_new_attention_order", "learn_sigma",
+                 "resblock_updown", "use_scale_shift_norm", "class_cond"):
+        if getattr(a, name) is not None:
+            changes[name] = getattr(a, name)
+    if a.channel_mult is not None:
+        try:
+            changes["channel_mult"] = tuple(float(s) for s in a.channel_mult.split(",") if s.strip()) or None
+        except ValueError:
+            raise ExplorerError(f"cannot read --channel-mult '{a.channel_mult}'; give e.g. 1,1,2,2,4,4") from None
+    elif a.image_size is not None and a.image_size != cfg.image_size:
+        changes["channel_mult"] = None  # the new size's default, as guided-diffusion does
+    if a.attention_resolutions is not None:
+        changes["attention_resolutions"] = tuple(_int_list(a.attention_resolutions, "--attention-resolutions"))
+    return replace(cfg, **changes).validate()
+
+
+@command("convert", _convert_args)
+def cmd_convert(a: argparse.Namespace) -> int:
+    """Convert a guided-diffusion (ADM) checkpoint into a diffusers folder usable as --model."""
+    import time
+
+    from explorer.convert.adm import convert_adm
+
+    cfg = adm_config_from_args(a)
+    start = time.perf_counter()
+    out = convert_adm(a.checkpoint, a.out, cfg, overwrite=a.overwrite)
+    print(f"converted {a.checkpoint} in {time.perf_counter() - start:.1f} s to {out}; "
+          f"use it as --model {out}")
+    return 0
+
+
 # --- app ---------------------------------------------------------------------------------------
 
 
