@@ -136,6 +136,8 @@ def layer_choice(catalogue, key: str, name: str, default_index: int | None = Non
 
     def parse(raw: str) -> str:
         if raw.lstrip("-").isdigit():
+            if len(raw) > 6:
+                raise ValueError("not a block number of this model")
             i = int(raw)
             if not 1 <= i <= len(names):
                 raise ValueError(f"block {i} is out of range (1 to {len(names)})")

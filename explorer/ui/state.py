@@ -89,11 +89,19 @@ def to_url(value: Any) -> str | list[str]:
     return "" if value is None else str(value)
 
 
+def shown(raw: Any, most: int = 40) -> str:
+    """A link value as the user typed it (repeated values joined by commas), cut to `most` chars."""
+    text = ",".join(str(r) for r in raw) if isinstance(raw, list | tuple) else str(raw)
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 def _warn_once(name: str, raw: Any, why: str) -> None:
     warned = st.session_state.setdefault(_WARNED, set())
     if (name, str(raw)) not in warned:
         warned.add((name, str(raw)))
-        st.toast(f"Ignored `{name}={raw}` from the link: {why}. Using the default instead.")
+        why = why if len(why) <= 120 else why[:119] + "…"
+        st.toast(f"Ignored `{name}={shown(raw)}` from the link: {why}. Using the default instead.")
 
 
 def _ok(value: Any, valid: Callable[[Any], bool] | None, multi: bool) -> bool:
