@@ -24,6 +24,7 @@ from explorer.features import PIXELS
 from explorer.paths import RANDOM_PREFIX
 from explorer.probes.metrics import paired_bootstrap_diff
 from explorer.results import (
+    best_on_validation,
     best_settings,
     paired_rows,
     paired_words,
@@ -153,3 +154,32 @@ def accuracy_groups(df: pd.DataFrame) -> list[tuple[str, str]]:
     """The (model, head) pairs that have test top-1 rows."""
     d = df[(df["split"] == "test") & (df["metric"] == "top1")]
     return list(d[["model", "head"]].drop_duplicates().itertuples(index=False, name=None))
+
+
+def summary_lines(wide: pd.DataFrame, random_model: str | None = None) -> list[str]:
+    """Plain sentences about one model/head/pool's accuracy_view rows `wide`: the setting best on
+    validation with its test top-1 and interval, its paired differences vs raw pixels and random
+    weights, how many cells beat pixels beyond noise, and which cells are within noise of the best."""
+    if wide.empty:
+        return []
+    best = best_on_validation(wide)
+    if best is None:
+        return ["This table has no validation accuracy, so no best setting is named and no cell is "
+                "marked ▲: re-run the sweep to get them."]
+    where = f"t={int(best['t'])}, block {int(best['layer_index'])} ({best['layer']})"
+    out = [f"Best on validation ({100 * best['val_top1']:.2f}%): {where}, test top-1 "
+           f"{100 * best['top1']:.2f}% (95% interval {100 * best['ci_low']:.2f}–{100 * best['ci_high']:.2f})."]
+    for name, ref in (("vs_pixels", "raw pixels"), ("vs_random", f"{random_model or 'random weights'} at the same setting")):
+        if words := paired_words(best, name, ref):
+            out.append(f"Against {ref}: {words}.")
+    paired = wide[np.isfinite(wide["vs_pixels_low"].astype(float))]
+    if not paired.empty:
+        up = int((paired["vs_pixels_low"] > 0).sum())
+        down = int((paired["vs_pixels_high"] < 0).sum())
+        out.append(f"{up} of {len(paired)} cells beat raw pixels beyond noise (▲, paired 95% interval "
+                   f"above 0); {len(paired) - up - down} are within noise of pixels; {down} are below.")
+    near = wide[(wide["ci_high"] >= best["ci_low"]) & (wide["ci_low"] <= best["ci_high"])]
+    if len(near) > 1:
+        out.append(f"{len(near) - 1} other cells have test intervals overlapping the best's: "
+                   "their order is within noise.")
+    return out

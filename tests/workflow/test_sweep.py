@@ -14,7 +14,7 @@ from explorer.features import PIXELS
 from explorer.models import RANDOM_PREFIX, load_model
 from explorer.results import COLUMNS, accuracy_view, best_settings, load_table
 from explorer.store import FeatureStore
-from explorer.sweep import SweepPlan, describe_best, run_sweep
+from explorer.sweep import SweepPlan, describe_best, run_sweep, summary_lines
 from explorer.workspace import Setting, Workspace
 
 
@@ -186,3 +186,18 @@ def test_sweep_writes_paired_intervals_and_knn_validation(tiny_model_dir, tiny_d
     rnd = wide[wide["model"] == RANDOM_PREFIX + str(tiny_model_dir)].set_index(["layer", "head"])["top1"]
     for r in trained.itertuples():
         assert r.vs_random == pytest.approx(r.top1 - rnd[(r.layer, r.head)]), "same t, layer, pool and head"
+
+
+def test_summary_lines_say_what_is_noise():
+    rows = (_setting("m", 10, "a", 1, test=0.80, val=0.90, vs_px=(0.05, 0.03, 0.07))
+            + _setting("m", 10, "b", 2, test=0.805, val=0.70, vs_px=(0.055, 0.035, 0.075))
+            + _setting("m", 50, "a", 1, test=0.76, val=0.60, vs_px=(0.01, -0.01, 0.03))
+            + _setting("m", 50, "b", 2, test=0.70, val=0.50, vs_px=(-0.05, -0.07, -0.03)))
+    wide = accuracy_view(pd.DataFrame(rows, columns=COLUMNS))
+    text = "\n".join(summary_lines(wide, "random:m"))
+    assert "Best on validation (90.00%): t=10, block 1 (a), test top-1 80.00%" in text, text
+    assert "+5.00 points vs raw pixels [+3.00, +5.00]" not in text and "beyond noise" in text, text
+    assert "2 of 4 cells beat raw pixels beyond noise" in text and "1 are within noise" in text, text
+    assert "1 other cells have test intervals overlapping the best's" in text, text
+    old = accuracy_view(pd.DataFrame(_setting("m", 10, "a", 1, test=0.8), columns=COLUMNS))
+    assert "no validation accuracy" in summary_lines(old)[0], "old tables: no best, no ▲"

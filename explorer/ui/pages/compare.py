@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from explorer.heads import HEADS
+from explorer.probes.metrics import compare_results
 from explorer.ui import common, figures, services, state
 from explorer.workspace import Setting
 
@@ -80,14 +81,10 @@ with common.guard():
     )
     better = int(np.nansum(rb.per_class > ra.per_class))
     m[3].metric("Classes better in B", f"{better} of {len(classes)}")
-    overlap = not (ra.ci_high < rb.ci_low or rb.ci_high < ra.ci_low)
+    paired = compare_results(rb, ra, y)  # the same test images: a paired bootstrap of B - A
     st.caption(
         f"A: {common.ci_text(ra.ci_low, ra.ci_high)} · B: {common.ci_text(rb.ci_low, rb.ci_high)} · "
-        + (
-            "the intervals overlap: the difference may be noise."
-            if overlap
-            else "the intervals do not overlap."
-        )
+        + paired.words("B", "A")
     )
 
     figs = {}
@@ -116,6 +113,10 @@ with common.guard():
             "B": [rb.top1, rb.ci_low, rb.ci_high, worst(rb)],
         }
     ).assign(**{"B - A": lambda f: f["B"] - f["A"]})
+    intervals = pd.DataFrame(  # the paired-bootstrap 95% interval of B - A over the same images
+        {"metric": ["paired_low", "paired_high"], "B - A": [paired.low, paired.high]}
+    )
+    summary = pd.concat([summary, intervals], ignore_index=True)
     per_class = pd.DataFrame(
         {
             "class": classes,

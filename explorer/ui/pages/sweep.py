@@ -5,7 +5,7 @@ import streamlit as st
 from explorer.heads import HEADS
 from explorer.paths import RANDOM_PREFIX
 from explorer.results import accuracy_view
-from explorer.sweep import SweepPlan, describe_best
+from explorer.sweep import SweepPlan, describe_best, summary_lines
 from explorer.ui import common, figures, services, state
 
 ctx = common.context()
@@ -93,15 +93,19 @@ with common.guard():
             c1, c2 = st.columns(2)
             c1.plotly_chart(fig_t, key="sweep_vs_t")
             c2.plotly_chart(fig_b, key="sweep_vs_block")
+            st.markdown("\n".join(f"- {line}" for line in summary_lines(cur, ctx.random_model)))
 
             st.subheader("Open a cell in Explore")
-            cells = cur.sort_values("top1", ascending=False)
+            by_val = cur["val_top1"].notna().any()
+            cells = cur.sort_values(  # ties: smaller t, then earlier block (as best_on_validation)
+                ["val_top1" if by_val else "top1", "t", "layer_index"], ascending=[False, True, True]
+            )
             opts = [
                 f"t={int(r.t)} · {labels.get(r.layer, r.layer)} · {100 * r.top1:.1f}%"
                 for r in cells.itertuples()
             ]
             k = st.selectbox(
-                "Cell (best first)",
+                "Cell (best on validation first)" if by_val else "Cell (highest test top-1 first)",
                 range(len(opts)),
                 format_func=opts.__getitem__,
                 key="sweep_cell",
