@@ -2,49 +2,48 @@
 
 Picks a timestep and a block on Explore, waits for the accuracy, measures how long a
 setting already computed takes to render again, runs a small sweep, and visits every page.
+A second test opens two sessions at once on different settings (benchmarks/load_test.py
+with 2 sessions): no errors, and every entry the app wrote equals a serial `explorer extract`.
 Screenshots go to assets/screenshots/ with UPDATE_SCREENSHOTS=1, else to a temporary folder.
 E2E_DATASET=fashion-mnist takes them on the Fashion-MNIST model instead of digits.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
+
+
+def _load_benchmark(name: str):
+    """benchmarks/<name>.py as a module: the load test's server and session driver."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+LOAD = _load_benchmark("load_test")
+CHROMIUM = LOAD.CHROMIUM
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(), reason=f"needs {CHROMIUM}: apt-get install chromium"
     ),
 ]
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
+ARGS = LOAD.CHROMIUM_ARGS
 DATASET = os.environ.get("E2E_DATASET", "digits")
 LIMITS = {"digits": (300, 100), "fashion-mnist": (2000, 1000)}.get(DATASET, (300, 100))
-APP_STATE = "document.querySelector('[data-testid=stApp]').getAttribute('data-test-script-state')"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+APP_STATE = LOAD.APP_STATE
 
 
 @dataclass
@@ -56,56 +55,8 @@ class Server:
 @pytest.fixture
 def server(tmp_path):
     """A `streamlit run app.py` on a free port with its own cache; always stopped afterwards."""
-    port = _free_port()
-    env = {**os.environ, "EXPLORER_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "app.py"),
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            assert proc.poll() is None, (
-                f"streamlit exited: {(tmp_path / 'server.log').read_text()[-2000:]}"
-            )
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert time.time() < deadline, "streamlit did not serve within 90s"
-            time.sleep(0.5)
+    with LOAD.serve(tmp_path / "cache", tmp_path / "server.log") as url:
         yield Server(url, tmp_path / "server.log")
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-        log.close()
 
 
 @pytest.fixture
@@ -302,3 +253,24 @@ def test_explore_sweep_and_every_page_in_chromium(server, shots):
             raise
         finally:
             browser.close()
+
+
+def test_two_sessions_at_once_match_a_serial_extract(tmp_path):
+    """Two browser contexts load different (t, block, pool) links at the same moment on a cold
+    cache: both show an accuracy with no error, and the app's entries are byte-identical to
+    `explorer extract` (and `ensure_pixels`) run alone afterwards on a fresh cache."""
+    pytest.importorskip("playwright.async_api", reason="pip install -e '.[test]'")
+    asks = LOAD.ASKS[:2]  # a shallow block at t=10 (early exit) and the bottleneck at t=500
+    outcomes, check, entries = LOAD.run(
+        asks, tmp_path, model="ddpm-digits", dataset="digits", train=100, test=100, timeout_s=300
+    )
+    print("\n" + LOAD.summary(outcomes, check, entries, "two sessions at once"))
+    for o in outcomes:
+        assert not o.errors, f"t={o.ask.t}, block {o.ask.block}: {o.errors}"
+        assert o.top1 is not None and re.fullmatch(r"\d+\.\d\d%", o.top1), o
+    written = {(m["t"], m["split"], m["pool"]) for m in entries.values() if m.get("t") is not None}
+    wanted = {(a.t, split, a.pool) for a in asks for split in ("train", "test")}
+    assert written == wanted, f"the app wrote {sorted(written)}"
+    assert not check.differing, f"entries differ from a serial run: {check.differing}"
+    assert not check.missing, f"entries a serial run does not write: {check.missing}"
+    assert len(check.identical) == len(entries) >= len(wanted)
