@@ -73,6 +73,7 @@ def _model_picker(default: str) -> str:
     )
     st.session_state[state._KEPT + "side_model"] = spec
     if spec == CUSTOM_MODEL:
+        _roots_hint()
         spec = (
             st.text_input(
                 "Model folder or hub id",
@@ -99,6 +100,7 @@ def _dataset_picker(default: str) -> str:
     )
     st.session_state[state._KEPT + "side_dataset"] = spec
     if spec == PATH_DATASET:
+        _roots_hint()
         spec = (
             st.text_input(
                 "Dataset folder or file",
@@ -111,6 +113,12 @@ def _dataset_picker(default: str) -> str:
         spec = _upload() or default
     _write_url("dataset", spec)
     return spec
+
+
+def _roots_hint() -> None:
+    rules = policy()
+    if rules.exposed:
+        st.caption(f"This app is shared: only folders under {rules.roots_text()} can be opened.")
 
 
 def _upload() -> str | None:

@@ -115,3 +115,32 @@ def test_sweep_table_survives_an_interrupted_run(tmp_path, monkeypatch):
     assert path.exists() and not services.running_path(path).exists(), (
         "partial rows are folded into the table"
     )
+
+
+def test_link_value_parsers_say_what_is_wrong():
+    import pytest
+
+    from explorer.ui import state
+
+    assert state.parse_limit("0") is None and state.parse_limit("all") is None
+    assert state.parse_limit(" 300 ", 1000) == 300
+    for raw, why in [
+        ("-5", "negative limit -5"),
+        ("lots", "not a whole number of images"),
+        ("2000", "limit 2000 is over the maximum of 1000"),
+        ("9" * 5000, "not a whole number of images"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            state.parse_limit(raw, 1000)
+    parse = state.whole_number(0, 999)
+    assert parse("42") == 42
+    with pytest.raises(ValueError, match="1000 is outside 0 to 999"):
+        parse("1000")
+    with pytest.raises(ValueError, match="not a whole number from 0 to 999"):
+        parse("4.5")
+    with pytest.raises(ValueError, match="^not a valid value$"):
+        state.readable(int)("abc")
+    with pytest.raises(ValueError, match="^mine$"):
+        state.readable(lambda r: (_ for _ in ()).throw(ValueError("mine")))("x")
+    assert state.shown(["10", "abc"]) == "10,abc"
+    assert state.shown("a\x00b") == "a?b" and len(state.shown("x" * 500)) == 40
