@@ -414,6 +414,9 @@ def cmd_convert(a: argparse.Namespace) -> int:
     out = convert_adm(a.checkpoint, a.out, cfg, overwrite=a.overwrite)
     print(f"converted {a.checkpoint} in {time.perf_counter() - start:.1f} s to {out}; "
           f"use it as --model {out}")
+    if cfg.class_cond:
+        print("note: this model is class-conditional (label embedding kept); the explorer's feature "
+              "extraction does not pass class labels, so it cannot extract features from it yet", file=sys.stderr)
     return 0
 
 

@@ -196,6 +196,8 @@ def convert_state_dict(
         out[dst] = t if dtype is None or not t.is_floating_point() else t.to(dtype)
 
     for pair in module_pairs(cfg):
+        if progress:
+            progress(1)
         names = [n for n in ("weight", "bias") if f"{pair.src}.{n}" in state]
         if pair.optional and not names and not any(k.startswith(pair.dst + ".") for k in target):
             continue
@@ -210,8 +212,6 @@ def convert_state_dict(
                     put(f"{pair.dst}.{proj}.{name}", part)
             else:
                 put(f"{pair.dst}.{name}", t)
-        if progress:
-            progress(1)
     unused = sorted(set(state) - used)
     unset = sorted(set(target) - set(out))
     extra = sorted(set(out) - set(target))

@@ -143,3 +143,17 @@ def test_split_qkv_layouts():
     assert v.tolist() == [6, 7, 8, 15, 16, 17]
     q, k, v = split_qkv(rows, heads, new_order=True)  # [q0 q1 | k0 k1 | v0 v1]
     assert q.tolist() == list(range(6)) and v.tolist() == list(range(12, 18))
+
+
+def test_class_cond_cli_notes_missing_labels(tmp_path, capsys):
+    from explorer.cli import adm_config_from_args
+    from explorer.convert.adm import module_pairs
+
+    save_reference(tmp_path / "c.pt", num_classes=1000)
+    argv = ["convert", "adm", str(tmp_path / "c.pt"), "--out", str(tmp_path / "c"), "--class-cond"] + FLAGS
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    n = len(module_pairs(adm_config_from_args(build_parser().parse_args(argv))))
+    assert f"{n}/{n}" in err  # the progress bar completes
+    assert "class-conditional" in err and not (tmp_path / "c" / "model_index.json").exists()
+    assert json.loads((tmp_path / "c" / "unet" / "config.json").read_text())["num_class_embeds"] == 1000
