@@ -53,6 +53,21 @@ def _zip(path: Path, entries: dict[str, bytes], compress=zipfile.ZIP_DEFLATED) -
     return str(path)
 
 
+def _lying_zip(path: Path, png: bytes) -> str:
+    """A bomb whose headers claim 100 bytes for an entry that inflates to 5 MB."""
+    import struct
+
+    real = 5 * 2**20
+    _zip(path, {"a/big.png": b"\0" * real, "b/x.png": png})
+    data = bytearray(path.read_bytes())
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local, central headers
+        at = data.find(sig)
+        assert struct.unpack_from("<I", data, at + off)[0] == real
+        struct.pack_into("<I", data, at + off, 100)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
 def _edit_json(folder: Path, name: str, **changes) -> None:
     cfg = json.loads((folder / name).read_text())
     (folder / name).write_text(json.dumps(cfg | changes))
@@ -78,6 +93,7 @@ def inputs(tmp_path_factory, model_factory) -> dict[str, str]:
     p["bomb"] = _zip(w / "bomb.zip", {"a/big.png": b"\0" * (5 * 2**20), "b/x.png": png.getvalue()})
     p["dotdot"] = _zip(w / "dotdot.zip", {"a/1.png": png.getvalue(), "../evil.png": png.getvalue()})
     p["absolute"] = _zip(w / "abs.zip", {"/etc/evil.png": png.getvalue()})
+    p["liar_zip"] = _lying_zip(w / "liar.zip", png.getvalue())
     p["no_images"] = _zip(w / "text.zip", {"a/readme.txt": b"hello"})
     (w / "broken.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
     p["broken_zip"] = str(w / "broken.zip")
@@ -141,7 +157,9 @@ def filled_cache(tmp_path_factory, inputs) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EXPLORER_CACHE", str(root))
         args = ["extract", "--model", inputs["tiny"], "--dataset", inputs["imgs"]]
-        assert cli.main([*args, "--timesteps", "10", "--layers", "1", "--cache-dir", str(root)]) == 0
+        assert (
+            cli.main([*args, "--timesteps", "10", "--layers", "1", "--cache-dir", str(root)]) == 0
+        )
         for page in ("explore", "data", "similarity", "compare", "sweep"):
             at = open_page(page)
             assert not at.exception and not at.error, (page, at.exception, at.error)
@@ -189,78 +207,211 @@ MISMATCH = (
 
 CASES = {
     # CLI: limits and numbers
-    "cli-negative-limit": Cli([*EX, "--limit", "-5"], "--batch-size and --limit must be positive integers"),
-    "cli-zero-batch": Cli([*EX, "--batch-size", "0"], "--batch-size and --limit must be positive integers"),
+    "cli-negative-limit": Cli(
+        [*EX, "--limit", "-5"], "--batch-size and --limit must be positive integers"
+    ),
+    "cli-zero-batch": Cli(
+        [*EX, "--batch-size", "0"], "--batch-size and --limit must be positive integers"
+    ),
     "cli-text-limit": Cli([*EX, "--limit", "abc"], "argument --limit: invalid int value: 'abc'"),
     "cli-float-limit": Cli([*EX, "--limit", "1e3"], "argument --limit: invalid int value: '1e3'"),
-    "cli-negative-steps": Cli(["train", "--out", "{w}/out", "--steps", "-1"], "--steps and --batch-size must be positive integers"),
+    "cli-negative-steps": Cli(
+        ["train", "--out", "{w}/out", "--steps", "-1"],
+        "--steps and --batch-size must be positive integers",
+    ),
     "cli-huge-port": Cli(["app", "--port", "99999"], "--port must be between 1 and 65535"),
     "cli-bad-host": Cli(["app", "--host", "a b"], "--host 'a b' is not an IP address or host name"),
     # CLI: settings
-    "cli-unknown-pool": Cli([*EX[:-4], "--pool", "3"], "unknown pooling '3'; choose from 1, 2, 4, 8, max"),
+    "cli-unknown-pool": Cli(
+        [*EX[:-4], "--pool", "3"], "unknown pooling '3'; choose from 1, 2, 4, 8, max"
+    ),
     "cli-unknown-layer": Cli([*EX[:-4], "--layers", "nope"], "unknown layer 'nope'"),
-    "cli-layer-out-of-range": Cli([*EX[:-4], "--layers", "99"], "layer 99 is out of range (1 to 9, or -1 to -9)"),
-    "cli-timestep-too-big": Cli([*EX[:-4], "--timesteps", "5000"], "timestep 5000 is outside [0, 1000)"),
-    "cli-negative-timestep": Cli([*EX[:-4], "--timesteps", "-3"], "timestep -3 is outside [0, 1000)"),
+    "cli-layer-out-of-range": Cli(
+        [*EX[:-4], "--layers", "99"], "layer 99 is out of range (1 to 9, or -1 to -9)"
+    ),
+    "cli-timestep-too-big": Cli(
+        [*EX[:-4], "--timesteps", "5000"], "timestep 5000 is outside [0, 1000)"
+    ),
+    "cli-negative-timestep": Cli(
+        [*EX[:-4], "--timesteps", "-3"], "timestep -3 is outside [0, 1000)"
+    ),
     "cli-text-timesteps": Cli([*EX[:-4], "--timesteps", "abc"], "cannot read timesteps 'abc'"),
-    "cli-text-seeds": Cli([*EX, "--seeds", "x"], "cannot read seeds 'x'; give integers separated by commas"),
-    "cli-unknown-split": Cli([*EX, "--splits", "foo"], "unknown split 'foo'; this dataset has train, test"),
-    "cli-unknown-head": Cli(["sweep", "--model", "{tiny}", "--dataset", "{imgs}", "--heads", "svm"], "unknown head 'svm'; choose from"),
-    "cli-embed-bad-timestep": Cli(["embed", "--model", "{tiny}", "--dataset", "{imgs}", "--timestep", "-1"], "timestep -1 is outside [0, 1000)"),
+    "cli-text-seeds": Cli(
+        [*EX, "--seeds", "x"], "cannot read seeds 'x'; give integers separated by commas"
+    ),
+    "cli-unknown-split": Cli(
+        [*EX, "--splits", "foo"], "unknown split 'foo'; this dataset has train, test"
+    ),
+    "cli-unknown-head": Cli(
+        ["sweep", "--model", "{tiny}", "--dataset", "{imgs}", "--heads", "svm"],
+        "unknown head 'svm'; choose from",
+    ),
+    "cli-embed-bad-timestep": Cli(
+        ["embed", "--model", "{tiny}", "--dataset", "{imgs}", "--timestep", "-1"],
+        "timestep -1 is outside [0, 1000)",
+    ),
     # CLI: datasets
     "cli-empty-folder": Cli([*EX, "--dataset", "{empty}"], NOT_DATASET),
     "cli-unreadable-images": Cli([*EX, "--dataset", "{corrupt_imgs}"], "no readable images in"),
-    "cli-one-class": Cli([*EX, "--dataset", "{one_class}"], "an ImageFolder needs at least 2 class subfolders"),
+    "cli-one-class": Cli(
+        [*EX, "--dataset", "{one_class}"], "an ImageFolder needs at least 2 class subfolders"
+    ),
     "cli-missing-dataset": Cli([*EX, "--dataset", "{w}/nowhere"], "no such path"),
-    "cli-zip-bomb": Cli([*EX, "--dataset", "{bomb}"], "the zip expands to more than 1 MB (5.0 MB), over the upload limit", {"EXPLORER_UPLOAD_MAX_MB": "1"}),
-    "cli-zip-dotdot": Cli([*EX, "--dataset", "{dotdot}"], "zip entry '../evil.png' points outside the archive ('..'); refusing the whole zip"),
-    "cli-zip-absolute": Cli([*EX, "--dataset", "{absolute}"], "zip entry '/etc/evil.png' has an absolute path"),
+    "cli-zip-bomb": Cli(
+        [*EX, "--dataset", "{bomb}"],
+        "the zip expands to more than 1 MB (5.0 MB), over the upload limit",
+        {"EXPLORER_UPLOAD_MAX_MB": "1"},
+    ),
+    "cli-zip-lying-sizes": Cli(
+        [*EX, "--dataset", "{liar_zip}"], "zip entry 'a/big.png' is corrupt"
+    ),
+    "cli-zip-dotdot": Cli(
+        [*EX, "--dataset", "{dotdot}"],
+        "zip entry '../evil.png' points outside the archive ('..'); refusing the whole zip",
+    ),
+    "cli-zip-absolute": Cli(
+        [*EX, "--dataset", "{absolute}"], "zip entry '/etc/evil.png' has an absolute path"
+    ),
     "cli-zip-no-images": Cli([*EX, "--dataset", "{no_images}"], "the zip holds no images"),
-    "cli-zip-corrupt": Cli([*EX, "--dataset", "{broken_zip}"], "the upload is not a valid zip file"),
+    "cli-zip-corrupt": Cli(
+        [*EX, "--dataset", "{broken_zip}"], "the upload is not a valid zip file"
+    ),
     "cli-tarball": Cli([*EX, "--dataset", "{tarball}"], "is an archive; extract it first"),
-    "cli-bad-upload-limit": Cli([*EX, "--dataset", "{dotdot}"], "bad upload limit", {"EXPLORER_UPLOAD_MAX_MB": "lots"}),
+    "cli-bad-upload-limit": Cli(
+        [*EX, "--dataset", "{dotdot}"], "bad upload limit", {"EXPLORER_UPLOAD_MAX_MB": "lots"}
+    ),
     # CLI: models
     "cli-config-lies-channels": Cli(["layers", "--model", "{liar}"], MISMATCH),
-    "cli-config-lies-input": Cli(["layers", "--model", "{liar_in}"], "config.json does not match the weights: conv_in.weight is [8, 1, 3, 3] in the weights but [8, 3, 3, 3]"),
-    "cli-missing-scheduler": Cli(["layers", "--model", "{no_scheduler}"], "declares a scheduler but"),
-    "cli-corrupt-scheduler": Cli(["layers", "--model", "{bad_sched}"], "scheduler_config.json: Expecting property name"),
-    "cli-negative-scheduler-steps": Cli(["layers", "--model", "{neg_sched}"], "num_train_timesteps must be a positive integer, got -5"),
+    "cli-config-lies-input": Cli(
+        ["layers", "--model", "{liar_in}"],
+        "config.json does not match the weights: conv_in.weight is [8, 1, 3, 3] in the weights "
+        "but [8, 3, 3, 3]",
+    ),
+    "cli-missing-scheduler": Cli(
+        ["layers", "--model", "{no_scheduler}"], "declares a scheduler but"
+    ),
+    "cli-corrupt-scheduler": Cli(
+        ["layers", "--model", "{bad_sched}"], "scheduler_config.json: Expecting property name"
+    ),
+    "cli-negative-scheduler-steps": Cli(
+        ["layers", "--model", "{neg_sched}"],
+        "num_train_timesteps must be a positive integer, got -5",
+    ),
     "cli-config-not-json": Cli(["layers", "--model", "{not_json}"], "config.json: Expecting"),
-    "cli-not-a-unet": Cli(["layers", "--model", "{vae}"], "describes a AutoencoderKL, not a UNet2DModel"),
+    "cli-not-a-unet": Cli(
+        ["layers", "--model", "{vae}"], "describes a AutoencoderKL, not a UNet2DModel"
+    ),
     "cli-no-weights": Cli(["layers", "--model", "{no_weights}"], "has a config but no weights"),
-    "cli-pickle-weights": Cli(["layers", "--model", "{pickled}"], "is a pickle checkpoint, which can run code"),
+    "cli-pickle-weights": Cli(
+        ["layers", "--model", "{pickled}"], "is a pickle checkpoint, which can run code"
+    ),
     "cli-model-is-a-file": Cli(["layers", "--model", "{a_file}"], "is a file; pass the folder"),
     "cli-unknown-model": Cli(["layers", "--model", "{w}/nowhere"], "unknown model"),
-    "cli-empty-model-folder": Cli(["layers", "--model", "{empty}"], "is not a diffusers model folder"),
+    "cli-empty-model-folder": Cli(
+        ["layers", "--model", "{empty}"], "is not a diffusers model folder"
+    ),
     # App: garbage and out-of-range query strings, on every page
-    "app-t-text": App("explore", {"t": "abc"}, "Ignored `t=abc` from the link: not a whole number from 0 to 999", "toast"),
-    "app-t-too-big": App("explore", {"t": "5000"}, "Ignored `t=5000` from the link: 5000 is outside 0 to 999", "toast"),
+    "app-t-text": App(
+        "explore",
+        {"t": "abc"},
+        "Ignored `t=abc` from the link: not a whole number from 0 to 999",
+        "toast",
+    ),
+    "app-t-too-big": App(
+        "explore",
+        {"t": "5000"},
+        "Ignored `t=5000` from the link: 5000 is outside 0 to 999",
+        "toast",
+    ),
     "app-t-negative": App("explore", {"t": "-1"}, "-1 is outside 0 to 999", "toast"),
-    "app-t-endless": App("explore", {"t": "9" * 5000}, "Ignored `t=999999999999999999999999999999999999999…` from the link: not a whole number", "toast"),
-    "app-block-range": App("explore", {"block": "99"}, "Ignored `block=99` from the link: block 99 is out of range (1 to 13)", "toast"),
-    "app-block-name": App("explore", {"block": "../etc"}, "Ignored `block=../etc` from the link: not one of the choices here", "toast"),
-    "app-pool": App("explore", {"pool": "3"}, "Ignored `pool=3` from the link: not one of the choices here", "toast"),
+    "app-t-endless": App(
+        "explore",
+        {"t": "9" * 5000},
+        "Ignored `t=999999999999999999999999999999999999999…` from the link: not a whole number",
+        "toast",
+    ),
+    "app-block-range": App(
+        "explore",
+        {"block": "99"},
+        "Ignored `block=99` from the link: block 99 is out of range (1 to 13)",
+        "toast",
+    ),
+    "app-block-name": App(
+        "explore",
+        {"block": "../etc"},
+        "Ignored `block=../etc` from the link: not one of the choices here",
+        "toast",
+    ),
+    "app-pool": App(
+        "explore",
+        {"pool": "3"},
+        "Ignored `pool=3` from the link: not one of the choices here",
+        "toast",
+    ),
     "app-head": App("explore", {"head": "svm"}, "Ignored `head=svm`", "toast"),
-    "app-train-negative": App("data", {"train": "-5"}, "Ignored `train=-5` from the link: negative limit -5", "toast"),
-    "app-train-text": App("data", {"train": "lots"}, "Ignored `train=lots` from the link: not a whole number of images", "toast"),
-    "app-test-huge": App("data", {"test": "99999999999999999999"}, "limit 99999999999999999999 is over the maximum of 10000000", "toast"),
-    "app-data-n": App("data", {"n": "0"}, "Ignored `n=0` from the link: 0 is outside 1 to 20", "toast"),
-    "app-sim-n": App("similarity", {"n": "7"}, "Ignored `n=7` from the link: not one of the choices here", "toast"),
-    "app-sim-debiased": App("similarity", {"debiased": "maybe"}, "Ignored `debiased=maybe` from the link: not a boolean", "toast"),
-    "app-sim-ts": App("similarity", {"ts": ["10", "abc"]}, "Ignored `ts=10,abc` from the link: not a valid value", "toast"),
+    "app-train-negative": App(
+        "data", {"train": "-5"}, "Ignored `train=-5` from the link: negative limit -5", "toast"
+    ),
+    "app-train-text": App(
+        "data",
+        {"train": "lots"},
+        "Ignored `train=lots` from the link: not a whole number of images",
+        "toast",
+    ),
+    "app-test-huge": App(
+        "data",
+        {"test": "99999999999999999999"},
+        "limit 99999999999999999999 is over the maximum of 10000000",
+        "toast",
+    ),
+    "app-data-n": App(
+        "data", {"n": "0"}, "Ignored `n=0` from the link: 0 is outside 1 to 20", "toast"
+    ),
+    "app-sim-n": App(
+        "similarity",
+        {"n": "7"},
+        "Ignored `n=7` from the link: not one of the choices here",
+        "toast",
+    ),
+    "app-sim-debiased": App(
+        "similarity",
+        {"debiased": "maybe"},
+        "Ignored `debiased=maybe` from the link: not a boolean",
+        "toast",
+    ),
+    "app-sim-ts": App(
+        "similarity",
+        {"ts": ["10", "abc"]},
+        "Ignored `ts=10,abc` from the link: not a valid value",
+        "toast",
+    ),
     "app-sweep-heads": App("sweep", {"heads": ["svm"]}, "Ignored `heads=svm`", "toast"),
     "app-compare-mode": App("compare", {"mode": "zzz"}, "Ignored `mode=zzz`", "toast"),
     # App: paths
     "app-empty-folder": App("data", {"dataset": "{empty}"}, NOT_DATASET),
     "app-unreadable-images": App("data", {"dataset": "{corrupt_imgs}"}, "no readable images in"),
-    "app-nul-in-dataset": App("data", {"dataset": "a\x00b"}, "the dataset contains control characters"),
+    "app-nul-in-dataset": App(
+        "data", {"dataset": "a\x00b"}, "the dataset contains control characters"
+    ),
     "app-config-lies": App("data", {"model": "{liar}"}, MISMATCH),
     "app-missing-scheduler": App("data", {"model": "{no_scheduler}"}, "declares a scheduler but"),
-    "app-exposed-dataset-outside": App("data", {"dataset": "/etc"}, f"dataset '/etc' {OUTSIDE}", env=EXPOSED),
-    "app-exposed-random-outside": App("data", {"model": "random:{tiny}"}, f"model '{{tiny}}' {OUTSIDE}", env=EXPOSED),
+    "app-exposed-dataset-outside": App(
+        "data", {"dataset": "/etc"}, f"dataset '/etc' {OUTSIDE}", env=EXPOSED
+    ),
+    "app-exposed-random-outside": App(
+        "data", {"model": "random:{tiny}"}, f"model '{{tiny}}' {OUTSIDE}", env=EXPOSED
+    ),
     "app-exposed-dotdot": App("data", {"dataset": "{imgs}/../corrupt"}, OUTSIDE, env=EXPOSED),
-    "app-upload-bomb": App("data", {}, "the zip expands to more than 1 MB", env={"EXPLORER_UPLOAD_MAX_MB": "1"}, upload="bomb"),
-    "app-upload-dotdot": App("data", {}, "zip entry '../evil.png' points outside the archive", upload="dotdot"),
+    "app-upload-bomb": App(
+        "data",
+        {},
+        "the zip expands to more than 1 MB",
+        env={"EXPLORER_UPLOAD_MAX_MB": "1"},
+        upload="bomb",
+    ),
+    "app-upload-dotdot": App(
+        "data", {}, "zip entry '../evil.png' points outside the archive", upload="dotdot"
+    ),
 }
 
 

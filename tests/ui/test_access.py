@@ -182,7 +182,9 @@ def image_folder(root: Path, classes=("a", "b"), n: int = 4) -> Path:
     for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / c / f"{i}.png")
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(
+                root / c / f"{i}.png"
+            )
     return root
 
 
@@ -226,7 +228,9 @@ def test_app_exposed_refuses_a_path_outside_the_roots_in_a_link(exposed):
     ]
     assert not at.metric, "nothing was loaded or shown"
     at = data_page(model=str(outside / "unet"))
-    assert not at.exception and "model '" in errors(at)[0] and "outside the folders" in errors(at)[0]
+    assert (
+        not at.exception and "model '" in errors(at)[0] and "outside the folders" in errors(at)[0]
+    )
     at = data_page(dataset=f"{exposed[0]}/../private/photos")
     assert not at.exception and "outside the folders" in errors(at)[0], "`..` cannot climb out"
 
