@@ -100,7 +100,8 @@ def forward_features(
 ) -> dict[tuple[str, str], torch.Tensor]:
     """Noise clean `x0 (B, C, H, W)` in [-1, 1] to `timestep` and read every layer in one pass.
 
-    Returns `{(layer name, pool): (B, D) float16}` on the CPU.
+    Returns `{(layer name, pool): (B, D) float16}` on the CPU; float32 for a setting whose
+    values overflow float16 (the store then keeps that entry in float32).
     """
     device = next(unet.parameters()).device
     t = torch.full((x0.shape[0],), int(timestep), dtype=torch.long, device=device)
@@ -112,7 +113,23 @@ def forward_features(
     missing = [(lay.name, p) for lay in layers for p in pools if (lay.name, p) not in store]
     if missing:
         raise RuntimeError(f"layers never ran in the forward pass: {missing[:3]}")
-    return {k: v.to(torch.float16).cpu() for k, v in store.items()}
+    return {k: _to_half(v, k[0], layers, timestep, autocast) for k, v in store.items()}
+
+
+def _to_half(v: torch.Tensor, name: str, layers: Sequence[LayerSpec], timestep: int, autocast) -> torch.Tensor:
+    """`(B, D) float32` -> float16 on the CPU, or float32 where float16 would overflow.
+
+    Non-finite values coming out of the model itself are an `ExplorerError` naming the layer and t.
+    """
+    if not torch.isfinite(v).all():
+        lay = next(lay for lay in layers if lay.name == name)
+        hint = f" under {str(autocast).replace('torch.', '')} autocast" if autocast is not None else ""
+        raise ExplorerError(
+            f"the model produced NaN/inf{hint} at layer {lay.index} ({name}) at t={timestep}; "
+            "its weights or inputs are broken, so these features cannot be used"
+        )
+    h = v.to(torch.float16)
+    return (h if torch.isfinite(h).all() else v).cpu()
 
 
 def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
@@ -162,7 +179,8 @@ def extract_features(
     batch_size: int = 256,
     autocast: torch.dtype | None = None,
 ) -> dict[tuple[int, str, str], np.ndarray]:
-    """In-memory extraction: preprocessed `images (N, C, H, W)` -> `{(t, layer, pool): (N, D) float16}`.
+    """In-memory extraction: preprocessed `images (N, C, H, W)` -> `{(t, layer, pool): (N, D) float16}`
+    (float32 where float16 would overflow).
 
     `model` is a `LoadedModel`. Noise is fixed per (seed, image index); `indices`
     defaults to `arange(N)`. The feature store wraps the same per-batch pass.

@@ -191,7 +191,8 @@ def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureSto
 
 def load_features(model, dataset, sel: Selection, *, t: int | None, layer: str, pool_name: str, seed: int | None = 0,
                   store: FeatureStore) -> np.ndarray:
-    """The cached `(N, D) float16` features of one setting; KeyError if not computed yet."""
+    """The cached `(N, D)` float16 (float32 if float16 overflowed) features of one setting; KeyError
+    if not computed yet (or found damaged: it is then moved aside, to be recomputed)."""
     key = feature_key(model, dataset, sel, t, layer, pool_name, seed)
     if not store.has(key):
         raise KeyError(f"features not cached: t={t} layer={layer} pool={pool_name} seed={seed}")
@@ -203,11 +204,18 @@ def ensure_pixels(model, dataset: ImageDataset, sel: Selection, pool_name: str, 
     """The raw-pixel baseline at the model's input size: `(N, C*H*W)` for pool "full", else pooled."""
     key = feature_key(model, dataset, sel, None, PIXELS, pool_name, None)
     if not store.has(key):
-        prep = model.preprocess
-        chunks = []
-        for s in range(0, len(sel.indices), batch_size):
-            x = prep(dataset.images(sel.indices[s : s + batch_size]))
-            chunks.append((x.flatten(1) if pool_name == "full" else pool(x, pool_name)).to(torch.float16).numpy())
-        store.put(key, np.concatenate(chunks), {"layer": PIXELS, "pool": pool_name, "dataset": dataset.name,
-                                                "split": sel.split, "images": len(sel.indices)})
+        with store.lock(f"pixels-{key}"):  # like feature jobs: two processes never write one entry
+            if not store.has(key):  # another process may have finished it meanwhile
+                _put_pixels(model, dataset, sel, pool_name, key, store, batch_size)
     return store.load(key)
+
+
+def _put_pixels(model, dataset, sel: Selection, pool_name: str, key: str, store: FeatureStore, batch_size: int) -> None:
+    prep = model.preprocess
+    chunks = []
+    for s in range(0, len(sel.indices), batch_size):
+        x = prep(dataset.images(sel.indices[s : s + batch_size]))
+        chunks.append((x.flatten(1) if pool_name == "full" else pool(x, pool_name)).to(torch.float16).numpy())
+    store.put(key, np.concatenate(chunks), {"layer": PIXELS, "pool": pool_name, "dataset": dataset.name,
+                                            "split": sel.split, "images": len(sel.indices),
+                                            "version": EXTRACTION_VERSION})

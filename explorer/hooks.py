@@ -8,8 +8,10 @@ listener of the *calling* context (a `ContextVar`: per thread and per asyncio ta
 passes of other threads run through unseen, and in parallel: nothing is serialised.
 
 The model is put in eval mode by the first listener and its mode restored by the last.
-Cost per forward: one ContextVar read per hooked module (measured by
-`benchmarks/bench_capture_safety.py`: within noise of plain per-call hooks).
+Cost per forward: one ContextVar read per hooked module. `benchmarks/bench_capture_safety.py`
+on the built-in Fashion-MNIST model (CPU, 8 images/pass, 1 torch thread, busy 2-core box):
+median time new/old capture 0.96 (no measurable cost); 3 threads on one model vs the same
+calls serially: 1.10 (no gain on 2 busy cores, but correct and no lock waits).
 """
 
 from __future__ import annotations
