@@ -309,7 +309,7 @@ class FeatureStore:
         entry.write(0, np.asarray(array))
         entry.commit()
 
-    def keys(self) -> list[str]:
+    def entry_keys(self) -> list[str]:
         """Keys of all entries that have a manifest (unverified)."""
         return sorted(m.stem for m in self.dir.glob("??/*.json"))
 

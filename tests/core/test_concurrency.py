@@ -106,3 +106,88 @@ def test_a_plain_forward_in_another_thread_is_not_captured(model):
         th.join()
     assert "y" in out and out["y"].shape == (2, 1, 16, 16), "the other thread's pass was stopped"
     assert store == {}, f"the other thread's pass was recorded here: {list(store)}"
+
+
+_RACER = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    import explorer.features as F
+    from explorer.data.base import ImageDataset
+    from explorer.layers import build_catalogue
+    from explorer.models import load_model
+    from explorer.store import FeatureStore
+
+    model_dir, store_dir, data, barrier, me = sys.argv[1:]
+    d = np.load(data)
+    ds = ImageDataset(name="tiny", labels=d["labels"], class_names=["a", "b", "c"],
+                      splits={"train": d["train"], "test": d["test"]}, fingerprint=str(d["fp"]), array=d["images"])
+    model = load_model(model_dir)
+    cat = build_catalogue(model.unet)
+    puts = []
+    real_put = FeatureStore.put
+    def slow_put(self, key, array, meta):  # widen the window between "missing?" and "written"
+        puts.append(key)
+        time.sleep(0.5)
+        return real_put(self, key, array, meta)
+    FeatureStore.put = slow_put
+    real_fwd = F.forward_features
+    def slow_fwd(*a, **k):
+        time.sleep(0.1)
+        return real_fwd(*a, **k)
+    F.forward_features = slow_fwd
+    (Path(barrier) / me).touch()
+    deadline = time.time() + 120
+    while len(list(Path(barrier).iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.005)
+    store = FeatureStore(store_dir)
+    sel = F.Selection.of(ds, "train")
+    px = np.asarray(F.ensure_pixels(model, ds, sel, "2", store=store))
+    rep = F.ensure_features(model, ds, sel, timesteps=[90], layers=[cat[4]], pools=["2"], store=store,
+                            batch_size=16, progress=False)
+    print(json.dumps({"pixel_puts": len(puts), "computed": rep.computed, "cached": rep.cached,
+                      "px": px.tobytes().hex()}))
+""")
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_race_on_one_pixel_and_one_feature_entry(tiny_model_dir, tiny_dataset, tmp_path):
+    from explorer.extract import extract_features
+    from explorer.features import Selection, ensure_pixels, load_features
+    from explorer.models import load_model
+    from explorer.store import FeatureStore
+
+    ds = tiny_dataset
+    data = tmp_path / "data.npz"
+    np.savez(data, images=ds.array, labels=ds.labels, train=ds.splits["train"], test=ds.splits["test"],
+             fp=ds.fingerprint)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    store_dir = tmp_path / "raced"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(tiny_model_dir), str(store_dir), str(data),
+                               str(barrier), name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for name in ("a", "b")]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, f"worker failed:\n{err[-3000:]}"
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert sum(r["pixel_puts"] for r in results) == 1, f"the pixel entry must be written once: {results}"
+    assert sorted(r["computed"] for r in results) == [0, 1], f"the feature entry must be computed once: {results}"
+    assert results[0]["px"] == results[1]["px"], "both processes must read the same pixel entry"
+
+    store = FeatureStore(store_dir)
+    assert len(store.entries()) == 2 and all("checksum" in m for m in store.entries()), store.entries()
+    assert all(store.check(k)[0] == "ok" for k in store.entry_keys()), "raced entries must verify intact"
+    model = load_model(str(tiny_model_dir))
+    sel = Selection.of(ds, "train")
+    fresh = FeatureStore(tmp_path / "fresh")
+    assert bytes.fromhex(results[0]["px"]) == np.asarray(ensure_pixels(model, ds, sel, "2", store=fresh)).tobytes()
+    cat = build_catalogue(model.unet)
+    x0 = model.preprocess(ds.images(sel.indices))
+    mem = extract_features(model, x0, timesteps=[90], layers=[cat[4]], pools=["2"], indices=sel.indices,
+                           batch_size=16)[(90, "mid_block", "2")]
+    disk = load_features(model, ds, sel, t=90, layer="mid_block", pool_name="2", seed=0, store=store)
+    assert np.asarray(disk).tobytes() == mem.tobytes(), "the raced feature entry is not what a serial run writes"
