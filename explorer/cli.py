@@ -475,6 +475,7 @@ _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
 @command("app", _app_args)
 def cmd_app(a: argparse.Namespace) -> int:
     """Start the web app (streamlit run app.py); this machine only unless --host/--share."""
+    import signal
     import subprocess
 
     from explorer import access
@@ -503,7 +504,19 @@ def cmd_app(a: argparse.Namespace) -> int:
            "--server.address", host, "--browser.gatherUsageStats", "false"]
     if a.headless:
         cmd += ["--server.headless", "true"]
-    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)  # cwd: so .streamlit/config.toml applies
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)  # cwd: so .streamlit/config.toml applies
+    try:  # a SIGTERM to `explorer app` stops the server too, instead of orphaning it
+        previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    except ValueError:  # not the main thread: no handler, the finally clause still cleans up
+        previous = None
+    try:
+        return proc.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -112,16 +112,22 @@ def test_policy_from_env(monkeypatch, tmp_path):
 
 
 def _run_app(monkeypatch, capsys, *args) -> tuple[list[str], dict, str]:
-    """`explorer app ARGS` with the subprocess replaced: (command, env, stderr)."""
+    """`explorer app ARGS` with the server process replaced: (command, env, stderr)."""
     import subprocess
 
     seen = {}
 
-    def fake_call(cmd, cwd=None, env=None):
-        seen.update(cmd=cmd, env=env)
-        return 0
+    class FakeServer:
+        def __init__(self, cmd, cwd=None, env=None):
+            seen.update(cmd=cmd, env=env)
 
-    monkeypatch.setattr(subprocess, "call", fake_call)
+        def wait(self):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeServer)
     code = cli.main(["app", *args])
     assert code == 0
     return seen["cmd"], seen["env"], capsys.readouterr().err
@@ -161,7 +167,7 @@ def test_explorer_app_share_exposes_and_says_what_that_allows(monkeypatch, capsy
 def test_explorer_app_bad_flags(monkeypatch, capsys, args, message):
     import subprocess
 
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("must not start"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("must not start"))
     assert cli.main(["app", *args]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"error: {message}"
