@@ -135,7 +135,7 @@ def can_clear(policy: Policy) -> bool:
 
 CLEAR_NOTE = (
     "Clearing the cache from the app is off. Start it with `explorer app --allow-admin` "
-    f"(or set {ADMIN_ENV}=1) to enable the button."
+    f"(or set {ADMIN_ENV}=1) to enable the button, or run `explorer cache clear` on the server."
 )
 
 
