@@ -5,8 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ASSETS = REPO_ROOT / "assets"
+_PACKAGE = Path(__file__).resolve().parent
+BUNDLE = _PACKAGE / "_bundle"  # in an installed wheel: app.py, .streamlit/ and assets/models/ (see _build.py)
+
+
+def _app_root() -> Path:
+    """The folder holding `app.py`, `.streamlit/config.toml` and `assets/`: a wheel's bundle, else the clone."""
+    return BUNDLE if (BUNDLE / "app.py").is_file() else _PACKAGE.parent
+
+
+APP_ROOT = _app_root()
+REPO_ROOT = APP_ROOT  # older name, kept for callers
+APP = APP_ROOT / "app.py"
+ASSETS = APP_ROOT / "assets"
 BUILTIN_MODELS = ASSETS / "models"
 CACHE_ENV = "EXPLORER_CACHE"
 
@@ -23,6 +34,7 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     root = root.expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
+
 
 # Built-in models shipped in assets/ (kept here, free of torch, for the CLI's cache fast path).
 BUILTIN_MODEL_DIRS = {

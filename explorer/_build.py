@@ -1,0 +1,43 @@
+"""Build hook (setuptools `cmdclass`): ship the app, its Streamlit config and the built-in models.
+
+The repository keeps `app.py`, `.streamlit/config.toml` and `assets/models/` at its top level; a wheel
+(and the sdist it is built from) carries them as `explorer/_bundle/...`, where `explorer.paths`
+looks first. Editable installs read them from the clone and skip this.
+"""
+
+from __future__ import annotations
+
+import os
+from glob import glob
+
+from setuptools.command.build_py import build_py
+
+BUNDLE_PACKAGE = "explorer._bundle"
+# Files of the built-in model folders that are not shipped (training checkpoints, pickles).
+EXCLUDE = {"checkpoint.pt"}
+
+
+def bundle_files(root: str = ".") -> list[str]:
+    """Paths, relative to the project root, of everything the bundle holds."""
+    files = ["app.py", os.path.join(".streamlit", "config.toml")]
+    for path in sorted(glob(os.path.join(root, "assets", "models", "*", "*"))):
+        name = os.path.basename(path)
+        if os.path.isfile(path) and name not in EXCLUDE and not name.endswith((".pt", ".bin", ".pth")):
+            files.append(os.path.relpath(path, root))
+    return [f for f in files if os.path.isfile(os.path.join(root, f))]
+
+
+class BuildPy(build_py):
+    """`build_py` that adds the bundle to the package data (so sdist and wheel both carry it)."""
+
+    def _bundle(self) -> list[tuple[str, str, str, list[str]]]:
+        if getattr(self, "editable_mode", False):
+            return []
+        target = os.path.join(self.build_lib, *BUNDLE_PACKAGE.split("."))
+        return [(BUNDLE_PACKAGE, ".", target, bundle_files())]
+
+    def _get_data_files(self):
+        return super()._get_data_files() + self._bundle()
+
+    def get_data_files_without_manifest(self):
+        return super().get_data_files_without_manifest() + self._bundle()
