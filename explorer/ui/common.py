@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -18,12 +19,13 @@ CONTEXT_KEY = "_context"
 HEADS_HELP = "\n".join(f"- **{h.name}**: {h.description}" for h in HEADS.values())
 POOLS = ("1", "2", "4", "8", "max")
 POOL_LABELS = {"1": "1×1 avg", "2": "2×2 avg", "4": "4×4 avg", "8": "8×8 avg", "max": "global max"}
+_PAGE_DIR = Path(__file__).resolve().parent / "pages"  # absolute: app.py may run from a wheel's bundle
 PAGES = {
-    "explore": "explorer/ui/pages/explore.py",
-    "sweep": "explorer/ui/pages/sweep.py",
-    "compare": "explorer/ui/pages/compare.py",
-    "similarity": "explorer/ui/pages/similarity.py",
-    "data": "explorer/ui/pages/data_model.py",
+    "explore": str(_PAGE_DIR / "explore.py"),
+    "sweep": str(_PAGE_DIR / "sweep.py"),
+    "compare": str(_PAGE_DIR / "compare.py"),
+    "similarity": str(_PAGE_DIR / "similarity.py"),
+    "data": str(_PAGE_DIR / "data_model.py"),
 }
 
 
