@@ -3,7 +3,8 @@
 A request (model files, dataset files, splits, settings) is identified by the paths,
 sizes and mtimes of its inputs. The first run records which feature keys it resolved
 to; an identical later run finds them all in the store and answers in milliseconds.
-Any change to the inputs changes the identity, so a stale memo is never used.
+Any change to the inputs changes the identity, so a stale memo is never used. Entries are
+verified (checksums) before the memo answers, so it never answers from a damaged entry.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _memo_path(store: FeatureStore, rid: str) -> Path:
 
 
 def lookup(store: FeatureStore, rid: str | None) -> dict | None:
-    """The recorded `{split: [keys]}` of a request whose features are all still cached, else None."""
+    """The recorded `{split: [keys]}` of a request whose features are all still cached and intact, else None."""
     if rid is None:
         return None
     try:
