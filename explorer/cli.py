@@ -454,6 +454,72 @@ def cmd_cache(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- export and report -------------------------------------------------------------------------
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from explorer.export import FORMATS
+
+    _model_args(p)
+    _data_args(p)
+    p.add_argument("--timestep", type=int, default=10, help="timestep t (default: 10)")
+    p.add_argument("--layer", default="mid", help="block index or name (default: mid)")
+    p.add_argument("--pool", default="2", help="pooling: 1, 2, 4, 8 or max (default: 2)")
+    p.add_argument("--format", choices=FORMATS, default="npz",
+                   help="npz, safetensors, parquet, or projector (a TensorBoard Embedding Projector folder)")
+    p.add_argument("--out", required=True, help="file to write (projector: a folder)")
+
+
+@command("export", _export_args)
+def cmd_export(a: argparse.Namespace) -> int:
+    """Write one setting's features, labels and metadata as npz, safetensors, Parquet or a Projector folder."""
+    from explorer import export
+    from explorer.extract import check_timesteps, parse_pools
+    from explorer.workspace import Setting
+
+    ws = _workspace(a)
+    t = check_timesteps([a.timestep], ws.model.num_timesteps)[0]
+    s = Setting(t, ws.layer(a.layer).name, parse_pools(a.pool)[0], _int_list(a.seeds, "seeds")[0])
+    splits = [sp for sp in _splits(ws.dataset, a.splits) if sp in ("train", "test")]
+    if not splits:
+        raise ExplorerError("--splits must name train and/or test")
+    data = export.from_workspace(ws, s, splits, images=a.format == "projector")
+    paths = export.write(data, a.format, a.out)
+    shapes = ", ".join(f"{sp} {x.shape[0]}x{x.shape[1]}" for sp, x in data.features.items())
+    print(f"{a.format}: t={t}, {s.layer}, pool {s.pool} ({shapes}) -> {', '.join(map(str, paths))}")
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sweep", required=True, help="results table from explorer sweep (.csv or .parquet)")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--head", default=None, help="head for the figures (default: the table's first)")
+    p.add_argument("--pool", default=None, help="pooling for the figures (default: the table's first)")
+    p.add_argument("--workspace", action="store_true",
+                   help="also open the model and data (--model/--dataset/--limit...) for per-class "
+                        "results and a UMAP of the best setting, from the cache or computed")
+    _model_args(p)
+    _data_args(p)
+
+
+@command("report", _report_args)
+def cmd_report(a: argparse.Namespace) -> int:
+    """Write a self-contained HTML report of a sweep (figures inline, opens offline)."""
+    import shlex
+
+    from explorer.report import write_html_report
+    from explorer.results import load_table
+
+    if not os.path.exists(a.sweep):
+        raise ExplorerError(f"{a.sweep} not found; give a results table written by explorer sweep")
+    table = load_table(a.sweep)
+    ws = _workspace(a) if a.workspace else None
+    out = write_html_report(table, a.out, head=a.head, pool=a.pool, workspace=ws,
+                            source=a.sweep, command=shlex.join(["explorer", *a.argv]))
+    print(f"report of {a.sweep} -> {out}")
+    return 0
+
+
 # --- app ---------------------------------------------------------------------------------------
 
 
@@ -537,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for records
     try:
         return int(args.func(args) or 0)
     except ExplorerError as e:

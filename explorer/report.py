@@ -1,13 +1,21 @@
-"""Markdown tables from a sweep's tidy results table (the README's measured section).
+"""Reports of a sweep's tidy results table: Markdown tables and a self-contained HTML file.
 
-`python -m explorer.report results.csv` prints them. Selection follows the results module:
-the best setting is the highest validation top-1; test top-1 is reported with its 95%
-interval, and differences come from the paired bootstrap stored in the table.
+`python -m explorer.report results.csv` prints the Markdown tables (the README's measured
+section); `write_html_report` (`explorer report`) writes one HTML file for collaborators, with
+plotly.js inline so it opens offline. Selection follows the results module: the best setting
+is the highest validation top-1; test top-1 is reported with its 95% interval, and
+differences come from the paired bootstrap stored in the table.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
+import platform
 import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,6 +98,189 @@ def report(df: pd.DataFrame) -> str:
                 grid = grid_table(df, model, head, metric)
                 parts += ["", f"{head} {what} top-1 (%), {model} (bold: best on validation):", "", grid]
     return "\n".join(parts)
+
+
+# --- HTML ------------------------------------------------------------------------------------------
+
+PACKAGES = ("diffusion-feature-explorer", "torch", "diffusers", "numpy", "scikit-learn", "pandas",
+            "plotly", "umap-learn", "streamlit", "safetensors")
+
+
+def versions() -> dict[str, str]:
+    """Python and the installed versions of the packages a result depends on."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def table_checksum(df: pd.DataFrame, source: str | Path | None = None) -> str:
+    """sha256 of the table file when `source` is readable, else of the table as CSV."""
+    try:
+        data = Path(source).read_bytes() if source else None
+    except OSError:
+        data = None
+    return hashlib.sha256(data if data is not None else df.to_csv(index=False).encode()).hexdigest()
+
+
+def _esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _setting_text(r) -> str:
+    if r["layer"] == PIXELS:
+        return "raw pixels"
+    return f"t={int(r['t'])}, block {int(r['layer_index'])} ({r['layer']}), pool {r['pool']}"
+
+
+def best_html(df: pd.DataFrame) -> str:
+    """The best setting per (model, head), chosen on validation, as an HTML table."""
+    rows = []
+    for _, r in best_settings(df).iterrows():
+        rows.append([r["model"], r["head"], _setting_text(r), _pct(float(r["val_top1"])),
+                     f"{_pct(r['top1'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                     _interval(r, "vs_pixels"), _interval(r, "vs_random"), r["selected_by"]])
+    return _html_table(["features", "head", "best setting", "val top-1", "test top-1 [95% CI]",
+                        "vs pixels, points [paired 95%]", "vs random weights, points [paired 95%]",
+                        "selected by"], rows)
+
+
+def _main_models(df: pd.DataFrame) -> list[str]:
+    return sorted(m for m in df["model"].unique() if m != PIXELS and not str(m).startswith(RANDOM_PREFIX))
+
+
+def _pick(options: list[str], wanted: str | None, prefer: str, what: str) -> str:
+    from explorer.errors import ExplorerError
+
+    if wanted is not None and wanted not in options:
+        raise ExplorerError(f"the table has no {what} '{wanted}'; it has {', '.join(options) or 'none'}")
+    return wanted or (prefer if prefer in options else options[0])
+
+
+class _Figures:
+    """Figures as HTML fragments; the first carries plotly.js inline, the rest reuse it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, fig) -> str:
+        self.count += 1
+        return fig.to_html(full_html=False, include_plotlyjs=self.count == 1,
+                           config={"displaylogo": False}, default_height="520px")
+
+
+def _sweep_section(df: pd.DataFrame, model: str, head: str, pool: str, fig_html: _Figures) -> str:
+    from explorer.ui import figures
+
+    wide = accuracy_view(df)
+    wide = wide.assign(t=wide["t"].astype(float))
+    cur = wide[(wide["model"] == model) & (wide["head"] == head) & (wide["pool"] == pool)]
+    if cur.empty:
+        return f"<p class='missing'>No rows for {_esc(model)}, head {_esc(head)}, pool {_esc(pool)}.</p>"
+    base = figures.sweep_baselines(wide, head, pool, RANDOM_PREFIX + model)
+    return "\n".join([
+        f"<h2>{_esc(model)} · head {_esc(head)} · pool {_esc(pool)}</h2>",
+        fig_html(figures.sweep_heatmap(cur, base)),
+        "<p>Curves: test top-1 with its 95% bootstrap interval (error bars); dashed lines: "
+        "baselines.</p>",
+        fig_html(figures.accuracy_vs_timestep(cur, base)),
+        fig_html(figures.accuracy_vs_block(cur, base)),
+    ])
+
+
+def _workspace_section(df: pd.DataFrame, ws, head: str, fig_html: _Figures, compute: bool) -> str:
+    """Per-class results, confusions and a UMAP of the best setting of `ws`'s model."""
+    from explorer.ui import figures
+    from explorer.workspace import Setting
+
+    name = ws.model.name
+    best = best_settings(df[(df["model"] == name) & (df["head"] == head)])
+    if best.empty or best.iloc[0]["layer"] == PIXELS:
+        return (f"<h2>Per-class results and UMAP</h2><p class='missing'>Not available: the table "
+                f"has no setting of {_esc(name)} with head {_esc(head)} chosen on validation.</p>")
+    r = best.iloc[0]
+    s = Setting(int(r["t"]), str(r["layer"]), str(r["pool"]))
+    out = [f"<h2>Best setting of {_esc(name)}, {_esc(head)} head: {_esc(_setting_text(r))}</h2>",
+           f"<p>Recomputed from the feature and probe caches on {len(ws.train.indices)} train / "
+           f"{len(ws.test.indices)} test images of {_esc(ws.dataset.name)}.</p>"]
+    if not compute and not ws.is_cached(s):
+        return "\n".join([*out, "<p class='missing'>Per-class results and UMAP: not available "
+                          "(this setting's features are not cached).</p>"])
+    res = ws.evaluate([s], head)[s]
+    classes = [str(c) for c in ws.dataset.class_names]
+    out += [f"<p>Test top-1 {_pct(res.top1)} [{_pct(res.ci_low)}, {_pct(res.ci_high)}].</p>",
+            fig_html(figures.per_class_bars(classes, res.per_class, res.top1)),
+            fig_html(figures.confusion_heatmap(res.confusion, classes))]
+    xy = ws.embedding(s, "umap")
+    out.append(fig_html(figures.embedding_scatter(
+        xy, ws.labels("test"), classes, np.asarray(res.predictions),
+        title=f"UMAP of the test features · {_setting_text(r)}")))
+    return "\n".join(out)
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f3f3f3}.missing{color:#a33}code,pre{background:#f6f6f6;padding:2px 4px}"""
+
+
+def html_report(df: pd.DataFrame, *, head: str | None = None, pool: str | None = None, workspace=None,
+                compute: bool = True, source: str | Path | None = None, command: str | None = None) -> str:
+    """One self-contained HTML page of a results table: best settings (validation), heatmap and
+    curves with intervals per main model, per-class results and a UMAP of the best setting when a
+    `workspace` is given (from the caches; computed if missing unless `compute` is False), and
+    the exact settings and package versions. plotly.js is inline: no network, no server."""
+    from explorer.errors import ExplorerError
+
+    wide = accuracy_view(df)
+    if wide.empty:
+        raise ExplorerError("the results table has no test accuracies; nothing to report")
+    models = _main_models(df) or sorted(wide["model"].unique())
+    head = _pick(sorted(wide["head"].unique()), head, "linear", "head")
+    pools = sorted(wide[(wide["head"] == head) & wide["model"].isin(models)]["pool"].unique())
+    pool = _pick(pools or ["2"], pool, "2", "pool")
+    fig_html = _Figures()
+    parts = ["<h1>Diffusion Feature Explorer: sweep report</h1>",
+             f"<p>{_esc(', '.join(models))} on {_esc(', '.join(map(str, df['dataset'].unique())))}; "
+             f"{len(wide)} results. The best setting is chosen on validation top-1, never on test; "
+             "✓ marks a paired 95% interval that excludes 0.</p>",
+             "<h2>Best settings</h2>", best_html(df)]
+    parts += [_sweep_section(df, m, head, pool, fig_html) for m in models]
+    if workspace is not None:
+        parts.append(_workspace_section(df, workspace, head, fig_html, compute))
+    else:
+        parts.append("<h2>Per-class results and UMAP</h2><p class='missing'>Not available: the sweep "
+                     "table holds overall accuracies only. Write the report with <code>explorer report "
+                     "--workspace --model M --dataset D --limit N</code> (or from the app's Sweep page) "
+                     "to add per-class results, confusions and a UMAP of the best setting.</p>")
+    facts = [["command", command or "(not recorded)"], ["table", str(source or "(in memory)")],
+             ["table sha256", table_checksum(df, source)], ["rows", len(df)],
+             ["figures", f"head {head}, pool {pool}"],
+             ["written", datetime.now(timezone.utc).isoformat(timespec="seconds")]]
+    if workspace is not None:
+        facts += [["model fingerprint", workspace.model.fingerprint],
+                  ["dataset fingerprint", workspace.dataset.fingerprint],
+                  ["images", f"{len(workspace.train.indices)} train / {len(workspace.test.indices)} test"]]
+    facts += [[k, v] for k, v in versions().items()]
+    parts += ["<h2>Settings and versions</h2>", _html_table(["", ""], facts)]
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<title>Sweep report</title><style>" + _STYLE + "</style></head><body>\n"
+            + "\n".join(parts) + "\n</body></html>\n")
+
+
+def write_html_report(df: pd.DataFrame, out: str | Path, **kw) -> Path:
+    """`html_report(df, **kw)` written atomically to `out`."""
+    from explorer.atomic import atomic_write
+
+    return atomic_write(Path(out), html_report(df, **kw))
 
 
 def main(argv: list[str] | None = None) -> int:
