@@ -11,7 +11,10 @@ import re
 import sys
 from collections.abc import Callable
 
+from explorer import log as _log
 from explorer.errors import ExplorerError
+
+logger = _log.get("cli")
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -39,7 +42,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="fashion-mnist, digits, or a path (default: fashion-mnist if installed, else digits)")
     p.add_argument("--splits", default="train,test", help="which splits to use (default: train,test)")
     p.add_argument("--limit", type=int, default=None, help="at most N images per split (fixed stratified sample)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--seeds", default="0", help="noise seeds, one noise draw each (default: 0)")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: $EXPLORER_CACHE or ~/.cache)")
 
@@ -144,9 +147,8 @@ def cmd_extract(a: argparse.Namespace) -> int:
     layers = select_layers(build_catalogue(model.unet), a.layers)
     pools = parse_pools(a.pool)
     seeds = _int_list(a.seeds, "seeds")
-    print(f"model {model.name} on {describe(next(model.unet.parameters()).device)}; dataset {ds.name}; "
-          f"{len(timesteps)} timesteps x {len(layers)} layers x {len(pools)} poolings x {len(seeds)} seeds",
-          file=sys.stderr)
+    logger.info(f"model {model.name} on {describe(next(model.unet.parameters()).device)}; dataset {ds.name}; "
+             f"{len(timesteps)} timesteps x {len(layers)} layers x {len(pools)} poolings x {len(seeds)} seeds")
     keys, images = {}, {}
     for split in splits:
         sel = Selection.of(ds, split, a.limit)
@@ -174,8 +176,8 @@ def _default_names(a: argparse.Namespace) -> tuple[str, str]:
     if a.dataset is None:
         a.dataset = default_dataset()
         if a.dataset != "fashion-mnist":
-            print("note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); using digits",
-                  file=sys.stderr)
+            logger.warning("note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
+                        "using digits")
     if a.model is None:
         a.model = default_model(a.dataset)
     return a.dataset, a.model
@@ -190,7 +192,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
     p.add_argument("--timesteps", default="10,50,90,150,300", help="default: 10,50,90,150,300")
-    p.add_argument("--layers", default="all")
+    p.add_argument("--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names")
     p.add_argument("--pools", default="2", help="comma-separated poolings (default: 2)")
     p.add_argument("--heads", default="linear,knn", help="comma-separated heads, each name[:param=value...] "
                    "(knn10 = knn:k=10); " + describe_heads().replace("%", "%%"))
@@ -198,6 +200,10 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-limit", type=int, default=None, help="cap the test split (overrides --limit)")
     p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random-weights control")
     p.add_argument("--out", default="results.csv", help="results table, .csv or .parquet (default: results.csv)")
+    p.add_argument("--config", default=None, metavar="TOML",
+                   help="read these options from a TOML file (keys as the long options, e.g. timesteps = "
+                        "[10, 90], train-limit = 1000); flags given here override it. The resolved options "
+                        "are recorded in OUT.provenance.json")
 
 
 @command("sweep", _sweep_args)
@@ -226,15 +232,67 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         controls.append(Workspace(rnd, ds, **kw))
     plan = SweepPlan(timesteps, layers, parse_pools(a.pools), heads, _int_list(a.seeds, "seeds"),
                      pixels=not a.no_baselines, controls=controls)
-    print(f"sweep: {model.name} on {describe(next(model.unet.parameters()).device)}; {ds.name} "
+    logger.info(f"sweep: {model.name} on {describe(next(model.unet.parameters()).device)}; {ds.name} "
           f"({len(ws.train.indices)} train / {len(ws.test.indices)} test); {len(timesteps)} timesteps x "
           f"{len(layers)} layers x {len(plan.pools)} poolings x {len(heads)} heads"
-          f"{' + baselines' if plan.pixels else ''}", file=sys.stderr)
+          f"{' + baselines' if plan.pixels else ''}")
     df = run_sweep(ws, plan, out=a.out, progress=True,
-                   report=lambda msg, frac: print(f"[{100 * frac:3.0f}%] {msg}", file=sys.stderr))
+                   report=lambda msg, frac: logger.info(f"[{100 * frac:3.0f}%] {msg}"))
+    prov = write_provenance(a)
     print(describe_best(df))
-    print(f"results: {len(df)} rows in {a.out}")
+    print(f"results: {len(df)} rows in {a.out} (options in {prov})")
     return 0
+
+
+def sweep_config(path: str, known: set[str]) -> dict:
+    """Options from a sweep TOML file (top level or a [sweep] table), keyed by argparse dest.
+
+    Lists become the comma-separated strings the flags take; unknown keys are an error.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ExplorerError(f"--config {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ExplorerError(f"--config {path} is not valid TOML: {e}") from None
+    if isinstance(raw.get("sweep"), dict):
+        raw = raw["sweep"]
+    out = {}
+    for key, value in raw.items():
+        dest = key.replace("-", "_")
+        if dest not in known:
+            raise ExplorerError(f"unknown option '{key}' in {path}; known: "
+                                f"{', '.join(sorted(k.replace('_', '-') for k in known))}")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            raise ExplorerError(f"option '{key}' in {path} must be a value or a list, not a table")
+        out[dest] = value
+    return out
+
+
+def write_provenance(a: argparse.Namespace) -> str:
+    """`<out>.provenance.json`: the command, the config file and every resolved option of a sweep."""
+    import json
+    import platform
+    from importlib.metadata import version
+
+    from explorer import __version__
+    from explorer.atomic import atomic_write
+
+    options = {k.replace("_", "-"): getattr(a, k) for k in a.option_dests}
+    record = {"command": ["explorer", *a.argv], "config_file": os.path.abspath(a.config) if a.config else None,
+              "options": options, "explorer": __version__, "python": platform.python_version(),
+              "versions": {p: version(p) for p in ("torch", "diffusers", "scikit-learn", "numpy")}}
+    path = f"{a.out}.provenance.json"
+    atomic_write(path, json.dumps(record, indent=1, default=str) + "\n")
+    return path
 
 
 # --- embed and cka -----------------------------------------------------------------------------
@@ -252,10 +310,10 @@ def _workspace(a: argparse.Namespace):
 def _embed_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timestep", type=int, default=90)
-    p.add_argument("--layer", default="mid")
-    p.add_argument("--pool", default="2")
-    p.add_argument("--method", choices=["umap", "pca"], default="umap")
+    p.add_argument("--timestep", type=int, default=90, help="timestep t")
+    p.add_argument("--layer", default="mid", help="block index or name (see explorer layers)")
+    p.add_argument("--pool", default="2", help="pooling: 1, 2, 4, 8 or max")
+    p.add_argument("--method", choices=["umap", "pca"], default="umap", help="2-D projection")
     p.add_argument("--out", default="embedding.csv", help="CSV with x, y, label, class per test image")
 
 
@@ -272,7 +330,7 @@ def cmd_embed(a: argparse.Namespace) -> int:
     s = Setting(t, ws.layer(a.layer).name, parse_pools(a.pool)[0], _int_list(a.seeds, "seeds")[0])
     ws.ensure([s], splits=["test"])
     if a.method == "umap":
-        print("running UMAP (PCA to 50 dims first; cached for next time)...", file=sys.stderr)
+        logger.info("running UMAP (PCA to 50 dims first; cached for next time)...")
     xy = ws.embedding(s, a.method)
     y = ws.labels("test")
     pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": y,
@@ -286,8 +344,8 @@ def _cka_args(p: argparse.ArgumentParser) -> None:
     _data_args(p)
     p.add_argument("--timesteps", default="90", help="one timestep: block x block; several: t x t")
     p.add_argument("--layers", default="all", help="several layers: block x block; one: t x t")
-    p.add_argument("--pool", default="2")
-    p.add_argument("--debiased", action="store_true")
+    p.add_argument("--pool", default="2", help="pooling: 1, 2, 4, 8 or max")
+    p.add_argument("--debiased", action="store_true", help="debiased HSIC (unbiased CKA for few images)")
     p.add_argument("--out", default=None, help="also write the matrix as CSV")
 
 
@@ -323,15 +381,15 @@ def cmd_cka(a: argparse.Namespace) -> int:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist", help="built-in name or path (default: fashion-mnist)")
     p.add_argument("--out", required=True, help="folder for the model (resumes if a checkpoint is there)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--ema-decay", type=float, default=0.995)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
+    p.add_argument("--ema-decay", type=float, default=0.995, help="decay of the weights' moving average")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between resumable checkpoints")
     p.add_argument("--size", type=int, default=None, help="model resolution (default: the images', at least 16)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (weights, batches, noise)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
 
 
 @command("train", _train_args)
@@ -375,7 +433,8 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
         g.add_argument(flag, type=kind, default=None, help=text)
     for flag in ("--use-new-attention-order", "--learn-sigma", "--resblock-updown", "--use-scale-shift-norm",
                  "--class-cond"):
-        g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                       help=f"guided-diffusion's {flag[2:].replace('-', '_')}")
 
 
 def adm_config_from_args(a: argparse.Namespace):
@@ -415,8 +474,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
     print(f"converted {a.checkpoint} in {time.perf_counter() - start:.1f} s to {out}; "
           f"use it as --model {out}")
     if cfg.class_cond:
-        print("note: this model is class-conditional (label embedding kept); the explorer's feature "
-              "extraction does not pass class labels, so it cannot extract features from it yet", file=sys.stderr)
+        logger.warning("note: this model is class-conditional (label embedding kept); the explorer's feature "
+                    "extraction does not pass class labels, so it cannot extract features from it yet")
     return 0
 
 
@@ -524,7 +583,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def _app_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="port to serve on")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.add_argument("--host", default=None,
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = everyone)")
@@ -565,7 +624,7 @@ def cmd_app(a: argparse.Namespace) -> int:
             access.ROOTS_ENV: os.pathsep.join(roots)}
     if exposed:
         policy = access.Policy(exposed=True, admin=a.allow_admin, roots=access.parse_roots(env[access.ROOTS_ENV]))
-        print(access.exposure_text(host, a.port, policy), file=sys.stderr)
+        logger.warning(access.exposure_text(host, a.port, policy))
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
            "--server.address", host, "--browser.gatherUsageStats", "false"]
     if a.headless:
@@ -588,34 +647,97 @@ def cmd_app(a: argparse.Namespace) -> int:
 # --- entry point --------------------------------------------------------------------------------
 
 
+# One example per command, shown at the end of its --help (a new command needs one: see the tests).
+EXAMPLES = {
+    "layers": "explorer layers --model ddpm-digits",
+    "extract": "explorer extract --dataset digits --timesteps 10,90 --layers mid --pool 2,max --limit 500",
+    "sweep": "explorer sweep --dataset digits --timesteps 10,90 --layers 6-9 --limit 500 --out sweep.csv\n"
+             "  explorer sweep --config sweep.toml --out again.csv   (flags override the file)",
+    "embed": "explorer embed --dataset digits --timestep 90 --layer mid --method pca --out emb.csv",
+    "cka": "explorer cka --dataset digits --timesteps 90 --layers 4-9 --limit 500",
+    "train": "explorer train --dataset digits --out runs/ddpm-digits --steps 500",
+    "convert": "explorer convert adm 256x256_diffusion_uncond.pt --out models/adm256",
+    "cache": "explorer cache info",
+    "export": "explorer export --dataset digits --timestep 10 --layer mid --format npz --out mid.npz",
+    "report": "explorer report --sweep results.csv --out report.html",
+    "app": "explorer app --port 8501",
+}
+_NOISE = ("help", "version", "verbose", "quiet", "config", "func", "command")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, unless its help already tells it or there is none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def _verbosity(p: argparse.ArgumentParser, top: bool) -> None:
+    default = 0 if top else argparse.SUPPRESS  # a subcommand's flags must not reset the top-level ones
+    p.add_argument("-v", "--verbose", action="count", default=default, help="more messages on stderr")
+    p.add_argument("-q", "--quiet", action="count", default=default,
+                   help="fewer messages on stderr (-qq: errors only); results stay on stdout")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from explorer import __version__
+
     parser = argparse.ArgumentParser(
-        prog="explorer", description="Find where a diffusion U-Net keeps its best image features."
+        prog="explorer", description="Find where a diffusion U-Net keeps its best image features.",
+        epilog="example:\n  explorer layers\n  explorer sweep --help", formatter_class=HelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"explorer {__version__}")
+    _verbosity(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = {}
     for name, (add_args, fn) in COMMANDS.items():
-        p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0], description=fn.__doc__)
+        example = EXAMPLES.get(name)
+        p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0], description=fn.__doc__,
+                           formatter_class=HelpFormatter, epilog=f"example:\n  {example}" if example else None)
         add_args(p)
+        _verbosity(p, top=False)
         p.set_defaults(func=fn)
+        parser.commands[name] = p
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parsed arguments; for `sweep --config FILE` the file's options sit under the flags given."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    sub = parser.commands[args.command]
+    args.option_dests = [a.dest for a in sub._actions if a.dest not in _NOISE]
+    if getattr(args, "config", None):
+        sub.set_defaults(**sweep_config(args.config, set(args.option_dests)))
+        args = parser.parse_args(argv)
+        args.option_dests = [a.dest for a in sub._actions if a.dest not in _NOISE]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(argv)
+    except ExplorerError as e:
+        _log.setup()
+        logger.error(f"error: {e}")
+        return 2
+    _log.setup(args.verbose, args.quiet)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for records
     try:
         return int(args.func(args) or 0)
     except ExplorerError as e:
-        print(f"error: {e}", file=sys.stderr)
+        logger.error(f"error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished work is saved and the next run resumes from it", file=sys.stderr)
+        logger.error("interrupted; finished work is saved and the next run resumes from it")
         return 130
     except (OSError, ValueError, RuntimeError) as e:
         if os.environ.get("EXPLORER_DEBUG"):
             raise
-        print(f"error: {type(e).__name__}: {e} (set EXPLORER_DEBUG=1 for a traceback)", file=sys.stderr)
+        logger.error(f"error: {type(e).__name__}: {e} (set EXPLORER_DEBUG=1 for a traceback)")
         return 1
 
 
