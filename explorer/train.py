@@ -1,7 +1,8 @@
 """Train a small DDPM (epsilon prediction, linear betas, 1000 steps) on a dataset.
 
 Checkpoints every N steps and resumes; keeps an EMA; saves with `save_pretrained`
-(safetensors + config + scheduler config) and writes a model card with a sample grid.
+(safetensors + config + scheduler config + `model_index.json`, so `DDPMPipeline` loads it) and
+writes a `huggingface_hub` model card with a sample grid.
 """
 
 from __future__ import annotations
@@ -165,9 +166,11 @@ def train(dataset: ImageDataset, out: str | Path, cfg: TrainConfig, *, device: s
 
 
 def _finish(out: Path, st: _State, sched, dataset, cfg: TrainConfig, dev, command, size: int, channels: int) -> None:
-    """Save the EMA weights and scheduler (`save_pretrained`), a sample grid and the model card."""
+    """Save the EMA weights and scheduler (`save_pretrained`, with `model_index.json`), a sample
+    grid and the model card."""
     st.ema.save_pretrained(out, safe_serialization=True)
     sched.save_pretrained(out)
+    write_model_index(out)
     sample_grid(st.ema, sched, n=64, seed=cfg.seed, device=dev).save(out / "samples.png")
     final_loss = float(np.mean(st.losses[-100:])) if st.losses else float("nan")
     write_card(out, dataset, cfg, final_loss, st.elapsed, dev, command, size, channels,
@@ -201,9 +204,23 @@ def sample_grid(unet, scheduler, n: int = 64, seed: int = 0, steps: int = 50, de
     return img.resize((cols * s * 3, rows * s * 3), Image.NEAREST)
 
 
+HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist"}  # hub ids for the card's `datasets`
+PIPELINE_INDEX = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
+                  "unet": ["diffusers", "UNet2DModel"]}
+
+
+def write_model_index(out: Path) -> Path:
+    """`model_index.json` for the flat layout (config.json and scheduler_config.json at the top),
+    so `DDPMPipeline.from_pretrained(out)` loads the U-Net and the scheduler from `out` itself."""
+    import diffusers
+
+    return atomic_write(out / "model_index.json",
+                        json.dumps({**PIPELINE_INDEX, "_diffusers_version": diffusers.__version__}, indent=2) + "\n")
+
+
 def write_card(out: Path, dataset: ImageDataset, cfg: TrainConfig, final_loss: float, seconds: float,
                device, command: str | None, size: int, channels: int, params: int) -> None:
-    """Write README.md (model card) and training.json beside the weights."""
+    """Write training.json and README.md (model card) beside the weights."""
     info = {
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint,
@@ -219,32 +236,88 @@ def write_card(out: Path, dataset: ImageDataset, cfg: TrainConfig, final_loss: f
         "config": asdict(cfg),
     }
     atomic_write(out / "training.json", json.dumps(info, indent=2))
-    card = f"""# DDPM on {dataset.name}
+    atomic_write(out / "README.md", str(model_card(info)))
+
+
+def sweep_results(table, model: str, head: str = "linear") -> list:
+    """`EvalResult`s for a card: `model`'s test top-1 with `head` at the setting best on
+    validation (`explorer.results.best_settings`) in a sweep's results table; [] if absent."""
+    from huggingface_hub import EvalResult
+
+    from explorer.results import best_settings
+
+    best = best_settings(table[(table["model"] == model) & (table["head"] == head)])
+    best = best[best["selected_by"] == "validation"]
+    if best.empty:
+        return []
+    r = best.iloc[0]
+    ds = str(r["dataset"])
+    where = f"t={int(r['t'])}, block {int(r['layer_index'])} ({r['layer']}), pool {r['pool']}"
+    return [EvalResult(
+        task_type="image-classification", task_name=f"{head} probe on U-Net features",
+        dataset_type=HUB_DATASETS.get(ds, ds), dataset_name=ds, dataset_split="test",
+        metric_type="accuracy", metric_value=round(float(r["top1"]), 4),
+        metric_name=f"{head} probe top-1 at {where} (chosen on validation)",
+    )]
+
+
+def model_card(info: dict, table=None, model: str | None = None):
+    """A `huggingface_hub.ModelCard` from training.json's `info`: YAML metadata (license,
+    library, dataset, tags, and a model-index from a sweep `table` for `model`) and the body."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    name, c = info["dataset"], info["config"]
+    results = sweep_results(table, model) if table is not None and model else []
+    data = ModelCardData(
+        license="mit", library_name="diffusers", datasets=[HUB_DATASETS.get(name, name)],
+        tags=["diffusers", "ddpm", "unconditional-image-generation", "representation-learning",
+              "diffusion-feature-explorer"],
+        pipeline_tag="unconditional-image-generation",
+        model_name=model or f"ddpm-{name}", eval_results=results or None,
+    )
+    size, ch = info["resolution"], info["channels"]
+    flips = ", random horizontal flips" if c.get("flip") else ""
+    probe = ""
+    if results:
+        r = results[0]
+        probe = f"\n| {r.task_name} | {100 * r.metric_value:.2f}%: {r.metric_name}, from the explorer's sweep |"
+    body = f"""
+# DDPM on {name}
 
 A small unconditional DDPM (diffusers `UNet2DModel`, epsilon prediction, linear betas,
-1000 steps) trained by Diffusion Feature Explorer for its offline demo.
+1000 steps) trained by Diffusion Feature Explorer for its offline demo. Load it with
+`DDPMPipeline.from_pretrained(folder)` or `explorer --model folder`.
 
 | | |
 |---|---|
-| data | {dataset.name} train split, {info['train_images']} images at {size}x{size}x{channels}{', random horizontal flips' if cfg.flip else ''} |
-| parameters | {params / 1e6:.2f}M |
-| steps | {cfg.steps} x batch {cfg.batch_size}, AdamW lr {cfg.lr} (warm-up {cfg.warmup}, cosine), EMA {cfg.ema_decay} |
-| final loss | {final_loss:.4f} (mean of the last 100 steps) |
-| time | {seconds / 60:.1f} min |
+| data | {name} train split, {info['train_images']} images at {size}x{size}x{ch}{flips} |
+| parameters | {info['parameters'] / 1e6:.2f}M |
+| steps | {c['steps']} x batch {c['batch_size']}, AdamW lr {c['lr']} (warm-up {c['warmup']}, cosine), EMA {c['ema_decay']} |
+| final loss | {info['final_loss']:.4f} (mean of the last 100 steps) |
+| time | {info['train_seconds'] / 60:.1f} min |
 | hardware | {info['hardware']} |
-| torch | {torch.__version__} |
+| torch | {info['torch']} |{probe}
 
 Reproduce with:
 
 ```
-{command or '(command not recorded)'}
+{info['command'] or '(command not recorded)'}
 ```
 
-Samples (DDIM, 50 steps, seed {cfg.seed}, EMA weights):
+Samples (DDIM, 50 steps, seed {c['seed']}, EMA weights):
 
 ![samples](samples.png)
 """
-    atomic_write(out / "README.md", card)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def refresh_card(folder: str | Path, table=None) -> Path:
+    """Rewrite `folder`'s README.md from its training.json (and `table`'s sweep results for the
+    folder's name) and add `model_index.json`; the weights are not touched."""
+    folder = Path(folder)
+    info = json.loads((folder / "training.json").read_text())
+    write_model_index(folder)
+    return atomic_write(folder / "README.md", str(model_card(info, table, folder.name)))
 
 
 def command_line() -> str:

@@ -1,16 +1,23 @@
-"""`explorer train`: checkpoints, resume after an interruption, save_pretrained output, model card."""
+"""`explorer train`: checkpoints, resume after an interruption, save_pretrained output, model card,
+`model_index.json` for `DDPMPipeline`, and the shipped models' folders."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
+import pandas as pd
 import pytest
 import torch
 
 import explorer.train as train_mod
 from explorer.data import load_dataset
 from explorer.models import load_model
-from explorer.train import TrainConfig, train
+from explorer.paths import BUILTIN_MODEL_DIRS
+from explorer.results import COLUMNS, load_table
+from explorer.train import TrainConfig, model_card, refresh_card, train
+
+SWEEP = BUILTIN_MODEL_DIRS["ddpm-fashion-mnist"].parents[1] / "results" / "fashion-mnist-sweep.csv"
 
 
 def test_train_resumes_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys):
@@ -45,3 +52,55 @@ def test_train_resumes_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys)
     model = load_model(str(out))
     assert model.num_timesteps == 1000 and model.scheduler.config.beta_schedule == "linear", "DDPM, 1000 linear steps"
     assert model.unet.config.sample_size == 16 and model.unet.config.in_channels == 1, "digits at 16x16 gray"
+    pipe = _pipeline(out)
+    assert torch.equal(pipe.unet.conv_in.weight, model.unet.conv_in.weight), "the pipeline has the same U-Net"
+    assert pipe.scheduler.config.num_train_timesteps == 1000
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.license == "mit" and card.data.library_name == "diffusers", card.data
+    assert card.data.datasets == ["digits"] and "ddpm" in card.data.tags
+    assert card.data.eval_results is None, "no sweep, no invented metrics"
+
+
+def _pipeline(folder):
+    from diffusers import DDPMPipeline
+
+    return DDPMPipeline.from_pretrained(str(folder))
+
+
+def _sweep(model: str) -> pd.DataFrame:
+    base = {"model": model, "dataset": "fashion-mnist", "layer": "mid_block", "layer_index": 4,
+            "pool": "2", "head": "linear"}
+    rows = []
+    for t, test, val in ((10, 0.70, 0.90), (90, 0.95, 0.60)):  # t=90 is best on test, not validation
+        rows += [{**base, "t": t, "split": "test", "metric": "top1", "value": test},
+                 {**base, "t": t, "split": "val", "metric": "top1", "value": val}]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_card_metrics_come_from_the_validation_pick():
+    info = json.loads((BUILTIN_MODEL_DIRS["ddpm-fashion-mnist"] / "training.json").read_text())
+    card = model_card(info, _sweep("ddpm-x"), "ddpm-x")
+    (r,) = card.data.eval_results
+    assert r.metric_value == 0.70 and "t=10" in r.metric_name, "test top-1 of the validation pick"
+    assert r.dataset_type == "zalando-datasets/fashion_mnist" and r.metric_type == "accuracy"
+    assert "70.00%" in card.text, "the body shows the same number"
+    assert model_card(info, _sweep("other"), "ddpm-x").data.eval_results is None, "only this model's rows"
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_MODEL_DIRS))
+def test_shipped_models_load_as_pipelines_and_keep_their_fingerprint(name, tmp_path):
+    folder = BUILTIN_MODEL_DIRS[name]
+    assert (folder / "model_index.json").exists(), "shipped with model_index.json"
+    pipe = _pipeline(folder)
+    model = load_model(name)
+    assert torch.equal(pipe.unet.conv_in.weight, model.unet.conv_in.weight)
+    bare = shutil.copytree(folder, tmp_path / name, ignore=shutil.ignore_patterns("model_index.json"))
+    assert load_model(str(bare)).fingerprint == model.fingerprint, "model_index.json leaves features' keys alone"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "diffusers" and card.data.license == "mit"
+    refreshed = refresh_card(tmp_path / name, load_table(SWEEP))
+    assert ModelCard.load(refreshed).data == card.data, "the shipped card is the generator's output"
