@@ -7,6 +7,7 @@ from disk everywhere after.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,6 +16,7 @@ import numpy as np
 
 from explorer.data import ImageDataset, load_dataset
 from explorer.errors import ExplorerError
+from explorer.extract import POOLS, check_timesteps, parse_pools
 from explorer.features import PIXELS, Selection, ensure_features, ensure_pixels, feature_key
 from explorer.heads import HEAD_NAMES, Head, parse_head
 from explorer.layers import LayerSpec, build_catalogue, select_layers
@@ -58,6 +60,7 @@ class Workspace:
         self.train = Selection.of(dataset, "train", train_limit)
         self.test = Selection.of(dataset, "test", test_limit)
         self.batch_size, self.device = batch_size, device
+        self.limits = {"train_limit": train_limit, "test_limit": test_limit}
 
     @classmethod
     def open(cls, model_spec: str, dataset_spec: str, *, device: str = "auto", cache_dir=None,
@@ -78,10 +81,40 @@ class Workspace:
     def layer(self, spec: str | int) -> LayerSpec:
         return select_layers(self.catalogue, [spec])[0]
 
+    @cached_property
+    def _layer_names(self) -> frozenset[str]:
+        return frozenset(lay.name for lay in self.catalogue)
+
+    def setting(self, t: int | str | None, layer: str | int, pool: str | int = 2, seed: int | str = 0) -> Setting:
+        """The one canonical `Setting` for any spelling: layer 7, "7", "mid", "mid_block" or its hook
+        name, pool 2 or "2" (or "gap"/"max"), t and seed as ints or digit strings.
+
+        `layer="pixels"` is the raw-pixel baseline (t, pool and seed do not apply).
+        """
+        if isinstance(layer, str) and layer.strip().lower() == PIXELS:
+            return Setting(None, PIXELS, PIXEL_POOL)
+        if isinstance(layer, str) and "," in layer:
+            raise ExplorerError(f"give one layer, not '{layer}'")
+        lay = self.layer(layer)
+        pools = parse_pools(pool)
+        if len(pools) != 1:
+            raise ExplorerError(f"give one pooling, not '{pool}'")
+        t = check_timesteps([_integer(t, "timestep")], self.model.num_timesteps)[0]
+        return Setting(t, lay.name, pools[0], _integer(seed, "seed"))
+
+    def _norm(self, s: Setting) -> Setting:
+        """`s` in canonical form (every entry point reads and writes the caches through this)."""
+        if s.is_pixels or (s.layer in self._layer_names and isinstance(s.pool, str) and s.pool in POOLS
+                           and type(s.t) is int and type(s.seed) is int):
+            return s
+        return self.setting(s.t, s.layer, s.pool, s.seed)
+
     def labels(self, split: str) -> np.ndarray:
         return self.dataset.labels[self._sel(split).indices]
 
     def _sel(self, split: str) -> Selection:
+        if split not in ("train", "test"):
+            raise ExplorerError(f"unknown split '{split}'; use train or test")
         return {"train": self.train, "test": self.test}[split]
 
     # --- features -------------------------------------------------------------------------------
@@ -93,6 +126,7 @@ class Workspace:
         Returns the number of feature entries computed.
         """
         progress = self.progress if progress is None else progress
+        settings = [self._norm(s) for s in settings]
         computed = 0
         groups: dict[tuple[int, int], list[Setting]] = {}
         for s in settings:
@@ -112,6 +146,7 @@ class Workspace:
         return computed
 
     def key(self, s: Setting, split: str) -> str:
+        s = self._norm(s)
         if s.is_pixels:
             return feature_key(self.model, self.dataset, self._sel(split), None, PIXELS, s.pool, None)
         return feature_key(self.model, self.dataset, self._sel(split), s.t, s.layer, s.pool, s.seed)
@@ -119,8 +154,19 @@ class Workspace:
     def is_cached(self, s: Setting) -> bool:
         return all(self.store.has(self.key(s, sp)) for sp in ("train", "test"))
 
-    def features(self, s: Setting, split: str) -> np.ndarray:
-        """`(N, D) float16` features of one setting (computed first if missing)."""
+    def features(self, s: Setting | None = None, split: str = "test", *, t: int | None = None,
+                 layer: str | int | None = None, pool: str | int = 2, seed: int = 0):
+        """`(N, D) float16` features of one setting (computed first if missing).
+
+        Called with keywords instead, `features(t=10, layer="mid", pool=2, split="test")` returns
+        `(X, y)`: `(N, D) float32` features and `(N,) int64` labels, ready for scikit-learn.
+        """
+        if s is None:
+            if layer is None:
+                raise ExplorerError("give a Setting, or t=, layer= and pool=")
+            s = self.setting(t, layer, pool, seed)
+            return np.asarray(self.features(s, split), dtype=np.float32), self.labels(split).astype(np.int64)
+        s = self._norm(s)
         if not self.store.has(self.key(s, split)):
             self.ensure([s], splits=[split])
         return self.store.load(self.key(s, split))
@@ -134,6 +180,11 @@ class Workspace:
         Cached ones are read, the rest trained together. The cache key holds every parameter
         of the head, defaults included.
         """
+        asked = list(settings)
+        canon = {s: self._norm(s) for s in asked}
+        if any(c != s for s, c in canon.items()):
+            res = self.evaluate(list(dict.fromkeys(canon.values())), head, progress)
+            return {s: res[canon[s]] for s in asked}
         head = parse_head(head)
         if head.spec.maps and (flat := [s for s in settings if _map_side(s) < 2]):
             raise ExplorerError(f"the {head.name} head needs spatial maps: use pool 2, 4 or 8, "
@@ -170,6 +221,7 @@ class Workspace:
         """`(N, 2) float32` UMAP (cached on disk) or PCA of one setting's features."""
         from explorer.analysis.embed import pca_embed, umap_embed
 
+        s = self._norm(s)
         x = np.asarray(self.features(s, split), dtype=np.float32)
         if method == "pca":
             return pca_embed(x)
@@ -179,6 +231,51 @@ class Workspace:
         """`(K, K)` linear CKA between the features of `settings` on the same images."""
         from explorer.analysis.cka import cka_matrix
 
-        self.ensure(list(settings), splits=[split])
+        settings = [self._norm(s) for s in settings]
+        self.ensure(settings, splits=[split])
         return cka_matrix([np.asarray(self.features(s, split), dtype=np.float32) for s in settings],
                           debiased=debiased)
+
+    # --- notebook conveniences ------------------------------------------------------------------
+
+    def probe(self, t: int | None, layer: str | int, pool: str | int = 2, head: str | Head = "linear",
+              seed: int = 0) -> ProbeResult:
+        """Train (or read from cache) one probe; `.top1`, `.ci_low`, `.per_class`, `.confusion`."""
+        s = self.setting(t, layer, pool, seed)
+        return self.evaluate([s], head)[s]
+
+    def sweep(self, timesteps: Sequence[int] | int | str = (10, 90, 150), layers: str | int | Sequence = "all",
+              pools: str | int | Sequence = 2, heads: str | Sequence[str] = "linear", seeds: int | Sequence[int] = 0,
+              *, baselines: bool = True, out=None, progress: bool | Callable[[int, int], None] = False):
+        """A grid of probes as the tidy results table (a `pandas.DataFrame`, as `explorer sweep` writes).
+
+        `baselines` adds raw pixels and the same U-Net with random weights; `out` also saves the table.
+        """
+        from explorer.extract import parse_timesteps
+        from explorer.heads import parse_heads
+        from explorer.models import RANDOM_PREFIX, load_model
+        from explorer.sweep import SweepPlan, run_sweep
+
+        ts = parse_timesteps(timesteps) if isinstance(timesteps, str) else (
+            [timesteps] if isinstance(timesteps, int) else list(timesteps))
+        ts = check_timesteps([_integer(t, "timestep") for t in ts], self.model.num_timesteps)
+        names = [lay.name for lay in select_layers(self.catalogue, layers)]
+        head_labels = [h.label for h in parse_heads(heads if isinstance(heads, str) else ",".join(heads))]
+        seed_list = [_integer(x, "seed") for x in ([seeds] if isinstance(seeds, int | str) else seeds)]
+        controls = []
+        if baselines and not self.model.name.startswith(RANDOM_PREFIX):
+            rnd = load_model(RANDOM_PREFIX + self.model.name, device=next(self.model.unet.parameters()).device)
+            controls.append(Workspace(rnd, self.dataset, store=self.store, batch_size=self.batch_size,
+                                      device=self.device, **self.limits))
+        plan = SweepPlan(ts, names, parse_pools(pools), head_labels, seed_list, pixels=baselines, controls=controls)
+        return run_sweep(self, plan, out=out, progress=progress)
+
+
+def _integer(value, what: str) -> int:
+    """An int from an int-like value or a digit string; a clear error otherwise."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ExplorerError(f"{what} must be an integer, not {value!r}") from None
