@@ -7,10 +7,8 @@ import json
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -178,6 +176,35 @@ def test_nan_from_the_model_names_layer_and_timestep(model, tiny_dataset, store)
 
 _KILL_RUNS = 10
 
+# One process imports torch, diffusers and the explorer once, then forks a child per
+# `explorer extract` run (`explorer.cli.main`, exactly what the command runs). It never runs
+# a torch op itself, so forking is safe, and each run costs the extraction, not the imports.
+# Each request line is JSON {"args": [...], "kill_after": seconds | null}; each answer line
+# is JSON {"status": exit status or "killed", "seconds": wall time of the child}.
+_FORK_SERVER = r"""
+import json, os, signal, sys, time
+import torch
+torch.set_num_threads(1)
+import diffusers  # noqa: F401
+import explorer.cli, explorer.features, explorer.models  # noqa: F401
+
+for line in sys.stdin:
+    req = json.loads(line)
+    t0 = time.time()
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1), os.dup2(fd, 2)
+        os._exit(explorer.cli.main(req["args"]))
+    if req["kill_after"] is not None:
+        time.sleep(req["kill_after"])
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    code = "killed" if killed else os.waitstatus_to_exitcode(status)
+    print(json.dumps({"status": code, "seconds": time.time() - t0}), flush=True)
+"""
+
 
 @pytest.mark.timeout(600)
 def test_sigkill_at_random_moments_then_resume_is_byte_identical(tiny_model_dir, tmp_path):
@@ -190,35 +217,36 @@ def test_sigkill_at_random_moments_then_resume_is_byte_identical(tiny_model_dir,
         (data / f"c{c}").mkdir(parents=True)
         for i in range(16):
             Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(data / f"c{c}" / f"{i}.png")
-    args = ["-m", "explorer.cli", "extract", "--model", str(tiny_model_dir), "--dataset", str(data),
+    args = ["extract", "--model", str(tiny_model_dir), "--dataset", str(data),
             "--timesteps", "10,500", "--layers", "all", "--pool", "1,2", "--batch-size", "4"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(cache, kill_after=None):
-        p = subprocess.Popen([sys.executable, *args, "--cache-dir", str(cache)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def run(cache, kill_after=None) -> dict:
+        server.stdin.write(json.dumps({"args": [*args, "--cache-dir", str(cache)], "kill_after": kill_after}) + "\n")
+        server.stdin.flush()
+        answer = json.loads(server.stdout.readline())
         if kill_after is None:
-            _, err = p.communicate(timeout=240)
-            assert p.returncode == 0, err.decode()[-2000:]
-            return
-        time.sleep(kill_after)
-        p.send_signal(signal.SIGKILL)
-        p.wait(timeout=60)
+            assert answer["status"] == 0, f"explorer extract failed: {answer}"
+        return answer
 
-    t0 = time.time()
-    run(tmp_path / "clean")
-    full = time.time() - t0
-    reference = {k: (FeatureStore(tmp_path / "clean").paths(k)[0]).read_bytes()
-                 for k in FeatureStore(tmp_path / "clean").entry_keys()}
-    assert len(reference) == 2 * 2 * 9 * 2, f"2 splits x 2 t x 9 layers x 2 pools, got {len(reference)}"
-    killed = tmp_path / "killed"
-    pick = random.Random(1)
-    for _ in range(_KILL_RUNS):
-        run(killed, kill_after=pick.uniform(0.3, max(0.5, full)))
-        run(killed)
-        store = FeatureStore(killed)
-        got = {k: store.paths(k)[0].read_bytes() for k in store.entry_keys()}
-        assert got.keys() == reference.keys(), "a resumed run must end with every entry"
-        assert all(got[k] == reference[k] for k in reference), "a resumed run differs from an uninterrupted one"
-        assert cache_admin.verify(killed).damaged == [], "no entry may be damaged after a kill"
-        cache_admin.clear(killed, ["features", "requests"])  # next round starts cold again
+    try:
+        full = run(tmp_path / "clean")["seconds"]
+        reference = {k: (FeatureStore(tmp_path / "clean").paths(k)[0]).read_bytes()
+                     for k in FeatureStore(tmp_path / "clean").entry_keys()}
+        assert len(reference) == 2 * 2 * 9 * 2, f"2 splits x 2 t x 9 layers x 2 pools, got {len(reference)}"
+        killed, statuses = tmp_path / "killed", []
+        pick = random.Random(1)
+        for _ in range(_KILL_RUNS):
+            statuses.append(run(killed, kill_after=pick.uniform(0.05, 0.95) * full)["status"])
+            run(killed)
+            store = FeatureStore(killed)
+            got = {k: store.paths(k)[0].read_bytes() for k in store.entry_keys()}
+            assert got.keys() == reference.keys(), "a resumed run must end with every entry"
+            assert all(got[k] == reference[k] for k in reference), "a resumed run differs from an uninterrupted one"
+            assert cache_admin.verify(killed).damaged == [], "no entry may be damaged after a kill"
+            cache_admin.clear(killed, ["features", "requests"])  # next round starts cold again
+        assert statuses.count("killed") >= _KILL_RUNS // 2, f"most runs must really be killed mid-way: {statuses}"
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
