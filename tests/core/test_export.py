@@ -166,3 +166,48 @@ def test_cli_export_bad_input(tiny_model_dir, tmp_path, capsys):
     assert main([*base, "--timestep", "5000", "--out", str(tmp_path / "x.npz")]) == 2
     assert main([*base, "--splits", "val", "--out", str(tmp_path / "x.npz")]) == 2
     assert not (tmp_path / "x.npz").exists(), "nothing written on bad input"
+
+
+@pytest.fixture
+def deferred(monkeypatch) -> dict:
+    """file name -> the callable a deferred `st.download_button` registered (run on click)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    made, real = {}, MediaFileManager.add_deferred
+
+    def spy(self, fn, mimetype, coordinates, file_name=None, **kw):
+        made[file_name] = (fn, mimetype)
+        return real(self, fn, mimetype, coordinates, file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    return made
+
+
+def _download_page():
+    import numpy as np
+
+    from explorer.export import ExportData
+    from explorer.ui.downloads import feature_downloads
+
+    rng = np.random.default_rng(0)
+    feature_downloads(ExportData({"test": rng.normal(size=(9, 4))}, {"test": np.arange(9) % 3},
+                                 ["a", "b", "c"], {"t": 10},
+                                 images={"test": np.zeros((9, 8, 8, 1), np.uint8)}),
+                      key="dl", name="feats")
+
+
+def test_download_buttons_produce_every_format(deferred):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_download_page).run()
+    assert not at.exception, at.exception
+    buttons = at.get("download_button")
+    assert len(buttons) == 4, "one button per format"
+    assert sorted(deferred) == ["feats.npz", "feats.parquet", "feats.safetensors", "feats.zip"]
+    for name, (fn, _mime) in deferred.items():
+        data = fn()
+        assert isinstance(data, bytes) and len(data) > 100, f"{name} is empty"
+    with np.load(io.BytesIO(deferred["feats.npz"][0]()), allow_pickle=False) as z:
+        assert z["features_test"].shape == (9, 4), "the button's bytes are the core exporter's"
+    names = zipfile.ZipFile(io.BytesIO(deferred["feats.zip"][0]())).namelist()
+    assert sorted(names) == sorted(export.PROJECTOR_FILES)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -96,3 +98,47 @@ def test_cli_report(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not found" in err and "no pool '8'" in err and "Traceback" not in err
     assert not (tmp_path / "b.html").exists(), "no file written on bad input"
+
+
+@pytest.mark.slow  # the real app on the built-in digits model (300 train / 100 test images)
+def test_app_pages_offer_feature_downloads_and_the_report(monkeypatch):
+    from pathlib import Path
+
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.ui import services
+    from explorer.ui.common import PAGES
+
+    made, real = {}, MediaFileManager.add_deferred
+
+    def spy(self, fn, mimetype, coordinates, file_name=None, **kw):
+        made[file_name] = fn
+        return real(self, fn, mimetype, coordinates, file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    link = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100", "proj": "pca",
+            "t": "10", "block": "mid_block", "pool": "2"}
+    app = str(Path(__file__).resolve().parents[2] / "app.py")
+    at = AppTest.from_file(app, default_timeout=600)
+    at.query_params.update(link)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    npz = made["ddpm-digits_t10_mid_block_pool2.npz"]()
+    with np.load(io.BytesIO(npz), allow_pickle=False) as z:
+        assert z["features_train"].shape[0] == 300 and z["features_test"].shape[0] == 100
+    assert all(len(made[f"ddpm-digits_t10_mid_block_pool2{s}"]()) > 0
+               for s in (".safetensors", ".parquet", ".zip")), "every Explore download has bytes"
+
+    table = _table("ddpm-digits")
+    path = services.sweep_path(services.Context("ddpm-digits", "digits", 300, 100))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    at = AppTest.from_file(app, default_timeout=600)
+    at.query_params.update(link)
+    at.switch_page(PAGES["sweep"])
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception]
+    page = made["report.html"]()
+    assert page.startswith("<!DOCTYPE html>") and "Per-class accuracy" in page, "the report with extras"
+    assert "t=10, block 4 (mid_block), pool 2" in page

@@ -6,7 +6,7 @@ import streamlit as st
 
 from explorer.features import PIXELS
 from explorer.heads import HEADS
-from explorer.ui import common, figures, services, state
+from explorer.ui import common, downloads, figures, services, state
 from explorer.ui.hover import hover_scatter_html
 from explorer.workspace import PIXEL_POOL, Setting
 
@@ -145,3 +145,4 @@ with common.guard():
         {"per_class": per_class, "predictions": preds},
         key="explore_export",
     )
+    downloads.setting_downloads(ws, s)  # features as npz, safetensors, Parquet, Projector

@@ -6,7 +6,7 @@ from explorer.heads import HEADS
 from explorer.paths import RANDOM_PREFIX
 from explorer.results import accuracy_view
 from explorer.sweep import SweepPlan, describe_best, summary_lines
-from explorer.ui import common, figures, services, state
+from explorer.ui import common, downloads, figures, services, state
 
 ctx = common.context()
 st.title("Sweep timesteps × blocks")
@@ -122,3 +122,4 @@ with common.guard():
         st.code(describe_best(table) or "–", language=None)
         with st.expander(f"All {len(wide)} results ({path.name})"):
             st.dataframe(wide, hide_index=True)
+    downloads.report_download(table, ws)  # the self-contained HTML report (explorer report)
