@@ -172,12 +172,13 @@ def summary_lines(wide: pd.DataFrame, random_model: str | None = None) -> list[s
     for name, ref in (("vs_pixels", "raw pixels"), ("vs_random", f"{random_model or 'random weights'} at the same setting")):
         if words := paired_words(best, name, ref):
             out.append(f"Against {ref}: {words}.")
-    paired = wide[np.isfinite(wide["vs_pixels_low"].astype(float))]
-    if not paired.empty:
-        up = int((paired["vs_pixels_low"] > 0).sum())
-        down = int((paired["vs_pixels_high"] < 0).sum())
-        out.append(f"{up} of {len(paired)} cells beat raw pixels beyond noise (▲, paired 95% interval "
-                   f"above 0); {len(paired) - up - down} are within noise of pixels; {down} are below.")
+    for name, ref, mark in (("vs_pixels", "raw pixels", "▲, "), ("vs_random", "random weights at the same setting", "")):
+        paired = wide[np.isfinite(wide[f"{name}_low"].astype(float))]
+        if not paired.empty:
+            up = int((paired[f"{name}_low"] > 0).sum())
+            down = int((paired[f"{name}_high"] < 0).sum())
+            out.append(f"{up} of {len(paired)} cells beat {ref} beyond noise ({mark}paired 95% interval "
+                       f"above 0); {len(paired) - up - down} are within noise of it; {down} are below.")
     near = wide[(wide["ci_high"] >= best["ci_low"]) & (wide["ci_low"] <= best["ci_high"])]
     if len(near) > 1:
         out.append(f"{len(near) - 1} other cells have test intervals overlapping the best's: "

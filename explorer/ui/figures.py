@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
-from explorer.results import beats, best_on_validation
+from explorer.results import beats, best_on_validation, paired_words
 
 PIXELS = "pixels"
 _BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
@@ -293,10 +293,13 @@ def sweep_heatmap(
     z = np.full((len(rows), len(ts)), np.nan)
     pos = {int(i): r for r, i in enumerate(blocks["layer_index"])}
     up = np.zeros(z.shape, dtype=bool)
+    notes = np.full(z.shape, "", dtype=object)  # hover: the paired differences in words
     for _, r in wide.iterrows():
         cell = pos[int(r["layer_index"])], ts.index(r["t"])
         z[cell] = 100 * r["top1"]
         up[cell] = bool(beats(r, "vs_pixels"))
+        said = [paired_words(r, n, ref) for n, ref in (("vs_pixels", "pixels"), ("vs_random", "random"))]
+        notes[cell] = "".join(f"<br>{w}" for w in said if w)
     xs = [f"t={int(t)}" for t in ts]
     lo = np.nanmin(z) if np.isfinite(z).any() else 0
     hi = np.nanmax(z) if np.isfinite(z).any() else 100
@@ -322,7 +325,8 @@ def sweep_heatmap(
             colorbar=dict(
                 title="top-1 %", tickvals=list(ticks.values()), ticktext=list(ticks.keys())
             ),
-            hovertemplate="%{y} · %{x}: %{z:.2f}%<extra></extra>",
+            customdata=notes,
+            hovertemplate="%{y} · %{x}: %{z:.2f}%%{customdata}<extra></extra>",
         )
     )
     best = best_on_validation(wide)

@@ -105,6 +105,7 @@ def test_sweep_figures_mark_baselines_and_best_cell():
     # validation prefers (block 3, t=100), not the best test cell (block 7, t=500)
     wide["val_top1"] = [0.6, 0.9, 0.6, 0.6, 0.6, 0.6]
     # paired intervals vs pixels: above 0, straddling 0, below 0, then absent
+    wide["vs_pixels"] = [0.02, 0.005, -0.03, np.nan, np.nan, np.nan]
     wide["vs_pixels_low"] = [0.01, -0.01, -0.05, np.nan, np.nan, np.nan]
     wide["vs_pixels_high"] = [0.03, 0.02, -0.01, np.nan, np.nan, np.nan]
     base = {"pixels": 0.52, "random:m best": 0.55}
@@ -126,6 +127,8 @@ def test_sweep_figures_mark_baselines_and_best_cell():
         "no mark within noise, below pixels, or without an interval (even above the pixel line)"
     )
     assert "best on validation" in heat.layout.title.text and "paired" in heat.layout.title.text
+    assert "vs pixels [+1.00, +3.00]: beyond noise" in heat.data[0].customdata[0][0], "hover says it in words"
+    assert "within noise" in heat.data[0].customdata[0][1]
     old = figures.sweep_heatmap(_wide(), base)
     assert not old.layout.shapes and "no best marked" in old.layout.title.text, (
         "an old table without validation accuracy gets no box and no ▲"

@@ -186,6 +186,8 @@ def test_sweep_writes_paired_intervals_and_knn_validation(tiny_model_dir, tiny_d
     rnd = wide[wide["model"] == RANDOM_PREFIX + str(tiny_model_dir)].set_index(["layer", "head"])["top1"]
     for r in trained.itertuples():
         assert r.vs_random == pytest.approx(r.top1 - rnd[(r.layer, r.head)]), "same t, layer, pool and head"
+    text = "\n".join(summary_lines(trained[trained["head"] == "linear"], "random"))
+    assert "of 2 cells beat raw pixels" in text and "of 2 cells beat random weights at the same setting" in text
 
 
 def test_summary_lines_say_what_is_noise():
@@ -197,7 +199,8 @@ def test_summary_lines_say_what_is_noise():
     text = "\n".join(summary_lines(wide, "random:m"))
     assert "Best on validation (90.00%): t=10, block 1 (a), test top-1 80.00%" in text, text
     assert "+5.00 points vs raw pixels [+3.00, +5.00]" not in text and "beyond noise" in text, text
-    assert "2 of 4 cells beat raw pixels beyond noise" in text and "1 are within noise" in text, text
+    assert "2 of 4 cells beat raw pixels beyond noise" in text and "1 are within noise of it" in text, text
+    assert "random weights at the same setting beyond" not in text, "no vs_random rows, no sentence"
     assert "1 other cells have test intervals overlapping the best's" in text, text
     old = accuracy_view(pd.DataFrame(_setting("m", 10, "a", 1, test=0.8), columns=COLUMNS))
     assert "no validation accuracy" in summary_lines(old)[0], "old tables: no best, no ▲"
