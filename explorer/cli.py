@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Callable
 
+from explorer import defaults as D
 from explorer import log as _log
 from explorer.errors import ExplorerError
 
@@ -113,9 +114,11 @@ def cmd_layers(a: argparse.Namespace) -> int:
 def _extract_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timesteps", default="10,90,150", help="e.g. 10,90,150 or 0:1000:100 (default: 10,90,150)")
+    ts = D.timesteps_text(D.EXTRACT_TIMESTEPS)
+    p.add_argument("--timesteps", default=ts, help=f"e.g. 10,90,150 or 0:1000:100 (default: {ts})")
     p.add_argument("--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names")
-    p.add_argument("--pool", default="2", help="k for k×k average (1,2,4,8) and/or max; comma-separated")
+    p.add_argument("--pool", default=D.DEFAULT_POOL,
+                   help=f"k for k×k average (1,2,4,8) and/or max; comma-separated (default: {D.DEFAULT_POOL})")
 
 
 @command("extract", _extract_args)
@@ -191,9 +194,10 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timesteps", default="10,50,90,150,300", help="default: 10,50,90,150,300")
+    ts = D.timesteps_text(D.SWEEP_TIMESTEPS)
+    p.add_argument("--timesteps", default=ts, help=f"default: {ts}")
     p.add_argument("--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names")
-    p.add_argument("--pools", default="2", help="comma-separated poolings (default: 2)")
+    p.add_argument("--pools", default=D.DEFAULT_POOL, help=f"comma-separated poolings (default: {D.DEFAULT_POOL})")
     p.add_argument("--heads", default="linear,knn", help="comma-separated heads, each name[:param=value...] "
                    "(knn10 = knn:k=10); " + describe_heads().replace("%", "%%"))
     p.add_argument("--train-limit", type=int, default=None, help="cap the train split (overrides --limit)")
@@ -310,9 +314,10 @@ def _workspace(a: argparse.Namespace):
 def _embed_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timestep", type=int, default=90, help="timestep t")
-    p.add_argument("--layer", default="mid", help="block index or name (see explorer layers)")
-    p.add_argument("--pool", default="2", help="pooling: 1, 2, 4, 8 or max")
+    p.add_argument("--timestep", type=int, default=D.DEFAULT_T, help=f"timestep t (default: {D.DEFAULT_T})")
+    p.add_argument("--layer", default=D.DEFAULT_LAYER,
+                   help=f"block index or name, see explorer layers (default: {D.DEFAULT_LAYER})")
+    p.add_argument("--pool", default=D.DEFAULT_POOL, help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})")
     p.add_argument("--method", choices=["umap", "pca"], default="umap", help="2-D projection")
     p.add_argument("--out", default="embedding.csv", help="CSV with x, y, label, class per test image")
 
@@ -342,9 +347,10 @@ def cmd_embed(a: argparse.Namespace) -> int:
 def _cka_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timesteps", default="90", help="one timestep: block x block; several: t x t")
+    ts = D.timesteps_text(D.CKA_TIMESTEPS)
+    p.add_argument("--timesteps", default=ts, help=f"one timestep: block x block; several: t x t (default: {ts})")
     p.add_argument("--layers", default="all", help="several layers: block x block; one: t x t")
-    p.add_argument("--pool", default="2", help="pooling: 1, 2, 4, 8 or max")
+    p.add_argument("--pool", default=D.DEFAULT_POOL, help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})")
     p.add_argument("--debiased", action="store_true", help="debiased HSIC (unbiased CKA for few images)")
     p.add_argument("--out", default=None, help="also write the matrix as CSV")
 
@@ -521,9 +527,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timestep", type=int, default=10, help="timestep t (default: 10)")
-    p.add_argument("--layer", default="mid", help="block index or name (default: mid)")
-    p.add_argument("--pool", default="2", help="pooling: 1, 2, 4, 8 or max (default: 2)")
+    p.add_argument("--timestep", type=int, default=D.DEFAULT_T, help=f"timestep t (default: {D.DEFAULT_T})")
+    p.add_argument("--layer", default=D.DEFAULT_LAYER, help=f"block index or name (default: {D.DEFAULT_LAYER})")
+    p.add_argument("--pool", default=D.DEFAULT_POOL, help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})")
     p.add_argument("--format", choices=FORMATS, default="npz",
                    help="npz, safetensors, parquet, or projector (a TensorBoard Embedding Projector folder)")
     p.add_argument("--out", required=True, help="file to write (projector: a folder)")

@@ -1,0 +1,64 @@
+"""The one module of shared names and defaults, read by the CLI, the notebook API and the app.
+
+Free of torch and of every other explorer module, so anything (the CLI's fast path included)
+can import it. The defaults show the project's finding on the shipped model: the best linear
+setting on validation in `assets/results/fashion-mnist-sweep.csv` is t=10, pool 2, block 9
+(`up_blocks.0.resnets.1`, the second up block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# --- names ---------------------------------------------------------------------------------------
+
+POOLS = ("1", "2", "4", "8", "max", "map16")  # every pooling the extractor knows
+APP_POOLS = ("1", "2", "4", "8", "max")  # the ones the app's selectors offer
+POOL_LABELS = {"1": "1×1 avg", "2": "2×2 avg", "4": "4×4 avg", "8": "8×8 avg", "max": "global max",
+               "map16": "map up to 16×16"}
+PIXELS = "pixels"  # pseudo-layer: the preprocessed image itself (a baseline)
+PIXEL_POOL = "full"  # the pixel baseline's only "pooling"
+RANDOM_PREFIX = "random:"  # "random:<model>": the same U-Net with random weights (a control)
+
+# --- defaults --------------------------------------------------------------------------------------
+
+DEFAULT_T = 10  # timestep of a single setting (Explore, Compare, Similarity, `explorer embed`)
+DEFAULT_POOL = "2"
+DEFAULT_HEAD = "linear"
+DEFAULT_K = 20  # neighbours of the k-NN head (`knn` = `knn:k=20`)
+DEFAULT_LAYER = "mid"  # CLI single-layer commands; the app starts on `default_block` instead
+EXTRACT_TIMESTEPS = (DEFAULT_T, 90, 150)  # `explorer extract`
+SWEEP_TIMESTEPS = (DEFAULT_T, 50, 90, 150, 300)  # `explorer sweep` (the shipped sweep's grid)
+CKA_TIMESTEPS = (DEFAULT_T,)  # `explorer cka`: one t gives the block x block map
+COMPARE_T2 = 500  # Compare's second timestep ("Two timesteps" mode)
+DEFAULT_TRAIN_LIMIT = 2000  # app: images per split (class-balanced sample; 0 = whole split)
+DEFAULT_TEST_LIMIT = 1000
+SIMILARITY_IMAGES = (200, 500, 1000)  # Similarity: test images for CKA
+DEFAULT_SIMILARITY_IMAGES = 500
+SIMILARITY_TIMESTEPS = 6  # how many of `timestep_defaults` the t x t map starts with
+SWEEP_TIMESTEP_COUNT = 5  # how many the Sweep page starts with
+
+
+def timesteps_text(ts: Sequence[int]) -> str:
+    """`(10, 90, 150)` -> `"10,90,150"` (the CLI's spelling)."""
+    return ",".join(str(int(t)) for t in ts)
+
+
+def default_t(num_timesteps: int) -> int:
+    """`DEFAULT_T`, kept inside `[0, num_timesteps)` for models with few timesteps."""
+    return max(0, min(DEFAULT_T, num_timesteps - 1))
+
+
+def timestep_defaults(num_timesteps: int, n: int = SWEEP_TIMESTEP_COUNT) -> list[int]:
+    """`n` timesteps over `[0, T)` starting at `DEFAULT_T`, dense early (where features are best),
+    scaled from a 1000-step schedule."""
+    base = [DEFAULT_T, 50, 100, 200, 400, 700]
+    T = num_timesteps
+    return sorted({min(T - 1, max(0, round(b * T / 1000))) for b in base})[:n]
+
+
+def default_block(stages: Sequence[str]) -> int:
+    """Position of the app's first block among blocks of these stages ("down", "mid", "up"):
+    the second up block (block 9 of the shipped models, best on validation), else the middle."""
+    ups = [i for i, s in enumerate(stages) if s == "up"]
+    return ups[min(1, len(ups) - 1)] if ups else len(stages) // 2
