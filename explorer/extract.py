@@ -13,11 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from explorer.defaults import POOLS
 from explorer.errors import ExplorerError
 from explorer.hooks import listen
-from explorer.layers import LayerSpec, first_tensor
+from explorer.layers import LayerSpec, feature_map
 
-POOLS = ("1", "2", "4", "8", "max")
+MAP_SIDE = 16  # "map16": the map average-pooled to min(H, 16) x min(W, 16) (the paper's attention head)
 EXTRACTION_VERSION = 1
 
 
@@ -33,7 +34,8 @@ def parse_pools(spec: str | int | Sequence) -> list[str]:
         p = str(it).strip().lower()
         p = {"gap": "1", "avg": "1", "gmp": "max"}.get(p, p)
         if p not in POOLS:
-            raise ExplorerError(f"unknown pooling '{it}'; choose from {', '.join(POOLS)} (k×k average, or global max)")
+            raise ExplorerError(f"unknown pooling '{it}'; choose from {', '.join(POOLS)} "
+                                "(k×k average, global max, or the map up to 16×16)")
         if p not in out:
             out.append(p)
     return out
@@ -43,12 +45,24 @@ def pool(x: torch.Tensor, how: str) -> torch.Tensor:
     """`(B, C, H, W)` -> `(B, C*k*k)` adaptive k×k average (row-major per channel), or `(B, C)` global max."""
     if how == "max":
         return x.amax(dim=(2, 3))
+    if how == "map16":  # (B, C*h*w), h = min(H, 16), w = min(W, 16)
+        size = (min(x.shape[2], MAP_SIDE), min(x.shape[3], MAP_SIDE))
+        return F.adaptive_avg_pool2d(x.float(), size).flatten(1)
     k = int(how)
     return F.adaptive_avg_pool2d(x.float(), k).flatten(1)
 
 
+def pooled_shape(layer: LayerSpec, how: str) -> tuple[int, ...]:
+    """Shape of one pooled feature before flattening: `(C,)` for max, else the map `(C, h, w)`."""
+    if how == "max":
+        return (layer.channels,)
+    if how == "map16":
+        return (layer.channels, min(layer.height, MAP_SIDE), min(layer.width, MAP_SIDE))
+    return (layer.channels, int(how), int(how))
+
+
 def pooled_dim(layer: LayerSpec, how: str) -> int:
-    return layer.channels if how == "max" else layer.channels * int(how) ** 2
+    return int(np.prod(pooled_shape(layer, how)))
 
 
 @contextlib.contextmanager
@@ -66,8 +80,8 @@ def capture(unet, layers: Sequence[LayerSpec], pools: Sequence[str], *, stop_ear
     deepest = max(layers, key=lambda lay: lay.index).index if (stop_early and layers) else None
 
     def on_output(hook_name: str, output) -> None:
-        fmap = first_tensor(output)
         for lay in by_hook[hook_name]:
+            fmap = feature_map(output, lay)
             for how in pools:
                 store[(lay.name, how)] = pool(fmap, how).float()
             if lay.index == deepest:
@@ -97,8 +111,10 @@ def forward_features(
     pools: Sequence[str],
     stop_early: bool = True,
     autocast: torch.dtype | None = None,
+    net_kwargs: dict | None = None,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Noise clean `x0 (B, C, H, W)` in [-1, 1] to `timestep` and read every layer in one pass.
+    """Noise clean `x0 (B, C, H, W)` (pixels in [-1, 1], or latents: the model's input space) to
+    `timestep` and read every layer in one pass of `unet(x_t, t, **net_kwargs)` (the conditioning).
 
     Returns `{(layer name, pool): (B, D) float16}` on the CPU; float32 for a setting whose
     values overflow float16 (the store then keeps that entry in float32).
@@ -109,7 +125,7 @@ def forward_features(
     xt = scheduler.add_noise(x0, noise, t)
     ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     with capture(unet, layers, pools, stop_early=stop_early) as store, ctx, contextlib.suppress(_StopForward):
-        unet(xt, t)
+        unet(xt, t, **(net_kwargs or {}))
     missing = [(lay.name, p) for lay in layers for p in pools if (lay.name, p) not in store]
     if missing:
         raise RuntimeError(f"layers never ran in the forward pass: {missing[:3]}")
@@ -178,22 +194,26 @@ def extract_features(
     stop_early: bool = True,
     batch_size: int = 256,
     autocast: torch.dtype | None = None,
+    labels: np.ndarray | None = None,
 ) -> dict[tuple[int, str, str], np.ndarray]:
     """In-memory extraction: preprocessed `images (N, C, H, W)` -> `{(t, layer, pool): (N, D) float16}`
     (float32 where float16 would overflow).
 
-    `model` is a `LoadedModel`. Noise is fixed per (seed, image index); `indices`
-    defaults to `arange(N)`. The feature store wraps the same per-batch pass.
+    `model` is a `LoadedModel`: its family adapter encodes the images to the model's input
+    space and conditions the call (`labels (N,)`: the images' labels, read only by a
+    label-leaking `--class-label true`). Noise, of the input space's shape, is fixed per
+    (seed, image index); `indices` defaults to `arange(N)`. The feature store wraps the same pass.
     """
     ts = check_timesteps(timesteps, model.num_timesteps)
     idx = np.arange(len(images)) if indices is None else np.asarray(indices)
     out: dict[tuple[int, str, str], list[torch.Tensor]] = {}
     for start in range(0, len(images), batch_size):
-        x0 = images[start : start + batch_size]
+        x0 = model.family.encode(images[start : start + batch_size])
         noise = image_noise(idx[start : start + batch_size], seed, tuple(x0.shape[1:]))
+        kw = model.family.net_kwargs(len(x0), None if labels is None else labels[start : start + batch_size])
         for t in ts:
             feats = forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=layers,
-                                     pools=pools, stop_early=stop_early, autocast=autocast)
+                                     pools=pools, stop_early=stop_early, autocast=autocast, net_kwargs=kw)
             for (name, p), v in feats.items():
                 out.setdefault((t, name, p), []).append(v)
     return {k: torch.cat(v).numpy() for k, v in out.items()}

@@ -2,7 +2,7 @@
 
 A head is written `name` or `name:param=value[:param=value...]`, e.g. `knn:k=10` or
 `mlp:hidden=256:epochs=50`; tuple parameters separate items with `/` (`linear:regs=1e-4/1e-3`).
-`knn10` is an alias of `knn:k=10`. `parse_head` turns any of these into a `Head` holding every
+`knn10` is an alias of `knn:k=10`, and `attention` (the old name) of `attention-small`. `parse_head` turns any of these into a `Head` holding every
 parameter, defaults included, so the result-cache key changes whenever a default does.
 
 Adding a head = one `HeadSpec` in `HEADS` (and its tests).
@@ -89,8 +89,18 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split("/"))
 
 
+ALIASES = {"attention": "attention-small"}  # old names -> registry names (old links, tables)
+
+
+def canonical_name(name: str) -> str:
+    """A head name with old aliases resolved: `"attention"` -> `"attention-small"`."""
+    name = str(name).strip().lower()
+    return ALIASES.get(name, name)
+
+
 def _split_alias(text: str) -> tuple[str, dict[str, str]]:
     """`knn10` -> ("knn", {"k": "10"}) for heads with a `number_param`; else (text, {})."""
+    text = canonical_name(text)
     for spec in HEADS.values():
         rest = text[len(spec.name):]
         if spec.number_param and text.startswith(spec.name) and rest.isdigit():
@@ -216,6 +226,36 @@ def _fit_attention(tasks: dict[str, Task], *, n_classes: int, device: str, **par
     return {n: fit_attention(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
 
 
+def _fit_attention_paper(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+    from explorer.probes.paper_heads import fit_attention_paper
+
+    return {n: fit_attention_paper(*t, n_classes=n_classes, device=device, **params)
+            for n, t in tasks.items()}
+
+
+def _fit_cnn(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+    from explorer.probes.paper_heads import fit_cnn
+
+    return {n: fit_cnn(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
+
+
+def _sgd_params(epochs: int, batch_size: int, lr: float) -> dict:
+    """The paper's recipe: plain SGD, lr x`gamma` every `step` epochs, no early stopping."""
+    return {
+        "epochs": _pos_int(epochs),
+        "batch_size": _pos_int(batch_size),
+        "lr": _pos_float(lr),
+        "step": _pos_int(7),
+        "gamma": Param(0.1, float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "weight_decay": Param(0.0, float, lambda v: v >= 0, "a non-negative number"),
+        "val_fraction": _unit(0.0),
+        "seed": _seed(),
+    }
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
 def _dim_splits(params: dict) -> str | None:
     if params["dim"] % params["heads"]:
         return f"dim ({params['dim']}) must be a multiple of heads ({params['heads']})"
@@ -249,18 +289,34 @@ HEADS: dict[str, HeadSpec] = {
         ),
         HeadSpec(
             "mlp",
-            "one-hidden-layer MLP, early-stopped on a validation split",
+            "one-hidden-layer MLP, early-stopped on a validation split (optimizer adamw, adam or sgd)",
             _fit_mlp,
-            {"hidden": _pos_int(512), "dropout": _unit(0.2), **_train_params(100, 256, 1e-3, 1e-2, 10)},
+            {"hidden": _pos_int(512), "dropout": _unit(0.2), **_train_params(100, 256, 1e-3, 1e-2, 10),
+             "optimizer": Param("adamw", str.lower, lambda v: v in OPTIMIZERS, "one of adamw, adam, sgd")},
         ),
         HeadSpec(
-            "attention",
-            "transformer over the pooled map's positions (needs pool 2, 4 or 8)",
+            "attention-small",
+            "small transformer (dim 128, position embedding) over pool 2/4/8 maps; not the paper's head",
             _fit_attention,
             {"dim": _pos_int(128), "depth": _pos_int(2), "heads": _pos_int(8), "dropout": _unit(0.0),
              **_train_params(30, 128, 5e-4, 0.05, 8)},
             maps=True,
             check=_dim_splits,
+        ),
+        HeadSpec(
+            "attention-paper",
+            "the paper's attention head: map up to 16x16, 1x1 conv to 1024, 2 ViT blocks, SGD (pool map16)",
+            _fit_attention_paper,
+            {"dim": _pos_int(1024), "depth": _pos_int(2), "heads": _pos_int(8), **_sgd_params(28, 64, 0.05)},
+            maps=True,
+            check=_dim_splits,
+        ),
+        HeadSpec(
+            "cnn",
+            "small conv head: 2 x (3x3 conv, BatchNorm, ReLU), global average pool, linear; SGD",
+            _fit_cnn,
+            {"hidden": _pos_int(256), **_sgd_params(28, 64, 0.05)},
+            maps=True,
         ),
     ]
 }

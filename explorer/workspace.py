@@ -43,7 +43,9 @@ class Setting:
 
 
 def _map_side(s: Setting) -> int:
-    """k of a k x k average pooling; 0 for raw pixels, global max or anything not a map."""
+    """k of a k x k average pooling (16 for the map up to 16x16); 0 for raw pixels, global max."""
+    if s.pool == "map16" and not s.is_pixels:
+        return 16
     return 0 if s.is_pixels or not s.pool.isdigit() else int(s.pool)
 
 
@@ -187,7 +189,7 @@ class Workspace:
             return {s: res[canon[s]] for s in asked}
         head = parse_head(head)
         if head.spec.maps and (flat := [s for s in settings if _map_side(s) < 2]):
-            raise ExplorerError(f"the {head.name} head needs spatial maps: use pool 2, 4 or 8, "
+            raise ExplorerError(f"the {head.name} head needs spatial maps: use pool 2, 4, 8 or map16, "
                                 f"not {'raw pixels' if flat[0].is_pixels else 'pool ' + flat[0].pool}")
         keys = {s: ResultStore.key(head.name, [self.key(s, "train")], [self.key(s, "test")], head.params)
                 for s in settings}
@@ -210,10 +212,11 @@ class Workspace:
         return {names[n]: r for n, r in res.items()}
 
     def _maps(self, s: Setting, split: str) -> np.ndarray:
-        """`(N, C, k, k)` features of a setting pooled to k x k (for heads that read positions)."""
-        k = _map_side(s)
+        """`(N, C, h, w)` features of a setting as maps (for heads that read positions)."""
+        from explorer.extract import pooled_shape
+
         x = np.asarray(self.features(s, split))
-        return x.reshape(len(x), -1, k, k)
+        return x.reshape(len(x), *pooled_shape(self.layer(s.layer), s.pool))
 
     # --- views ----------------------------------------------------------------------------------
 
@@ -226,6 +229,19 @@ class Workspace:
         if method == "pca":
             return pca_embed(x)
         return umap_embed(x, cache_key=self.key(s, split), cache_root=self.store.root)
+
+    def aligned_embedding(self, settings: Sequence[Setting], split: str = "test") -> np.ndarray:
+        """`(K, N, 2) float32` aligned UMAP of K settings (e.g. one block over K timesteps) on
+        the same images, cached on disk under their feature keys: reopening it computes nothing."""
+        from explorer.analysis.embed import aligned_umap
+
+        settings = [self._norm(s) for s in settings]
+        if len(settings) < 2:
+            raise ExplorerError("an aligned embedding needs at least 2 settings")
+        self.ensure([s for s in settings if not self.store.has(self.key(s, split))], splits=[split])
+        xs = [np.asarray(self.features(s, split), dtype=np.float32) for s in settings]
+        keys = [self.key(s, split) for s in settings]
+        return np.stack(aligned_umap(xs, cache_key=keys, cache_root=self.store.root))
 
     def cka(self, settings: Sequence[Setting], split: str = "test", debiased: bool = False) -> np.ndarray:
         """`(K, K)` linear CKA between the features of `settings` on the same images."""

@@ -1,11 +1,16 @@
-"""The paper's attention head on small spatial feature maps (PAPER.md, step 5).
+"""Head `attention-small` (alias `attention`): a small CPU-friendly transformer head, NOT the paper's.
 
 It reads maps of at most 8x8 positions: the explorer feeds it features average-pooled to
 k x k (pool 2, 4 or 8), and `pool_tokens` shrinks larger unpooled maps first. LayerNorm
-over channels, a 1x1 conv to `dim` channels, the h*w positions as tokens after a
-learnable CLS token (plus a learned position embedding), `depth` pre-norm transformer
-blocks with `heads` heads and MLP ratio 4, and a linear layer on the CLS output. The paper
-uses dim 1024, 8 heads, 2 blocks; the default dim here is 128 so that it trains on a CPU.
+over channels (per position), a 1x1 conv to `dim` (128) channels, the h*w positions as
+tokens after a CLS token, a learned position embedding, `depth` pre-norm
+`nn.TransformerEncoderLayer`s (qkv with bias, optional dropout), a final LayerNorm and a
+linear layer on the CLS output; AdamW with a cosine schedule and early stopping.
+
+It differs from the paper's head in width (128 vs 1024), token count (<= 64 vs up to 256),
+normalisation (per position vs over the whole [C, H, W] map), the position embedding, qkv
+bias, the final norm and the optimiser. The faithful head is `attention-paper`
+(`explorer.probes.paper_heads`).
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ class AttentionHead(nn.Module):
 
 
 class AttentionProbe(TorchProbe):
-    """The attention head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`, h, w <= 8.
+    """The `attention-small` head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`, h, w <= 8.
 
     `fit` holds out a stratified `val_fraction` of train for early stopping (best epoch
     kept). Learned: `classes_`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
@@ -151,7 +156,7 @@ def fit_attention(
     n_classes: int | None = None,
     **kwargs,
 ) -> ProbeResult:
-    """Fit an `AttentionProbe(**kwargs)` on train maps and score it on test (head `attention`)."""
+    """Fit an `AttentionProbe(**kwargs)` on train maps and score it on test (head `attention-small`)."""
     probe = AttentionProbe(**kwargs).fit(x_train, y_train)
     pred = probe.predict(x_test)
     extra = {
@@ -162,4 +167,4 @@ def fit_attention(
         "epochs_run": probe.epochs_run_,
         "val_top1": probe.val_top1_,
     }
-    return ProbeResult.from_predictions("attention", y_test, pred, n_classes, extra)
+    return ProbeResult.from_predictions("attention-small", y_test, pred, n_classes, extra)

@@ -2,8 +2,10 @@
 
 - `ProbeEstimator`: scikit-learn's `get_params`/`set_params` (so `sklearn.base.clone` works)
   plus `predict`/`score` from `predict_proba` and `classes_`.
-- `TorchProbe`: one `fit` flow for heads trained by minibatch AdamW (MLP, attention): labels
+- `TorchProbe`: one `fit` flow for minibatch-trained heads (MLP, attention, CNN): labels
   to codes, a stratified validation split of train, a seeded model, early stopping.
+- `train_classifier`: AdamW/Adam with a cosine schedule, or the reference code's plain SGD
+  with step decay (x`gamma` every `step` epochs).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from explorer.device import resolve_device
+from explorer.errors import ExplorerError
 from explorer.probes.metrics import ClassifierMixin, as_device_tensor, check_fitted, fit_val_split
 
 
@@ -60,19 +63,33 @@ def train_classifier(
     patience: int,
     seed: int,
     prep=None,
+    optimizer: str = "adamw",
+    step: int = 7,
+    gamma: float = 0.1,
 ) -> TrainReport:
-    """AdamW with a cosine schedule on cross-entropy; keeps the best-val-accuracy weights.
+    """Minibatch training on cross-entropy; keeps the best-val-accuracy weights.
 
+    `optimizer` "adamw" or "adam": a per-step cosine schedule from `lr`; "sgd": plain SGD (no
+    momentum, as the paper's released code) with lr x`gamma` every `step` epochs.
     x `(N, ...)` any float dtype on the model's device (batches are cast to float32, then
     `prep`ed); y `(N,)` int64. With a validation set, training stops after `patience` epochs
-    without a better val top-1 and the best epoch's weights are restored.
+    without a better val top-1 and the best epoch's weights are restored; without one, the
+    last epoch's weights are kept.
     """
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
-    )
+    per_step = optimizer != "sgd"
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step, gamma)
+    elif optimizer in ("adam", "adamw"):
+        cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+        opt = cls(model.parameters(), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
+        )
+    else:
+        raise ExplorerError(f"unknown optimizer '{optimizer}'; choose from sgd, adam, adamw")
     loss_fn = nn.CrossEntropyLoss()
     best = (-1.0, 0)
     best_state = None
@@ -86,6 +103,9 @@ def train_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if per_step:
+                sched.step()
+        if not per_step:
             sched.step()
         if x_val is None or len(x_val) == 0:
             continue
@@ -114,9 +134,10 @@ class TorchProbe(ProbeEstimator):
     """`fit`/`predict_proba` for minibatch-trained torch heads.
 
     Subclasses take `epochs, batch_size, lr, weight_decay, patience, val_fraction, device,
-    seed` (and their own arguments) in `__init__`, `_store` them, and define `_check(X, y)` (validated arrays), `_build(x, fit_idx,
-    n_classes)` (a fresh `nn.Module`; may fit preprocessing state such as `mean_`) and, if
-    batches need it, `_prep(xb)`. `fit` holds out a stratified `val_fraction` of train for
+    seed` (and their own arguments) in `__init__`, `_store` them, and define `_check(X, y)`
+    (validated arrays), `_build(x, fit_idx, n_classes)` (a fresh `nn.Module`; may fit
+    preprocessing state such as `mean_`), if batches need it `_prep(xb)`, and if they do not
+    train with AdamW `_train_options()`. `fit` holds out a stratified `val_fraction` of train for
     early stopping (best epoch kept). Learned: `classes_`, `model_`, `best_epoch_`,
     `epochs_run_`, `val_top1_`.
     """
@@ -129,6 +150,10 @@ class TorchProbe(ProbeEstimator):
 
     def _prep(self, xb: torch.Tensor) -> torch.Tensor:
         return xb
+
+    def _train_options(self) -> dict:
+        """Optimiser settings for `train_classifier` (defaults: AdamW, cosine, early stopping)."""
+        return {"weight_decay": self.weight_decay, "patience": self.patience, "optimizer": "adamw"}
 
     def fit(self, X: np.ndarray, y: np.ndarray):
         X, y = self._check(X, y)
@@ -149,10 +174,9 @@ class TorchProbe(ProbeEstimator):
             epochs=self.epochs,
             batch_size=self.batch_size,
             lr=self.lr,
-            weight_decay=self.weight_decay,
-            patience=self.patience,
             seed=self.seed,
             prep=self._prep,
+            **self._train_options(),
         )
         self.best_epoch_ = report.best_epoch
         self.epochs_run_ = report.epochs_run

@@ -40,7 +40,7 @@ def test_attention_head_learns_positions():
     pooled_acc = pooled.score(xte.mean((2, 3)), yte)
     assert pooled_acc < 0.45, f"sanity: pooled features should be near chance, got {pooled_acc}"
     assert res.top1 > 0.85, f"attention head should learn positions, got {res.top1:.3f}"
-    assert res.head == "attention" and res.extra["heads"] == 4, f"bad result labels: {res}"
+    assert res.head == "attention-small" and res.extra["heads"] == 4, f"bad result labels: {res}"
     assert res.confusion.shape == (4, 4), "confusion is (C, C)"
 
 

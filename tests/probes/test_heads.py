@@ -18,7 +18,9 @@ FAST = {
     "linear": "linear:regs=1e-3/1e-1",
     "knn": "knn:k=5",
     "mlp": "mlp:hidden=16:epochs=15:lr=0.01:batch_size=32",
-    "attention": "attention:dim=8:heads=2:epochs=15:lr=0.01:batch_size=32",
+    "attention-small": "attention:dim=8:heads=2:epochs=15:lr=0.01:batch_size=32",
+    "attention-paper": "attention-paper:dim=8:heads=2:epochs=15:lr=0.2:batch_size=16",
+    "cnn": "cnn:hidden=8:epochs=15:lr=0.2:batch_size=16",
 }
 
 
@@ -59,7 +61,7 @@ def test_aliases_and_canonical_labels():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("knnx", "unknown head 'knnx'; choose from linear, knn, mlp, attention"),
+        ("knnx", "unknown head 'knnx'; choose from linear, knn, mlp, attention-small, attention-paper, cnn"),
         ("svm", "unknown head 'svm'"),
         ("knn:q=3", "head 'knn' has no parameter 'q'; it takes k, temperature"),
         ("knn:k=0", "head 'knn': k must be a positive integer, got '0'"),
@@ -114,6 +116,10 @@ def test_registry_defaults_match_the_probes():
     assert params("attention") == {k: v for k, v in AttentionProbe().get_params().items() if k != "device"}, (
         "attention defaults"
     )
+    from explorer.probes.paper_heads import CNNProbe, PaperAttentionProbe
+
+    for name, cls in (("attention-paper", PaperAttentionProbe), ("cnn", CNNProbe)):
+        assert params(name) == {k: v for k, v in cls().get_params().items() if k != "device"}, name
     assert params("linear") == _defaults(fit_linear_grid), "linear defaults"
     assert params("knn")["temperature"] == TEMPERATURE, "knn temperature"
 
@@ -136,7 +142,7 @@ def test_workspace_evaluate_rejects_unknown_heads(ws):
 
     with pytest.raises(ExplorerError, match="unknown head 'knnx'"):
         ws.evaluate([Setting(10, "mid_block", "2")], "knnx")
-    with pytest.raises(ExplorerError, match="the attention head needs spatial maps"):
+    with pytest.raises(ExplorerError, match="the attention-small head needs spatial maps"):
         ws.evaluate([Setting(10, "mid_block", "1")], "attention")
     assert not any(ws.store.dir.rglob("*.npy")), "a bad request extracts nothing"
 
