@@ -131,14 +131,16 @@ def aligned_umap(
     min_dist: float = 0.1,
     seed: int = 0,
     pca_dim: int | None = 50,
-    cache_key: str | None = None,
+    cache_key: str | Sequence[str] | None = None,
     cache_root: Path | None = None,
 ) -> list[np.ndarray]:
     """Aligned UMAPs `[(N, 2) float32]` of K feature sets `(N, D_k)` on the same N examples.
 
     Neighbouring sets (e.g. successive timesteps) are tied by the identity relation, so an
     example stays near the same place while a slider moves across them. Each set is
-    reduced by its own PCA first. Cached like `umap_embed`.
+    reduced by its own PCA first. Cached like `umap_embed`; `cache_key` may be one key per
+    set (e.g. the feature store's keys, in order), so the same sets in the same order with
+    the same parameters re-open the stored layout.
     """
     mats = [_as_matrix(x, f"features[{i}]") for i, x in enumerate(xs)]
     if not mats:
@@ -148,6 +150,11 @@ def aligned_umap(
         raise ExplorerError(f"aligned UMAP needs the same examples: rows {[len(m) for m in mats]}")
     params = dict(n=n, d=[m.shape[1] for m in mats], n_neighbors=n_neighbors)
     params |= dict(min_dist=min_dist, seed=seed, pca_dim=pca_dim)
+    if cache_key is not None and not isinstance(cache_key, str):
+        keys = [str(k) for k in cache_key]
+        if len(keys) != len(mats):
+            raise ExplorerError(f"aligned UMAP needs one cache key per set: {len(keys)} for {len(mats)}")
+        cache_key = json.dumps(keys)
     path = None if cache_key is None else _cache_file("aligned", cache_key, params, cache_root)
 
     def compute() -> np.ndarray:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from explorer.features import PIXELS
 from explorer.heads import HEADS
-from explorer.ui import common, downloads, figures, services, state
+from explorer.ui import common, downloads, figures, services, state, timelapse
 from explorer.ui.hover import hover_scatter_html
 from explorer.workspace import PIXEL_POOL, Setting
 
@@ -120,6 +120,8 @@ with common.guard():
             ),
             height=530,
         )
+
+    timelapse.view(ws, block, pool, int(t), names)  # the aligned UMAP of this block over t
 
     st.subheader("Most confused")
     pairs = figures.most_confused(res.confusion, k=3)
