@@ -61,6 +61,7 @@ def feature_key(model, dataset: ImageDataset, sel: Selection, t: int | None, lay
     }
     if layer != PIXELS:
         parts |= {"model": model.fingerprint, "t": int(t), "seed": int(seed)}
+        parts |= model.family.key_parts()  # family and conditioning; none for a plain pixel U-Net
     return content_key(parts)
 
 
@@ -161,6 +162,7 @@ def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureSto
             "dataset_fingerprint": dataset.fingerprint, "split": sel.split, "images": n, "t": t,
             "layer": k[0], "layer_index": by_name[k[0]].index, "pool": k[1], "seed": seed,
             "preprocess": model.preprocess.tag, "version": EXTRACTION_VERSION,
+            **model.family.key_parts(), "label_leaking": model.family.leaks_label,
         })
         for k, key in keys.items()
     }
@@ -174,10 +176,11 @@ def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureSto
     passes = 0
     for s in range(start, n, batch_size):
         idx = sel.indices[s : s + batch_size]
-        x0 = prep(dataset.images(idx))
-        noise = image_noise(idx, seed, tuple(x0.shape[1:]))
+        x0 = model.family.encode(prep(dataset.images(idx)))  # pixels, or latents
+        noise = image_noise(idx, seed, tuple(x0.shape[1:]))  # of the input space's shape
+        kw = model.family.net_kwargs(len(idx), dataset.labels[idx])
         feats = forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=lays,
-                                 pools=pools_needed, autocast=ac)
+                                 pools=pools_needed, autocast=ac, net_kwargs=kw)
         for k, e in entries.items():
             e.write(s, feats[k].numpy())
         for e in entries.values():

@@ -1,9 +1,15 @@
-"""The catalogue of probe points of a `UNet2DModel`, in forward order, built from the model itself.
+"""The catalogue of probe points of a denoiser, in forward order, built from the model itself.
+
+U-Nets (`UNet2DModel`, Stable Diffusion's `UNet2DConditionModel`) share one numbering.
 
 Numbering (1-based) follows the paper: `conv_in`; per down block its resnets (each read
 after its attention) then its downsampler; the mid block; per up block its resnets (each
 after its attention), the last one read after the block's upsampler. On the paper's ADM
 layout this gives blocks 1-37, with 19 the bottleneck and 24 = `up_blocks.1.resnets.1`.
+
+A DiT (`DiTTransformer2DModel`) has one point per transformer block (`transformer_blocks.i`,
+stage "block", kind "transformer"): its tokens `(B, N, D)` are read as the patch grid
+`(B, D, h, w)` (row-major patches, as DiT unpatchifies), so every pooling applies.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ class LayerSpec:
     index: int  # 1-based, forward order (paper numbering on ADM)
     name: str  # dotted path of the point: the resnet, downsampler, `mid_block` or `conv_in`
     hook: str  # dotted path of the module whose output is read
-    stage: str  # "down" (conv_in included), "mid" or "up"
-    kind: str  # conv | resnet | resnet+attn | downsample | mid | resnet+upsample | resnet+attn+upsample
+    stage: str  # "down" (conv_in included), "mid" or "up"; "block" for a transformer
+    kind: str  # conv | resnet | resnet+attn | downsample | mid | resnet+upsample | resnet+attn+upsample | transformer
     channels: int
     height: int
     width: int
@@ -41,6 +47,9 @@ class LayerSpec:
 
 def _points(unet) -> list[tuple[str, str, str, str]]:
     """(name, hook, stage, kind) for every probe point, from the model's module structure."""
+    if is_transformer(unet):
+        return [(f"transformer_blocks.{i}", f"transformer_blocks.{i}", "block", "transformer")
+                for i in range(len(unet.transformer_blocks))]
     pts = [("conv_in", "conv_in", "down", "conv")]
     for i, block in enumerate(unet.down_blocks):
         attns = getattr(block, "attentions", None)
@@ -69,6 +78,33 @@ def _points(unet) -> list[tuple[str, str, str, str]]:
     return pts
 
 
+def is_transformer(net) -> bool:
+    """True for a denoiser made of transformer blocks over patch tokens (DiT)."""
+    return hasattr(net, "transformer_blocks") and not hasattr(net, "down_blocks")
+
+
+def probe_kwargs(net, batch: int, device) -> dict:
+    """Placeholder conditioning for a shape-probing call (shapes do not depend on its values)."""
+    cfg = net.config
+    if type(net).__name__ == "UNet2DConditionModel":
+        dim = cfg.cross_attention_dim
+        dim = dim[0] if isinstance(dim, list | tuple) else dim
+        return {"encoder_hidden_states": torch.zeros(batch, 1, int(dim), device=device)}
+    if is_transformer(net) or getattr(net, "class_embedding", None) is not None:
+        return {"class_labels": torch.zeros(batch, dtype=torch.long, device=device)}
+    return {}
+
+
+def feature_map(output, layer: LayerSpec) -> torch.Tensor:
+    """The `(B, C, H, W)` map of a hooked module's output; transformer tokens `(B, N, D)` are
+    laid out on the `layer.height x layer.width` patch grid."""
+    x = first_tensor(output)
+    if x.dim() == 3:
+        b, n, d = x.shape
+        x = x.transpose(1, 2).reshape(b, d, layer.height, layer.width)
+    return x
+
+
 def first_tensor(out) -> torch.Tensor:
     """The feature map in a module's output (some diffusers blocks return tuples)."""
     while isinstance(out, tuple | list):
@@ -79,7 +115,8 @@ def first_tensor(out) -> torch.Tensor:
 
 
 def build_catalogue(unet, device: torch.device | str | None = None) -> list[LayerSpec]:
-    """Every probe point of `unet` with its shape, from one shape-probing forward pass (batch 1).
+    """Every probe point of the denoiser `unet` (any family) with its shape, from one
+    shape-probing forward pass (batch 1, placeholder conditioning).
 
     Works on the meta device too, so the catalogue of a huge model costs no compute.
     """
@@ -90,16 +127,21 @@ def build_catalogue(unet, device: torch.device | str | None = None) -> list[Laye
     dev = device or next(unet.parameters()).device
     x = torch.zeros(1, cfg.in_channels, size, size, device=dev)
     t = torch.zeros(1, dtype=torch.long, device=dev)
+    kwargs = probe_kwargs(unet, 1, dev)
 
     def record(hook: str, output) -> None:
         shapes[hook] = tuple(first_tensor(output).shape)
 
     # per-context hooks: safe while other threads run the same (shared) model
     with listen(unet, {hook for _, hook, _, _ in pts}, record), torch.inference_mode():
-        unet(x, t)
+        unet(x, t, **kwargs)
     out = []
     for idx, (name, hook, stage, kind) in enumerate(pts, start=1):
-        _, c, h, w = shapes[hook]
+        if len(shapes[hook]) == 3:  # transformer tokens (1, N, D) on the patch grid
+            side = size // int(cfg.patch_size)
+            c, h, w = shapes[hook][2], side, side
+        else:
+            _, c, h, w = shapes[hook]
         out.append(LayerSpec(idx, name, hook, stage, kind, c, h, w, max(1, size // h)))
     return out
 

@@ -1,4 +1,5 @@
-"""Load a diffusers `UNet2DModel` and its noise scheduler by name, path, hub id or `random:<model>`."""
+"""Load a diffusion model (any family of `explorer.families`) and its noise scheduler by name,
+path, hub id or `random:<model>`."""
 
 from __future__ import annotations
 
@@ -13,25 +14,37 @@ import torch
 
 from explorer.data.preprocess import Preprocess
 from explorer.errors import ExplorerError, suggest
+from explorer.families.base import Adapter
 from explorer.paths import BUILTIN_MODEL_DIRS, RANDOM_PREFIX, cache_dir, default_model  # noqa: F401
 
 BUILTIN = BUILTIN_MODEL_DIRS
 RANDOM_SEED = 0
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SPEC_OPTIONS = ("class-label", "prompt")
 _IGNORED_CONFIG_KEYS = ("_diffusers_version", "_name_or_path", "_use_default_values")
 
 
 @dataclass
 class LoadedModel:
-    """A U-Net with its scheduler, the name it was asked by, and a content fingerprint."""
+    """A denoiser with its scheduler and family adapter, the name it was asked by, and a content fingerprint."""
 
     name: str
-    unet: torch.nn.Module  # diffusers UNet2DModel, eval mode
-    scheduler: object  # diffusers DDPMScheduler (add_noise, alphas_cumprod)
+    unet: torch.nn.Module  # the denoiser: UNet2DModel, UNet2DConditionModel or DiTTransformer2DModel, eval mode
+    scheduler: object  # diffusers DDPMScheduler (add_noise, alphas_cumprod) of the model's own VP schedule
     fingerprint: str
     source: str  # "builtin" | "local" | "hub" | "random"
     path: Path | None = None
+    adapter: Adapter | None = None  # None: an unconditional pixel U-Net
+
+    @property
+    def family(self) -> Adapter:
+        """The family adapter (encode, condition, key parts); built for a bare pixel U-Net."""
+        if self.adapter is None:
+            from explorer.families import pixel_unet
+
+            self.adapter = pixel_unet.adapter(self.unet)
+        return self.adapter
 
     @property
     def num_timesteps(self) -> int:
@@ -39,41 +52,76 @@ class LoadedModel:
 
     @property
     def resolution(self) -> int:
-        s = self.unet.config.sample_size
-        return int(s if isinstance(s, int) else s[0])
+        """Side of the square images the model takes (before any autoencoder)."""
+        return self.family.image_size
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.resolution, int(self.unet.config.in_channels))
+        return Preprocess(self.resolution, self.family.image_channels)
 
     @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 
 
-def load_model(spec: str, *, trust_pickle: bool = False, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load `spec`: a built-in name, a local folder, a hub id, or `random:` before any of those."""
-    spec = spec.strip()
-    if spec.startswith(RANDOM_PREFIX):
-        base = spec[len(RANDOM_PREFIX) :]
-        folder, source = _resolve(base, trust_pickle)
-        config = read_unet_config(folder)
-        from diffusers import UNet2DModel
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """"folder#class-label=3" -> ("folder", {"class-label": "3"}); options are `class-label` and `prompt`."""
+    base, sep, rest = spec.partition("#")
+    if not sep:
+        return spec, {}
+    key, eq, value = rest.partition("=")
+    key = key.strip().lower()
+    if not eq or key not in SPEC_OPTIONS:
+        raise ExplorerError(f"cannot read model option '#{rest}'; use #class-label=VALUE or #prompt=TEXT")
+    return base.strip(), {key: value}
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            try:
-                unet = UNet2DModel.from_config(config)
-            except (ValueError, TypeError, RuntimeError, KeyError) as e:
-                raise ExplorerError(f"cannot build a U-Net from {folder}'s config: {_load_error_text(e)}") from e
-        sched = load_scheduler(folder)
-        fp = _hash_text("random", str(RANDOM_SEED), _canonical_config(config), _canonical_config(dict(sched.config)))
-        return LoadedModel(spec, unet.eval().to(device), sched, fp, "random", folder)
-    folder, source = _resolve(spec, trust_pickle)
-    unet, weights = _load_unet(folder, trust_pickle)
+
+def load_model(spec: str, *, trust_pickle: bool = False, device: str | torch.device = "cpu",
+               prompt: str | None = None, class_label: str | int | None = None) -> LoadedModel:
+    """Load `spec`: a built-in name, a local folder, a hub id, or `random:` before any of those
+    (random weights for the denoiser; an autoencoder or text encoder keeps its own).
+
+    `prompt` (Stable Diffusion) and `class_label` (null | int | true; class-conditional models)
+    set the conditioning; the spec may carry one as `#prompt=TEXT` or `#class-label=VALUE`.
+    """
+    from explorer.families import PIXEL_UNET, build, detect
+
+    base, opts = split_spec(spec.strip())
+    prompt = opts.get("prompt") if prompt is None else prompt
+    class_label = opts.get("class-label") if class_label is None else class_label
+    randomize = base.startswith(RANDOM_PREFIX)
+    folder, source = _resolve(base[len(RANDOM_PREFIX):] if randomize else base, trust_pickle)
+    family, config = detect(folder)
     sched = load_scheduler(folder)  # the noise schedule changes x_t, so it is part of the fingerprint
-    fp = _hash_text(_canonical_config(dict(unet.config)), file_sha256(weights), _canonical_config(dict(sched.config)))
-    return LoadedModel(spec, unet.eval().to(device), sched, fp, source, folder)
+    if randomize:
+        net = _random_net(folder, config)
+        fp = _hash_text("random", str(RANDOM_SEED), _canonical_config(config), _canonical_config(dict(sched.config)))
+        source = "random"
+    else:
+        net, weights = _load_net(folder, trust_pickle)
+        fp = _hash_text(_canonical_config(dict(net.config)), file_sha256(weights),
+                        _canonical_config(dict(sched.config)))
+    adapter, parts = build(family, folder, net.eval(), trust_pickle=trust_pickle, prompt=prompt,
+                           class_label=class_label)
+    quirk = getattr(sched, "explorer_source", None)
+    if family != PIXEL_UNET or parts or quirk:  # pixel U-Nets keep their fingerprints (and caches)
+        fp = _hash_text(fp, family, *parts, quirk or "")
+    name = base
+    if prompt is not None:
+        name += f"#prompt={prompt}"
+    elif class_label is not None:
+        name += f"#class-label={str(class_label).strip().lower()}"
+    return LoadedModel(name, net, sched, fp, source, folder, adapter.to(device))
+
+
+def _random_net(folder: Path, config: dict):
+    """The denoiser of `folder`'s config with fixed random weights (seed `RANDOM_SEED`)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        try:
+            return _net_class(config).from_config(config)
+        except (ValueError, TypeError, RuntimeError, KeyError) as e:
+            raise ExplorerError(f"cannot build a model from {folder}'s config: {_load_error_text(e)}") from e
 
 
 def _resolve(spec: str, trust_pickle: bool) -> tuple[Path, str]:
@@ -95,43 +143,43 @@ def _resolve(spec: str, trust_pickle: bool) -> tuple[Path, str]:
     )
 
 
-def _unet_folder(folder: Path) -> Path:
-    """The folder holding the U-Net's config: the folder itself or its `unet/` (pipeline layout)."""
-    if (folder / "unet" / "config.json").exists():
-        return folder / "unet"
-    if (folder / "config.json").exists():
-        return folder
-    raise ExplorerError(
-        f"{folder} is not a diffusers model folder (no config.json or unet/config.json); "
-        "save one with UNet2DModel.save_pretrained or pass a built-in name"
-    )
+def _net_class(config: dict):
+    import diffusers
+
+    return getattr(diffusers, config.get("_class_name", "UNet2DModel"))
 
 
 def read_unet_config(folder: Path) -> dict:
-    """The U-Net's config.json, checked to be an unconditional `UNet2DModel`."""
-    path = _unet_folder(folder) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ExplorerError(f"cannot read {path}: {e}; is this a diffusers model folder?") from e
-    if not isinstance(config, dict):
-        raise ExplorerError(f"{path} is not a model config (not a JSON object)")
-    cls = config.get("_class_name", "UNet2DModel")
-    if cls != "UNet2DModel":
-        raise ExplorerError(
-            f"{path} describes a {cls}, not a UNet2DModel; the explorer reads unconditional diffusers U-Nets"
-        )
-    return config
+    """The denoiser's config.json (`transformer/`, `unet/` or root), checked to be a supported class."""
+    from explorer.families import detect
+
+    return detect(folder)[1]
 
 
-def _load_unet(folder: Path, trust_pickle: bool):
-    """(UNet2DModel, weights file) from a local folder; pickle weights only when trusted."""
-    from diffusers import UNet2DModel
+def _load_net(folder: Path, trust_pickle: bool):
+    """(denoiser, weights file) from a local folder; pickle weights only when trusted."""
+    from explorer.families import detect, net_folder
 
-    read_unet_config(folder)
-    unet_dir = _unet_folder(folder)
-    safetensors = sorted(unet_dir.glob("*.safetensors"))
-    pickles = [p for p in sorted(unet_dir.iterdir()) if p.suffix in PICKLE_SUFFIXES]
+    _, config = detect(folder)
+    net, weights = _load_weights(net_folder(folder), _net_class(config), trust_pickle, "model")
+    return net, weights
+
+
+def load_component(folder: Path, cls, trust_pickle: bool, what: str) -> tuple[torch.nn.Module, list[str]]:
+    """A pipeline component (autoencoder, text encoder) in eval mode, and its fingerprint parts."""
+    module, weights = _load_weights(folder, cls, trust_pickle, what)
+    return module.eval(), [_canonical_config(_config_dict(module)), file_sha256(weights)]
+
+
+def _config_dict(module) -> dict:
+    cfg = module.config
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+
+
+def _load_weights(folder: Path, cls, trust_pickle: bool, what: str):
+    """`cls.from_pretrained(folder)` from local safetensors (or trusted pickle), one-line errors."""
+    safetensors = sorted(folder.glob("*.safetensors"))
+    pickles = [p for p in sorted(folder.iterdir()) if p.suffix in PICKLE_SUFFIXES]
     if safetensors:
         weights, use_safe = safetensors[0], True
     elif pickles:
@@ -142,13 +190,14 @@ def _load_unet(folder: Path, trust_pickle: bool):
             )
         weights, use_safe = pickles[0], False
     else:
-        raise ExplorerError(f"{unet_dir} has a config but no weights (*.safetensors); is the download complete?")
+        raise ExplorerError(f"{folder} has a config but no weights (*.safetensors); is the download complete?")
     try:
-        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=use_safe, local_files_only=True,
-                                           low_cpu_mem_usage=False)
+        kw = {"low_cpu_mem_usage": False} if cls.__module__.startswith("diffusers") else {}
+        module = cls.from_pretrained(folder, use_safetensors=use_safe, local_files_only=True, **kw)
     except (OSError, ValueError, RuntimeError, TypeError) as e:
-        raise ExplorerError(f"cannot load the U-Net in {unet_dir}: {_load_error_text(e)}") from e
-    return unet, weights
+        label = "U-Net" if what == "model" and cls.__name__.startswith("UNet") else what
+        raise ExplorerError(f"cannot load the {label} in {folder}: {_load_error_text(e)}") from e
+    return module, weights
 
 
 _MISMATCH = re.compile(
@@ -175,9 +224,12 @@ def _load_error_text(e: BaseException) -> str:
 
 
 def load_scheduler(folder: Path):
-    """The scheduler saved beside the model (`scheduler/` or root), else DDPM with 1000 linear
-    steps; a scheduler the folder declares (`scheduler/`, model_index.json) must be readable."""
+    """The forward process of the scheduler saved beside the model (`scheduler/` or root), else
+    DDPM with 1000 linear steps; a scheduler the folder declares (`scheduler/`, model_index.json)
+    must be readable. See `explorer.families.schedulers` for the supported classes."""
     from diffusers import DDPMScheduler
+
+    from explorer.families.schedulers import vp_scheduler
 
     for cand in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"):
         if cand.exists():
@@ -192,15 +244,7 @@ def load_scheduler(folder: Path):
                 raise ExplorerError(
                     f"{cand}: num_train_timesteps must be a positive integer, got {steps!r}"
                 )
-            # Every diffusers scheduler of this family shares the forward process: rebuild as DDPM.
-            keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
-                    "prediction_type", "clip_sample")
-            try:
-                return DDPMScheduler(**{k: config[k] for k in keys if k in config})
-            except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
-                raise ExplorerError(
-                    f"{cand} is not a usable noise schedule ({_load_error_text(e)})"
-                ) from e
+            return vp_scheduler(config, str(cand))
     if (folder / "scheduler").is_dir() or "scheduler" in _model_index(folder):
         raise ExplorerError(
             f"{folder} declares a scheduler but {folder / 'scheduler' / 'scheduler_config.json'} is "

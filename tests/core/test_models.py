@@ -120,7 +120,8 @@ def test_config_without_weights_is_refused(tmp_path, tiny_model_dir):
         load_model(str(folder))
 
 
-def test_conditional_unet_is_refused(tmp_path, tiny_model_dir):
+def test_conditional_unet_alone_is_refused(tmp_path, tiny_model_dir):
+    """A Stable Diffusion U-Net without its pipeline would be fed pixels: refused, naming the fix."""
     folder = tmp_path / "cond"
     folder.mkdir()
     config = json.loads((tiny_model_dir / "config.json").read_text())
@@ -128,7 +129,18 @@ def test_conditional_unet_is_refused(tmp_path, tiny_model_dir):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExplorerError, match="UNet2DConditionModel") as e:
         load_model(str(folder))
-    assert "UNet2DModel" in str(e.value), f"the error should say what is expected: {e.value}"
+    assert "pipeline folder" in str(e.value), f"the error should say what to pass: {e.value}"
+
+
+def test_unknown_model_class_is_refused(tmp_path, tiny_model_dir):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["_class_name"] = "UNet1DModel"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExplorerError, match="UNet1DModel") as e:
+        load_model(str(folder))
+    assert "UNet2DModel" in str(e.value), f"the error should say what is read: {e.value}"
 
 
 def test_unknown_name_suggests_builtin(tmp_path, monkeypatch):
