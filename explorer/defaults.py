@@ -57,6 +57,11 @@ def timestep_defaults(num_timesteps: int, n: int = SWEEP_TIMESTEP_COUNT) -> list
     return sorted({min(T - 1, max(0, round(b * T / 1000))) for b in base})[:n]
 
 
+def compare_block(n_blocks: int) -> int:
+    """Position of Compare's block B (block A is `default_block`): the middle block."""
+    return n_blocks // 2
+
+
 def default_block(stages: Sequence[str]) -> int:
     """Position of the app's first block among blocks of these stages ("down", "mid", "up"):
     the second up block (block 9 of the shipped models, best on validation), else the middle."""

@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,31 @@ def _cached(
     return arr
 
 
+def cached_matrix(
+    kind: str,
+    key: str,
+    params: dict,
+    shape: tuple[int, ...],
+    compute: Callable[[], np.ndarray],
+    cache_root: Path | None = None,
+) -> np.ndarray:
+    """A derived float32 array of `shape` (a CKA matrix, say) cached like a UMAP: under
+    `embeddings/<kind>-<sha256(key, params)>.npy`, recomputed when missing or damaged."""
+    return _cached(_cache_file(kind, key, params, cache_root), shape, compute)
+
+
+def cached_only(
+    kind: str, key: str, params: dict, shape: tuple[int, ...], cache_root: Path | None = None
+) -> np.ndarray | None:
+    """The cached array of `cached_matrix`'s arguments, or None when it is not on disk (no compute)."""
+    path = _cache_file(kind, key, params, cache_root)
+    try:
+        arr = np.load(path)
+    except (OSError, ValueError):
+        return None
+    return arr if arr.shape == shape else None
+
+
 def _umap_kwargs(n: int, n_neighbors: int, min_dist: float, seed: int) -> dict:
     # UMAP needs n_neighbors < N; clamping keeps tiny selections working
     return dict(n_neighbors=max(2, min(n_neighbors, n - 1)), min_dist=min_dist, random_state=seed)
@@ -93,6 +120,12 @@ def _fit_umap(x: np.ndarray, kwargs: dict) -> np.ndarray:
     with warnings.catch_warnings():  # umap warns that a seed forces one thread: intended
         warnings.simplefilter("ignore", UserWarning)
         return umap.UMAP(n_components=2, n_jobs=1, **kwargs).fit_transform(x)
+
+
+def _umap_params(shape, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
+                 pca_dim: int | None = 50) -> dict:
+    return dict(n=int(shape[0]), d=int(shape[1]), n_neighbors=n_neighbors, min_dist=min_dist,
+                seed=seed, pca_dim=pca_dim)
 
 
 def umap_embed(
@@ -112,8 +145,7 @@ def umap_embed(
     parameters load it instead of recomputing.
     """
     x = _as_matrix(x)
-    params = dict(n=len(x), d=x.shape[1], n_neighbors=n_neighbors, min_dist=min_dist)
-    params |= dict(seed=seed, pca_dim=pca_dim)
+    params = _umap_params(x.shape, n_neighbors, min_dist, seed, pca_dim)
     path = None if cache_key is None else _cache_file("umap", cache_key, params, cache_root)
 
     def compute() -> np.ndarray:
@@ -172,3 +204,58 @@ def aligned_umap(
         return np.stack(model.embeddings_)
 
     return list(_cached(path, (len(mats), n, 2), compute))
+
+
+# --- UMAP without the wait: PCA now, UMAP from a background thread ------------------------------
+
+_jobs: dict[str, Future] = {}  # cache file -> the thread computing it (one per entry, per process)
+_jobs_lock = threading.Lock()
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="umap")  # one at a time: 2-core CPUs
+
+
+def umap_or_pca(
+    x: np.ndarray, *, cache_key: str, cache_root: Path | None = None, background: bool = True
+) -> tuple[np.ndarray, str]:
+    """`((N, 2) float32, method)`: the cached UMAP of `x` `(N, D)` when it is on disk, else
+    its PCA, with the UMAP (default parameters, cached as `umap_embed` caches it) started in
+    a background thread, so nobody waits for numba's first compilation. `method` says which
+    one was returned ("umap" or "pca"); call again to pick up the UMAP once `umap_pending`
+    is False. A failed background run is raised here, once. `background=False` computes
+    the UMAP now instead."""
+    x = _as_matrix(x)
+    path = _cache_file("umap", cache_key, _umap_params(x.shape), cache_root)
+    done = cached_only("umap", cache_key, _umap_params(x.shape), (len(x), 2), cache_root)
+    if done is not None:
+        return done, "umap"
+    if not background:
+        return umap_embed(x, cache_key=cache_key, cache_root=cache_root), "umap"
+    with _jobs_lock:
+        job = _jobs.get(str(path))
+        if job is not None and job.done():
+            del _jobs[str(path)]
+            if job.exception() is not None:
+                raise job.exception()
+            return job.result(), "umap"
+        if job is None:
+            xc = np.array(x, copy=True)  # the caller's array may be a memory map that goes away
+            _jobs[str(path)] = _pool.submit(
+                umap_embed, xc, cache_key=cache_key, cache_root=cache_root
+            )
+    return pca_embed(x), "pca"
+
+
+def umap_pending(shape: tuple[int, int], *, cache_key: str, cache_root: Path | None = None) -> bool:
+    """Whether a background UMAP of `(N, D)` features under `cache_key` is still running."""
+    path = _cache_file("umap", cache_key, _umap_params(shape), cache_root)
+    with _jobs_lock:
+        job = _jobs.get(str(path))
+    return job is not None and not job.done()
+
+
+def wait_for_umaps(timeout: float | None = None) -> None:
+    """Block until every background UMAP started so far has finished (for tests and scripts)."""
+    from concurrent.futures import wait
+
+    with _jobs_lock:
+        jobs = list(_jobs.values())
+    wait(jobs, timeout=timeout)

@@ -1,4 +1,4 @@
-"""The app's only door to the core: cached models, datasets and workspaces, and small helpers.
+"""The pages' door to the core: cached models, datasets and workspaces, and small helpers.
 
 Models and datasets live in `st.cache_resource` (one copy per server process); features,
 probe results and UMAPs live in the core's on-disk stores, so a setting computed once by
@@ -19,14 +19,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from explorer import defaults
 from explorer.data import ImageDataset, load_dataset
-from explorer.paths import BUILTIN_MODEL_DIRS, RANDOM_PREFIX, cache_dir
+from explorer.defaults import RANDOM_PREFIX
+from explorer.paths import BUILTIN_MODEL_DIRS, cache_dir
 from explorer.results import COLUMNS, load_table, save_table
 from explorer.workspace import Setting, Workspace
 
 BATCH_SIZE = 256
-DEFAULT_TRAIN_LIMIT = 2000
-DEFAULT_TEST_LIMIT = 1000
+DEFAULT_TRAIN_LIMIT = defaults.DEFAULT_TRAIN_LIMIT
+DEFAULT_TEST_LIMIT = defaults.DEFAULT_TEST_LIMIT
 SWEEP_KEYS = ["model", "dataset", "t", "layer", "pool", "head", "split", "metric"]
 
 
@@ -91,14 +93,23 @@ def _workspace(
     )
 
 
+@st.cache_resource(show_spinner=False)
+def warm_cache(root: str) -> dict[str, int]:
+    """Import the shipped seed of the default views into cache `root`, once per process
+    (checksummed files only; see `explorer.warm`)."""
+    from explorer.warm import import_seed
+
+    return import_seed(root)
+
+
 def workspace(
     ctx: Context, model: str | None = None, *, test_limit: int | None = None
 ) -> Workspace:
     """The workspace of `ctx` (or of another `model` on the same data), cached per process."""
     tl = ctx.test_limit if test_limit is None else test_limit
-    return _workspace(
-        model or ctx.model, ctx.dataset, ctx.train_limit, tl, str(cache_dir()), "auto"
-    )
+    root = str(cache_dir())
+    warm_cache(root)
+    return _workspace(model or ctx.model, ctx.dataset, ctx.train_limit, tl, root, "auto")
 
 
 @st.cache_resource(show_spinner=False)
@@ -133,24 +144,46 @@ def evaluate(
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _embedding(_ws: Workspace, key: str, method: str, _s: Setting) -> np.ndarray:
-    return np.asarray(_ws.embedding(_s, method=method), dtype=np.float32)
+def _pca(_ws: Workspace, key: str, _s: Setting) -> np.ndarray:
+    return np.asarray(_ws.embedding(_s, method="pca"), dtype=np.float32)
 
 
-def embedding(ws: Workspace, s: Setting, method: str) -> np.ndarray:
-    """`(N_test, 2)` UMAP (cached on disk by the core) or PCA of a setting's test features."""
-    if not ws.store.has(ws.key(s, "test")):
+def embedding(ws: Workspace, s: Setting, method: str) -> tuple[np.ndarray, str]:
+    """`((N_test, 2), shown)`: the UMAP (cached on disk by the core) or PCA of a setting's test
+    features, and which one it is. A UMAP not yet computed is started in the background and
+    PCA shown meanwhile; the page reruns by itself when the UMAP is ready."""
+    from explorer.analysis.embed import umap_or_pca
+
+    key = ws.key(s, "test")
+    if not ws.store.has(key):
         ws.ensure([s], splits=["test"])
-    with st.spinner(
-        "UMAP (first time for this setting; cached after)…" if method == "umap" else "PCA…"
-    ):
-        return _embedding(ws, ws.key(s, "test"), method, s)
+    if method != "umap":
+        return _pca(ws, key, s), "pca"
+    x = ws.features(s, "test")
+    xy, shown = umap_or_pca(np.asarray(x), cache_key=key, cache_root=ws.store.root)
+    if shown == "pca":
+        st.caption(
+            "UMAP is being computed in the background (first time for this setting; cached "
+            "after): PCA is shown until it is ready, then the page updates by itself."
+        )
+        _await_umap(tuple(x.shape), key, str(ws.store.root))
+    return np.asarray(xy, dtype=np.float32), shown
+
+
+@st.fragment(run_every=1.5)
+def _await_umap(shape: tuple[int, int], key: str, root: str) -> None:
+    """Polls the background UMAP; reruns the page once it is done."""
+    from explorer.analysis.embed import umap_pending
+
+    if not umap_pending(shape, cache_key=key, cache_root=Path(root)):
+        st.rerun()
 
 
 def cka(ws: Workspace, settings: Sequence[Setting], debiased: bool, label: str) -> np.ndarray:
-    """`(K, K)` CKA on the test split, with a progress bar while features are missing."""
-    missing = [s for s in settings if not ws.store.has(ws.key(s, "test"))]
-    if missing:
+    """`(K, K)` CKA on the test split (cached on disk), with a progress bar while features are missing."""
+    from explorer.warm import cka_view
+
+    def ensure(missing: list[Setting]) -> None:
         bar = st.progress(0.0, text=label)
 
         def tick(done: int, total: int) -> None:
@@ -160,7 +193,8 @@ def cka(ws: Workspace, settings: Sequence[Setting], debiased: bool, label: str) 
             ws.ensure(missing, progress=tick, splits=["test"])
         finally:
             bar.empty()
-    return ws.cka(list(settings), split="test", debiased=debiased)
+
+    return cka_view(ws, list(settings), split="test", debiased=debiased, ensure=ensure)
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -275,6 +309,22 @@ def sweep(ws: Workspace, plan, path: Path, table: pd.DataFrame) -> tuple[pd.Data
         running.unlink(missing_ok=True)
         bar.empty()
     return table, len(accuracy_view(new)), time.time() - t0
+
+
+def shipped_sweep(ctx: Context):
+    """The shipped sweep of this built-in model and dataset, checked against its checksum, the
+    extraction version and the model's weights (`explorer.shipped.Shipped`, with `.table`),
+    or None when there is none."""
+    from explorer import shipped
+    from explorer.extract import EXTRACTION_VERSION
+
+    path = shipped.table_for(ctx.base_model, ctx.dataset)
+    if path is None:
+        return None
+    fp = workspace(ctx, ctx.base_model).model.fingerprint
+    found = shipped.check(path, extraction_version=EXTRACTION_VERSION, model_fingerprint=fp)
+    found.table = read_table(path)
+    return found
 
 
 def running_path(path: Path) -> Path:

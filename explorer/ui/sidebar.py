@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import access
+from explorer import defaults as D
 from explorer.data import BUILTIN_DATASETS, default_dataset
+from explorer.defaults import RANDOM_PREFIX
 from explorer.errors import ExplorerError
-from explorer.paths import RANDOM_PREFIX, cache_dir, default_model
+from explorer.paths import cache_dir, default_model
 from explorer.ui import services, state
 from explorer.ui.common import CONTEXT_KEY, policy
 
@@ -191,9 +193,9 @@ def render() -> services.Context:
         )
         c1, c2 = st.columns(2)
         with c1:
-            train = _limit("side_train", "train", "Train images", services.DEFAULT_TRAIN_LIMIT)
+            train = _limit("side_train", "train", "Train images", D.DEFAULT_TRAIN_LIMIT)
         with c2:
-            test = _limit("side_test", "test", "Test images", services.DEFAULT_TEST_LIMIT)
+            test = _limit("side_test", "test", "Test images", D.DEFAULT_TEST_LIMIT)
         root = str(cache_dir())
         short = root if len(root) <= 34 else "…" + root[-33:]
         st.caption(f"Device: **{services.device_text()}**  \nCache: `{short}`", help=root)

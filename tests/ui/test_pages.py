@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer.analysis.embed import wait_for_umaps
 from explorer.data import load_dataset
+from explorer.defaults import DEFAULT_POOL, DEFAULT_T
 from explorer.models import load_model
 from explorer.results import accuracy_view
 from explorer.store import FeatureStore
@@ -64,7 +66,7 @@ def metric(at: AppTest, label: str) -> str:
 
 
 def reference(
-    t: int, block: str, pool: str = "1", head: str = "linear", model: str = "ddpm-digits"
+    t: int, block: str, pool: str = DEFAULT_POOL, head: str = "linear", model: str = "ddpm-digits"
 ):
     """The same setting straight from the core (reads the shared result cache)."""
     ws = Workspace(
@@ -97,12 +99,12 @@ def cache_files(root: Path) -> set[str]:
 def test_explore_shows_the_core_numbers_and_switching_back_recomputes_nothing(shared_cache):
     at = open_page()
     assert_clean(at, "explore")
-    r = reference(100, BLOCK)
+    r = reference(DEFAULT_T, BLOCK)
     assert metric(at, "Top-1 (test)") == f"{100 * r.top1:.2f}%", "top-1 is the core's"
     assert metric(at, "95% interval") == f"{100 * r.ci_low:.1f}–{100 * r.ci_high:.1f}%", (
         "interval is the core's"
     )
-    assert at.query_params["t"] == "100" and at.query_params["block"] == BLOCK, (
+    assert at.query_params["t"] == str(DEFAULT_T) and at.query_params["block"] == BLOCK, (
         "the URL holds the setting"
     )
 
@@ -119,9 +121,9 @@ def test_explore_shows_the_core_numbers_and_switching_back_recomputes_nothing(sh
     )
 
     before = cache_files(shared_cache)
-    at.slider(key="explore_t").set_value(100)
+    at.slider(key="explore_t").set_value(DEFAULT_T)
     at.selectbox(key="explore_block").set_value(BLOCK)
-    at.selectbox(key="explore_pool").set_value("1").run()
+    at.selectbox(key="explore_pool").set_value(DEFAULT_POOL).run()
     assert metric(at, "Top-1 (test)") == f"{100 * r.top1:.2f}%", "back on the first setting"
     assert cache_files(shared_cache) == before, (
         "a computed setting renders from the caches, computing nothing"
@@ -132,11 +134,14 @@ def test_umap_is_cached_on_disk(shared_cache):
     at = open_page(proj="umap")
     assert_clean(at, "explore with UMAP")
     assert at.radio(key="explore_proj").value == "umap", "UMAP from the link"
-    made = set((shared_cache / "embeddings").glob("*.npy"))
+    wait_for_umaps()  # a first UMAP runs in the background (PCA meanwhile); the page reruns
+    at.run()
+    made = set((shared_cache / "embeddings").glob("umap-*.npy"))
     assert made, "the UMAP is written to the embeddings cache"
     at.selectbox(key="explore_block").set_value("mid_block").run()
+    wait_for_umaps()
     at.selectbox(key="explore_block").set_value(BLOCK).run()
-    now = set((shared_cache / "embeddings").glob("*.npy"))
+    now = set((shared_cache / "embeddings").glob("umap-*.npy"))
     assert len(now - made) == 1, "one new setting, one new UMAP; going back reads the cached one"
 
 

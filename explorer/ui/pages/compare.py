@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from explorer import defaults as D
 from explorer.heads import HEADS
 from explorer.probes.metrics import compare_results
 from explorer.ui import common, figures, services, state
@@ -28,10 +29,11 @@ with common.guard():
     )
 
     two_t, two_b = mode == "timesteps", mode == "blocks"
-    pick_t = state.integer("compare_t", "t", min(100, T - 1), 0, T - 1)
-    pick_t2 = state.integer("compare_t2", "t2", min(500, T - 1), 0, T - 1)
-    pick_b = common.layer_choice(cat, "compare_block", "block")
-    pick_b2 = common.layer_choice(cat, "compare_block2", "block2", default_index=len(cat) // 2)
+    pick_t = state.integer("compare_t", "t", D.default_t(T), 0, T - 1)
+    pick_t2 = state.integer("compare_t2", "t2", min(D.COMPARE_T2, T - 1), 0, T - 1)
+    first = D.default_block([lay.stage for lay in cat])
+    pick_b = common.layer_choice(cat, "compare_block", "block", default_index=first)
+    pick_b2 = common.layer_choice(cat, "compare_block2", "block2", default_index=D.compare_block(len(cat)))
     block_kw = dict(options=names, format_func=labels.get)
     c = st.columns(3)
     t_a = pick_t(c[0].slider, "Timestep A" if two_t else "Timestep", min_value=0, max_value=T - 1)
@@ -44,9 +46,9 @@ with common.guard():
         b_b = pick_b2(c[2].selectbox, "Block B", **block_kw) if two_b else b_a
     c = st.columns(3)
     with c[0]:
-        pool = common.pool_control(state.choice("compare_pool", "pool", common.POOLS, "1"))
+        pool = common.pool_control(state.choice("compare_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
     with c[1]:
-        head = common.head_control(state.choice("compare_head", "head", HEADS, "linear"))
+        head = common.head_control(state.choice("compare_head", "head", HEADS, D.DEFAULT_HEAD))
     with c[2]:
         method = state.choice("compare_proj", "proj", list(EMBED), "umap")(
             st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
@@ -98,9 +100,9 @@ with common.guard():
                 classes, r.per_class, r.top1, title=f"Per-class accuracy, {side}"
             )
             st.plotly_chart(figs[f"per_class_{side}"], key=f"compare_bars_{side}")
-            xy = services.embedding(w, s, method)
+            xy, shown = services.embedding(w, s, method)  # PCA while a first UMAP computes
             figs[f"embedding_{side}"] = figures.embedding_scatter(
-                xy, y, classes, r.predictions, title=f"{EMBED[method]}, {side}", marker_size=5
+                xy, y, classes, r.predictions, title=f"{EMBED[shown]}, {side}", marker_size=5
             )
             st.plotly_chart(figs[f"embedding_{side}"], key=f"compare_emb_{side}")
     figs["per_class_delta"] = figures.per_class_delta(classes, ra.per_class, rb.per_class)

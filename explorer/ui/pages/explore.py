@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from explorer import defaults as D
 from explorer.features import PIXELS
 from explorer.heads import HEADS
 from explorer.ui import common, downloads, figures, services, state, timelapse
@@ -26,7 +27,7 @@ with common.guard():
 
     c = st.columns([3, 3, 1.4, 1.2, 1.6])
     with c[0]:
-        t = state.integer("explore_t", "t", min(100, T - 1), 0, T - 1)(
+        t = state.integer("explore_t", "t", D.default_t(T), 0, T - 1)(
             st.slider,
             "Timestep t (noise level)",
             min_value=0,
@@ -34,16 +35,17 @@ with common.guard():
             help="0 = clean image; larger t adds more noise before the U-Net reads it.",
         )
     with c[1]:
-        block = common.layer_choice(cat, "explore_block", "block")(
+        stages = [lay.stage for lay in cat]
+        block = common.layer_choice(cat, "explore_block", "block", D.default_block(stages))(
             st.selectbox,
             "Block (index · name · channels×H×W)",
             options=[lay.name for lay in cat],
             format_func=common.label_of(cat).get,
         )
     with c[2]:
-        pool = common.pool_control(state.choice("explore_pool", "pool", common.POOLS, "1"))
+        pool = common.pool_control(state.choice("explore_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
     with c[3]:
-        head = common.head_control(state.choice("explore_head", "head", HEADS, "linear"))
+        head = common.head_control(state.choice("explore_head", "head", HEADS, D.DEFAULT_HEAD))
     with c[4]:
         method = state.choice("explore_proj", "proj", list(EMBED), "umap")(
             st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
@@ -80,9 +82,9 @@ with common.guard():
     col2.plotly_chart(fig_cm, key="explore_cm")
 
     st.subheader("Embedding of the test features")
-    xy = services.embedding(ws, s, method)
+    xy, shown = services.embedding(ws, s, method)  # PCA while a first UMAP computes
     fig_emb = figures.embedding_scatter(
-        xy, y, names, pred, title=f"{EMBED[method]} · t={t} · {block} · pool {pool}"
+        xy, y, names, pred, title=f"{EMBED[shown]} · t={t} · {block} · pool {pool}"
     )
     tab_sel, tab_hover = st.tabs(["Select with lasso or box", "Hover for thumbnails"])
     with tab_sel:

@@ -4,10 +4,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from explorer import defaults as D
 from explorer.ui import common, figures, services, state
 from explorer.workspace import Setting
 
-IMAGES = [200, 500, 1000]
+IMAGES = list(D.SIMILARITY_IMAGES)
 
 ctx = common.context()
 st.title("Representation similarity (CKA)")
@@ -16,15 +17,16 @@ with common.guard():
     cat, T = ws0.catalogue, ws0.model.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
     c = st.columns([3, 3, 2, 2, 2])
-    t = state.integer("sim_t", "t", min(100, T - 1), 0, T - 1)(
+    t = state.integer("sim_t", "t", D.default_t(T), 0, T - 1)(
         c[0].slider, "Timestep (blocks × blocks)", min_value=0, max_value=T - 1
     )
-    block = common.layer_choice(cat, "sim_block", "block")(
+    first = D.default_block([lay.stage for lay in cat])
+    block = common.layer_choice(cat, "sim_block", "block", default_index=first)(
         c[1].selectbox, "Block (timesteps × timesteps)", options=names, format_func=labels.get
     )
     with c[2]:
-        pool = common.pool_control(state.choice("sim_pool", "pool", common.POOLS, "1"))
-    n = state.choice("sim_n", "n", IMAGES, 500, parse=int)(
+        pool = common.pool_control(state.choice("sim_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
+    n = state.choice("sim_n", "n", IMAGES, D.DEFAULT_SIMILARITY_IMAGES, parse=int)(
         c[3].selectbox, "Images", options=IMAGES, help="Test images used (fewer is faster)."
     )
     with c[4]:
@@ -32,7 +34,7 @@ with common.guard():
             st.toggle, "Debiased CKA", help="Unbiased HSIC estimator: less inflated on few images."
         )
     t_opts = common.timestep_options(T)
-    ts = state.choices("sim_ts", "ts", t_opts, common.timestep_defaults(T, 6), parse=int)(
+    ts = state.choices("sim_ts", "ts", t_opts, D.timestep_defaults(T, D.SIMILARITY_TIMESTEPS), parse=int)(
         st.multiselect, "Timesteps for the timesteps × timesteps map", options=t_opts
     )
 

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from explorer import defaults as D
 from explorer.heads import HEADS
 from explorer.paths import RANDOM_PREFIX
 from explorer.results import accuracy_view
@@ -19,15 +20,15 @@ with common.guard():
 
     c = st.columns([3, 5])
     t_opts = common.timestep_options(T)
-    ts = state.choices("sweep_ts", "ts", t_opts, common.timestep_defaults(T), parse=int)(
+    ts = state.choices("sweep_ts", "ts", t_opts, D.timestep_defaults(T), parse=int)(
         c[0].multiselect, "Timesteps", options=t_opts
     )
     blocks = state.choices("sweep_blocks", "blocks", names, common.spread(names, 5))(
         c[1].multiselect, "Blocks", options=names, format_func=labels.get
     )
     c = st.columns([2, 2, 3, 1.5])
-    pools = state.choices("sweep_pools", "pools", common.POOLS, ["1"])(
-        c[0].multiselect, "Pooling", options=list(common.POOLS), format_func=common.POOL_LABELS.get
+    pools = state.choices("sweep_pools", "pools", D.APP_POOLS, [D.DEFAULT_POOL])(
+        c[0].multiselect, "Pooling", options=list(D.APP_POOLS), format_func=common.POOL_LABELS.get
     )
     heads = state.choices("sweep_heads", "heads", HEADS, ["linear"])(
         c[1].multiselect, "Heads", options=list(HEADS)
@@ -61,9 +62,13 @@ with common.guard():
             pixels=base,
             controls=controls,
         )
-        table, n_new, secs = services.sweep(ws, plan, path, table)
+        table, n_new, secs = services.sweep(ws, plan, path, table)  # the user's own table
         st.success(f"Sweep finished in {secs:.0f}s: {n_new} results.")
 
+    shipped = services.shipped_sweep(ctx) if table.empty else None
+    if shipped is not None:  # the built-in pair: open on the shipped sweep, with its provenance
+        (st.info if shipped.fresh else st.warning)(shipped.label(), icon="📦")
+        table, path = shipped.table, shipped.csv
     if table.empty:
         st.info(
             "No results yet for this model, dataset and limits: choose timesteps and blocks, then Compute."
