@@ -94,7 +94,9 @@ class AttentionHead(nn.Module):
 
 
 class AttentionProbe(TorchProbe):
-    """The `attention-small` head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`, h, w <= 8.
+    """The `attention-small` head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`.
+
+    Maps larger than 8 per side are average-pooled to 8 (`pool_tokens`) first.
 
     `fit` holds out a stratified `val_fraction` of train for early stopping (best epoch
     kept). Learned: `classes_`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
@@ -137,11 +139,7 @@ def _check_maps(X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.nda
     X = np.asarray(X)
     if X.ndim != 4:
         raise ExplorerError(f"the attention head takes maps (N, C, h, w), got shape {X.shape}")
-    if max(X.shape[2:]) > MAX_SIDE:
-        raise ExplorerError(
-            f"maps are {X.shape[2]}x{X.shape[3]}; pool them to at most {MAX_SIDE}x{MAX_SIDE} "
-            "first with explorer.probes.pool_tokens(x)"
-        )
+    X = pool_tokens(X)  # larger maps (pool map16) are averaged down to 8x8
     if y is not None and np.asarray(y).shape != (X.shape[0],):
         raise ExplorerError(f"{X.shape[0]} maps but labels have shape {np.asarray(y).shape}")
     return X, y

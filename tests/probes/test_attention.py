@@ -73,7 +73,7 @@ def test_attention_probe_errors():
     maps = np.zeros((4, 3, 4, 4), dtype=np.float32)
     with pytest.raises(ExplorerError, match="not fitted yet"):
         probe.predict(maps)
-    with pytest.raises(ExplorerError, match="pool_tokens"):
-        probe.fit(np.zeros((4, 3, 16, 16), dtype=np.float32), np.arange(4) % 2)
+    probe.fit(np.zeros((4, 3, 16, 16), dtype=np.float32), np.arange(4) % 2)
+    assert probe.map_shape_ == (3, 8, 8), "maps above 8 per side are pooled to 8 first"
     with pytest.raises(ExplorerError, match=r"\(N, C, h, w\)"):
         probe.fit(np.zeros((4, 3), dtype=np.float32), np.arange(4) % 2)

@@ -169,3 +169,32 @@ def test_registry_names_and_alias():
         parse_head("mlp:optimizer=rmsprop")
     with pytest.raises(ExplorerError, match="dim \\(100\\) must be a multiple of heads"):
         parse_head("attention-paper:dim=100")
+
+
+def test_cli_sweep_runs_the_paper_heads_on_map16(tiny_model_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from explorer.cli import main
+
+    out = tmp_path / "res.csv"
+    args = ["sweep", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "40",
+            "--timesteps", "10", "--layers", "-1", "--pools", "map16", "--no-baselines",
+            "--batch-size", "64", "--heads",
+            "attention-paper:dim=8:heads=2:epochs=2,cnn:hidden=4:epochs=2,attention:dim=8:heads=2:epochs=1",
+            "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    df = pd.read_csv(out)
+    assert set(df["head"]) == {"attention-paper:dim=8:heads=2:epochs=2", "cnn:hidden=4:epochs=2",
+                               "attention-small:dim=8:heads=2:epochs=1"}, set(df["head"])
+    top1 = df[df["metric"] == "top1"]
+    assert set(df["pool"].astype(str)) == {"map16"} and len(top1) >= 3, df
+    assert top1["value"].between(0, 1).all(), top1
+
+
+def test_mlp_trains_with_sgd():
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 3
+    x = (np.eye(3)[y] * 6 + rng.normal(size=(120, 3))).astype(np.float32)
+    res = parse_head("mlp:hidden=8:optimizer=sgd:lr=0.1:epochs=20:batch_size=16:val_fraction=0").fit(
+        {"a": (x[:90], y[:90], x[90:], y[90:])}, n_classes=3, device="cpu")["a"]
+    assert res.extra["optimizer"] == "sgd" and res.top1 > 0.8, res
