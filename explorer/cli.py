@@ -36,6 +36,21 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="built-in name, folder, hub id, or random:<model> (default: the dataset's built-in model)")
     p.add_argument("--trust-pickle", action="store_true", help="allow .bin/.pt pickle weights (they can run code)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument("--prompt", default=None,
+                   help="Stable Diffusion: one fixed prompt for every image (default: the empty prompt)")
+    p.add_argument("--class-label", default=None, metavar="null|N|true",
+                   help="class-conditional models: null (the unconditional class), a fixed class N, or "
+                        "true (each image's own label: label-leaking)")
+
+
+def _fold_condition(a: argparse.Namespace) -> None:
+    """--prompt / --class-label become part of the model spec (`MODEL#prompt=...`), so the
+    conditioning follows the model everywhere: memo, random control, results table."""
+    for opt in ("prompt", "class_label"):
+        value = getattr(a, opt, None)
+        if value is not None and a.model is not None:
+            a.model = f"{a.model}#{opt.replace('_', '-')}={value}"
+            setattr(a, opt, None)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -58,6 +73,7 @@ def open_inputs(a: argparse.Namespace, need_dataset: bool = True):
         _default_names(a)
     elif a.model is None:
         a.model = "ddpm-fashion-mnist"
+    _fold_condition(a)
     dataset = load_dataset(a.dataset) if a.dataset else None
     model = load_model(a.model, trust_pickle=a.trust_pickle, device=resolve_device(a.device))
     return model, dataset
@@ -101,6 +117,10 @@ def cmd_layers(a: argparse.Namespace) -> int:
         return 0
     print(f"{model.name}: {model.parameters / 1e6:.2f}M parameters, {model.resolution}x{model.resolution}, "
           f"T={model.num_timesteps}, fingerprint {model.fingerprint}")
+    print("; ".join(f"{k}: {v}" for k, v in model.family.describe().items())
+          + f"; scheduler: {model.scheduler_text}")
+    if model.family.leaks_label:
+        print("warning: --class-label true feeds each image's own label: these features are label-leaking")
     print(f"{'idx':>3}  {'stage':5}  {'name':28}  {'kind':22}  {'C x H x W':>14}")
     for lay in cat:
         print(f"{lay.index:>3}  {lay.stage:5}  {lay.name:28}  {lay.kind:22}  "
@@ -124,50 +144,23 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
 @command("extract", _extract_args)
 def cmd_extract(a: argparse.Namespace) -> int:
     """Compute pooled features for timesteps x layers into the on-disk cache."""
-    from explorer import request_memo
-    from explorer.store import FeatureStore
+    from explorer.workspace import extract
 
-    if a.batch_size < 1 or (a.limit is not None and a.limit < 1):
-        raise ExplorerError("--batch-size and --limit must be positive integers")
-    store = FeatureStore(a.cache_dir)
-    ds_name, model_name = _default_names(a)
-    settings = {k: getattr(a, k) for k in ("splits", "limit", "seeds", "timesteps", "layers", "pool", "trust_pickle")}
-    rid = request_memo.request_id(model_name, ds_name, settings)
-    if memo := request_memo.lookup(store, rid):  # identical run already done: no torch, no model, no data
-        for split, keys in memo["splits"].items():
-            print(f"{split}: {len(keys)} feature sets for {memo['images'][split]} images: 0 computed, "
-                  f"{len(keys)} from cache; stored in {store.dir}")
-        return 0
+    _default_names(a)
 
-    from explorer.device import describe
-    from explorer.extract import check_timesteps, parse_pools, parse_timesteps
-    from explorer.features import Selection, ensure_features, feature_key
-    from explorer.layers import build_catalogue, select_layers
+    def opened(ws) -> None:
+        from explorer.device import describe
 
-    model, ds = open_inputs(a)
-    splits = _splits(ds, a.splits)
-    timesteps = check_timesteps(parse_timesteps(a.timesteps), model.num_timesteps)
-    layers = select_layers(build_catalogue(model.unet), a.layers)
-    pools = parse_pools(a.pool)
-    seeds = _int_list(a.seeds, "seeds")
-    logger.info(f"model {model.name} on {describe(next(model.unet.parameters()).device)}; dataset {ds.name}; "
-             f"{len(timesteps)} timesteps x {len(layers)} layers x {len(pools)} poolings x {len(seeds)} seeds")
-    keys, images = {}, {}
-    for split in splits:
-        sel = Selection.of(ds, split, a.limit)
-        rep = ensure_features(model, ds, sel, timesteps=timesteps, layers=layers, pools=pools, seeds=seeds,
-                              store=store, batch_size=a.batch_size)
-        print(f"{split}: {rep.summary()}")
-        keys[split] = [feature_key(model, ds, sel, t, lay.name, p, s)
-                       for t in timesteps for lay in layers for p in pools for s in seeds]
-        images[split] = len(sel.indices)
-    if ds.skipped:
-        log = store.root / "logs" / f"skipped-{ds.fingerprint}.txt"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text("\n".join(ds.skipped) + "\n")
-        print(f"{len(ds.skipped)} unreadable images were skipped; their names are in {log}")
-    else:
-        request_memo.record(store, rid, keys, {"images": images})
+        logger.info(f"model {ws.model.name} on {describe(next(ws.model.unet.parameters()).device)}; "
+                    f"dataset {ws.dataset.name}")
+
+    out = extract(a.model, a.dataset, timesteps=a.timesteps, layers=a.layers, pools=a.pool, seeds=a.seeds,
+                  splits=a.splits, limit=a.limit, cache_dir=a.cache_dir, device=a.device,
+                  trust_pickle=a.trust_pickle, batch_size=a.batch_size, on_open=opened)
+    for line in out.lines():
+        print(line)
+    if out.skipped_log:
+        print(f"{out.skipped} unreadable images were skipped; their names are in {out.skipped_log}")
     return 0
 
 
@@ -183,6 +176,7 @@ def _default_names(a: argparse.Namespace) -> tuple[str, str]:
                         "using digits")
     if a.model is None:
         a.model = default_model(a.dataset)
+    _fold_condition(a)
     return a.dataset, a.model
 
 

@@ -60,6 +60,12 @@ class LoadedModel:
         return Preprocess(self.resolution, self.family.image_channels)
 
     @property
+    def scheduler_text(self) -> str:
+        from explorer.families.schedulers import describe
+
+        return describe(self.scheduler)
+
+    @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.unet.parameters())
 

@@ -42,6 +42,7 @@ def vp_scheduler(config: dict, where: str):
         sched = DDPMScheduler(**kwargs)
     except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
         raise ExplorerError(f"{where} is not a usable noise schedule ({_first_line(e)})") from e
+    sched.explorer_class = cls_name  # for display only (not in the fingerprint)
     if cls_name == "DDPMScheduler":
         return sched
     own_cls = getattr(diffusers, cls_name, None)
@@ -60,6 +61,15 @@ def vp_scheduler(config: dict, where: str):
         sched.alphas_cumprod = ac.clone().float()  # a class quirk, e.g. Euler's zero-SNR 2**-24
         sched.explorer_source = cls_name  # enters the fingerprint (see explorer.models)
     return sched
+
+
+def describe(sched) -> str:
+    """The noise schedule in words, e.g. "DDIMScheduler config: linear betas, T=1000"."""
+    cfg = sched.config
+    betas = "trained betas" if cfg.trained_betas is not None else f"{cfg.beta_schedule} betas"
+    zero = ", zero terminal SNR" if getattr(cfg, "rescale_betas_zero_snr", False) else ""
+    return (f"{getattr(sched, 'explorer_class', 'DDPMScheduler')} config: {betas}{zero}, "
+            f"T={cfg.num_train_timesteps}, {cfg.prediction_type} prediction (variance-preserving)")
 
 
 def _first_line(e: BaseException) -> str:

@@ -37,10 +37,26 @@ with common.guard():
         st.subheader(f"Model: {model.name}")
         m = st.columns(3)
         m[0].metric("Parameters", f"{model.parameters / 1e6:.2f} M")
+        fam = model.family
+        c, h, w = fam.input_shape
         m[1].metric(
-            "Input", f"{model.resolution}×{model.resolution}×{model.unet.config.in_channels}"
+            "Input",
+            f"{c}×{h}×{w} {fam.space}",
+            help=f"from {fam.image_channels}×{model.resolution}×{model.resolution} images",
         )
         m[2].metric("Timesteps", f"{model.num_timesteps}")
+        info = fam.describe()
+        st.markdown(
+            f"**Family:** {info['family']} ({info['loaded']})  \n"
+            f"**Input space:** {info['input space']}  \n"
+            f"**Conditioning:** {info['conditioning']}  \n"
+            f"**Scheduler:** {model.scheduler_text}"
+        )
+        if fam.leaks_label:
+            st.warning(
+                "Label-leaking: the model is given each image's own class label, so its features "
+                "see the answer. Do not read these accuracies as what the model learned."
+            )
         st.caption(
             f"Source: {model.source} · {model.path or ''} · fingerprint `{model.fingerprint}` · "
             f"device {services.device_text()}"
@@ -64,7 +80,11 @@ with common.guard():
     with right:
         st.subheader("Layer catalogue")
         st.caption(
-            "Probe points in forward order (down → mid → up), as the Explore page numbers them."
+            "Probe points in forward order: one per transformer block, tokens read on the patch "
+            "grid, as the Explore page numbers them."
+            if model.family.transformer
+            else "Probe points in forward order (down → mid → up), as the Explore page numbers "
+            "the U-Net blocks."
         )
         layers = pd.DataFrame([lay.to_dict() for lay in cat])
         layers["features (pool 1 / 2)"] = [f"{lay.channels} / {lay.channels * 4}" for lay in cat]
