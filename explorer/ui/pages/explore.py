@@ -5,8 +5,9 @@ import pandas as pd
 import streamlit as st
 
 from explorer import defaults as D
+from explorer.disk import feature_bytes, human_bytes
 from explorer.features import PIXELS
-from explorer.heads import HEADS
+from explorer.heads import HEADS, canonical_name
 from explorer.ui import common, downloads, figures, services, state, timelapse
 from explorer.ui.hover import hover_scatter_html
 from explorer.workspace import PIXEL_POOL, Setting
@@ -45,12 +46,17 @@ with common.guard():
     with c[2]:
         pool = common.pool_control(state.choice("explore_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
     with c[3]:
-        head = common.head_control(state.choice("explore_head", "head", HEADS, D.DEFAULT_HEAD))
+        head = common.head_control(
+            state.choice("explore_head", "head", HEADS, D.DEFAULT_HEAD, parse=canonical_name)
+        )
     with c[4]:
         method = state.choice("explore_proj", "proj", list(EMBED), "umap")(
             st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
         )
 
+    n_img = len(ws.train.indices) + len(ws.test.indices)
+    st.caption(f"Features of this setting: {human_bytes(feature_bytes(n_img, ws.layer(block), pool))} "
+               f"on disk for {n_img} images (float16), before any is computed.")
     s = Setting(int(t), block, pool)
     res = services.evaluate(ws, [s], head, f"Extracting t={t}, {block}…")[s]
     m = st.columns(4)
