@@ -1,14 +1,21 @@
 """Diffusion Feature Explorer: `streamlit run app.py`.
 
-The entry point draws the sidebar (model, dataset, limits, device) and the navigation;
+The entry point draws the sidebar (model, dataset, limits) and the navigation;
 each page is a thin file under explorer/ui/pages. Settings live in the URL, so a copied
 link reproduces the view.
 """
 
+import os
+
 import streamlit as st
 
-from explorer.ui import sidebar
-from explorer.ui.common import PAGES, guard
+from explorer.paths import cache_dir
+
+# numba (UMAP) keeps its compiled functions in the cache root, so only a first server compiles
+os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
+
+from explorer.ui import services, sidebar  # noqa: E402
+from explorer.ui.common import PAGES, guard  # noqa: E402
 
 st.set_page_config(
     page_title="Diffusion Feature Explorer", page_icon=":material/biotech:", layout="wide"
@@ -23,5 +30,6 @@ pages = [
 ]
 page = st.navigation(pages)
 with guard():
+    services.warm_cache(str(cache_dir()))  # the shipped seed of the default views (checksummed)
     sidebar.render()
     page.run()
