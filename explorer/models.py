@@ -120,6 +120,20 @@ def load_model(spec: str, *, trust_pickle: bool = False, device: str | torch.dev
     return LoadedModel(name, net, sched, fp, source, folder, adapter.to(device))
 
 
+MODELS_ENV = "EXPLORER_MODELS"
+
+
+def local_models(root: str | os.PathLike | None = None) -> list[str]:
+    """Model folders directly under `root` (default `$EXPLORER_MODELS`): any with `config.json`,
+    `unet/config.json` or `transformer/config.json`, sorted; [] when unset or missing."""
+    root = root or os.environ.get(MODELS_ENV)
+    if not root or not Path(root).expanduser().is_dir():
+        return []
+    marks = ("config.json", "unet/config.json", "transformer/config.json")
+    return sorted(str(d) for d in Path(root).expanduser().iterdir()
+                  if d.is_dir() and any((d / m).is_file() for m in marks))
+
+
 def _random_net(folder: Path, config: dict):
     """The denoiser of `folder`'s config with fixed random weights (seed `RANDOM_SEED`)."""
     with torch.random.fork_rng(devices=[]):

@@ -62,16 +62,19 @@ def _seed_pick(key: str, options: list[str], default: str) -> None:
 
 
 def _model_picker(default: str) -> str:
+    from explorer.models import local_models
+
     names = services.builtin_models()
-    options = names + [RANDOM_PREFIX + n for n in names] + [CUSTOM_MODEL]
+    options = names + [RANDOM_PREFIX + n for n in names] + local_models() + [CUSTOM_MODEL]
     _seed_from_url("model", "side_model", "side_model_path", options, CUSTOM_MODEL)
     _seed_pick("side_model", options, default)
     spec = st.selectbox(
         "Model",
         options,
         key="side_model",
-        help="A built-in model, its random-weights control (`random:`), or any diffusers "
-        "UNet2DModel folder or hub id.",
+        help="A built-in model, its random-weights control (`random:`), a model folder found "
+        "under $EXPLORER_MODELS, or any diffusers model folder (pixel or latent U-Net, Stable "
+        "Diffusion or DiT pipeline; add #class-label=N or #prompt=TEXT) or hub id.",
     )
     st.session_state[state._KEPT + "side_model"] = spec
     if spec == CUSTOM_MODEL:

@@ -229,3 +229,12 @@ def test_extract_and_sweep_cli(folders, kind, tmp_path):
     assert any(str(folders[kind]) in m for m in models), models
     if kind in COND:
         assert any(m.endswith(f"#class-label={COND[kind]}") for m in models), "the table records the class"
+
+
+def test_models_under_explorer_models_are_listed(folders, monkeypatch, tmp_path):
+    from explorer.models import local_models
+
+    monkeypatch.setenv("EXPLORER_MODELS", str(folders["sd"].parent))
+    assert local_models() == sorted(str(folders[k]) for k in FAMILIES)
+    monkeypatch.setenv("EXPLORER_MODELS", str(tmp_path / "missing"))
+    assert local_models() == []
