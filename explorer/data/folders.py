@@ -387,8 +387,9 @@ def load_image_folder(
 ) -> ImageDataset:
     """An ImageFolder tree (`root/<class>/**/<image>`, or `root/{train,test}/<class>/...`).
 
-    Unreadable images are left out and listed in `skipped`; the split comes from
-    `train/` + `test/` folders when present, else a fixed stratified 80/20 split.
+    Unreadable images are left out and listed in `skipped`; the split comes from split files
+    `train.txt`/`test.txt` at the root (`explorer.data.splits`), else from `train/` + `test/`
+    folders when present, else a fixed stratified 80/20 split.
     """
     root = Path(root).resolve()
     name = name or root.name
@@ -422,6 +423,17 @@ def load_image_folder(
         raise ExplorerError(
             f"no readable images in {root} ({len(items)} files skipped, e.g. {skipped[0]}); check the files"
         )
+    from explorer.data.splits import apply_split_files
+
+    names = {"train": split_dirs[0].name, "test": split_dirs[1].name} if split_dirs else {}
+    folder_splits = None
+    if split_dirs:
+        is_train = np.array([s == "train" for s, _, _, _ in kept])
+        folder_splits = {"train": np.flatnonzero(is_train), "test": np.flatnonzero(~is_train)}
+    listed = apply_split_files(root, [rel for _, _, rel, _ in kept],
+                               [names.get(s or "", "") for s, _, _, _ in kept], folder_splits, names)
+    if listed is not None:
+        kept = [kept[i] for i in listed[1]]
     class_names = sorted({cls for _, cls, _, _ in kept})
     if len(class_names) < 2:
         raise ExplorerError(
@@ -430,12 +442,14 @@ def load_image_folder(
         )
     index = {c: i for i, c in enumerate(class_names)}
     labels = np.array([index[cls] for _, cls, _, _ in kept], dtype=np.int64)
-    if split_dirs:
-        is_train = np.array([s == "train" for s, _, _, _ in kept])
-        splits = {"train": np.flatnonzero(is_train), "test": np.flatnonzero(~is_train)}
+    if listed is not None:
+        splits = listed[0]
+    elif folder_splits is not None:
+        splits = folder_splits
     else:
         splits = stratified_split(labels, 0.2, seed=0)
-    h = hashlib.sha256(b"imagefolder-v1")
+    h = hashlib.sha256(b"imagefolder-v2-admresize")  # v2: files are resized as ADM's loader does
+    h.update(np.asarray(splits["test"], dtype=np.int64).tobytes())
     for rel, cls, digest in sorted((rel, cls, rec["sha256"]) for _, cls, rel, rec in kept):
         h.update(f"{rel}\0{cls}\0{digest}\n".encode())
     channels = 1 if all(rec["mode"] in GRAY_MODES for _, _, _, rec in kept) else 3
@@ -496,7 +510,7 @@ def load_hf_dataset(path: Path) -> ImageDataset:
     first = parts[0][0][img_col]
     channels = 1 if getattr(first, "mode", "RGB") in GRAY_MODES else 3
     fp = hashlib.sha256(
-        ("hf-v1" + "".join(getattr(ds, "_fingerprint", "") for ds in parts)).encode()
+        ("hf-v2-admresize" + "".join(getattr(ds, "_fingerprint", "") for ds in parts)).encode()
     )
     fp.update(labels.tobytes())
     return ImageDataset(

@@ -1,4 +1,16 @@
-"""Turn raw uint8 images into model input: resize, match channels, scale to [-1, 1]."""
+"""Turn raw uint8 images into model input: resize, match channels, scale to [-1, 1].
+
+Two resizing paths, by how images arrive:
+- a list of images (datasets read from files: ImageFolder trees, zips, HF `datasets`) is
+  resized as ADM's (guided-diffusion's) loader does, `adm_resize`: halve with BOX filtering
+  while the short side is >= 2x the model's size, BICUBIC so the short side is the model's
+  size, then a centre crop. That is what the paper's features were computed on.
+- an array batch (the in-memory built-ins: digits, Fashion-MNIST, CIFAR) is centre-cropped to
+  a square and bilinearly resized with antialiasing, as before (these are small images scaled
+  up, where ADM's loader has nothing to add).
+`Preprocess.tag` names the array path; the file path is versioned by the file datasets'
+fingerprints (`imagefolder-v2`, `hf-v2`), so cached features of both stay correct.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +41,8 @@ class Preprocess:
                 batch = _resize_square(batch, self.size)
         else:
             # match channels per image: a list may mix gray and colour
-            batch = torch.cat([_match_channels(_resize_one(im, self.size)[None], self.channels) for im in images])
+            batch = torch.cat([_match_channels(_to_tensor(adm_resize(im, self.size)), self.channels)
+                               for im in images])
         batch = _match_channels(batch, self.channels)
         return (batch / 127.5 - 1.0).clamp_(-1.0, 1.0)
 
@@ -45,12 +58,30 @@ def _resize_square(batch: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(batch, size=(size, size), mode="bilinear", antialias=s > size, align_corners=False)
 
 
-def _resize_one(image: np.ndarray, size: int) -> torch.Tensor:
-    """One `(H, W, C) uint8` image -> `(C, size, size)` float32 in [0, 255]."""
+def adm_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """`(H, W[, C]) uint8` -> `(size, size, C) uint8`, resized as ADM's image loader does.
+
+    While the short side is at least `2 * size`, halve both sides (integer division) with BOX
+    filtering; then BICUBIC-resize so the short side is `size` (the long side rounded); then
+    crop the centre `size x size` (offsets rounded down).
+    """
     if image.ndim == 2:
         image = image[..., None]
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
-    return _resize_square(t, size)[0]
+    c = image.shape[-1]
+    im = Image.fromarray(np.ascontiguousarray(image[..., 0] if c == 1 else image))
+    while min(im.size) >= 2 * size:
+        im = im.resize((im.width // 2, im.height // 2), resample=Image.Resampling.BOX)
+    scale = size / min(im.size)
+    w, h = max(size, round(im.width * scale)), max(size, round(im.height * scale))
+    arr = np.asarray(im.resize((w, h), resample=Image.Resampling.BICUBIC))
+    top, left = (h - size) // 2, (w - size) // 2
+    arr = arr[top : top + size, left : left + size]
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """`(H, W, C) uint8` -> `(1, C, H, W)` float32 in [0, 255]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
 
 
 def _match_channels(batch: torch.Tensor, channels: int) -> torch.Tensor:
