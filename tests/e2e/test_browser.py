@@ -182,7 +182,7 @@ def test_explore_sweep_and_every_page_in_chromium(server, shots):
             page.mouse.click(box["x"] + 0.05 * box["width"], box["y"] + box["height"] - 12)
             wait_run(page, n)
             t_new = re.search(r"[?&]t=(\d+)", page.url).group(1)
-            assert t_new != "100", f"the timestep moved and the URL follows: {page.url}"
+            assert t_new != "10", f"the timestep moved and the URL follows: {page.url}"
             assert slider.get_by_text(t_new, exact=True).count() >= 1, f"the slider shows t={t_new}"
             at_t = metric(page, "Top-1 (test)")
             print(f"t={t_new}, {block0}: top-1 {at_t}")
@@ -245,6 +245,15 @@ def test_explore_sweep_and_every_page_in_chromium(server, shots):
                 assert_no_traceback(page, name)
                 print(f"{name} page ready in {time.time() - t4:.1f}s")
                 shoot(page, shots, name)
+
+            # The built-in Fashion-MNIST pair: Sweep opens on the shipped sweep, no Compute pressed.
+            t5 = time.time()
+            page.goto(f"{server.url}/sweep?model=ddpm-fashion-mnist&dataset=fashion-mnist")
+            page.get_by_text("Top-1 (%) by block and timestep").first.wait_for(timeout=300_000)
+            assert page.get_by_text("Shipped results").count() >= 1, "labelled as the shipped sweep"
+            assert page.get_by_text("Sweep finished").count() == 0, "nothing was computed"
+            assert_no_traceback(page, "shipped sweep")
+            print(f"shipped sweep heatmap visible in {time.time() - t5:.1f}s, without Compute")
         except Exception:
             page.screenshot(path=str(server.log.with_name("failure.png")))
             print(
