@@ -116,3 +116,30 @@ def test_adm_resize_matches_an_independent_computation():
     assert gray.shape == (16, 16, 1), "grayscale keeps one channel"
     up = adm_resize(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8), 32)
     assert up.shape == (32, 32, 3), "small images are scaled up by bicubic alone"
+
+
+def test_cli_datasets_lists_builtins_folders_and_splits(tmp_path, monkeypatch, capsys):
+    from explorer.cli import main
+
+    data = tmp_path / "data"
+    _tree(data / "flowers")
+    (data / "flowers" / "train.txt").write_text("a_0.png\n")
+    (data / "flowers" / "test.txt").write_text("b_0.png\n")
+    _tree(data / "imnet", sub="train")
+    _tree(data / "imnet", sub="val")
+    _tree(data / "plain")
+    (data / "notes").mkdir()
+    roots = tmp_path / "roots"
+    _tree(roots / "cub")
+    monkeypatch.setenv("EXPLORER_DATA_ROOTS", str(roots))
+    assert main(["datasets", str(data)]) == 0
+    rows = {ln.split("\t")[0]: ln.split("\t")[1:] for ln in capsys.readouterr().out.splitlines()}
+    assert rows["digits"][0] == "built-in" and "fashion-mnist" in rows, rows
+    assert rows[str(data / "flowers")] == ["imagefolder", "split files: train=train.txt, test=test.txt"]
+    assert rows[str(data / "imnet")] == ["imagefolder", "folders: train/ and val/"]
+    assert rows[str(data / "plain")] == ["imagefolder", "fixed stratified 80/20 split"]
+    assert str(roots / "cub") in rows, "folders under EXPLORER_DATA_ROOTS are listed"
+    assert str(data / "notes") not in rows, "an empty folder is not a dataset"
+    assert main(["datasets", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err, err
