@@ -579,6 +579,25 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- datasets ----------------------------------------------------------------------------------
+
+
+def _datasets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", help="dataset folders, or folders of them (also searched: "
+                   "$EXPLORER_DATA_ROOTS)")
+
+
+@command("datasets", _datasets_args)
+def cmd_datasets(a: argparse.Namespace) -> int:
+    """List the datasets available (built-ins, folders given or under the data roots) and their splits."""
+    from explorer.data.catalog import list_datasets
+
+    for e in list_datasets(a.paths):
+        state = "" if e.available else " (not installed)"
+        print(f"{e.name}\t{e.kind}{state}\t{e.split}")
+    return 0
+
+
 # --- app ---------------------------------------------------------------------------------------
 
 
@@ -658,6 +677,7 @@ EXAMPLES = {
     "train": "explorer train --dataset digits --out runs/ddpm-digits --steps 500",
     "convert": "explorer convert adm 256x256_diffusion_uncond.pt --out models/adm256",
     "cache": "explorer cache info",
+    "datasets": "explorer datasets ~/data   (a folder of ImageFolder trees; train.txt/test.txt pick splits)",
     "export": "explorer export --dataset digits --timestep 10 --layer mid --format npz --out mid.npz",
     "report": "explorer report --sweep results.csv --out report.html",
     "app": "explorer app --port 8501",
