@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from explorer.features import PIXELS
+from explorer.heads import parse_head
 from explorer.paths import RANDOM_PREFIX
 from explorer.probes.metrics import paired_bootstrap_diff
 from explorer.results import (
@@ -105,7 +106,7 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
         tell("raw-pixel baseline")
         px = [Setting(None, PIXELS, PIXEL_POOL)]
         for head in plan.heads:
-            if head != "attention":
+            if not parse_head(head).spec.maps:  # raw pixels are not a map
                 new, pts = _rows(ws, px, head)
                 rows += new
                 pixels[head] = next(iter(pts.values()))[1]

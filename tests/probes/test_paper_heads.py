@@ -189,6 +189,9 @@ def test_cli_sweep_runs_the_paper_heads_on_map16(tiny_model_dir, tmp_path, capsy
     top1 = df[df["metric"] == "top1"]
     assert set(df["pool"].astype(str)) == {"map16"} and len(top1) >= 3, df
     assert top1["value"].between(0, 1).all(), top1
+    with_pixels = [a for a in args if a != "--no-baselines"]
+    with_pixels[with_pixels.index("--heads") + 1] = "linear,cnn:hidden=4:epochs=1"
+    assert main([*with_pixels[:-1], str(tmp_path / "b.csv")]) == 0, "map heads skip the pixel baseline"
 
 
 def test_mlp_trains_with_sgd():
