@@ -1,0 +1,142 @@
+"""Warm defaults: the shipped seed serves the app's default view from the ordinary caches,
+verified by checksum; UMAP never blocks (PCA first, UMAP from a background thread); CKA cached."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from explorer import defaults as D
+from explorer import warm
+from explorer.analysis import embed
+from explorer.extract import EXTRACTION_VERSION
+from explorer.paths import cache_dir
+from explorer.store import FeatureStore, file_checksum
+from explorer.workspace import PIXEL_POOL, Setting, Workspace
+
+# --- UMAP without the wait ------------------------------------------------------------------------
+
+
+def test_umap_or_pca_shows_pca_first_then_the_cached_umap(tmp_path):
+    x = np.random.default_rng(0).normal(size=(60, 12)).astype(np.float32)
+    xy, shown = embed.umap_or_pca(x, cache_key="k1", cache_root=tmp_path)
+    assert shown == "pca" and xy.shape == (60, 2), "nothing cached: PCA at once"
+    assert np.allclose(xy, embed.pca_embed(x)), "and it is the PCA of the features"
+    embed.wait_for_umaps()
+    assert not embed.umap_pending(x.shape, cache_key="k1", cache_root=tmp_path)
+    xy2, shown2 = embed.umap_or_pca(x, cache_key="k1", cache_root=tmp_path)
+    assert shown2 == "umap", "the background UMAP is picked up once it is done"
+    files = list((tmp_path / "embeddings").glob("umap-*.npy"))
+    assert len(files) == 1, "it sits in the ordinary UMAP cache"
+    direct = embed.umap_embed(x, cache_key="k1", cache_root=tmp_path)
+    assert np.array_equal(xy2, direct), "the same entry umap_embed reads (same key and params)"
+    xy3, shown3 = embed.umap_or_pca(x + 1, cache_key="k2", cache_root=tmp_path, background=False)
+    assert shown3 == "umap" and xy3.shape == (60, 2), "background=False computes it now"
+
+
+def test_a_failed_background_umap_is_raised_once(tmp_path, monkeypatch):
+    def boom(x, kwargs):
+        raise RuntimeError("numba broke")
+
+    monkeypatch.setattr(embed, "_fit_umap", boom)
+    x = np.random.default_rng(1).normal(size=(30, 5)).astype(np.float32)
+    assert embed.umap_or_pca(x, cache_key="bad", cache_root=tmp_path)[1] == "pca"
+    embed.wait_for_umaps()
+    with pytest.raises(RuntimeError, match="numba broke"):
+        embed.umap_or_pca(x, cache_key="bad", cache_root=tmp_path)
+    assert embed.umap_or_pca(x, cache_key="bad", cache_root=tmp_path)[1] == "pca", "then it retries"
+    embed.wait_for_umaps()
+
+
+# --- CKA cached by feature keys ---------------------------------------------------------------------
+
+
+def test_cka_view_is_cached_and_needs_no_features_after(tiny_model_dir, tiny_dataset, tmp_path):
+    from explorer.models import load_model
+
+    ws = Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(tmp_path))
+    names = [lay.name for lay in ws.catalogue][:3]
+    settings = [Setting(10, n, "1") for n in names]
+    asked = []
+    m = warm.cka_view(ws, settings, ensure=lambda missing: asked.append(len(missing)))
+    assert asked == [3], "missing features are reported before computing (progress bar)"
+    assert m.shape == (3, 3) and np.allclose(np.diag(m), 1, atol=1e-4)
+    assert np.allclose(m, ws.cka(settings)), "the cached matrix is the core's CKA"
+    ws.store.clear()  # features gone: the matrix still comes from its cache
+    again = warm.cka_view(ws, settings, ensure=lambda missing: pytest.fail("recomputed"))
+    assert np.array_equal(m, again)
+    other = warm.cka_view(ws, settings, debiased=True)
+    assert not np.array_equal(m, other), "debiased is a different entry"
+
+
+# --- the seed ---------------------------------------------------------------------------------------
+
+
+def test_the_default_view_follows_the_defaults():
+    names = [f"b{i}" for i in range(1, 14)]
+    stages = ["down"] * 6 + ["mid"] + ["up"] * 6
+    v = warm.default_view(names, stages, 1000)
+    assert v.explore == (D.DEFAULT_T, "b9", D.DEFAULT_POOL) and v.head == D.DEFAULT_HEAD
+    assert v.compare == ((10, "b9", "2"), (10, "b7", "2")), "block 9 against block 7 (mid)"
+    assert [s[1] for s in v.sim_blocks] == names and {s[0] for s in v.sim_blocks} == {10}
+    assert [s[0] for s in v.sim_times] == [10, 50, 100, 200, 400, 700]
+    assert v.sim_images == D.DEFAULT_SIMILARITY_IMAGES
+
+
+def test_seed_files_verify_and_a_tampered_file_is_never_imported(tmp_path):
+    man = warm.manifest()
+    assert man["files"], "the seed is not empty"
+    size = sum((warm.SEED / rel).stat().st_size for rel in man["files"])
+    assert size < 12 * 2**20, f"the seed stays small ({size / 2**20:.1f} MiB)"
+    for rel, digest in man["files"].items():
+        assert file_checksum(warm.SEED / rel) == digest, f"{rel} matches the seed's checksum"
+    seed = tmp_path / "seed"
+    shutil.copytree(warm.SEED, seed)
+    victim = next(rel for rel in man["files"] if rel.startswith("results/"))
+    data = bytearray((seed / victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (seed / victim).write_bytes(bytes(data))
+    counts = warm.import_seed(tmp_path / "cache", seed=seed)
+    assert counts["refused"] == 1 and counts["imported"] == len(man["files"]) - 1
+    assert not (tmp_path / "cache" / victim).exists(), "the altered file stays out of the cache"
+    again = warm.import_seed(tmp_path / "cache", seed=seed)
+    assert again["imported"] == 0 and again["present"] == len(man["files"]) - 1, "idempotent"
+    store = FeatureStore(tmp_path / "cache")
+    for key in man["feature_keys"]:
+        assert store.check(key)[0] == "ok", "imported feature entries pass the store's own check"
+
+
+def test_the_seed_serves_exactly_the_app_default_view(tmp_path, monkeypatch):
+    """Keys, not luck: with the seed imported, the default view computes nothing. A changed
+    default, model or extraction version fails here until `python -m explorer.warm --write`."""
+    man = warm.manifest()
+    ws, sim = warm.workspaces(tmp_path)
+    view = warm.view_of(ws)
+    assert (man["model_fingerprint"], man["extraction_version"]) == (
+        ws.model.fingerprint, EXTRACTION_VERSION), "the seed was made by this model and code"
+    assert man["view"] == warm.json.loads(warm.json.dumps(view.__dict__)), "and for this view"
+    assert (man["train_limit"], man["test_limit"]) == (D.DEFAULT_TRAIN_LIMIT, D.DEFAULT_TEST_LIMIT)
+    probed = list(dict.fromkeys([Setting(*view.explore), *(Setting(*s) for s in view.compare)]))
+    wanted = sorted({ws.key(s, sp) for s in probed for sp in ("train", "test")})
+    assert man["feature_keys"] == wanted, "the seed holds the features of every probed setting"
+
+    warm.import_seed(tmp_path)
+    assert cache_dir(tmp_path) == ws.store.root
+
+    def no(*a, **k):
+        raise AssertionError("the default view computed something the seed should hold")
+
+    for w in (ws, sim):
+        monkeypatch.setattr(w, "ensure", no)
+        monkeypatch.setattr(w, "_fit", no)
+    monkeypatch.setattr(embed, "_fit_umap", no)
+    res = ws.evaluate(probed + [Setting(None, D.PIXELS, PIXEL_POOL)], view.head)
+    assert all(0 < r.top1 <= 1 for r in res.values())
+    for s in probed:
+        x = np.asarray(ws.features(s, "test"))
+        assert embed.umap_or_pca(x, cache_key=ws.key(s, "test"), cache_root=ws.store.root)[1] == "umap"
+    for group in (view.sim_blocks, view.sim_times):
+        m = warm.cka_view(sim, [Setting(*s) for s in group], ensure=no)
+        assert m.shape == (len(group), len(group))
