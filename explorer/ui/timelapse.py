@@ -88,7 +88,7 @@ def timelapse_figure(
 
     def heading(k: int) -> str:
         extra = "" if acc is None else f" · {PROBE} probe {acc[k, 0]:.1f}%"
-        return f"{title} · t={ts[k]}{extra}"
+        return f"<b>{title} · t={ts[k]}{extra}</b>"  # bold, as Streamlit's theme draws titles
 
     cols = 2 if acc is not None else 1
     fig = make_subplots(

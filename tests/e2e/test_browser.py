@@ -4,6 +4,7 @@ Picks a timestep and a block on Explore, waits for the accuracy, measures how lo
 setting already computed takes to render again, runs a small sweep, and visits every page.
 A second test opens two sessions at once on different settings (benchmarks/load_test.py
 with 2 sessions): no errors, and every entry the app wrote equals a serial `explorer extract`.
+A third turns on Explore's "Across timesteps" and presses Play: the aligned UMAP moves frame by frame.
 Screenshots go to assets/screenshots/ with UPDATE_SCREENSHOTS=1, else to a temporary folder.
 E2E_DATASET=fashion-mnist takes them on the Fashion-MNIST model instead of digits.
 """
@@ -259,6 +260,84 @@ def test_explore_sweep_and_every_page_in_chromium(server, shots):
             print(
                 f"server log:\n{server.log.read_text()[-3000:]}\nscreenshot: {server.log.with_name('failure.png')}"
             )
+            raise
+        finally:
+            browser.close()
+
+
+_ANIMATED = """() => [...document.querySelectorAll('.js-plotly-plot')]
+    .find(g => g._transitionData && g._transitionData._frames.length)"""
+
+
+def animated_state(page) -> dict | None:
+    """The animated figure's slider position, title, first point's data and its place on
+    screen (None while not drawn)."""
+    return page.evaluate(f"""() => {{
+        const g = ({_ANIMATED})();
+        if (!g) return null;
+        return {{active: g.layout.sliders[0].active, title: g.layout.title.text,
+                 x: Number(g._fullData[0].x[0]), y: Number(g._fullData[0].y[0]),
+                 drawn: g.querySelector('.scatterlayer .trace .point').getAttribute('transform'),
+                 frames: g._transitionData._frames.length}};
+    }}""")
+
+
+def test_timesteps_animation_in_chromium(server, shots):
+    """Explore's "Across timesteps": the toggle draws the aligned UMAP, Play moves it through
+    the frames (the slider, the title and the points change)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    model = {"digits": "ddpm-digits", "fashion-mnist": "ddpm-fashion-mnist"}.get(
+        DATASET, "ddpm-digits"
+    )
+    link = (
+        f"{server.url}/?model={model}&dataset={DATASET}&train={LIMITS[0]}&test={LIMITS[1]}"
+        "&proj=pca&ts=10&ts=50&ts=150&ts=300&ts=500"
+    )
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(link)
+            arm(page)
+            metric(page, "Top-1 (test)")
+            page.wait_for_function(f"() => {APP_STATE} === 'notRunning'", timeout=300_000)
+            assert animated_state(page) is None, "off until the toggle is on"
+
+            t0, n = time.time(), runs(page)
+            toggle = page.get_by_text("Show this block's aligned UMAP across timesteps")
+            toggle.scroll_into_view_if_needed()
+            toggle.click()
+            wait_run(page, n, timeout_s=600)
+            assert "tl=1" in page.url, f"the URL holds the toggle: {page.url}"
+            page.wait_for_function(f"() => !!({_ANIMATED})()", timeout=60_000)
+            assert_no_traceback(page, "across timesteps")
+            before = animated_state(page)
+            print(f"\naligned UMAP over 5 timesteps drawn in {time.time() - t0:.1f}s: {before}")
+            assert before["frames"] == 5 and before["active"] == 0 and "t=10" in before["title"]
+
+            chart = page.locator('[data-testid="stPlotlyChart"]').filter(
+                has=page.locator(".slider-container")
+            )
+            chart.scroll_into_view_if_needed()
+            chart.locator(".updatemenu-button").first.click()  # Play
+            page.wait_for_function(
+                f"() => ({_ANIMATED})().layout.sliders[0].active === 4", timeout=30_000
+            )
+            page.wait_for_timeout(1500)  # the last transition
+            after = animated_state(page)
+            print(f"after Play: {after}")
+            assert "t=500" in after["title"], "the title follows the frame"
+            assert (after["x"], after["y"]) != (before["x"], before["y"]), "the data changed"
+            assert after["drawn"] != before["drawn"], "the points moved on screen"
+
+            page.get_by_text("Across timesteps", exact=True).evaluate(
+                "e => e.scrollIntoView({block: 'start'})"
+            )
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(shots / "timesteps.png"))
+        except Exception:
+            page.screenshot(path=str(server.log.with_name("failure.png")))
+            print(f"server log:\n{server.log.read_text()[-3000:]}")
             raise
         finally:
             browser.close()
