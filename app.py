@@ -14,7 +14,7 @@ from explorer.paths import cache_dir
 # numba (UMAP) keeps its compiled functions in the cache root, so only a first server compiles
 os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
 
-from explorer.ui import services, sidebar  # noqa: E402
+from explorer.ui import sidebar  # noqa: E402
 from explorer.ui.common import PAGES, guard  # noqa: E402
 
 st.set_page_config(
@@ -30,6 +30,5 @@ pages = [
 ]
 page = st.navigation(pages)
 with guard():
-    services.warm_cache(str(cache_dir()))  # the shipped seed of the default views (checksummed)
     sidebar.render()
     page.run()

@@ -68,3 +68,10 @@ def test_the_app_default_is_the_shipped_sweep_s_best_setting_on_validation():
     assert int(best["layer_index"]) == D.default_block(stages) + 1, (
         f"best on validation is block {best['layer_index']}; move the default there"
     )
+
+
+def test_the_app_seeds_the_pair_the_warm_seed_is_made_for():
+    from explorer import warm
+    from explorer.ui import services
+
+    assert services.SEED_PAIR == (warm.MODEL, warm.DATASET)
