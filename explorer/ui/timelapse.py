@@ -23,7 +23,7 @@ PROBE = "linear"  # the accuracy beside the animation: the cheap probe, whatever
 
 def _frame_args(duration: int) -> dict:
     return dict(
-        frame=dict(duration=duration, redraw=False),
+        frame=dict(duration=duration, redraw=True),  # redraw after the glide: the title follows
         mode="immediate",
         fromcurrent=True,
         transition=dict(duration=int(0.7 * duration), easing="cubic-in-out"),
@@ -142,9 +142,9 @@ def timelapse_figure(
             dict(
                 active=0,
                 steps=steps,
-                currentvalue=dict(prefix="t = "),
-                x=0.1,
-                len=0.9,
+                currentvalue=dict(prefix="t = ", xanchor="right"),
+                x=0.12,
+                len=0.88,
                 y=0,
                 pad=dict(t=40),
             )

@@ -284,7 +284,7 @@ def animated_state(page) -> dict | None:
 
 def test_timesteps_animation_in_chromium(server, shots):
     """Explore's "Across timesteps": the toggle draws the aligned UMAP, Play moves it through
-    the frames (the slider, the title and the points change)."""
+    the frames (the slider, the title and the points change), the slider goes back to t=50."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
     model = {"digits": "ddpm-digits", "fashion-mnist": "ddpm-fashion-mnist"}.get(
         DATASET, "ddpm-digits"
@@ -329,6 +329,18 @@ def test_timesteps_animation_in_chromium(server, shots):
             assert "t=500" in after["title"], "the title follows the frame"
             assert (after["x"], after["y"]) != (before["x"], before["y"]), "the data changed"
             assert after["drawn"] != before["drawn"], "the points moved on screen"
+
+            # Move the slider: click the rail above the "50" step; the frame t=50 is drawn.
+            rail = chart.locator(".slider-rail-rect").bounding_box()
+            label = chart.locator(".slider-label-group text").filter(has_text=re.compile("^50$"))
+            lb = label.bounding_box()
+            page.mouse.click(lb["x"] + lb["width"] / 2, rail["y"] + rail["height"] / 2)
+            page.wait_for_function(
+                f"() => ({_ANIMATED})().layout.sliders[0].active === 1", timeout=30_000
+            )
+            page.wait_for_timeout(1000)
+            moved = animated_state(page)
+            assert "t=50 " in moved["title"] and moved["drawn"] != after["drawn"], moved
 
             page.get_by_text("Across timesteps", exact=True).evaluate(
                 "e => e.scrollIntoView({block: 'start'})"
