@@ -13,11 +13,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from explorer.defaults import DEFAULT_T
 from explorer.ui import common, services, state
 from explorer.ui.figures import class_colors
 from explorer.workspace import Setting, Workspace
 
-DEFAULT_TIMESTEPS = (10, 50, 150, 300, 500)  # on a 1000-step schedule; scaled to the model's T
+DEFAULT_TIMESTEPS = (DEFAULT_T, 50, 150, 300, 500)  # for 1000 steps; scaled to the model's T
 PROBE = "linear"  # the accuracy beside the animation: the cheap probe, whatever head Explore shows
 
 
