@@ -144,9 +144,10 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
 @command("extract", _extract_args)
 def cmd_extract(a: argparse.Namespace) -> int:
     """Compute pooled features for timesteps x layers into the on-disk cache."""
-    from explorer.workspace import extract
+    from explorer.jobs import extract
 
     _default_names(a)
+    _fold_condition(a)
 
     def opened(ws) -> None:
         from explorer.device import describe

@@ -17,8 +17,15 @@ import numpy as np
 from explorer.data import ImageDataset, load_dataset
 from explorer.errors import ExplorerError
 from explorer.extract import POOLS, check_timesteps, parse_pools
-from explorer.features import PIXELS, Selection, ensure_features, ensure_pixels, feature_key
+from explorer.features import (
+    PIXELS,
+    Selection,
+    ensure_features,
+    ensure_pixels,
+    feature_key,
+)
 from explorer.heads import HEAD_NAMES, Head, parse_head
+from explorer.jobs import ExtractOutcome
 from explorer.layers import LayerSpec, build_catalogue, select_layers
 from explorer.probes.metrics import ProbeResult
 from explorer.results import ResultStore
@@ -63,6 +70,7 @@ class Workspace:
         self.test = Selection.of(dataset, "test", test_limit)
         self.batch_size, self.device = batch_size, device
         self.limits = {"train_limit": train_limit, "test_limit": test_limit}
+        self._other_sels: dict[str, Selection] = {}
 
     @classmethod
     def open(cls, model_spec: str, dataset_spec: str, *, device: str = "auto", cache_dir=None,
@@ -115,9 +123,15 @@ class Workspace:
         return self.dataset.labels[self._sel(split).indices]
 
     def _sel(self, split: str) -> Selection:
-        if split not in ("train", "test"):
-            raise ExplorerError(f"unknown split '{split}'; use train or test")
-        return {"train": self.train, "test": self.test}[split]
+        """The fixed image selection of `split` (train and test capped by their limits; any other
+        split of the dataset by the test limit)."""
+        if split in ("train", "test"):
+            return {"train": self.train, "test": self.test}[split]
+        if split not in self.dataset.splits:
+            raise ExplorerError(f"unknown split '{split}'; this dataset has {', '.join(self.dataset.splits)}")
+        if split not in self._other_sels:
+            self._other_sels[split] = Selection.of(self.dataset, split, self.limits["test_limit"])
+        return self._other_sels[split]
 
     # --- features -------------------------------------------------------------------------------
 
@@ -146,6 +160,30 @@ class Workspace:
                                       progress=progress)
                 computed += rep.computed
         return computed
+
+    def extract_grid(self, timesteps: Sequence[int], layers: str | int | Sequence, pools: str | Sequence,
+                     seeds: Sequence[int] = (0,), splits: Sequence[str] = ("train", "test"),
+                     progress: bool | Callable[[int, int], None] | None = None) -> ExtractOutcome:
+        """Every (t, layer, pool, seed) of a grid for `splits`, computing only what is missing.
+
+        One forward pass per batch and (t, seed) serves every layer and pooling. Returns an
+        `ExtractReport` and the grid's feature keys per split.
+        """
+        progress = self.progress if progress is None else progress
+        ts = check_timesteps([_integer(t, "timestep") for t in timesteps], self.model.num_timesteps)
+        lays = select_layers(self.catalogue, layers)
+        pool_names = parse_pools(pools)
+        seed_list = [_integer(x, "seed") for x in seeds]
+        out = ExtractOutcome({}, {}, {}, str(self.store.dir))
+        for split in splits:
+            sel = self._sel(split)
+            out.reports[split] = ensure_features(self.model, self.dataset, sel, timesteps=ts, layers=lays,
+                                                 pools=pool_names, seeds=seed_list, store=self.store,
+                                                 batch_size=self.batch_size, progress=progress)
+            out.keys[split] = [feature_key(self.model, self.dataset, sel, t, lay.name, p, sd)
+                               for t in ts for lay in lays for p in pool_names for sd in seed_list]
+            out.images[split] = len(sel.indices)
+        return out
 
     def key(self, s: Setting, split: str) -> str:
         s = self._norm(s)

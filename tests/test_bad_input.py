@@ -299,7 +299,7 @@ CASES = {
     ),
     "cli-config-not-json": Cli(["layers", "--model", "{not_json}"], "config.json: Expecting"),
     "cli-not-a-unet": Cli(
-        ["layers", "--model", "{vae}"], "describes a AutoencoderKL, not a UNet2DModel"
+        ["layers", "--model", "{vae}"], "describes a AutoencoderKL; the explorer reads UNet2DModel"
     ),
     "cli-no-weights": Cli(["layers", "--model", "{no_weights}"], "has a config but no weights"),
     "cli-pickle-weights": Cli(
