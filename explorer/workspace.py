@@ -82,6 +82,16 @@ class Workspace:
         model = load_model(model_spec, trust_pickle=trust_pickle, device=resolve_device(device))
         return cls(model, dataset, store=FeatureStore(cache_dir), device=device, **kw)
 
+    # --- what the views show (plain values: views never touch the model object or the caches) -
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.model.num_timesteps)
+
     # --- catalogue ------------------------------------------------------------------------------
 
     @cached_property

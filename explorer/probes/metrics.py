@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.exceptions import NotFittedError as _SklearnNotFitted
 
@@ -293,3 +294,64 @@ def compare_results(a: ProbeResult, b: ProbeResult, y_true: np.ndarray) -> Paire
             f"results on {a.n_test} and {b.n_test} test images cannot be paired over {y.size} labels"
         )
     return PairedDiff(*paired_bootstrap_diff(a.predictions == y, b.predictions == y))
+
+
+def worst_class(r: ProbeResult) -> float:
+    """The lowest per-class recall of `r` (classes without test images ignored)."""
+    return float(np.nanmin(r.per_class))
+
+
+@dataclass
+class SideBySide:
+    """Two results on the same test images, A and B, and every number that compares them.
+
+    `paired` is B − A (top-1, paired bootstrap); `classes` are the `C` class names.
+    """
+
+    a: ProbeResult
+    b: ProbeResult
+    paired: PairedDiff
+    classes: list[str]
+
+    @property
+    def top1_delta(self) -> float:
+        """Top-1 of B minus A, in points."""
+        return 100 * (self.b.top1 - self.a.top1)
+
+    @property
+    def worst_delta(self) -> float:
+        """Worst-class recall of B minus A, in points."""
+        return 100 * (worst_class(self.b) - worst_class(self.a))
+
+    @property
+    def classes_better(self) -> int:
+        """How many classes have a strictly higher recall in B than in A."""
+        return int(np.nansum(self.b.per_class > self.a.per_class))
+
+    def summary_table(self) -> pd.DataFrame:
+        """DataFrame: metric, A, B, B − A over top1, CI, worst class, then the paired interval."""
+        rows = ["top1", "ci_low", "ci_high", "worst_class"]
+        a, b = self.a, self.b
+        summary = pd.DataFrame(
+            {
+                "metric": rows,
+                "A": [a.top1, a.ci_low, a.ci_high, worst_class(a)],
+                "B": [b.top1, b.ci_low, b.ci_high, worst_class(b)],
+            }
+        ).assign(**{"B - A": lambda f: f["B"] - f["A"]})
+        intervals = pd.DataFrame(
+            {"metric": ["paired_low", "paired_high"], "B - A": [self.paired.low, self.paired.high]}
+        )
+        return pd.concat([summary, intervals], ignore_index=True)
+
+    def per_class_table(self) -> pd.DataFrame:
+        """DataFrame: class, A, B, B − A recall per class."""
+        a, b = self.a.per_class, self.b.per_class
+        return pd.DataFrame({"class": self.classes, "A": a, "B": b, "B - A": b - a})
+
+
+def side_by_side(
+    a: ProbeResult, b: ProbeResult, y_true: np.ndarray, classes: list[str]
+) -> SideBySide:
+    """Compare `b` against `a` on the same test labels `y_true` `(N,)`; `classes` has `C` names."""
+    return SideBySide(a, b, compare_results(b, a, y_true), [str(c) for c in classes])

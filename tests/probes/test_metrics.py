@@ -14,7 +14,9 @@ from explorer.probes.metrics import (
     difference_words,
     paired_bootstrap_diff,
     per_class_accuracy,
+    side_by_side,
     stratified_split,
+    worst_class,
 )
 
 
@@ -143,3 +145,35 @@ def test_compare_results_pairs_predictions_on_labels():
     assert not same.significant and "within noise" in same.words()
     with pytest.raises(ExplorerError, match="cannot be paired"):
         compare_results(ra, rb, y[:10])
+
+
+def test_side_by_side_numbers_by_hand():
+    y = np.array([0, 0, 1, 1, 2, 2] * 20)
+    pa = y.copy()
+    pa[y == 2] = 0  # A never gets class 2
+    pb = y.copy()
+    pb[(y == 0)] = 1  # B never gets class 0, but gets class 2
+    ra = ProbeResult.from_predictions("linear", y, pa, 3)
+    rb = ProbeResult.from_predictions("linear", y, pb, 3)
+    c = side_by_side(ra, rb, y, ["a", "b", "c"])
+    assert worst_class(ra) == 0.0 and worst_class(rb) == 0.0
+    assert c.top1_delta == pytest.approx(0.0) and c.worst_delta == 0.0
+    assert c.classes_better == 1, "only class 2 is better in B (class 1 ties, class 0 is worse)"
+    assert c.paired.diff == pytest.approx(0.0), "paired is B - A"
+    s = c.summary_table().set_index("metric")
+    assert list(s.index) == ["top1", "ci_low", "ci_high", "worst_class", "paired_low", "paired_high"]
+    assert s.loc["top1", "A"] == pytest.approx(2 / 3) and s.loc["top1", "B - A"] == pytest.approx(0)
+    assert s.loc["paired_low", "B - A"] == c.paired.low and np.isnan(s.loc["paired_low", "A"])
+    p = c.per_class_table()
+    assert list(p["class"]) == ["a", "b", "c"]
+    assert list(p["B - A"]) == [-1.0, 0.0, 1.0]
+
+
+def test_side_by_side_with_an_absent_class():
+    y = np.array([0, 1] * 10)
+    ra = ProbeResult.from_predictions("linear", y, np.zeros_like(y), 3)  # class 2 has no test image
+    rb = ProbeResult.from_predictions("linear", y, y, 3)
+    c = side_by_side(ra, rb, y, [0, 1, 2])
+    assert c.classes_better == 1 and c.worst_delta == pytest.approx(100.0)
+    assert c.top1_delta == pytest.approx(50.0) and c.paired.significant
+    assert c.classes == ["0", "1", "2"]

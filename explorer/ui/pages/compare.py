@@ -1,12 +1,10 @@
 """Compare two settings side by side: two blocks, two timesteps, or trained vs random weights."""
 
-import numpy as np
-import pandas as pd
 import streamlit as st
 
 from explorer import defaults as D
 from explorer.heads import HEADS
-from explorer.probes.metrics import compare_results
+from explorer.probes.metrics import SideBySide, side_by_side, worst_class
 from explorer.ui import common, figures, services, state
 from explorer.workspace import Setting
 
@@ -17,17 +15,14 @@ MODES = {
 }
 EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
 
-ctx = common.context()
-st.title("Compare two settings")
-with common.guard():
-    ws = services.workspace(ctx)
-    cat, T = ws.catalogue, ws.model.num_timesteps
+
+def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
+    """Draw the controls; returns (mode, setting A, setting B, head, embedding method)."""
+    cat, T = ws.catalogue, ws.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
-    classes = [str(c) for c in ws.dataset.class_names]
     mode = state.choice("compare_mode", "mode", list(MODES), "blocks")(
         st.radio, "What differs", options=list(MODES), format_func=MODES.get, horizontal=True
     )
-
     two_t, two_b = mode == "timesteps", mode == "blocks"
     pick_t = state.integer("compare_t", "t", D.default_t(T), 0, T - 1)
     pick_t2 = state.integer("compare_t2", "t2", min(D.COMPARE_T2, T - 1), 0, T - 1)
@@ -53,83 +48,76 @@ with common.guard():
         method = state.choice("compare_proj", "proj", list(EMBED), "umap")(
             st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
         )
+    return mode, Setting(int(t_a), b_a, pool), Setting(int(t_b), b_b, pool), head, method
 
-    ws_a = services.workspace(ctx, ctx.base_model) if mode == "random" else ws
-    ws_b = services.workspace(ctx, ctx.random_model) if mode == "random" else ws
-    sa, sb = Setting(int(t_a), b_a, pool), Setting(int(t_b), b_b, pool)
-    sides = [("A", ws_a, sa), ("B", ws_b, sb)]
-    results = {}
-    for side, w, s in sides:
-        results[side] = services.evaluate(
-            w, [s], head, f"Side {side}: extracting t={s.t}, {s.layer}…"
-        )[s]
-    ra, rb = results["A"], results["B"]
-    y = ws.labels("test")
 
-    d = 100 * (rb.top1 - ra.top1)
-    worst = lambda r: float(np.nanmin(r.per_class))  # noqa: E731
+def headline(cmp: SideBySide) -> None:
+    """Four metrics and one caption, every number from `cmp`."""
+    ra, rb = cmp.a, cmp.b
     m = st.columns(4)
     m[0].metric("Top-1 A", common.pct(ra.top1), help=common.ci_text(ra.ci_low, ra.ci_high))
     m[1].metric(
         "Top-1 B",
         common.pct(rb.top1),
-        delta=f"{d:+.2f} points vs A",
+        delta=f"{cmp.top1_delta:+.2f} points vs A",
         help=common.ci_text(rb.ci_low, rb.ci_high),
     )
     m[2].metric(
-        "Worst class, B",
-        common.pct(worst(rb)),
-        delta=f"{100 * (worst(rb) - worst(ra)):+.1f} points vs A",
+        "Worst class, B", common.pct(worst_class(rb)), delta=f"{cmp.worst_delta:+.1f} points vs A"
     )
-    better = int(np.nansum(rb.per_class > ra.per_class))
-    m[3].metric("Classes better in B", f"{better} of {len(classes)}")
-    paired = compare_results(rb, ra, y)  # the same test images: a paired bootstrap of B - A
+    m[3].metric("Classes better in B", f"{cmp.classes_better} of {len(cmp.classes)}")
     st.caption(
         f"A: {common.ci_text(ra.ci_low, ra.ci_high)} · B: {common.ci_text(rb.ci_low, rb.ci_high)} · "
-        + paired.words("B", "A")
+        + cmp.paired.words("B", "A")
     )
 
+
+def side_figures(sides, cmp: SideBySide, labels: dict, method: str, y) -> dict:
+    """Per-class bars and an embedding for each side, then the per-class difference."""
     figs = {}
-    cols = st.columns(2)
-    for (side, w, s), col in zip(sides, cols, strict=True):
-        r = results[side]
-        title = f"{side}: {w.model.name} · t={s.t} · {labels.get(s.layer, s.layer)} · pool {pool}"
+    for (side, w, s), r, col in zip(sides, (cmp.a, cmp.b), st.columns(2), strict=True):
+        title = f"{side}: {w.model_name} · t={s.t} · {labels.get(s.layer, s.layer)} · pool {s.pool}"
         with col:
             st.markdown(f"**{title}**")
             figs[f"per_class_{side}"] = figures.per_class_bars(
-                classes, r.per_class, r.top1, title=f"Per-class accuracy, {side}"
+                cmp.classes, r.per_class, r.top1, title=f"Per-class accuracy, {side}"
             )
             st.plotly_chart(figs[f"per_class_{side}"], key=f"compare_bars_{side}")
             xy, shown = services.embedding(w, s, method)  # PCA while a first UMAP computes
             figs[f"embedding_{side}"] = figures.embedding_scatter(
-                xy, y, classes, r.predictions, title=f"{EMBED[shown]}, {side}", marker_size=5
+                xy, y, cmp.classes, r.predictions, title=f"{EMBED[shown]}, {side}", marker_size=5
             )
             st.plotly_chart(figs[f"embedding_{side}"], key=f"compare_emb_{side}")
-    figs["per_class_delta"] = figures.per_class_delta(classes, ra.per_class, rb.per_class)
+    figs["per_class_delta"] = figures.per_class_delta(cmp.classes, cmp.a.per_class, cmp.b.per_class)
     st.plotly_chart(figs["per_class_delta"], key="compare_delta")
+    return figs
 
-    summary = pd.DataFrame(
-        {
-            "metric": ["top1", "ci_low", "ci_high", "worst_class"],
-            "A": [ra.top1, ra.ci_low, ra.ci_high, worst(ra)],
-            "B": [rb.top1, rb.ci_low, rb.ci_high, worst(rb)],
-        }
-    ).assign(**{"B - A": lambda f: f["B"] - f["A"]})
-    intervals = pd.DataFrame(  # the paired-bootstrap 95% interval of B - A over the same images
-        {"metric": ["paired_low", "paired_high"], "B - A": [paired.low, paired.high]}
-    )
-    summary = pd.concat([summary, intervals], ignore_index=True)
-    per_class = pd.DataFrame(
-        {
-            "class": classes,
-            "A": ra.per_class,
-            "B": rb.per_class,
-            "B - A": rb.per_class - ra.per_class,
-        }
-    )
+
+def numbers(cmp: SideBySide, figs: dict) -> None:
+    """The summary and per-class tables, and the export panel."""
+    summary, per_class = cmp.summary_table(), cmp.per_class_table()
     with st.expander("Numbers"):
         st.dataframe(summary, hide_index=True)
         st.dataframe(per_class, hide_index=True)
     common.export_panel(
         figs, {"compare_summary": summary, "compare_per_class": per_class}, key="compare_export"
     )
+
+
+ctx = common.context()
+st.title("Compare two settings")
+with common.guard():
+    ws = services.workspace(ctx)
+    mode, sa, sb, head, method = choose_settings(ws)
+    ws_a = services.workspace(ctx, ctx.base_model) if mode == "random" else ws
+    ws_b = services.workspace(ctx, ctx.random_model) if mode == "random" else ws
+    sides = [("A", ws_a, sa), ("B", ws_b, sb)]
+    ra, rb = (
+        services.evaluate(w, [s], head, f"Side {side}: extracting t={s.t}, {s.layer}…")[s]
+        for side, w, s in sides
+    )
+    y = ws.labels("test")
+    cmp = side_by_side(ra, rb, y, ws.dataset.class_names)  # the same images: paired B - A
+    headline(cmp)
+    figs = side_figures(sides, cmp, common.label_of(ws.catalogue), method, y)
+    numbers(cmp, figs)
