@@ -47,6 +47,7 @@ class HeadSpec:
     fit: FitFn
     params: dict[str, Param] = field(default_factory=dict)
     maps: bool = False
+    sets: bool = False  # takes a list of member maps per task (a fused setting's token set)
     number_param: str | None = None
     check: Callable[[dict], str | None] | None = None  # a rule across parameters: message or None
 
@@ -239,6 +240,12 @@ def _fit_cnn(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -
     return {n: fit_cnn(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
 
 
+def _fit_fusion(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+    from explorer.probes.fusion import fit_fusion
+
+    return {n: fit_fusion(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
+
+
 def _sgd_params(epochs: int, batch_size: int, lr: float) -> dict:
     """The paper's recipe: plain SGD, lr x`gamma` every `step` epochs, no early stopping."""
     return {
@@ -317,6 +324,16 @@ HEADS: dict[str, HeadSpec] = {
             _fit_cnn,
             {"hidden": _pos_int(256), **_sgd_params(28, 64, 0.05)},
             maps=True,
+        ),
+        HeadSpec(
+            "fusion",
+            "transformer over the tokens of several settings (fused, e.g. 24@150+19@90), source embeddings",
+            _fit_fusion,
+            {"dim": _pos_int(128), "depth": _pos_int(2), "heads": _pos_int(4),
+             **_train_params(30, 128, 5e-4, 0.05, 8)},
+            maps=True,
+            sets=True,
+            check=_dim_splits,
         ),
     ]
 }

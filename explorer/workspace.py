@@ -24,6 +24,7 @@ from explorer.features import (
     ensure_pixels,
     feature_key,
 )
+from explorer.fusion import Fused, fuse_features, parse_fused
 from explorer.heads import HEAD_NAMES, Head, parse_head
 from explorer.jobs import ExtractOutcome
 from explorer.layers import LayerSpec, build_catalogue, select_layers
@@ -49,8 +50,11 @@ class Setting:
         return self.layer == PIXELS
 
 
-def _map_side(s: Setting) -> int:
-    """k of a k x k average pooling (16 for the map up to 16x16); 0 for raw pixels, global max."""
+def _map_side(s: Setting | Fused) -> int:
+    """k of a k x k average pooling (16 for the map up to 16x16); 0 for raw pixels, global max
+    (for a fused setting, its smallest member's)."""
+    if isinstance(s, Fused):
+        return min(_map_side(m) for m in s.members)
     if s.pool == "map16" and not s.is_pixels:
         return 16
     return 0 if s.is_pixels or not s.pool.isdigit() else int(s.pool)
@@ -92,6 +96,25 @@ class Workspace:
     def num_timesteps(self) -> int:
         return int(self.model.num_timesteps)
 
+    def describe(self) -> dict:
+        """{"dataset": ..., "model": ...}: plain facts (`overview.describe_dataset/_model`)."""
+        from explorer import overview
+
+        return {
+            "dataset": overview.describe_dataset(self.dataset, len(self.train.indices), len(self.test.indices)),
+            "model": overview.describe_model(self.model),
+        }
+
+    def cache_overview(self):
+        """`overview.CacheOverview` of this workspace's cache root."""
+        from explorer.overview import cache_overview
+
+        return cache_overview(self.store.root)
+
+    def clear_features(self) -> None:
+        """Delete every cached feature entry (probe results, UMAPs and sweep tables stay)."""
+        self.store.clear()
+
     # --- catalogue ------------------------------------------------------------------------------
 
     @cached_property
@@ -122,12 +145,41 @@ class Workspace:
         t = check_timesteps([_integer(t, "timestep")], self.model.num_timesteps)[0]
         return Setting(t, lay.name, pools[0], _integer(seed, "seed"))
 
-    def _norm(self, s: Setting) -> Setting:
-        """`s` in canonical form (every entry point reads and writes the caches through this)."""
+    def _norm(self, s: Setting | Fused | tuple) -> Setting | Fused:
+        """`s` in canonical form (every entry point reads and writes the caches through this); a
+        plain tuple of settings is a `Fused` concatenation."""
+        if isinstance(s, tuple) and not isinstance(s, Setting):
+            s = Fused(tuple(s))
+        if isinstance(s, Fused):
+            members = tuple(self._norm(m) for m in s.members)
+            return s if members == s.members else Fused(members, s.mode)
         if s.is_pixels or (s.layer in self._layer_names and isinstance(s.pool, str) and s.pool in POOLS
                            and type(s.t) is int and type(s.seed) is int):
             return s
         return self.setting(s.t, s.layer, s.pool, s.seed)
+
+    def fused(self, members: str | Sequence, pool: str | int = 2, mode: str | None = None,
+              seed: int | str = 0) -> Fused:
+        """A canonical `Fused` from its text (`"24@150+19@90"`, `"mean:24@150~0+24@150~1"`, see
+        `explorer.fusion`) or from `(t, layer)` pairs (`[(150, 24), (90, 19)]`); members take
+        `pool` and `seed` unless they name theirs; `mode` "concat" (default) or "mean"."""
+        if isinstance(members, str):
+            parts, text_mode = parse_fused(members)
+            mode = mode or text_mode
+            made = [self.setting(t, b, p or pool, sd if sd is not None else seed) for b, t, sd, p in parts]
+        else:
+            made = []
+            for m in members:
+                if isinstance(m, Setting):
+                    made.append(self._norm(m))
+                elif isinstance(m, Sequence) and len(m) in (2, 3, 4):
+                    made.append(self.setting(m[0], m[1], *(m[2:] or [pool]), *([] if len(m) > 3 else [seed])))
+                else:
+                    raise ExplorerError(f"a fused member is (t, layer) or a Setting, not {m!r}")
+        return Fused(tuple(made), mode or "concat")
+
+    def _members(self, s: Setting | Fused) -> tuple[Setting, ...]:
+        return s.members if isinstance(s, Fused) else (s,)
 
     def labels(self, split: str) -> np.ndarray:
         return self.dataset.labels[self._sel(split).indices]
@@ -152,7 +204,7 @@ class Workspace:
         Returns the number of feature entries computed.
         """
         progress = self.progress if progress is None else progress
-        settings = [self._norm(s) for s in settings]
+        settings = [m for s in settings for m in self._members(self._norm(s))]
         computed = 0
         groups: dict[tuple[int, int], list[Setting]] = {}
         for s in settings:
@@ -201,8 +253,9 @@ class Workspace:
             return feature_key(self.model, self.dataset, self._sel(split), None, PIXELS, s.pool, None)
         return feature_key(self.model, self.dataset, self._sel(split), s.t, s.layer, s.pool, s.seed)
 
-    def is_cached(self, s: Setting) -> bool:
-        return all(self.store.has(self.key(s, sp)) for sp in ("train", "test"))
+    def is_cached(self, s: Setting | Fused) -> bool:
+        return all(self.store.has(self.key(m, sp)) for m in self._members(self._norm(s))
+                   for sp in ("train", "test"))
 
     def features(self, s: Setting | None = None, split: str = "test", *, t: int | None = None,
                  layer: str | int | None = None, pool: str | int = 2, seed: int = 0):
@@ -217,18 +270,21 @@ class Workspace:
             s = self.setting(t, layer, pool, seed)
             return np.asarray(self.features(s, split), dtype=np.float32), self.labels(split).astype(np.int64)
         s = self._norm(s)
+        if isinstance(s, Fused):  # computed from its members' cached features, not stored
+            return fuse_features([self.features(m, split) for m in s.members], s.mode)
         if not self.store.has(self.key(s, split)):
             self.ensure([s], splits=[split])
         return self.store.load(self.key(s, split))
 
     # --- probes ---------------------------------------------------------------------------------
 
-    def evaluate(self, settings: Sequence[Setting], head: str | Head = "linear",
+    def evaluate(self, settings: Sequence[Setting | Fused], head: str | Head = "linear",
                  progress: bool | Callable[[int, int], None] | None = None) -> dict[Setting, ProbeResult]:
         """Probe results per setting for `head` (e.g. "knn:k=10", see `explorer.heads`).
 
         Cached ones are read, the rest trained together. The cache key holds every parameter
-        of the head, defaults included.
+        of the head, defaults included. A `Fused` (or a tuple of settings) is keyed by its
+        members' feature keys in order plus its mode.
         """
         asked = list(settings)
         canon = {s: self._norm(s) for s in asked}
@@ -236,11 +292,11 @@ class Workspace:
             res = self.evaluate(list(dict.fromkeys(canon.values())), head, progress)
             return {s: res[canon[s]] for s in asked}
         head = parse_head(head)
+        _check_fusion(head, settings)
         if head.spec.maps and (flat := [s for s in settings if _map_side(s) < 2]):
             raise ExplorerError(f"the {head.name} head needs spatial maps: use pool 2, 4, 8 or map16, "
                                 f"not {'raw pixels' if flat[0].is_pixels else 'pool ' + flat[0].pool}")
-        keys = {s: ResultStore.key(head.name, [self.key(s, "train")], [self.key(s, "test")], head.params)
-                for s in settings}
+        keys = {s: self._result_key(head, s) for s in settings}
         out = {s: r for s, k in keys.items() if (r := self.results.get(k)) is not None}
         todo = [s for s in settings if s not in out]
         if not todo:
@@ -251,18 +307,34 @@ class Workspace:
             self.results.put(keys[s], r)
         return out | fresh
 
-    def _fit(self, head: Head, settings: list[Setting]) -> dict[Setting, ProbeResult]:
+    def _result_key(self, head: Head, s: Setting | Fused) -> str:
+        members = self._members(s)
+        params = head.params | ({"fusion": s.mode} if isinstance(s, Fused) else {})
+        return ResultStore.key(head.name, [self.key(m, "train") for m in members],
+                               [self.key(m, "test") for m in members], params)
+
+    def _fit(self, head: Head, settings: list[Setting | Fused]) -> dict[Setting | Fused, ProbeResult]:
         ytr, yte = self.labels("train"), self.labels("test")
-        names = {f"{s.t}|{s.layer}|{s.pool}|{s.seed}": s for s in settings}
-        read = self._maps if head.spec.maps else self.features
+        names = {repr(s): s for s in settings}
+
+        def read(s, split):
+            if head.spec.sets:  # a token set: the member maps (a mean is one member)
+                if isinstance(s, Fused) and s.mode == "concat":
+                    return [self._maps(m, split) for m in s.members]
+                return [self._maps(s, split)]
+            return self._maps(s, split) if head.spec.maps else self.features(s, split)
+
         tasks = {n: (read(s, "train"), ytr, read(s, "test"), yte) for n, s in names.items()}
         res = head.fit(tasks, n_classes=self.dataset.num_classes, device=self.device)
         return {names[n]: r for n, r in res.items()}
 
-    def _maps(self, s: Setting, split: str) -> np.ndarray:
-        """`(N, C, h, w)` features of a setting as maps (for heads that read positions)."""
+    def _maps(self, s: Setting | Fused, split: str) -> np.ndarray:
+        """`(N, C, h, w)` features of a setting as maps (for heads that read positions); of a
+        mean `Fused`, the mean of its members' maps."""
         from explorer.extract import pooled_shape
 
+        if isinstance(s, Fused):
+            return fuse_features([self._maps(m, split) for m in s.members], s.mode)
         x = np.asarray(self.features(s, split))
         return x.reshape(len(x), *pooled_shape(self.layer(s.layer), s.pool))
 
@@ -302,10 +374,21 @@ class Workspace:
 
     # --- notebook conveniences ------------------------------------------------------------------
 
-    def probe(self, t: int | None, layer: str | int, pool: str | int = 2, head: str | Head = "linear",
-              seed: int = 0) -> ProbeResult:
-        """Train (or read from cache) one probe; `.top1`, `.ci_low`, `.per_class`, `.confusion`."""
-        s = self.setting(t, layer, pool, seed)
+    def probe(self, t: int | None = None, layer: str | int | None = None, pool: str | int = 2,
+              head: str | Head = "linear", seed: int = 0, *, fuse: str | Sequence | None = None,
+              mode: str | None = None) -> ProbeResult:
+        """Train (or read from cache) one probe; `.top1`, `.ci_low`, `.per_class`, `.confusion`.
+
+        `fuse=[(150, 24), (90, 19)]` (or `"24@150+19@90"`) probes a fused setting instead of
+        `t`/`layer`: concatenated for linear/knn/mlp, a token set for head `fusion`; `mode="mean"`
+        averages the members (DIFT's ensemble, e.g. `[(150, 24, 2, 0), (150, 24, 2, 1)]`).
+        """
+        if fuse is not None:
+            s = self.fused(fuse, pool, mode, seed)
+        elif layer is None:
+            raise ExplorerError("give t= and layer=, or fuse=")
+        else:
+            s = self.setting(t, layer, pool, seed)
         return self.evaluate([s], head)[s]
 
     def sweep(self, timesteps: Sequence[int] | int | str = (10, 90, 150), layers: str | int | Sequence = "all",
@@ -333,6 +416,14 @@ class Workspace:
                                       device=self.device, **self.limits))
         plan = SweepPlan(ts, names, parse_pools(pools), head_labels, seed_list, pixels=baselines, controls=controls)
         return run_sweep(self, plan, out=out, progress=progress)
+
+
+def _check_fusion(head: Head, settings) -> None:
+    """Fused concatenations go to row heads (linear, knn, mlp) or `fusion`, not other map heads."""
+    for s in settings:
+        if isinstance(s, Fused) and s.mode == "concat" and head.spec.maps and not head.spec.sets:
+            raise ExplorerError(f"the {head.name} head reads one map; fuse settings with linear, knn, "
+                                "mlp (concatenated) or fusion (a token set), or use mode mean")
 
 
 def _integer(value, what: str) -> int:
