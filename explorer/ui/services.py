@@ -230,6 +230,15 @@ def images(
     return out
 
 
+def class_samples(ws: Workspace, per: int, size: int = 56) -> list[list[np.ndarray]]:
+    """`per` display-size training images of every class, one list a class (in class order)."""
+    from explorer.overview import class_rows
+
+    ds = ws.dataset
+    rows = class_rows(ds.labels, ds.splits["train"], ds.num_classes, per)
+    return [images(ds, r, size=size) for r in rows]
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def thumbnails(
     _ds: ImageDataset, fingerprint: str, indices: tuple[int, ...], size: int = 64

@@ -1,169 +1,133 @@
 """Data & model: samples per class, the layer catalogue, and the feature cache."""
 
-import pandas as pd
 import streamlit as st
 
 from explorer import access
-from explorer.paths import cache_dir
+from explorer.overview import LAYER_COLUMNS, layer_table, size_text
 from explorer.ui import common, figures, services, state
 
 
-def size(n: int) -> str:
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
+def dataset_section(d: dict) -> None:
+    """Sizes of the dataset and of the samples in use (`d` from `describe_dataset`)."""
+    st.subheader(f"Dataset: {d['name']}")
+    m = st.columns(4)
+    m[0].metric("Images", f"{d['images']}")
+    m[1].metric("Classes", f"{d['classes']}")
+    m[2].metric("Train split", f"{d['train_split']}")
+    m[3].metric("Test split", f"{d['test_split']}")
+    st.caption(
+        f"Using {d['used_train']} train and {d['used_test']} test images "
+        f"(class-balanced samples; change the limits in the sidebar). Source: {d['source']}"
+    )
+    if d["skipped"]:
+        with st.expander(f"{len(d['skipped'])} unreadable files were skipped"):
+            st.code("\n".join(d["skipped"][:200]), language=None)
+
+
+def model_section(m: dict) -> None:
+    """Size, input, schedule and provenance of the model (`m` from `describe_model`)."""
+    st.subheader(f"Model: {m['name']}")
+    c = st.columns(3)
+    c[0].metric("Parameters", f"{m['parameters'] / 1e6:.2f} M")
+    c[1].metric("Input", m["input"], help=f"from {m['input_from']}")
+    c[2].metric("Timesteps", f"{m['timesteps']}")
+    st.markdown(
+        f"**Family:** {m['family']} ({m['loaded']})  \n"
+        f"**Input space:** {m['input_space']}  \n"
+        f"**Conditioning:** {m['conditioning']}  \n"
+        f"**Scheduler:** {m['scheduler']}"
+    )
+    if m["leaks_label"]:
+        st.warning(
+            "Label-leaking: the model is given each image's own class label, so its features "
+            "see the answer. Do not read these accuracies as what the model learned."
+        )
+    st.caption(
+        f"Source: {m['source']} · {m['path']} · fingerprint `{m['fingerprint']}` · "
+        f"device {services.device_text()}"
+    )
+
+
+def samples_section(ws, class_names: list[str]):
+    """A grid of training images per class; returns its figure."""
+    st.subheader("Samples per class")
+    per = state.integer("data_n", "n", 8, 1, 20)(st.slider, "Images per class", min_value=1, max_value=20)
+    fig = figures.sample_grid(
+        services.class_samples(ws, per), class_names, title=f"{per} training images per class"
+    )
+    st.plotly_chart(fig, key="data_samples")
+    return fig
+
+
+def catalogue_section(layers, transformer: bool) -> None:
+    st.subheader("Layer catalogue")
+    st.caption(
+        "Probe points in forward order: one per transformer block, tokens read on the patch "
+        "grid, as the Explore page numbers them."
+        if transformer
+        else "Probe points in forward order (down → mid → up), as the Explore page numbers "
+        "the U-Net blocks."
+    )
+    st.dataframe(layers[LAYER_COLUMNS], hide_index=True, height=min(600, 38 + 35 * len(layers)))
+
+
+def clear_control(ws) -> None:
+    """The confirm box and button that empty the feature cache (admins only)."""
+    if not access.can_clear(common.policy()):
+        st.caption(access.CLEAR_NOTE)
+        return
+    c = st.columns([3, 1])
+    sure = c[0].checkbox(
+        "Yes, delete every cached feature (probe results, UMAPs and sweep tables stay)",
+        key="data_confirm",
+    )
+
+    def clear() -> None:
+        if not access.can_clear(common.policy()):  # re-checked when the click arrives
+            return
+        ws.clear_features()
+        st.session_state["data_confirm"] = False
+        st.session_state["data_cleared"] = True
+
+    c[1].button(
+        "Clear the feature cache", key="data_clear", disabled=not sure, type="primary", on_click=clear
+    )
+
+
+def cache_section(ws):
+    """Entries and sizes of the cache, and clearing it; returns the raw entries."""
+    st.subheader("Feature cache")
+    cache = ws.cache_overview()
+    m = st.columns(3)
+    m[0].metric("Feature entries", f"{len(cache.entries)}")
+    m[1].metric("Feature size", size_text(cache.feature_bytes))
+    m[2].metric("Other cached data", size_text(cache.other_bytes), help=cache.other_text() or None)
+    st.caption(f"Cache folder: `{cache.root}`")
+    if not cache.entries.empty:
+        st.dataframe(cache.table(), hide_index=True, height=260)
+    clear_control(ws)
+    if st.session_state.pop("data_cleared", False):
+        st.success("Feature cache cleared.")
+    return cache.entries
 
 
 ctx = common.context()
 st.title("Data & model")
 with common.guard():
     ws = services.workspace(ctx)
-    ds, model, cat = ws.dataset, ws.model, ws.catalogue
-
+    facts = ws.describe()
     c1, c2 = st.columns(2)
     with c1:
-        st.subheader(f"Dataset: {ds.name}")
-        m = st.columns(4)
-        m[0].metric("Images", f"{len(ds)}")
-        m[1].metric("Classes", f"{ds.num_classes}")
-        m[2].metric("Train split", f"{len(ds.splits['train'])}")
-        m[3].metric("Test split", f"{len(ds.splits['test'])}")
-        st.caption(
-            f"Using {len(ws.train.indices)} train and {len(ws.test.indices)} test images "
-            f"(class-balanced samples; change the limits in the sidebar). Source: {ds.source or ds.name}"
-        )
-        if ds.skipped:
-            with st.expander(f"{len(ds.skipped)} unreadable files were skipped"):
-                st.code("\n".join(ds.skipped[:200]), language=None)
+        dataset_section(facts["dataset"])
     with c2:
-        st.subheader(f"Model: {model.name}")
-        m = st.columns(3)
-        m[0].metric("Parameters", f"{model.parameters / 1e6:.2f} M")
-        fam = model.family
-        c, h, w = fam.input_shape
-        m[1].metric(
-            "Input",
-            f"{c}×{h}×{w} {fam.space}",
-            help=f"from {fam.image_channels}×{model.resolution}×{model.resolution} images",
-        )
-        m[2].metric("Timesteps", f"{model.num_timesteps}")
-        info = fam.describe()
-        st.markdown(
-            f"**Family:** {info['family']} ({info['loaded']})  \n"
-            f"**Input space:** {info['input space']}  \n"
-            f"**Conditioning:** {info['conditioning']}  \n"
-            f"**Scheduler:** {model.scheduler_text}"
-        )
-        if fam.leaks_label:
-            st.warning(
-                "Label-leaking: the model is given each image's own class label, so its features "
-                "see the answer. Do not read these accuracies as what the model learned."
-            )
-        st.caption(
-            f"Source: {model.source} · {model.path or ''} · fingerprint `{model.fingerprint}` · "
-            f"device {services.device_text()}"
-        )
-
+        model_section(facts["model"])
+    layers = layer_table(ws.catalogue)
     left, right = st.columns([1, 1])
     with left:
-        st.subheader("Samples per class")
-        per = state.integer("data_n", "n", 8, 1, 20)(
-            st.slider, "Images per class", min_value=1, max_value=20
-        )
-        train = ds.splits["train"]
-        rows = [
-            services.images(ds, train[ds.labels[train] == k][:per], size=56)
-            for k in range(ds.num_classes)
-        ]
-        fig = figures.sample_grid(
-            rows, [str(c) for c in ds.class_names], title=f"{per} training images per class"
-        )
-        st.plotly_chart(fig, key="data_samples")
+        fig = samples_section(ws, facts["dataset"]["class_names"])
     with right:
-        st.subheader("Layer catalogue")
-        st.caption(
-            "Probe points in forward order: one per transformer block, tokens read on the patch "
-            "grid, as the Explore page numbers them."
-            if model.family.transformer
-            else "Probe points in forward order (down → mid → up), as the Explore page numbers "
-            "the U-Net blocks."
-        )
-        layers = pd.DataFrame([lay.to_dict() for lay in cat])
-        layers["features (pool 1 / 2)"] = [f"{lay.channels} / {lay.channels * 4}" for lay in cat]
-        short = layers[["index", "name", "stage", "kind", "channels", "height", "width"]]
-        st.dataframe(short, hide_index=True, height=min(600, 38 + 35 * len(cat)))
-
-    st.subheader("Feature cache")
-    store = ws.store
-    entries = pd.DataFrame(store.entries())
-    root = cache_dir()
-    other = {
-        d.name: sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-        for d in sorted(root.iterdir())
-        if d.is_dir() and d.name != "features"
-    }
-    m = st.columns(3)
-    m[0].metric("Feature entries", f"{len(entries)}")
-    m[1].metric("Feature size", size(store.size_bytes()))
-    m[2].metric(
-        "Other cached data",
-        size(sum(other.values())),
-        help=", ".join(f"{k}: {size(v)}" for k, v in other.items()) or None,
-    )
-    st.caption(f"Cache folder: `{root}`")
-    if not entries.empty:
-        cols = [
-            c
-            for c in (
-                "model",
-                "dataset",
-                "split",
-                "t",
-                "layer_index",
-                "layer",
-                "pool",
-                "seed",
-                "images",
-                "shape",
-                "created",
-            )
-            if c in entries
-        ]
-        view = (
-            entries.sort_values("created", ascending=False) if "created" in entries else entries
-        )[cols].copy()
-        if "created" in view:
-            view["created"] = pd.to_datetime(view["created"], unit="s").dt.strftime(
-                "%Y-%m-%d %H:%M"
-            )
-        if "shape" in view:
-            view["shape"] = view["shape"].map(
-                lambda s: "×".join(str(x) for x in s) if isinstance(s, list) else s
-            )
-        st.dataframe(view, hide_index=True, height=260)
-    if not access.can_clear(common.policy()):
-        st.caption(access.CLEAR_NOTE)
-    else:
-        c = st.columns([3, 1])
-        sure = c[0].checkbox(
-            "Yes, delete every cached feature (probe results, UMAPs and sweep tables stay)",
-            key="data_confirm",
-        )
-
-        def clear() -> None:
-            if not access.can_clear(common.policy()):  # re-checked when the click arrives
-                return
-            store.clear()
-            st.session_state["data_confirm"] = False
-            st.session_state["data_cleared"] = True
-
-        c[1].button(
-            "Clear the feature cache",
-            key="data_clear",
-            disabled=not sure,
-            type="primary",
-            on_click=clear,
-        )
-    if st.session_state.pop("data_cleared", False):
-        st.success("Feature cache cleared.")
+        catalogue_section(layers, facts["model"]["transformer"])
+    entries = cache_section(ws)
     common.export_panel(
         {"samples": fig}, {"layers": layers, "cache_entries": entries}, key="data_export"
     )
