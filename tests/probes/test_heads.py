@@ -21,6 +21,7 @@ FAST = {
     "attention-small": "attention:dim=8:heads=2:epochs=15:lr=0.01:batch_size=32",
     "attention-paper": "attention-paper:dim=8:heads=2:epochs=15:lr=0.2:batch_size=16",
     "cnn": "cnn:hidden=8:epochs=15:lr=0.2:batch_size=16",
+    "fusion": "fusion:dim=8:heads=2:epochs=15:lr=0.01:batch_size=32",
 }
 
 
