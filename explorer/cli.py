@@ -236,7 +236,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
           f"{len(layers)} layers x {len(plan.pools)} poolings x {len(heads)} heads"
           f"{' + baselines' if plan.pixels else ''}")
     df = run_sweep(ws, plan, out=a.out, progress=True,
-                   report=lambda msg, frac: logger.info(f"[{100 * frac:3.0f}%] {msg}"))
+                   report=lambda event: logger.info(event.text()))
     prov = write_provenance(a)
     print(describe_best(df))
     print(f"results: {len(df)} rows in {a.out} (options in {prov})")

@@ -130,9 +130,13 @@ PAIRED_METRICS = [f"{n}{s}" for n in PAIRED for s in ("", "_low", "_high")]
 WIDE_METRICS = ["top1", "top1_std", "ci_low", "ci_high", "val_top1", *PAIRED_METRICS]
 
 
-def accuracy_view(df: pd.DataFrame, head: str | None = None) -> pd.DataFrame:
+def accuracy_view(df: pd.DataFrame, head: str | None = None, fused: bool = False) -> pd.DataFrame:
     """Wide view: one row per (model, t, layer, pool, head) with top1, top1_std, ci_low, ci_high,
-    val_top1 and the paired differences of `PAIRED_METRICS` (NaN where a table lacks them)."""
+    val_top1 and the paired differences of `PAIRED_METRICS` (NaN where a table lacks them).
+
+    Fused settings' rows (`layer` like "24@150+19@90", t NaN) are left out unless `fused`."""
+    if not fused:
+        df = df[~df["layer"].astype(str).str.contains("@", regex=False)]
     test = df[(df["split"] == "test") & df["metric"].isin(WIDE_METRICS)]
     val = df[(df["split"] == "val") & (df["metric"] == "top1")].assign(metric="val_top1")
     d = pd.concat([test, val], ignore_index=True)

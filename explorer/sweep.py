@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from explorer.features import PIXELS
+from explorer.fusion import Fused, format_fused, is_fused_text, shared_pool
 from explorer.heads import parse_head
 from explorer.paths import RANDOM_PREFIX
 from explorer.probes.metrics import paired_bootstrap_diff
 from explorer.results import (
+    accuracy_view,
     best_on_validation,
     best_settings,
     paired_rows,
@@ -35,7 +37,44 @@ from explorer.results import (
 )
 from explorer.workspace import PIXEL_POOL, Setting, Workspace
 
-Report = Callable[[str, float], None]  # (message, fraction done)
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """One progress event of `run_sweep`, sent before each step and once at the end.
+
+    A step is the raw-pixel baseline or one (model, timestep); `done` of `total` are finished,
+    `current` names the step now starting ("done" at the end), `elapsed` is in seconds.
+    """
+
+    done: int
+    total: int
+    current: str
+    elapsed: float
+
+    @property
+    def fraction(self) -> float:
+        """Steps finished, in [0, 1]."""
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def eta(self) -> float:
+        """Seconds left at the pace so far; NaN before the first step finishes."""
+        if not self.done:
+            return float("nan")
+        return self.elapsed / self.done * (self.total - self.done)
+
+    def within(self, images_done: int, images_total: int) -> float:
+        """The fraction done while the current step has extracted `images_done` of `images_total`."""
+        part = min(images_done / max(images_total, 1), 1.0) if self.done < self.total else 0.0
+        return min((self.done + part) / self.total, 1.0) if self.total else 1.0
+
+    def text(self) -> str:
+        """ "[ 50%] ddpm: t=10, 9 layers (eta 12s)", the ETA once a step has finished."""
+        eta = f" (eta {self.eta:.0f}s)" if self.done else ""
+        return f"[{100 * self.fraction:3.0f}%] {self.current}{eta}"
+
+
+Report = Callable[[SweepProgress], None]
 
 
 @dataclass
@@ -47,26 +86,47 @@ class SweepPlan:
     seeds: list[int] = field(default_factory=lambda: [0])
     pixels: bool = True  # raw-pixel baseline
     controls: list[Workspace] = field(default_factory=list)  # e.g. the random-weights model
+    fused: list[Fused] = field(default_factory=list)  # fused settings, probed on the model only
+    seed_average: str = "accuracy"  # several seeds: "accuracy" (mean of probes) or "features" (DIFT)
+
+    @property
+    def steps(self) -> int:
+        """Progress steps: one per (model, timestep), plus one for the raw-pixel baseline."""
+        return (1 + len(self.controls)) * len(self.timesteps) + (1 if self.pixels else 0)
 
 
 Point = tuple  # (t, layer, pool, head)
 
 
-def _rows(ws: Workspace, settings: list[Setting], head: str) -> tuple[list[dict], dict[Point, tuple]]:
+def table_point(ws: Workspace, s: Setting | Fused) -> tuple:
+    """`(t, layer, pool)` of a setting's table rows. A DIFT ensemble sits at its members' point; another
+    fused setting has t None (NaN in the table) and its text form in `layer` (`"24@150+19@90"`, see
+    `explorer.fusion`), with the members' shared pooling (or theirs joined by `+`) in `pool`."""
+    if not isinstance(s, Fused):
+        return s.t, s.layer, s.pool
+    if s.is_ensemble:
+        return table_point(ws, s.members[0])
+    pool = shared_pool(s)
+    return None, format_fused(s, lambda name: ws.layer(name).index, pool), pool
+
+
+def _rows(ws: Workspace, settings: list, head: str) -> tuple[list[dict], dict[Point, tuple]]:
     """Tidy rows per (t, layer, pool) over noise draws, and per point `(base row, correct (N,) bool)`
     of the first draw, for the paired comparisons."""
     res = ws.evaluate(settings, head)
     y = ws.labels("test")
     rows, points = [], {}
-    by_point: dict[tuple, list[Setting]] = {}
+    by_point: dict[tuple, list] = {}
     for s in settings:
-        by_point.setdefault((s.t, s.layer, s.pool), []).append(s)
+        by_point.setdefault(table_point(ws, s), []).append(s)
     for (t, layer, pool), group in by_point.items():
-        idx = 0 if layer == PIXELS else ws.layer(layer).index
+        idx = 0 if layer == PIXELS else -1 if t is None else ws.layer(layer).index
         base = {"model": PIXELS if layer == PIXELS else ws.model.name, "dataset": ws.dataset.name, "t": t,
                 "layer": layer, "layer_index": idx, "pool": pool, "head": head}
         first = [res[s] for s in group]
         rows += tidy_rows(base, first)
+        if isinstance(group[0], Fused) and group[0].is_ensemble:  # features averaged over draws
+            rows.append({**base, "split": "test", "metric": "ensemble", "value": float(len(group[0].members))})
         points[(t, layer, pool, head)] = (base, first[0].predictions == y)
     return rows, points
 
@@ -84,17 +144,19 @@ def _paired(points: dict[Point, tuple], refs: dict[Point, np.ndarray], name: str
 def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
               report: Report | None = None,
               progress: bool | Callable[[int, int], None] = False) -> pd.DataFrame:
-    """Run `plan` on `ws` (and its controls); returns the tidy table, also saved to `out` as it grows."""
+    """Run `plan` on `ws` (and its controls); returns the tidy table, also saved to `out` as it grows.
+
+    `report` gets a `SweepProgress` before each step and at the end; `progress` gets
+    (images done, images total) while a step extracts features.
+    """
     rows: list[dict] = []
     models = [ws, *plan.controls]
-    steps = len(models) * len(plan.timesteps) + (1 if plan.pixels else 0)
     done = 0
     t0 = time.time()
 
     def tell(msg: str) -> None:
         if report:
-            eta = (time.time() - t0) / done * (steps - done) if done else float("nan")
-            report(f"{msg} (eta {eta:.0f}s)" if done else msg, done / steps)
+            report(SweepProgress(done, plan.steps, msg, time.time() - t0))
 
     def flush() -> None:
         if out is not None:
@@ -117,6 +179,9 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
             tell(f"{m.model.name}: t={t}, {len(plan.layers)} layers")
             settings = [Setting(t, lay, p, s) for lay in plan.layers for p in plan.pools for s in plan.seeds]
             m.ensure(settings, progress=progress)
+            if plan.seed_average == "features" and len(plan.seeds) > 1:  # DIFT: one probe on mean features
+                settings = [Fused(tuple(Setting(t, lay, p, s) for s in plan.seeds), "mean")
+                            for lay in plan.layers for p in plan.pools]
             for head in plan.heads:
                 new, pts = _rows(m, settings, head)
                 rows += new + _paired(pts, pixels, "vs_pixels", lambda p: p[3])
@@ -127,6 +192,15 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
                     rows += _paired({p: mine[p] for p in pts if p in mine}, ctrl, "vs_random", lambda p: p)
             done += 1
             flush()
+    for f in plan.fused:
+        tell(f"fused {table_point(ws, f)[1]}")
+        for head in plan.heads:
+            spec = parse_head(head).spec
+            if spec.maps and not spec.sets and f.mode == "concat":
+                continue  # a one-map head cannot read a concatenation
+            new, pts = _rows(ws, [f], head)
+            rows += new + _paired(pts, pixels, "vs_pixels", lambda p: p[3])
+        flush()
     tell("done")
     return to_frame(rows)
 
@@ -144,6 +218,10 @@ def describe_best(df: pd.DataFrame) -> str:
         vs = [w for n, ref in (("vs_pixels", "raw pixels"), ("vs_random", "random weights"))
               if (w := paired_words(r, n, ref))]
         lines.append("; ".join([line, *vs]))
+    fused = accuracy_view(df, fused=True)
+    for _, r in fused[fused["layer"].map(is_fused_text)].iterrows():
+        lines.append(f"fused {r['layer']} (pool {r['pool']}), {r['head']}: test {100 * r['top1']:.2f}% "
+                     f"[{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]")
     skipped = set(map(tuple, accuracy_groups(df))) - set(zip(best["model"], best["head"], strict=True))
     for model, head in sorted(skipped):
         lines.append(f"{head} for {model}: no validation accuracy in this table, so no best setting "

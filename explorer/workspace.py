@@ -393,10 +393,13 @@ class Workspace:
 
     def sweep(self, timesteps: Sequence[int] | int | str = (10, 90, 150), layers: str | int | Sequence = "all",
               pools: str | int | Sequence = 2, heads: str | Sequence[str] = "linear", seeds: int | Sequence[int] = 0,
-              *, baselines: bool = True, out=None, progress: bool | Callable[[int, int], None] = False):
+              *, baselines: bool = True, out=None, progress: bool | Callable[[int, int], None] = False,
+              fuse: Sequence = (), seed_average: str = "accuracy"):
         """A grid of probes as the tidy results table (a `pandas.DataFrame`, as `explorer sweep` writes).
 
         `baselines` adds raw pixels and the same U-Net with random weights; `out` also saves the table.
+        `fuse`: fused settings also probed (texts like "24@150+19@90", pair lists or `Fused`, pool the
+        first of `pools`); `seed_average="features"` probes the mean features over `seeds` (DIFT).
         """
         from explorer.extract import parse_timesteps
         from explorer.heads import parse_heads
@@ -414,7 +417,12 @@ class Workspace:
             rnd = load_model(RANDOM_PREFIX + self.model.name, device=next(self.model.unet.parameters()).device)
             controls.append(Workspace(rnd, self.dataset, store=self.store, batch_size=self.batch_size,
                                       device=self.device, **self.limits))
-        plan = SweepPlan(ts, names, parse_pools(pools), head_labels, seed_list, pixels=baselines, controls=controls)
+        pool_names = parse_pools(pools)
+        fused = [f if isinstance(f, Fused) else self.fused(f, pool_names[0]) for f in fuse]
+        if seed_average not in ("accuracy", "features"):
+            raise ExplorerError(f"seed_average is 'accuracy' or 'features', not {seed_average!r}")
+        plan = SweepPlan(ts, names, pool_names, head_labels, seed_list, pixels=baselines, controls=controls,
+                         fused=[self._norm(f) for f in fused], seed_average=seed_average)
         return run_sweep(self, plan, out=out, progress=progress)
 
 

@@ -293,22 +293,22 @@ def sweep(ws: Workspace, plan, path: Path, table: pd.DataFrame) -> tuple[pd.Data
     """Run `plan` with a progress bar and ETA, rows saved as they arrive; returns the merged
     table, the number of new results and the seconds spent. A failure keeps finished rows."""
     from explorer.results import accuracy_view
-    from explorer.sweep import run_sweep
+    from explorer.sweep import SweepProgress, run_sweep
 
-    steps = (1 + len(plan.controls)) * len(plan.timesteps) + (1 if plan.pixels else 0)
-    bar, t0, now = st.progress(0.0, text="Starting the sweep…"), time.time(), {"step": 0, "msg": ""}
+    bar, t0 = st.progress(0.0, text="Starting the sweep…"), time.time()
+    now = {"event": SweepProgress(0, plan.steps, "Starting the sweep…", 0.0)}
 
     def show(frac: float) -> None:
         spent = time.time() - t0
         eta = f" · ETA {spent / frac * (1 - frac):.0f}s" if frac > 0.02 else ""
-        bar.progress(min(frac, 1.0), text=f"{now['msg']} · {100 * frac:.0f}% · {spent:.0f}s{eta}")
+        bar.progress(frac, text=f"{now['event'].current} · {100 * frac:.0f}% · {spent:.0f}s{eta}")
 
-    def report(msg: str, frac: float) -> None:  # before each (model, t) step
-        now.update(msg=msg.split(" (eta")[0], step=round(frac * steps))
-        show(frac)
+    def report(event: SweepProgress) -> None:  # before each (model, t) step
+        now["event"] = event
+        show(event.fraction)
 
     def images_done(done: int, total: int) -> None:  # within a step, while features are extracted
-        show((now["step"] + done / max(total, 1)) / steps)
+        show(now["event"].within(done, total))
 
     running = running_path(path)
     new = None

@@ -62,7 +62,7 @@ def test_sweep_table_has_baselines_draws_and_is_tidy(tiny_model_dir, tiny_datase
                      controls=[ctrl])
     out = tmp_path / "r.csv"
     seen = []
-    df = run_sweep(main_ws, plan, out=out, report=lambda msg, frac: seen.append(frac))
+    df = run_sweep(main_ws, plan, out=out, report=lambda event: seen.append(event.fraction))
     assert list(df.columns) == COLUMNS, "the documented column order"
     assert seen and seen[-1] == 1.0 and seen == sorted(seen), "progress rises to 100%"
     back = load_table(out)
@@ -204,3 +204,29 @@ def test_summary_lines_say_what_is_noise():
     assert "1 other cells have test intervals overlapping the best's" in text, text
     old = accuracy_view(pd.DataFrame(_setting("m", 10, "a", 1, test=0.8), columns=COLUMNS))
     assert "no validation accuracy" in summary_lines(old)[0], "old tables: no best, no ▲"
+
+
+def test_sweep_progress_events():
+    from explorer.sweep import SweepProgress
+
+    start = SweepProgress(0, 4, "raw-pixel baseline", 0.5)
+    assert start.fraction == 0 and np.isnan(start.eta) and start.text() == "[  0%] raw-pixel baseline"
+    assert start.within(5, 10) == pytest.approx(0.125), "half of the first of 4 steps"
+    mid = SweepProgress(2, 4, "m: t=10, 2 layers", 8.0)
+    assert mid.fraction == 0.5 and mid.eta == pytest.approx(8.0)
+    assert mid.text() == "[ 50%] m: t=10, 2 layers (eta 8s)"
+    assert mid.within(10, 10) == pytest.approx(0.75) and mid.within(0, 0) == pytest.approx(0.5)
+    end = SweepProgress(4, 4, "done", 20.0)
+    assert end.fraction == 1.0 and end.eta == 0.0 and end.within(7, 10) == 1.0
+    assert SweepProgress(0, 0, "done", 0.0).fraction == 1.0
+    plan = SweepPlan([10, 90, 150], ["mid_block"], ["2"], controls=[object()])
+    assert plan.steps == 7 and SweepPlan([10], ["mid_block"], ["2"], pixels=False).steps == 1
+
+
+def test_run_sweep_reports_every_step(ws):
+    seen = []
+    plan = SweepPlan([10, 20], ["mid_block"], ["2"])
+    run_sweep(ws, plan, report=seen.append)
+    assert [e.done for e in seen] == [0, 1, 2, 3] and {e.total for e in seen} == {3}
+    assert seen[0].current == "raw-pixel baseline" and seen[-1].current == "done"
+    assert "t=20" in seen[2].current and all(e.elapsed >= 0 for e in seen)
