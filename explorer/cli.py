@@ -198,6 +198,13 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-limit", type=int, default=None, help="cap the train split (overrides --limit)")
     p.add_argument("--test-limit", type=int, default=None, help="cap the test split (overrides --limit)")
     p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random-weights control")
+    p.add_argument("--fuse", action="append", default=None, metavar="B@T+B@T",
+                   help="also probe a fused setting (repeatable): members BLOCK@T joined by +, e.g. 24@150+19@90 "
+                        "(concatenated for linear/knn/mlp, a token set for head fusion); ~SEED and /POOL per "
+                        "member, mean: first for an average; table rows: layer = this text, t empty")
+    p.add_argument("--seed-average", choices=("accuracy", "features"), default="accuracy",
+                   help="with several --seeds: average the probes' accuracies (default) or the features "
+                        "(DIFT's ensemble: one probe on the mean over noise draws)")
     p.add_argument("--out", default="results.csv", help="results table, .csv or .parquet (default: results.csv)")
     p.add_argument("--config", default=None, metavar="TOML",
                    help="read these options from a TOML file (keys as the long options, e.g. timesteps = "
@@ -229,8 +236,10 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         rnd = load_model(RANDOM_PREFIX + a.model, trust_pickle=a.trust_pickle,
                          device=next(model.unet.parameters()).device)
         controls.append(Workspace(rnd, ds, **kw))
-    plan = SweepPlan(timesteps, layers, parse_pools(a.pools), heads, _int_list(a.seeds, "seeds"),
-                     pixels=not a.no_baselines, controls=controls)
+    pools = parse_pools(a.pools)
+    plan = SweepPlan(timesteps, layers, pools, heads, _int_list(a.seeds, "seeds"),
+                     pixels=not a.no_baselines, controls=controls, seed_average=a.seed_average,
+                     fused=[ws.fused(text, pools[0]) for text in a.fuse or []])
     logger.info(f"sweep: {model.name} on {describe(next(model.unet.parameters()).device)}; {ds.name} "
           f"({len(ws.train.indices)} train / {len(ws.test.indices)} test); {len(timesteps)} timesteps x "
           f"{len(layers)} layers x {len(plan.pools)} poolings x {len(heads)} heads"
