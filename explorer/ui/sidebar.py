@@ -1,6 +1,10 @@
-"""The sidebar: model, dataset (built-in, path or uploaded zip), image limits, device, cache."""
+"""The sidebar: model, dataset (built-in, path or uploaded zip) and image limits, bound to the URL
+like every page setting; it also shows the device in use (chosen automatically) and the cache."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import streamlit as st
 
@@ -31,7 +35,7 @@ def defaults() -> tuple[str, str]:
 
 def _on_dataset_change() -> None:
     """Follow the dataset with its built-in model when the model was the old dataset's default."""
-    old = st.session_state.get(state._KEPT + "side_dataset")
+    old = state.kept("side_dataset")
     new = st.session_state.get("side_dataset")
     model = st.session_state.get("side_model")
     if old in BUILTIN_DATASETS and new in BUILTIN_DATASETS and model == default_model(old):
@@ -40,25 +44,48 @@ def _on_dataset_change() -> None:
             st.session_state["side_model"] = target
 
 
-def _split_spec(spec: str, options: list[str], other: str) -> tuple[str, str]:
-    return (spec, "") if spec in options else (other, spec)
+@dataclass(frozen=True)
+class Picker:
+    """A choice among `options` whose `other` option opens a text box for a free spec (a path).
+
+    The URL holds the spec itself under `name`: a value that is not an option selects `other`
+    and fills the text box. `extra` maps further options to a function giving their spec.
+    """
+
+    label: str
+    name: str
+    options: list[str]
+    other: str
+    text_label: str
+    placeholder: str
+    help: str
+    on_change: Callable[[], None] | None = None
+    extra: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"side_{self.name}"
 
 
-def _seed_from_url(name: str, pick_key: str, text_key: str, options: list[str], other: str) -> None:
-    """A free-text spec in the URL (a path) selects 'other' and fills the text box."""
-    if pick_key in st.session_state or name not in st.query_params:
-        return
-    pick, text = _split_spec(st.query_params[name], options, other)
-    st.session_state[pick_key] = pick
-    if text:
-        st.session_state[text_key] = text
-
-
-def _seed_pick(key: str, options: list[str], default: str) -> None:
-    ss = st.session_state
-    if key not in ss or ss[key] not in options:
-        kept = ss.get(state._KEPT + key)
-        ss[key] = kept if kept in options else (default if default in options else options[0])
+def _picker(p: Picker, default: str) -> str:
+    """Draw `p`, bound to the URL like every page setting; returns the chosen spec."""
+    ss, text_key = st.session_state, f"{p.key}_path"
+    if p.key not in ss and st.query_params.get(p.name, p.options[0]) not in p.options:
+        ss[text_key] = st.query_params[p.name]  # a path in the link: 'other', with its text
+    state.seed(
+        p.key,
+        p.name,
+        default if default in p.options else p.options[0],
+        parse=lambda raw: raw if raw in p.options else p.other,
+        valid=lambda v: v in p.options,
+    )
+    spec = st.selectbox(p.label, p.options, key=p.key, on_change=p.on_change, help=p.help)
+    if spec == p.other:
+        _roots_hint()
+        spec = st.text_input(p.text_label, key=text_key, placeholder=p.placeholder).strip()
+    elif spec in p.extra:
+        spec = p.extra[spec]()
+    return state.publish(p.key, p.name, spec or default)
 
 
 def _model_picker(default: str) -> str:
@@ -66,58 +93,31 @@ def _model_picker(default: str) -> str:
 
     names = services.builtin_models()
     options = names + [RANDOM_PREFIX + n for n in names] + local_models() + [CUSTOM_MODEL]
-    _seed_from_url("model", "side_model", "side_model_path", options, CUSTOM_MODEL)
-    _seed_pick("side_model", options, default)
-    spec = st.selectbox(
-        "Model",
-        options,
-        key="side_model",
-        help="A built-in model, its random-weights control (`random:`), a model folder found "
-        "under $EXPLORER_MODELS, or any diffusers model folder (pixel or latent U-Net, Stable "
-        "Diffusion or DiT pipeline; add #class-label=N or #prompt=TEXT) or hub id.",
+    return _picker(
+        Picker(
+            "Model", "model", options, CUSTOM_MODEL, "Model folder or hub id",
+            "/path/to/unet-folder or org/name",
+            "A built-in model, its random-weights control (`random:`), a model folder found "
+            "under $EXPLORER_MODELS, or any diffusers model folder (pixel or latent U-Net, Stable "
+            "Diffusion or DiT pipeline; add #class-label=N or #prompt=TEXT) or hub id.",
+        ),
+        default,
     )
-    st.session_state[state._KEPT + "side_model"] = spec
-    if spec == CUSTOM_MODEL:
-        _roots_hint()
-        spec = (
-            st.text_input(
-                "Model folder or hub id",
-                key="side_model_path",
-                placeholder="/path/to/unet-folder or org/name",
-            ).strip()
-            or default
-        )
-    _write_url("model", spec)
-    return spec
 
 
 def _dataset_picker(default: str) -> str:
     options = list(BUILTIN_DATASETS) + [PATH_DATASET, UPLOAD_DATASET]
-    _seed_from_url("dataset", "side_dataset", "side_dataset_path", options, PATH_DATASET)
-    _seed_pick("side_dataset", options, default)
-    spec = st.selectbox(
-        "Dataset",
-        options,
-        key="side_dataset",
-        on_change=_on_dataset_change,
-        help="Built-in, a folder (ImageFolder tree, CIFAR batches, IDX files, HF dataset on "
-        "disk), or a zip of class folders uploaded here.",
+    return _picker(
+        Picker(
+            "Dataset", "dataset", options, PATH_DATASET, "Dataset folder or file",
+            "/path/to/class-folders",
+            "Built-in, a folder (ImageFolder tree, CIFAR batches, IDX files, HF dataset on "
+            "disk), or a zip of class folders uploaded here.",
+            on_change=_on_dataset_change,
+            extra={UPLOAD_DATASET: _upload},
+        ),
+        default,
     )
-    st.session_state[state._KEPT + "side_dataset"] = spec
-    if spec == PATH_DATASET:
-        _roots_hint()
-        spec = (
-            st.text_input(
-                "Dataset folder or file",
-                key="side_dataset_path",
-                placeholder="/path/to/class-folders",
-            ).strip()
-            or default
-        )
-    elif spec == UPLOAD_DATASET:
-        spec = _upload() or default
-    _write_url("dataset", spec)
-    return spec
 
 
 def _roots_hint() -> None:
@@ -154,11 +154,6 @@ def _upload() -> str | None:
     )
     st.session_state[_UPLOADED] = str(root)
     return str(root)
-
-
-def _write_url(name: str, value: str) -> None:
-    if st.query_params.get(name) != value:
-        st.query_params[name] = value
 
 
 def _limit(key: str, name: str, label: str, default: int) -> int | None:

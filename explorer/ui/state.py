@@ -143,14 +143,25 @@ def seed(
     ss[key] = kept if kept is not None and _ok(kept, valid, multi) else default
 
 
-def publish(key: str, name: str) -> Any:
-    """Write widget `key`'s value into the URL under `name`, remember it, and return it."""
-    value = st.session_state.get(key)
-    st.session_state[_KEPT + key] = value
+def kept(key: str) -> Any:
+    """The value widget `key` last had in this session (None before its first `publish`)."""
+    return st.session_state.get(_KEPT + key)
+
+
+def link(name: str, value: Any) -> None:
+    """Write `value` into the URL under `name` (only when it differs, so no extra rerun)."""
     url = to_url(value)
     current = st.query_params.get_all(name) if isinstance(url, list) else st.query_params.get(name)
     if current != url:
         st.query_params[name] = url
+
+
+def publish(key: str, name: str, value: Any = None) -> Any:
+    """Remember widget `key`'s value, write it (or `value` when given, e.g. the path typed
+    under an "other…" choice) into the URL under `name`, and return what was written."""
+    st.session_state[_KEPT + key] = st.session_state.get(key)
+    value = st.session_state.get(key) if value is None else value
+    link(name, value)
     return value
 
 
