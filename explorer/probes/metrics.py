@@ -355,3 +355,29 @@ def side_by_side(
 ) -> SideBySide:
     """Compare `b` against `a` on the same test labels `y_true` `(N,)`; `classes` has `C` names."""
     return SideBySide(a, b, compare_results(b, a, y_true), [str(c) for c in classes])
+
+
+def per_class_table(r: ProbeResult, classes: list[str]) -> pd.DataFrame:
+    """DataFrame: class, accuracy (recall) and support (test images) of each of the `C` classes."""
+    return pd.DataFrame(
+        {"class": [str(c) for c in classes], "accuracy": r.per_class, "support": r.confusion.sum(axis=1)}
+    )
+
+
+def predictions_table(
+    r: ProbeResult, y_true: np.ndarray, indices: np.ndarray, classes: list[str]
+) -> pd.DataFrame:
+    """DataFrame: dataset index, true and predicted class name of each test image `(N,)`."""
+    names = [str(c) for c in classes]
+    return pd.DataFrame(
+        {
+            "dataset_index": np.asarray(indices),
+            "true": [names[i] for i in np.asarray(y_true)],
+            "predicted": [names[i] for i in r.predictions],
+        }
+    )
+
+
+def confused_positions(r: ProbeResult, y_true: np.ndarray, true: int, predicted: int, k: int) -> np.ndarray:
+    """Test positions `(≤k,)` of images of class `true` predicted as `predicted`, in order."""
+    return np.flatnonzero((np.asarray(y_true) == true) & (r.predictions == predicted))[:k]

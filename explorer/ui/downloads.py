@@ -37,7 +37,7 @@ def feature_downloads(data: ExportData | Callable[[], ExportData], key: str, nam
 
 def setting_downloads(ws, s, key: str = "explore_features") -> None:
     """`feature_downloads` for Setting `s` of a Workspace (features read from the cache on click)."""
-    name = f"{ws.model.name}_t{s.t}_{s.layer}_pool{s.pool}".replace("/", "_").replace(":", "_")
+    name = f"{ws.model_name}_t{s.t}_{s.layer}_pool{s.pool}".replace("/", "_").replace(":", "_")
     feature_downloads(lambda: export.from_workspace(ws, s, ("train", "test")), key, name)
 
 

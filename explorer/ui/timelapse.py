@@ -188,7 +188,7 @@ def _aligned(_ws: Workspace, keys: tuple[str, ...], _settings: tuple[Setting, ..
 def view(ws: Workspace, block: str, pool: str, t_now: int, class_names: Sequence[str]) -> None:
     """Explore's "Across timesteps": a toggle, the timesteps (bound to the URL) and, when on,
     the animated aligned UMAP of `block` with the linear probe's accuracy at each t."""
-    T = ws.model.num_timesteps
+    T = ws.num_timesteps
     st.subheader("Across timesteps")
     on = state.flag("explore_tl", "tl", False)(
         st.toggle,

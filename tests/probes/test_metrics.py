@@ -177,3 +177,18 @@ def test_side_by_side_with_an_absent_class():
     assert c.classes_better == 1 and c.worst_delta == pytest.approx(100.0)
     assert c.top1_delta == pytest.approx(50.0) and c.paired.significant
     assert c.classes == ["0", "1", "2"]
+
+
+def test_per_class_predictions_and_confused_tables():
+    from explorer.probes.metrics import confused_positions, per_class_table, predictions_table
+
+    y = np.array([0, 0, 1, 1, 1, 2])
+    r = ProbeResult.from_predictions("linear", y, np.array([0, 1, 1, 0, 0, 2]), 3)
+    t = per_class_table(r, ["a", "b", "c"])
+    assert list(t["support"]) == [2, 3, 1] and list(t["accuracy"]) == pytest.approx([0.5, 1 / 3, 1.0])
+    p = predictions_table(r, y, np.array([10, 11, 12, 13, 14, 15]), ["a", "b", "c"])
+    assert list(p["dataset_index"]) == [10, 11, 12, 13, 14, 15]
+    assert list(p["true"]) == ["a", "a", "b", "b", "b", "c"]
+    assert list(p["predicted"]) == ["a", "b", "b", "a", "a", "c"]
+    assert confused_positions(r, y, 1, 0, 12).tolist() == [3, 4]
+    assert confused_positions(r, y, 1, 0, 1).tolist() == [3] and confused_positions(r, y, 2, 0, 5).size == 0

@@ -1,13 +1,12 @@
 """Explore one setting: accuracy with its interval, per-class results, embedding, confusions."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from explorer import defaults as D
 from explorer.disk import feature_bytes, human_bytes
-from explorer.features import PIXELS
 from explorer.heads import HEADS, canonical_name
+from explorer.probes.metrics import confused_positions, per_class_table, predictions_table
 from explorer.ui import common, downloads, figures, services, state, timelapse
 from explorer.ui.hover import hover_scatter_html
 from explorer.workspace import PIXEL_POOL, Setting
@@ -15,33 +14,20 @@ from explorer.workspace import PIXEL_POOL, Setting
 EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
 GRID = 48  # images shown for a selection
 
-ctx = common.context()
-st.title("Explore one setting")
-with common.guard():
-    ws = services.workspace(ctx)
-    cat, T, ds = ws.catalogue, ws.model.num_timesteps, ws.dataset
-    names = [str(c) for c in ds.class_names]
-    st.caption(
-        f"**{ws.model.name}** on **{ds.name}** · {len(ws.train.indices)} train / "
-        f"{len(ws.test.indices)} test images · T = {T} timesteps · {len(cat)} blocks"
-    )
 
+def controls(ws) -> tuple[Setting, str, str]:
+    """Timestep, block, pool, head and embedding controls; returns (setting, head, method)."""
+    cat, T = ws.catalogue, ws.num_timesteps
     c = st.columns([3, 3, 1.4, 1.2, 1.6])
     with c[0]:
         t = state.integer("explore_t", "t", D.default_t(T), 0, T - 1)(
-            st.slider,
-            "Timestep t (noise level)",
-            min_value=0,
-            max_value=T - 1,
+            st.slider, "Timestep t (noise level)", min_value=0, max_value=T - 1,
             help="0 = clean image; larger t adds more noise before the U-Net reads it.",
         )
     with c[1]:
-        stages = [lay.stage for lay in cat]
-        block = common.layer_choice(cat, "explore_block", "block", D.default_block(stages))(
-            st.selectbox,
-            "Block (index · name · channels×H×W)",
-            options=[lay.name for lay in cat],
-            format_func=common.label_of(cat).get,
+        block = common.layer_choice(cat, "explore_block", "block", D.default_block([lay.stage for lay in cat]))(
+            st.selectbox, "Block (index · name · channels×H×W)",
+            options=[lay.name for lay in cat], format_func=common.label_of(cat).get,
         )
     with c[2]:
         pool = common.pool_control(state.choice("explore_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
@@ -53,106 +39,95 @@ with common.guard():
         method = state.choice("explore_proj", "proj", list(EMBED), "umap")(
             st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
         )
+    return Setting(int(t), block, pool), head, method
 
+
+def headline(ws, s: Setting, head: str):
+    """Top-1, its interval, the raw-pixel baseline and the test size; returns the result."""
     n_img = len(ws.train.indices) + len(ws.test.indices)
-    st.caption(f"Features of this setting: {human_bytes(feature_bytes(n_img, ws.layer(block), pool))} "
+    st.caption(f"Features of this setting: {human_bytes(feature_bytes(n_img, ws.layer(s.layer), s.pool))} "
                f"on disk for {n_img} images (float16), before any is computed.")
-    s = Setting(int(t), block, pool)
-    res = services.evaluate(ws, [s], head, f"Extracting t={t}, {block}…")[s]
+    res = services.evaluate(ws, [s], head, f"Extracting t={s.t}, {s.layer}…")[s]
     m = st.columns(4)
-    m[0].metric(
-        "Top-1 (test)", common.pct(res.top1), help="Accuracy of the probe on the test images."
-    )
-    m[1].metric(
-        "95% interval",
-        f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
-        help="Bootstrap over the test images.",
-    )
+    m[0].metric("Top-1 (test)", common.pct(res.top1), help="Accuracy of the probe on the test images.")
+    m[1].metric("95% interval", f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
+                help="Bootstrap over the test images.")
     if not HEADS[head].maps:  # raw pixels are not a map
-        px = Setting(None, PIXELS, PIXEL_POOL)
+        px = Setting(None, D.PIXELS, PIXEL_POOL)
         base = services.evaluate(ws, [px], head, "Raw-pixel baseline…")[px]
         m[2].metric(
-            "Raw pixels, same head",
-            common.pct(base.top1),
+            "Raw pixels, same head", common.pct(base.top1),
             delta=f"{100 * (res.top1 - base.top1):+.1f} points for this block",
             help="The same probe trained on the preprocessed pixels: what the U-Net adds.",
         )
     m[3].metric("Test images", f"{res.n_test}")
+    return res
 
-    y = ws.labels("test")
-    pred = np.asarray(res.predictions)
-    fig_bars = figures.per_class_bars(names, res.per_class, res.top1)
-    fig_cm = figures.confusion_heatmap(res.confusion, names)
-    col1, col2 = st.columns(2)
-    col1.plotly_chart(fig_bars, key="explore_bars")
-    col2.plotly_chart(fig_cm, key="explore_cm")
 
+def embedding_section(ws, s: Setting, method: str, res, names: list[str], y):
+    """The embedding, with a lasso/box selection grid and a hover-thumbnail tab; returns its figure."""
     st.subheader("Embedding of the test features")
+    ds, pred = ws.dataset, res.predictions
     xy, shown = services.embedding(ws, s, method)  # PCA while a first UMAP computes
-    fig_emb = figures.embedding_scatter(
-        xy, y, names, pred, title=f"{EMBED[shown]} · t={t} · {block} · pool {pool}"
+    fig = figures.embedding_scatter(
+        xy, y, names, pred, title=f"{EMBED[shown]} · t={s.t} · {s.layer} · pool {s.pool}"
     )
     tab_sel, tab_hover = st.tabs(["Select with lasso or box", "Hover for thumbnails"])
     with tab_sel:
-        event = st.plotly_chart(
-            fig_emb,
-            key=f"explore_sel_{t}_{block}_{pool}_{method}",
-            on_select="rerun",
-            selection_mode=("lasso", "box"),
-        )
+        event = st.plotly_chart(fig, key=f"explore_sel_{s.t}_{s.layer}_{s.pool}_{method}",
+                                on_select="rerun", selection_mode=("lasso", "box"))
         chosen = figures.selected_positions(event)
         if chosen:
-            st.markdown(
-                f"**{len(chosen)} selected** (showing {min(len(chosen), GRID)}), captions true → predicted"
-            )
+            st.markdown(f"**{len(chosen)} selected** (showing {min(len(chosen), GRID)}), "
+                        "captions true → predicted")
             pos = np.asarray(chosen[:GRID])
-            st.image(
-                services.images(ds, ws.test.indices[pos]),
-                caption=[f"{names[y[p]]}→{names[pred[p]]}" for p in pos],
-                width=64,
-            )
+            st.image(services.images(ds, ws.test.indices[pos]),
+                     caption=[f"{names[y[p]]}→{names[pred[p]]}" for p in pos], width=64)
         else:
             st.caption("Drag a lasso or a box over points to see their images here.")
     with tab_hover:
         thumbs = services.thumbnails(ds, ds.fingerprint, tuple(int(i) for i in ws.test.indices))
-        st.iframe(
-            hover_scatter_html(
-                xy,
-                y,
-                names,
-                figures.class_colors(len(names)),
-                thumbs,
-                pred,
-                ids=range(len(y)),
-                height=520,
-            ),
-            height=530,
-        )
+        html = hover_scatter_html(xy, y, names, figures.class_colors(len(names)), thumbs, pred,
+                                  ids=range(len(y)), height=520)
+        st.iframe(html, height=530)
+    return fig
 
-    timelapse.view(ws, block, pool, int(t), names)  # the aligned UMAP of this block over t
 
+def confusions_section(ws, res, names: list[str], y) -> None:
+    """Images of the three most confused (true, predicted) pairs."""
     st.subheader("Most confused")
     pairs = figures.most_confused(res.confusion, k=3)
     if not pairs:
         st.caption("No confusions: every test image is classified correctly.")
     for a, b, n in pairs:
-        idx = np.flatnonzero((y == a) & (pred == b))[:12]
         st.markdown(f"**true {names[a]} → predicted {names[b]}** · {n} images")
-        st.image(services.images(ds, ws.test.indices[idx]), width=56)
+        st.image(services.images(ws.dataset, ws.test.indices[confused_positions(res, y, a, b, 12)]), width=56)
 
-    per_class = pd.DataFrame(
-        {"class": names, "accuracy": res.per_class, "support": res.confusion.sum(axis=1)}
+
+ctx = common.context()
+st.title("Explore one setting")
+with common.guard():
+    ws = services.workspace(ctx)
+    names = [str(c) for c in ws.dataset.class_names]
+    st.caption(
+        f"**{ws.model_name}** on **{ws.dataset.name}** · {len(ws.train.indices)} train / "
+        f"{len(ws.test.indices)} test images · T = {ws.num_timesteps} timesteps · {len(ws.catalogue)} blocks"
     )
-    preds = pd.DataFrame(
-        {
-            "dataset_index": ws.test.indices,
-            "true": [names[i] for i in y],
-            "predicted": [names[i] for i in pred],
-        }
-    )
+    s, head, method = controls(ws)
+    res = headline(ws, s, head)
+    y = ws.labels("test")
+    fig_bars = figures.per_class_bars(names, res.per_class, res.top1)
+    fig_cm = figures.confusion_heatmap(res.confusion, names)
+    col1, col2 = st.columns(2)
+    col1.plotly_chart(fig_bars, key="explore_bars")
+    col2.plotly_chart(fig_cm, key="explore_cm")
+    fig_emb = embedding_section(ws, s, method, res, names, y)
+    timelapse.view(ws, s.layer, s.pool, s.t, names)  # the aligned UMAP of this block over t
+    confusions_section(ws, res, names, y)
     common.export_panel(
         {"per_class": fig_bars, "confusion": fig_cm, "embedding": fig_emb},
-        {"per_class": per_class, "predictions": preds},
+        {"per_class": per_class_table(res, names),
+         "predictions": predictions_table(res, y, ws.test.indices, names)},
         key="explore_export",
     )
     downloads.setting_downloads(ws, s)  # features as npz, safetensors, Parquet, Projector

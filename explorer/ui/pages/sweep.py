@@ -13,7 +13,7 @@ ctx = common.context()
 st.title("Sweep timesteps × blocks")
 with common.guard():
     ws = services.workspace(ctx)
-    cat, T = ws.catalogue, ws.model.num_timesteps
+    cat, T = ws.catalogue, ws.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
     path = services.sweep_path(ctx)
     table = services.load_sweep(ctx)
@@ -76,7 +76,7 @@ with common.guard():
     else:
         wide = accuracy_view(table)
         wide = wide.assign(t=wide["t"].astype(float))
-        mine = wide[wide["model"] == ws.model.name]
+        mine = wide[wide["model"] == ws.model_name]
         c = st.columns([2, 2, 4])
         h_opts = sorted(mine["head"].unique()) or list(HEADS)
         view_head = state.choice("sweep_vhead", "vhead", h_opts, h_opts[0])(
