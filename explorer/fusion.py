@@ -110,3 +110,30 @@ def fuse_features(arrays: Sequence[np.ndarray], mode: str) -> np.ndarray:
     for a in arrays:
         out += a.astype(np.float32)
     return out / len(arrays)
+
+
+@dataclass(frozen=True)
+class FusedGain:
+    """A fused setting's result against its two members' on the same test images.
+
+    `vs_a`, `vs_b`: fused top-1 minus member A's / B's, paired-bootstrap `PairedDiff`s in [-1, 1].
+    """
+
+    fused: Any  # ProbeResult
+    vs_a: Any  # PairedDiff
+    vs_b: Any
+
+    @property
+    def vs_best(self):
+        """The difference against the better member (the one fusing must beat)."""
+        return self.vs_a if self.vs_a.diff <= self.vs_b.diff else self.vs_b
+
+    def words(self) -> str:
+        return f"{self.vs_a.words('A+B', 'A')} · {self.vs_b.words('A+B', 'B')}"
+
+
+def fused_gain(ra, rb, rf, y_true: np.ndarray) -> FusedGain:
+    """Paired comparisons of the fused result `rf` with members' `ra`, `rb` over labels `(N,)`."""
+    from explorer.probes.metrics import compare_results
+
+    return FusedGain(rf, compare_results(rf, ra, y_true), compare_results(rf, rb, y_true))

@@ -117,3 +117,18 @@ def test_fusion_head_through_the_workspace(ws):
     assert r.head == "fusion" and r.extra["members"] == 2
     one = ws.probe(150, 4, 2, head="fusion:dim=16:heads=2:epochs=2")  # a one-member token set
     assert one.extra["members"] == 1
+
+
+def test_fused_gain_pairs_the_fused_result_with_each_member():
+    from explorer.fusion import fused_gain
+    from explorer.probes.metrics import ProbeResult
+
+    y = np.arange(200) % 2
+    a = np.where(np.arange(200) < 120, y, 1 - y)  # 60% right
+    b = np.where(np.arange(200) < 140, y, 1 - y)  # 70%
+    f = np.where(np.arange(200) < 180, y, 1 - y)  # 90%
+    ra, rb, rf = (ProbeResult.from_predictions("linear", y, p, 2) for p in (a, b, f))
+    gain = fused_gain(ra, rb, rf, y)
+    assert gain.vs_a.diff == pytest.approx(0.3) and gain.vs_b.diff == pytest.approx(0.2)
+    assert gain.vs_best is gain.vs_b and gain.vs_b.low > 0
+    assert "A+B" in gain.words()
