@@ -1,8 +1,9 @@
 """Probe results on disk, and the tidy results table.
 
 A probe result is cached under `<cache>/results/<key>.npz` (arrays) with its scalars in
-JSON inside the same file, keyed by the feature keys it was trained on plus the head and
-its version, so a result is never recomputed and a reload loses nothing.
+JSON inside the same file, keyed by the feature keys it was trained on plus the head, its
+parameters and its version, so a result is never recomputed. A reload gives back the
+arrays, the scalars and every scalar entry of `extra`; non-scalar extras are not stored.
 """
 
 from __future__ import annotations
@@ -162,6 +163,27 @@ def best_on_validation(wide: pd.DataFrame) -> pd.Series | None:
     order = scored.assign(_t=scored["t"].astype(float).fillna(-1)).sort_values(
         ["val_top1", "_t", "layer_index", "pool"], ascending=[False, True, True, True], kind="stable")
     return order.drop(columns="_t").iloc[0]
+
+
+def ranked_cells(wide: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """`wide`'s rows best first, and whether by validation top-1 (else by test top-1, when no
+    row has one); ties go to the smaller t, then the earlier block (as `best_on_validation`)."""
+    by_val = "val_top1" in wide and bool(wide["val_top1"].notna().any())
+    cells = wide.sort_values(
+        ["val_top1" if by_val else "top1", "t", "layer_index"], ascending=[False, True, True], kind="stable"
+    )
+    return cells, by_val
+
+
+def sweep_slice(wide: pd.DataFrame, model: str, head: str | None = None,
+                pool: str | None = None) -> pd.DataFrame:
+    """The rows of `wide` (accuracy_view rows) of `model`, and of `head` and `pool` when given."""
+    keep = wide["model"] == model
+    if head is not None:
+        keep &= wide["head"] == head
+    if pool is not None:
+        keep &= wide["pool"] == pool
+    return wide[keep]
 
 
 def best_settings(df: pd.DataFrame) -> pd.DataFrame:
