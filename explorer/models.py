@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from explorer.atomic import atomic_write
 from explorer.data.preprocess import Preprocess
 from explorer.errors import ExplorerError, suggest
 from explorer.families.base import Adapter
@@ -324,7 +325,5 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     memo[ident] = h.hexdigest()
-    tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(memo))
-    os.replace(tmp, memo_path)
+    atomic_write(memo_path, json.dumps(memo))
     return memo[ident]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from explorer.atomic import atomic_write
 from explorer.paths import cache_dir
 from explorer.probes.metrics import ProbeResult
 from explorer.store import content_key
@@ -60,9 +61,7 @@ class ResultStore:
         buf = io.BytesIO()
         np.savez(buf, per_class=r.per_class, confusion=r.confusion, predictions=r.predictions,
                  meta=np.array(json.dumps(meta, default=float)))
-        tmp = self.path(key).with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, self.path(key))
+        atomic_write(self.path(key), buf.getvalue())
 
 
 def tidy_rows(base: dict, results: list[ProbeResult]) -> list[dict]:
@@ -104,14 +103,9 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
 def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write CSV or Parquet (by suffix) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if path.suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def load_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from explorer.atomic import atomic_write
 from explorer.errors import ExplorerError
 from explorer.paths import cache_dir
 
@@ -37,10 +38,8 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write `text` to `path` atomically (`atomic.atomic_write`; kept for `request_memo`)."""
+    atomic_write(path, text)
 
 
 def content_key(parts: dict) -> str:
@@ -111,12 +110,14 @@ class PartialEntry:
 
     def _widen(self, at_row: int) -> None:
         """Rewrite the partial as float32 (rows so far converted exactly), durably."""
-        wide = self.npy.with_name(f".{self.npy.name}.wide.tmp")
-        mm = np.lib.format.open_memmap(wide, mode="w+", dtype=np.float32, shape=self.shape)
-        mm[:] = self.mm
-        mm.flush()
+        def widen(tmp: Path) -> None:
+            mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=self.shape)
+            mm[:] = self.mm
+            mm.flush()
+            del mm
+
+        atomic_write(self.npy, widen)
         del self.mm
-        os.replace(wide, self.npy)
         self.mm = np.load(self.npy, mmap_mode="r+")
         self.meta["float16_overflow"] = True
         self.meta["widened_at_row"] = at_row

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import PCA
 
+from explorer.atomic import atomic_write
 from explorer.errors import ExplorerError
 from explorer.paths import cache_dir
 
@@ -72,15 +71,11 @@ def _cached(
             pass  # a damaged entry is recomputed and replaced
     arr = np.ascontiguousarray(compute(), dtype=np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        def save(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # a file object: np.save would add ".npy" to a bare path
                 np.save(f, arr)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(path, save)
     return arr
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from explorer.atomic import atomic_write
 from explorer.data.base import ImageDataset, fingerprint_arrays, stratified_split
 from explorer.data.upload import IMAGE_EXTS, extract_zip
 from explorer.errors import ExplorerError
@@ -248,12 +249,6 @@ def _scan_cache_dir() -> Path:
     return d
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         obj = json.loads(path.read_text())
@@ -312,10 +307,10 @@ def scan_files(root: Path, files: list[Path]) -> dict[str, dict]:
         for (rel, size, mtime), rec in zip(todo, results, strict=True):
             records[rel] = {**rec, "size": size, "mtime_ns": mtime}
     try:
-        _atomic_write(
+        atomic_write(
             entry_path, json.dumps({"version": SCAN_VERSION, "root": str(root), "files": records})
         )
-        _atomic_write(latest, key)
+        atomic_write(latest, key)
         if old_key and old_key != key:
             (cdir / f"{old_key}.json").unlink(missing_ok=True)
     except OSError:
