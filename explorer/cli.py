@@ -654,8 +654,11 @@ def cmd_app(a: argparse.Namespace) -> int:
     if exposed:
         policy = access.Policy(exposed=True, admin=a.allow_admin, roots=access.parse_roots(env[access.ROOTS_ENV]))
         logger.warning(access.exposure_text(host, a.port, policy))
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(a.port),
-           "--server.address", host, "--browser.gatherUsageStats", "false"]
+    # explorer.serve: Streamlit in-process, after loading the default model and views (first page warm)
+    cmd = [sys.executable, "-m", "explorer.serve", "run", str(app), "--server.port", str(a.port),
+           "--server.address", host, "--browser.gatherUsageStats", "false",
+           # no source watcher: it walks every imported module (torch: thousands) for each session
+           "--server.fileWatcherType", "none"]
     if a.headless:
         cmd += ["--server.headless", "true"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)  # cwd: so .streamlit/config.toml applies

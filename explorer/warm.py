@@ -20,7 +20,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +98,61 @@ def cka_view(ws, settings: Sequence, *, split: str = "test", debiased: bool = Fa
             ensure(missing)
     return cached_matrix("cka", key, params, shape,
                          lambda: ws.cka(list(settings), split=split, debiased=debiased), ws.store.root)
+
+
+# --- process-level preload (the server's warm-up) --------------------------------------------------
+
+_PRELOAD: dict[tuple, Future] = {}
+_PRELOAD_LOCK = threading.Lock()
+
+
+def preloaded(key: tuple, make: Callable[[], object]):
+    """`make()`, unless the warm-up registered `key`: then its result (waiting for it while it is
+    being made, so a session that arrives early never loads the same model twice). A failed
+    preload falls back to `make()`. Thread-safe."""
+    with _PRELOAD_LOCK:
+        fut = _PRELOAD.get(key)
+    making_it_now = fut is not None and not fut.done() and fut.maker == threading.get_ident()
+    if fut is not None and not making_it_now:  # a step asking for its own key makes it itself
+        try:
+            return fut.result()
+        except Exception:  # the warm-up's failure is logged there; the session tries on its own
+            pass
+    return make()
+
+
+def preload(steps: Sequence[tuple[tuple, Callable[[], object]]]) -> threading.Thread:
+    """Register every `(key, make)` step at once, then make them in order in a daemon thread
+    (later steps may use earlier ones through `preloaded`). Returns the started thread."""
+    futs = []
+    with _PRELOAD_LOCK:
+        for key, make in steps:
+            fut = _PRELOAD.get(key)
+            if fut is None:
+                fut = _PRELOAD[key] = Future()
+                fut.maker = None  # the thread id making it, once it runs
+                futs.append((key, make, fut))
+
+    def run() -> None:
+        for key, make, fut in futs:
+            fut.maker = threading.get_ident()
+            if not fut.set_running_or_notify_cancel():  # (never cancelled; for form)
+                continue
+            try:
+                fut.set_result(make())
+            except BaseException as e:  # noqa: BLE001 - reported, and sessions fall back
+                log.warning("warm-up step %s failed: %s", key[0], e)
+                fut.set_exception(e)
+
+    th = threading.Thread(target=run, name="explorer-warm-up", daemon=True)
+    th.start()
+    return th
+
+
+def forget_preloads() -> None:
+    """Drop every preload (tests)."""
+    with _PRELOAD_LOCK:
+        _PRELOAD.clear()
 
 
 # --- the seed ---------------------------------------------------------------------------------------

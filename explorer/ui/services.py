@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from explorer.data import ImageDataset, load_dataset
 from explorer.defaults import RANDOM_PREFIX
 from explorer.paths import BUILTIN_MODEL_DIRS, cache_dir
 from explorer.results import COLUMNS, load_table, save_table
+from explorer.warm import preloaded
 from explorer.workspace import Setting, Workspace
 
 BATCH_SIZE = 256
@@ -59,17 +61,51 @@ def builtin_models() -> list[str]:
 # --- models, datasets, workspaces ---------------------------------------------------------------
 
 
-@st.cache_resource(max_entries=6, show_spinner="Loading the model…")
-def _model(spec: str, device: str):
+def _make_model(spec: str, device: str):
     from explorer.device import resolve_device
     from explorer.models import load_model
 
     return load_model(spec, device=resolve_device(device))
 
 
+def _load_model(spec: str, device: str):
+    """The model, shared by every session of this process (made once; see `warm_up`)."""
+    return preloaded(("model", spec, device), lambda: _make_model(spec, device))
+
+
+def _load_dataset(spec: str) -> ImageDataset:
+    return preloaded(("dataset", spec), lambda: load_dataset(spec))
+
+
+def _new_workspace(
+    model: str, dataset: str, train_limit: int | None, test_limit: int | None, root: str, device: str
+) -> Workspace:
+    from explorer.store import FeatureStore
+
+    return Workspace(
+        _load_model(model, device),
+        _load_dataset(dataset),
+        store=FeatureStore(root),
+        train_limit=train_limit,
+        test_limit=test_limit,
+        batch_size=BATCH_SIZE,
+        device=device,
+    )
+
+
+def _load_workspace(*args) -> Workspace:
+    """`_new_workspace(*args)`, shared by every session of this process (see `warm_up`)."""
+    return preloaded(("workspace", *args), lambda: _new_workspace(*args))
+
+
+@st.cache_resource(max_entries=6, show_spinner="Loading the model…")
+def _model(spec: str, device: str):
+    return _load_model(spec, device)
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the dataset…")
 def _dataset(spec: str) -> ImageDataset:
-    return load_dataset(spec)
+    return _load_dataset(spec)
 
 
 @st.cache_resource(max_entries=12, show_spinner=False)
@@ -81,17 +117,48 @@ def _workspace(
     root: str,
     device: str,
 ) -> Workspace:
-    from explorer.store import FeatureStore
+    _model(model, device)  # the spinner while a model loads
+    _dataset(dataset)
+    return _load_workspace(model, dataset, train_limit, test_limit, root, device)
 
-    return Workspace(
-        _model(model, device),
-        _dataset(dataset),
-        store=FeatureStore(root),
-        train_limit=train_limit,
-        test_limit=test_limit,
-        batch_size=BATCH_SIZE,
-        device=device,
-    )
+
+def warm_up() -> threading.Thread:
+    """Start making, in a background thread of this server process, what a first session on the
+    default pair needs: the pages' imports, the shipped seed in the cache, the model, the
+    dataset and the default workspaces (with their layer catalogue). Sessions that ask for any
+    of these meanwhile wait for the same object instead of loading it again."""
+    import importlib
+    import pkgutil
+
+    from explorer import ui
+    from explorer.warm import import_seed, preload
+
+    model, dataset = SEED_PAIR
+    root, device = str(cache_dir()), "auto"
+    tl, sim = DEFAULT_TEST_LIMIT, min(defaults.DEFAULT_SIMILARITY_IMAGES, DEFAULT_TEST_LIMIT)
+
+    def imports():
+        mods = [m.name for m in pkgutil.iter_modules(ui.__path__, "explorer.ui.")]
+        for name in [*mods, "explorer.analysis.embed", "explorer.probes.metrics", "explorer.heads",
+                     "explorer.models", "explorer.shipped", "plotly.graph_objects"]:
+            importlib.import_module(name)
+
+    def workspace_ready(test_limit):
+        def make():
+            ws = _new_workspace(model, dataset, DEFAULT_TRAIN_LIMIT, test_limit, root, device)
+            ws.catalogue, ws.train, ws.test, ws.model.fingerprint  # noqa: B018 - computed once here
+            return ws
+        return make
+
+    key = ("workspace", model, dataset, DEFAULT_TRAIN_LIMIT)
+    return preload([
+        (("imports",), imports),
+        (("seed", root), lambda: import_seed(root)),
+        (("model", model, device), lambda: _make_model(model, device)),
+        (("dataset", dataset), lambda: load_dataset(dataset)),
+        ((*key, tl, root, device), workspace_ready(tl)),
+        ((*key, sim, root, device), workspace_ready(sim)),
+    ])
 
 
 @st.cache_resource(show_spinner=False)

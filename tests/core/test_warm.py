@@ -140,3 +140,92 @@ def test_the_seed_serves_exactly_the_app_default_view(tmp_path, monkeypatch):
     for group in (view.sim_blocks, view.sim_times):
         m = warm.cka_view(sim, [Setting(*s) for s in group], ensure=no)
         assert m.shape == (len(group), len(group))
+
+
+# --- the server's warm-up (process-level preloads) ------------------------------------------------
+
+
+@pytest.fixture
+def preloads():
+    warm.forget_preloads()
+    yield
+    warm.forget_preloads()
+
+
+def test_a_session_that_asks_early_waits_for_the_preload_and_never_makes_twice(preloads):
+    import threading
+
+    gate, made = threading.Event(), []
+
+    def slow():
+        gate.wait(10)
+        made.append(1)
+        return object()
+
+    th = warm.preload([(("k",), slow), (("later",), lambda: warm.preloaded(("k",), object))])
+    got = []
+    asker = threading.Thread(target=lambda: got.append(warm.preloaded(("k",), lambda: "not me")))
+    asker.start()
+    asker.join(0.2)
+    assert asker.is_alive(), "the session waits while the preload is being made"
+    gate.set()
+    asker.join(10)
+    th.join(10)
+    assert made == [1], "made once, by the warm-up"
+    assert got[0] is warm.preloaded(("k",), object), "the session got the preloaded object"
+    assert warm.preloaded(("later",), object) is got[0], "later steps reuse earlier ones"
+    assert warm.preloaded(("other",), lambda: 42) == 42, "keys the warm-up never registered: made"
+
+
+def test_a_failed_or_self_referring_preload_falls_back_to_making_it(preloads, caplog):
+    def boom():
+        raise RuntimeError("no model here")
+
+    th = warm.preload([(("bad",), boom), (("self",), lambda: warm.preloaded(("self",), lambda: 7))])
+    th.join(10)
+    assert not th.is_alive(), "a step that asks for its own key does not wait on itself"
+    assert warm.preloaded(("bad",), lambda: "made by the session") == "made by the session"
+    assert warm.preloaded(("self",), lambda: 0) == 7
+    assert "warm-up step bad failed: no model here" in caplog.text
+
+
+def test_warm_up_makes_the_default_workspaces_the_pages_then_get(preloads, tmp_path, monkeypatch):
+    from explorer.ui import services
+
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))
+    services.warm_up().join(300)
+    root, (model, dataset) = str(cache_dir()), services.SEED_PAIR
+    args = (model, dataset, D.DEFAULT_TRAIN_LIMIT, D.DEFAULT_TEST_LIMIT, root, "auto")
+    ws = services._load_workspace(*args)
+    assert services._load_workspace(*args) is ws, "one workspace per process"
+    assert services._load_model(model, "auto") is ws.model, "sharing the warm-up's model"
+    sim = services._load_workspace(*args[:3], min(D.DEFAULT_SIMILARITY_IMAGES,
+                                                   D.DEFAULT_TEST_LIMIT), root, "auto")
+    assert sim.model is ws.model and sim is not ws
+    assert "catalogue" in vars(ws) or ws.catalogue, "the layer catalogue is ready"
+    present = warm.import_seed(root)
+    assert present["imported"] == 0 and present["present"] > 0, "the seed is already imported"
+
+
+def test_explorer_app_serves_through_the_warm_up_without_a_source_watcher(monkeypatch):
+    import subprocess
+
+    from explorer import cli
+
+    seen = {}
+
+    class FakeServer:
+        def __init__(self, cmd, cwd=None, env=None):
+            seen["cmd"] = cmd
+
+        def wait(self):
+            return 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", FakeServer)
+    assert cli.main(["app", "--headless"]) == 0
+    cmd = seen["cmd"]
+    assert cmd[1:4] == ["-m", "explorer.serve", "run"] and cmd[4].endswith("app.py")
+    assert cmd[cmd.index("--server.fileWatcherType") + 1] == "none"
