@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from explorer.data import ImageDataset
+from explorer.defaults import PIXELS  # the pixel pseudo-layer (re-exported: features.PIXELS)
 from explorer.device import autocast_dtype
 from explorer.extract import (
     EXTRACTION_VERSION,
@@ -28,7 +29,6 @@ from explorer.extract import (
 from explorer.layers import LayerSpec
 from explorer.store import FeatureStore, content_key
 
-PIXELS = "pixels"  # pseudo-layer: the preprocessed image itself (a baseline)
 Progress = Callable[[int, int], None]  # (images done, images total)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from explorer.defaults import DEFAULT_K
 from explorer.errors import ExplorerError
 
 # x_train (N, ...), y_train (N,), x_test (M, ...), y_test (M,); `...` is (D,) or (C, h, w).
@@ -291,7 +292,7 @@ HEADS: dict[str, HeadSpec] = {
             "knn",
             "cosine k-nearest neighbours with a temperature-weighted vote",
             _fit_knn,
-            {"k": _pos_int(20), "temperature": _pos_float(0.07)},
+            {"k": _pos_int(DEFAULT_K), "temperature": _pos_float(0.07)},
             number_param="k",
         ),
         HeadSpec(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from explorer.defaults import RANDOM_PREFIX  # noqa: F401 - re-exported under its old path
+
 _PACKAGE = Path(__file__).resolve().parent
 BUNDLE = _PACKAGE / "_bundle"  # in an installed wheel: app.py, .streamlit/ and assets/models/ (see _build.py)
 
@@ -41,7 +43,6 @@ BUILTIN_MODEL_DIRS = {
     "ddpm-fashion-mnist": BUILTIN_MODELS / "ddpm-fashion-mnist",
     "ddpm-digits": BUILTIN_MODELS / "ddpm-digits",
 }
-RANDOM_PREFIX = "random:"
 DEFAULT_MODEL_FOR_DATASET = {"fashion-mnist": "ddpm-fashion-mnist", "digits": "ddpm-digits"}
 
 

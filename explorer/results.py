@@ -25,6 +25,7 @@ PROBE_VERSION = 1
 # a head whose stored results changed gets its own version, so only its cached results go stale
 HEAD_VERSIONS = {"knn": 2}  # 2: k-NN reports val_top1
 COLUMNS = ["model", "dataset", "t", "layer", "layer_index", "pool", "head", "split", "metric", "value"]
+TEXT_COLUMNS = ("model", "dataset", "layer", "pool", "head", "split", "metric")  # kept as text ("1" stays "1")
 
 
 class ResultStore:
@@ -108,9 +109,14 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
+def with_text_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every `TEXT_COLUMNS` column as str (read_csv and concat turn pools "1" into 1)."""
+    return df.astype({c: str for c in TEXT_COLUMNS})
+
+
 def load_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
-    text_cols = {c: str for c in ("model", "dataset", "layer", "pool", "head", "split", "metric")}
+    text_cols = {c: str for c in TEXT_COLUMNS}
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=text_cols)
     missing = set(COLUMNS) - set(df.columns)
     if missing:

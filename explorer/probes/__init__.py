@@ -16,7 +16,7 @@ from explorer.probes.metrics import (
     bootstrap_ci,
     confusion_matrix,
     per_class_accuracy,
-    stratified_split,
+    validation_split,
 )
 from explorer.probes.mlp import MLPProbe, fit_mlp
 
@@ -40,5 +40,5 @@ __all__ = [
     "pool_tokens",
     "sklearn_C",
     "TorchProbe",
-    "stratified_split",
+    "validation_split",
 ]

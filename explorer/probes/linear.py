@@ -30,7 +30,7 @@ from explorer.probes.metrics import (
     check_fitted,
     check_xy,
     standardise_stats,
-    stratified_split,
+    validation_split,
 )
 
 DEFAULT_REGS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -374,7 +374,7 @@ def fit_linear_grid(
                 f"setting {key!r}: train has {xtr.shape[1]} features but test has {xte.shape[1]}"
             )
         if len(regs) > 1:
-            fit_idx, val_idx = stratified_split(ytr, val_fraction, seed)
+            fit_idx, val_idx = validation_split(ytr, val_fraction, seed)
         else:
             fit_idx, val_idx = np.arange(len(ytr)), np.empty(0, dtype=np.int64)
         settings.append(

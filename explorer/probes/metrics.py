@@ -102,7 +102,7 @@ def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -
         return np.where(support > 0, np.diag(cm) / support, np.nan)
 
 
-def stratified_split(
+def validation_split(
     y: np.ndarray, fraction: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices of `y` `(N,)` into (fit, val), `fraction` of every class going to val.
@@ -199,7 +199,7 @@ def fit_val_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`(fit_idx, val_idx)`: a stratified validation split of train, or none when `val_fraction` is 0."""
     if val_fraction:
-        return stratified_split(codes, val_fraction, seed)
+        return validation_split(codes, val_fraction, seed)
     return np.arange(len(codes)), np.empty(0, dtype=np.int64)
 
 

@@ -13,9 +13,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
+from explorer.defaults import PIXELS
 from explorer.results import beats, best_on_validation, paired_words
 
-PIXELS = "pixels"
 _BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
 _LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white", font=dict(size=12))
 

@@ -24,7 +24,7 @@ from explorer import defaults
 from explorer.data import ImageDataset, load_dataset
 from explorer.defaults import RANDOM_PREFIX
 from explorer.paths import BUILTIN_MODEL_DIRS, cache_dir
-from explorer.results import COLUMNS, load_table, save_table
+from explorer.results import COLUMNS, load_table, save_table, with_text_columns
 from explorer.warm import preloaded
 from explorer.workspace import Setting, Workspace
 
@@ -339,10 +339,7 @@ def read_table(path: Path) -> pd.DataFrame:
     """A results table from disk (empty when absent), with string columns kept as strings."""
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
-    df = load_table(path)
-    for col in ("model", "dataset", "layer", "pool", "head", "split", "metric"):
-        df[col] = df[col].astype(str)  # read_csv turns pools "1","2" into ints
-    return df
+    return with_text_columns(load_table(path))
 
 
 def merge_tables(*frames: pd.DataFrame) -> pd.DataFrame:
@@ -350,9 +347,7 @@ def merge_tables(*frames: pd.DataFrame) -> pd.DataFrame:
     parts = [f for f in frames if f is not None and not f.empty]
     if not parts:
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.concat(parts, ignore_index=True)
-    for col in ("model", "dataset", "layer", "pool", "head", "split", "metric"):
-        df[col] = df[col].astype(str)
+    df = with_text_columns(pd.concat(parts, ignore_index=True))
     return df.drop_duplicates(subset=SWEEP_KEYS, keep="last").reset_index(drop=True)
 
 

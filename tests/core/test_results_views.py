@@ -29,3 +29,12 @@ def test_ranked_cells_by_validation_then_smaller_t_else_by_test():
     assert by_val and list(cells["layer"]) == ["b", "a"], "a val tie goes to the smaller t"
     cells, by_val = ranked_cells(sweep_slice(_wide([np.nan] * 4), "m"))
     assert not by_val and list(cells["top1"]) == [0.9, 0.8, 0.7], "no validation: test top-1"
+
+
+def test_with_text_columns_keeps_pools_as_text():
+    from explorer.results import COLUMNS, TEXT_COLUMNS, with_text_columns
+
+    df = pd.DataFrame([["m", "d", 10, "a", 0, 1, "linear", "test", "top1", 0.5]], columns=COLUMNS)
+    out = with_text_columns(df)
+    assert out["pool"].tolist() == ["1"] and out["t"].tolist() == [10] and out["value"].tolist() == [0.5]
+    assert set(TEXT_COLUMNS) <= set(COLUMNS) and df["pool"].tolist() == [1], "the input is untouched"

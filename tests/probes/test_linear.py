@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from explorer.errors import ExplorerError
 from explorer.probes.linear import LinearProbe, fit_linear_grid, sklearn_C
-from explorer.probes.metrics import stratified_split
+from explorer.probes.metrics import validation_split
 
 
 def _split(X, y, seed=0):
@@ -92,7 +92,7 @@ def test_grid_agrees_with_sklearn_protocol(digits, hard):
     results = fit_linear_grid(train, test, regs=regs, device="cpu")
     assert list(results) == ["digits", "hard"], f"keys must follow the input: {list(results)}"
     for key, (Xtr, Xte, ytr, yte) in data.items():
-        fit_idx, val_idx = stratified_split(ytr, 0.1, seed=0)
+        fit_idx, val_idx = validation_split(ytr, 0.1, seed=0)
         val = {}
         for reg in regs:
             scaler, ref = _sklearn(Xtr[fit_idx], ytr[fit_idx], reg)

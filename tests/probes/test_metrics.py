@@ -15,7 +15,7 @@ from explorer.probes.metrics import (
     paired_bootstrap_diff,
     per_class_accuracy,
     side_by_side,
-    stratified_split,
+    validation_split,
     worst_class,
 )
 
@@ -65,16 +65,16 @@ def test_from_predictions_rejects_mismatched_shapes():
         ProbeResult.from_predictions("x", np.zeros(3), np.zeros(4))
 
 
-def test_stratified_split_keeps_class_balance():
+def test_validation_split_keeps_class_balance():
     y = np.repeat([0, 1, 2], [100, 50, 10])
-    fit, val = stratified_split(y, 0.1, seed=0)
+    fit, val = validation_split(y, 0.1, seed=0)
     assert len(np.intersect1d(fit, val)) == 0, "fit and val must be disjoint"
     assert len(fit) + len(val) == len(y), "every row must be in fit or val"
     counts = np.bincount(y[val], minlength=3)
     assert counts.tolist() == [10, 5, 1], f"10% of each class expected in val, got {counts}"
-    fit2, val2 = stratified_split(y, 0.1, seed=0)
+    fit2, val2 = validation_split(y, 0.1, seed=0)
     assert np.array_equal(val, val2), "the split must be deterministic in the seed"
-    assert not np.array_equal(val, stratified_split(y, 0.1, seed=1)[1]), "seed must matter"
+    assert not np.array_equal(val, validation_split(y, 0.1, seed=1)[1]), "seed must matter"
 
 
 def _pair(n: int, acc_a: float, acc_b: float, agree: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
