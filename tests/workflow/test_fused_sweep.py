@@ -74,3 +74,33 @@ def test_sweep_cli_fuse(tiny_model_dir, tmp_path, capsys):
                  "--timesteps", "90", "--layers", "4", "--heads", "linear", "--no-baselines",
                  "--fuse", "4@150", "--out", str(out)]) != 0
     assert "one member" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_page_adds_the_fused_setting_as_a_third_column():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer.data import load_dataset
+    from explorer.defaults import DEFAULT_POOL
+    from explorer.ui.common import PAGES
+    from explorer.workspace import Setting
+
+    app = str(Path(__file__).resolve().parents[2] / "app.py")
+    at = AppTest.from_file(app, default_timeout=600)
+    at.query_params.update({"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100",
+                            "proj": "pca", "mode": "blocks", "t": "100"})
+    at.switch_page(PAGES["compare"])
+    at.run()
+    assert not at.exception and not [m for m in at.metric if m.label == "A+B (fused)"], "off by default"
+    at.toggle(key="compare_fused").set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    a, b = at.selectbox(key="compare_block").value, at.selectbox(key="compare_block2").value
+    ws = Workspace(load_model("ddpm-digits"), load_dataset("digits"), store=FeatureStore(), train_limit=300,
+                   test_limit=100)
+    f = Fused((Setting(100, a, DEFAULT_POOL), Setting(100, b, DEFAULT_POOL)))
+    r = ws.evaluate([f], "linear")[f]
+    shown = [m.value for m in at.metric if m.label == "A+B (fused)"]
+    assert shown == [f"{100 * r.top1:.2f}%"], "the third column is the core's fused result"
+    assert any("A+B" in c.value and "points" in c.value for c in at.caption), "paired words vs A and B"

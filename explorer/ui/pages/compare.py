@@ -3,7 +3,8 @@
 import streamlit as st
 
 from explorer import defaults as D
-from explorer.heads import HEADS
+from explorer.fusion import Fused, fused_gain
+from explorer.heads import HEADS, parse_head
 from explorer.probes.metrics import SideBySide, side_by_side, worst_class
 from explorer.ui import common, figures, services, state
 from explorer.workspace import Setting
@@ -104,6 +105,19 @@ def numbers(cmp: SideBySide, figs: dict) -> None:
     )
 
 
+def fused_column(ws, sa, sb, head: str, ra, rb, y) -> None:
+    """Optional third column: A and B fused (concatenated; a token set for head `fusion`)."""
+    if not st.toggle("Add A+B fused as a third column", key="compare_fused") or sa == sb:
+        return
+    if (spec := parse_head(head).spec).maps and not spec.sets:
+        return st.info(f"The {head} head reads one map: fuse with linear, knn, mlp or fusion.")
+    f = Fused((sa, sb))
+    gain = fused_gain(ra, rb, services.evaluate(ws, [f], head, "A+B: extracting…")[f], y)
+    for col, (name, r) in zip(st.columns(3), (("A", ra), ("B", rb), ("A+B (fused)", gain.fused)), strict=True):
+        col.metric(name, common.pct(r.top1), help=common.ci_text(r.ci_low, r.ci_high))
+    st.caption(gain.words())
+
+
 ctx = common.context()
 st.title("Compare two settings")
 with common.guard():
@@ -119,5 +133,7 @@ with common.guard():
     y = ws.labels("test")
     cmp = side_by_side(ra, rb, y, ws.dataset.class_names)  # the same images: paired B - A
     headline(cmp)
+    if mode != "random":  # one model: its two settings can be fused
+        fused_column(ws, sa, sb, head, ra, rb, y)
     figs = side_figures(sides, cmp, common.label_of(ws.catalogue), method, y)
     numbers(cmp, figs)
