@@ -1,8 +1,11 @@
-"""Build hook (setuptools `cmdclass`): ship the app, its Streamlit config and the built-in models.
+"""Build hook (setuptools `cmdclass`): ship the app, its Streamlit config, the built-in models,
+the warm seed of the default views and the shipped sweep results.
 
-The repository keeps `app.py`, `.streamlit/config.toml` and `assets/models/` at its top level; a wheel
-(and the sdist it is built from) carries them as `explorer/_bundle/...`, where `explorer.paths`
-looks first. Editable installs read them from the clone and skip this.
+The repository keeps `app.py`, `.streamlit/config.toml` and `assets/` (`models/`, `warm/`,
+`results/`) at its top level; a wheel (and the sdist it is built from) carries them as
+`explorer/_bundle/...`, where `explorer.paths` looks first, so an installed wheel opens on the
+same warm pages and shipped sweep as a clone. Editable installs read them from the clone and
+skip this.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from setuptools.command.build_py import build_py
 BUNDLE_PACKAGE = "explorer._bundle"
 # Files of the built-in model folders that are not shipped (training checkpoints, pickles).
 EXCLUDE = {"checkpoint.pt"}
+# Folders under assets/ shipped whole: the warm seed (explorer.warm) and the shipped sweep with its
+# provenance sidecar (explorer.shipped).
+SHIPPED_DIRS = ("warm", "results")
 
 
 def bundle_files(root: str = ".") -> list[str]:
@@ -24,6 +30,10 @@ def bundle_files(root: str = ".") -> list[str]:
         name = os.path.basename(path)
         if os.path.isfile(path) and name not in EXCLUDE and not name.endswith((".pt", ".bin", ".pth")):
             files.append(os.path.relpath(path, root))
+    for sub in SHIPPED_DIRS:
+        for path in sorted(glob(os.path.join(root, "assets", sub, "**", "*"), recursive=True)):
+            if os.path.isfile(path) and not os.path.basename(path).startswith("."):
+                files.append(os.path.relpath(path, root))
     return [f for f in files if os.path.isfile(os.path.join(root, f))]
 
 

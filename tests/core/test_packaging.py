@@ -5,6 +5,7 @@ Also runs the app's pages on the lowest Streamlit that pyproject.toml allows.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -85,6 +86,13 @@ def test_wheel_and_sdist_carry_the_app_its_config_and_the_models(dist):
             assert f"explorer/_bundle/assets/models/{m}/{f}" in names
     assert not [n for n in names if n.endswith((".pt", ".bin"))]
     assert "explorer/__main__.py" in names
+    # the warm seed of the default views, every file its manifest checksums, and the shipped sweep
+    seed = json.loads((ROOT / "assets" / "warm" / "manifest.json").read_text())
+    assert seed["files"], "the seed lists its files"
+    for rel in ["manifest.json", *seed["files"]]:
+        assert f"explorer/_bundle/assets/warm/{rel}" in names, rel
+    for f in ("fashion-mnist-sweep.csv", "fashion-mnist-sweep.json"):
+        assert f"explorer/_bundle/assets/results/{f}" in names
     sdist = subprocess.run(["tar", "tzf", str(next(dist.glob("*.tar.gz")))], capture_output=True, text=True,
                            check=True).stdout
     assert "/app.py\n" in sdist and "/.streamlit/config.toml" in sdist
@@ -101,6 +109,23 @@ def test_installed_wheel_runs_from_any_folder(installed, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert layers.returncode == 0, layers.stderr
     assert layers.stdout.startswith("ddpm-digits:") and "mid_block" in layers.stdout
+    opens_full = (
+        "import sys; from explorer import shipped, warm; from explorer.extract import EXTRACTION_VERSION\n"
+        "from explorer.models import load_model\n"
+        "fp = load_model('ddpm-fashion-mnist').fingerprint\n"
+        "table = shipped.table_for('ddpm-fashion-mnist', 'fashion-mnist')\n"
+        "print(table); print(shipped.check(table, extraction_version=EXTRACTION_VERSION,"
+        " model_fingerprint=fp).state)\n"
+        "import json; print(warm.SEED); print(json.dumps(warm.import_seed(sys.argv[1])))"
+    )
+    full = subprocess.run([str(installed / "python"), "-c", opens_full, str(tmp_path / "cache")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    table, state, seed, counts = full.stdout.splitlines()[-4:]
+    assert table.startswith(venv) and seed.startswith(venv), "the shipped sweep and seed come from the wheel"
+    assert state == "ok", "the bundled sweep passes its checksum, extraction version and weights checks"
+    counts = json.loads(counts)
+    assert counts["imported"] > 0 and counts["refused"] == 0, counts
     ver = subprocess.run([str(installed / "python"), "-m", "explorer", "--version"], cwd=tmp_path,
                          capture_output=True, text=True, check=True).stdout
     assert ver.strip() == "explorer 0.1.0"
