@@ -33,6 +33,28 @@ def _pct(x) -> np.ndarray:
     return 100.0 * np.asarray(x, dtype=float)
 
 
+def _bars(names: Sequence[str], y: np.ndarray, colors, text: list[str], hover: str, title: str,
+          yaxis: dict) -> go.Figure:
+    """One bar per class, values written above the bars, no legend."""
+    fig = go.Figure(go.Bar(x=list(names), y=y, marker_color=colors, text=text, textposition="outside",
+                           hovertemplate=hover))
+    fig.update_layout(title=title, yaxis=yaxis, xaxis=dict(type="category"), showlegend=False, **_LAYOUT)
+    return fig
+
+
+def _heatmap(z: np.ndarray, x: Sequence[str], y: Sequence[str], *, title: str, text, colorbar: dict,
+             hover: str, colorscale: str = "Viridis", zmin: float = 0, zmax: float = 1,
+             show_text: bool = True, xaxis: dict | None = None, yaxis: dict | None = None,
+             customdata=None) -> go.Figure:
+    """A heatmap on category axes, rows top to bottom, `text` written in the cells when `show_text`."""
+    fig = go.Figure(go.Heatmap(z=z, x=list(x), y=list(y), colorscale=colorscale, zmin=zmin, zmax=zmax,
+                               text=text, texttemplate="%{text}" if show_text else None,
+                               colorbar=colorbar, customdata=customdata, hovertemplate=hover))
+    fig.update_layout(title=title, xaxis=dict(type="category", **(xaxis or {})),
+                      yaxis=dict(type="category", autorange="reversed", **(yaxis or {})), **_LAYOUT)
+    return fig
+
+
 # --- one setting ----------------------------------------------------------------------------------
 
 
@@ -44,31 +66,12 @@ def per_class_bars(
 ) -> go.Figure:
     """Bars of `(C,)` per-class recall, coloured by class, with the overall top-1 as a line."""
     acc = _pct(per_class)
-    fig = go.Figure(
-        go.Bar(
-            x=list(class_names),
-            y=acc,
-            marker_color=class_colors(len(class_names)),
-            text=[f"{a:.0f}" if np.isfinite(a) else "–" for a in acc],
-            textposition="outside",
-            hovertemplate="%{x}: %{y:.1f}%<extra></extra>",
-        )
-    )
+    fig = _bars(class_names, acc, class_colors(len(class_names)),
+                [f"{a:.0f}" if np.isfinite(a) else "–" for a in acc], "%{x}: %{y:.1f}%<extra></extra>",
+                title, dict(title="accuracy (%)", range=[0, 109]))
     if top1 is not None:
-        fig.add_hline(
-            y=100 * top1,
-            line_dash="dash",
-            line_color="#444",
-            annotation_text=f"top-1 {100 * top1:.1f}%",
-            annotation_position="bottom right",
-        )
-    fig.update_layout(
-        title=title,
-        yaxis=dict(title="accuracy (%)", range=[0, 109]),
-        xaxis=dict(type="category"),
-        showlegend=False,
-        **_LAYOUT,
-    )
+        fig.add_hline(y=100 * top1, line_dash="dash", line_color="#444",
+                      annotation_text=f"top-1 {100 * top1:.1f}%", annotation_position="bottom right")
     return fig
 
 
@@ -79,27 +82,10 @@ def confusion_heatmap(
     cm = np.asarray(confusion, dtype=float)
     rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     names = [str(c) for c in class_names]
-    fig = go.Figure(
-        go.Heatmap(
-            z=rate,
-            x=names,
-            y=names,
-            colorscale="Blues",
-            zmin=0,
-            zmax=1,
-            text=cm.astype(int),
-            texttemplate="%{text}" if len(names) <= 20 else None,
-            colorbar=dict(title="rate"),
-            hovertemplate="true %{y} → predicted %{x}: %{text} (%{z:.0%})<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title=title,
-        xaxis=dict(title="predicted", type="category"),
-        yaxis=dict(title="true", type="category", autorange="reversed"),
-        **_LAYOUT,
-    )
-    return fig
+    return _heatmap(rate, names, names, title=title, text=cm.astype(int), colorscale="Blues",
+                    show_text=len(names) <= 20, colorbar=dict(title="rate"),
+                    hover="true %{y} → predicted %{x}: %{text} (%{z:.0%})<extra></extra>",
+                    xaxis=dict(title="predicted"), yaxis=dict(title="true"))
 
 
 def embedding_scatter(
@@ -276,6 +262,41 @@ def accuracy_vs_block(
     return fig
 
 
+def _sweep_grid(wide: pd.DataFrame):
+    """The heatmap's cells: (t values, block rows, row of each layer_index, top-1 % `(B, T)`,
+    beats-pixels `(B, T) bool`, hover notes `(B, T)` of paired differences in words)."""
+    ts = sorted(wide["t"].unique())
+    blocks = wide.drop_duplicates("layer_index").sort_values("layer_index")
+    rows = [block_label(i, n) for i, n in zip(blocks["layer_index"], blocks["layer"], strict=True)]
+    pos = {int(i): r for r, i in enumerate(blocks["layer_index"])}
+    z = np.full((len(rows), len(ts)), np.nan)
+    up = np.zeros(z.shape, dtype=bool)
+    notes = np.full(z.shape, "", dtype=object)
+    for _, r in wide.iterrows():
+        cell = pos[int(r["layer_index"])], ts.index(r["t"])
+        z[cell] = 100 * r["top1"]
+        up[cell] = bool(beats(r, "vs_pixels"))
+        said = [paired_words(r, n, ref) for n, ref in (("vs_pixels", "pixels"), ("vs_random", "random"))]
+        notes[cell] = "".join(f"<br>{w}" for w in said if w)
+    return ts, rows, pos, z, up, notes
+
+
+def _colour_scale(z: np.ndarray, marks: dict[str, float]) -> tuple[float, float, dict[str, float]]:
+    """(low, high, colour-bar ticks): the range covers the cells and the baselines, whose ticks
+    are named; the range's end labels are dropped where they would overlap a baseline's."""
+    lo = np.nanmin(z) if np.isfinite(z).any() else 0
+    hi = np.nanmax(z) if np.isfinite(z).any() else 100
+    lo, hi = min([lo, *marks.values()]), max([hi, *marks.values()])
+    near = 0.07 * max(hi - lo, 1e-9)
+    ends = {f"{v:.0f}": v for v in (lo, hi) if all(abs(v - m) > near for m in marks.values())}
+    return lo, hi, ends | {f"◀ {k} {v:.1f}": v for k, v in marks.items()}
+
+
+def _outline(fig: go.Figure, row: int, col: int) -> None:
+    fig.add_shape(type="rect", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5, y1=row + 0.5,
+                  line=dict(color="#e31a1c", width=3))
+
+
 def sweep_heatmap(
     wide: pd.DataFrame,
     baselines: dict[str, float] | None = None,
@@ -286,70 +307,26 @@ def sweep_heatmap(
     The cell best on validation top-1 is outlined (none without val_top1); ▲ marks a cell
     whose paired 95% interval against raw pixels (`vs_pixels_low/high`) lies above 0; the
     baselines are named in the title and marked on the colour bar."""
-    baselines = baselines or {}
-    ts = sorted(wide["t"].unique())
-    blocks = wide.drop_duplicates("layer_index").sort_values("layer_index")
-    rows = [block_label(i, n) for i, n in zip(blocks["layer_index"], blocks["layer"], strict=True)]
-    z = np.full((len(rows), len(ts)), np.nan)
-    pos = {int(i): r for r, i in enumerate(blocks["layer_index"])}
-    up = np.zeros(z.shape, dtype=bool)
-    notes = np.full(z.shape, "", dtype=object)  # hover: the paired differences in words
-    for _, r in wide.iterrows():
-        cell = pos[int(r["layer_index"])], ts.index(r["t"])
-        z[cell] = 100 * r["top1"]
-        up[cell] = bool(beats(r, "vs_pixels"))
-        said = [paired_words(r, n, ref) for n, ref in (("vs_pixels", "pixels"), ("vs_random", "random"))]
-        notes[cell] = "".join(f"<br>{w}" for w in said if w)
-    xs = [f"t={int(t)}" for t in ts]
-    lo = np.nanmin(z) if np.isfinite(z).any() else 0
-    hi = np.nanmax(z) if np.isfinite(z).any() else 100
-    marks = {k: 100 * v for k, v in baselines.items()}
-    lo, hi = min([lo, *marks.values()]), max([hi, *marks.values()])
+    ts, rows, pos, z, up, notes = _sweep_grid(wide)
+    marks = {k: 100 * v for k, v in (baselines or {}).items()}
+    lo, hi, ticks = _colour_scale(z, marks)
     text = [
         ["" if not np.isfinite(v) else f"{v:.1f}" + ("▲" if u else "") for v, u in zip(row, ups, strict=True)]
         for row, ups in zip(z, up, strict=True)
     ]
-    near = 0.07 * max(hi - lo, 1e-9)  # keep the range's end labels clear of the baseline labels
-    ends = {f"{v:.0f}": v for v in (lo, hi) if all(abs(v - m) > near for m in marks.values())}
-    ticks = ends | {f"◀ {k} {v:.1f}": v for k, v in marks.items()}
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=xs,
-            y=rows,
-            colorscale="Viridis",
-            zmin=lo,
-            zmax=hi,
-            text=text,
-            texttemplate="%{text}",
-            colorbar=dict(
-                title="top-1 %", tickvals=list(ticks.values()), ticktext=list(ticks.keys())
-            ),
-            customdata=notes,
-            hovertemplate="%{y} · %{x}: %{z:.2f}%%{customdata}<extra></extra>",
-        )
-    )
     best = best_on_validation(wide)
-    if best is not None:
-        r, c = pos[int(best["layer_index"])], ts.index(best["t"])
-        fig.add_shape(
-            type="rect",
-            x0=c - 0.5,
-            x1=c + 0.5,
-            y0=r - 0.5,
-            y1=r + 0.5,
-            line=dict(color="#e31a1c", width=3),
-        )
     ref = " · ".join(f"{k} {v:.1f}%" for k, v in marks.items())
     box = "red box = best on validation" if best is not None else "no validation accuracy: no best marked"
     mark = "▲ beats raw pixels (paired 95% interval above 0); " if up.any() else ""
-    full = title + f"<br><sup>{'baselines: ' + ref + '; ' if ref else ''}{mark}{box}</sup>"
-    fig.update_layout(
-        title=full,
-        xaxis=dict(type="category", title="timestep"),
-        yaxis=dict(type="category", autorange="reversed", title="block"),
-        **_LAYOUT,
+    fig = _heatmap(
+        z, [f"t={int(t)}" for t in ts], rows, zmin=lo, zmax=hi, text=text, customdata=notes,
+        title=title + f"<br><sup>{'baselines: ' + ref + '; ' if ref else ''}{mark}{box}</sup>",
+        colorbar=dict(title="top-1 %", tickvals=list(ticks.values()), ticktext=list(ticks.keys())),
+        hover="%{y} · %{x}: %{z:.2f}%%{customdata}<extra></extra>",
+        xaxis=dict(title="timestep"), yaxis=dict(title="block"),
     )
+    if best is not None:
+        _outline(fig, pos[int(best["layer_index"])], ts.index(best["t"]))
     fig.update_layout(margin=dict(l=10, r=10, t=80, b=10))
     return fig
 
@@ -365,24 +342,9 @@ def per_class_delta(
 ) -> go.Figure:
     """`(C,)` differences in per-class accuracy, green where B is better."""
     d = _pct(b) - _pct(a)
-    fig = go.Figure(
-        go.Bar(
-            x=list(class_names),
-            y=d,
-            marker_color=["#2ca02c" if v >= 0 else "#d62728" for v in d],
-            text=[f"{v:+.1f}" for v in d],
-            textposition="outside",
-            hovertemplate="%{x}: %{y:+.1f} points<extra></extra>",
-        )
-    )
+    fig = _bars(class_names, d, ["#2ca02c" if v >= 0 else "#d62728" for v in d], [f"{v:+.1f}" for v in d],
+                "%{x}: %{y:+.1f} points<extra></extra>", title, dict(title="Δ accuracy (points)"))
     fig.add_hline(y=0, line_color="#444")
-    fig.update_layout(
-        title=title,
-        yaxis_title="Δ accuracy (points)",
-        xaxis=dict(type="category"),
-        showlegend=False,
-        **_LAYOUT,
-    )
     return fig
 
 
@@ -390,27 +352,8 @@ def cka_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> go.Fig
     """A `(K, K)` CKA matrix with `labels` on both axes."""
     m = np.asarray(matrix, dtype=float)
     labels = [str(x) for x in labels]
-    fig = go.Figure(
-        go.Heatmap(
-            z=m,
-            x=labels,
-            y=labels,
-            colorscale="Viridis",
-            zmin=0,
-            zmax=1,
-            text=np.round(m, 2),
-            texttemplate="%{text}" if len(labels) <= 16 else None,
-            colorbar=dict(title="CKA"),
-            hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title=title,
-        xaxis=dict(type="category"),
-        yaxis=dict(type="category", autorange="reversed"),
-        **_LAYOUT,
-    )
-    return fig
+    return _heatmap(m, labels, labels, title=title, text=np.round(m, 2), show_text=len(labels) <= 16,
+                    colorbar=dict(title="CKA"), hover="%{y} vs %{x}: %{z:.3f}<extra></extra>")
 
 
 def sample_grid(
