@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.errors import ExplorerError
-from explorer.probes.base import TorchProbe
-from explorer.probes.metrics import ProbeResult
+from explorer.probes.base import TorchProbe, scorer
 
 MAX_SIDE = 8
 
@@ -145,24 +144,4 @@ def _check_maps(X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.nda
     return X, y
 
 
-def fit_attention(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    n_classes: int | None = None,
-    **kwargs,
-) -> ProbeResult:
-    """Fit an `AttentionProbe(**kwargs)` on train maps and score it on test (head `attention-small`)."""
-    probe = AttentionProbe(**kwargs).fit(x_train, y_train)
-    pred = probe.predict(x_test)
-    extra = {
-        "dim": probe.dim,
-        "heads": probe.heads,
-        "depth": probe.depth,
-        "best_epoch": probe.best_epoch_,
-        "epochs_run": probe.epochs_run_,
-        "val_top1": probe.val_top1_,
-    }
-    return ProbeResult.from_predictions("attention-small", y_test, pred, n_classes, extra)
+fit_attention = scorer(AttentionProbe, "attention-small", ("dim", "heads", "depth"))  # the head `attention-small`

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from explorer.errors import ExplorerError
-from explorer.probes.base import TorchProbe
-from explorer.probes.metrics import ProbeResult, check_xy, standardise_stats
+from explorer.probes.base import TorchProbe, scorer
+from explorer.probes.metrics import check_xy, standardise_stats
 
 
 class _MLP(nn.Module):
@@ -71,23 +71,4 @@ class MLPProbe(TorchProbe):
         return (xb - self.mean_) / self.scale_
 
 
-def fit_mlp(
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    n_classes: int | None = None,
-    **kwargs,
-) -> ProbeResult:
-    """Fit an `MLPProbe(**kwargs)` on train and score it on test (head `mlp`)."""
-    probe = MLPProbe(**kwargs).fit(x_train, y_train)
-    pred = probe.predict(x_test)
-    extra = {
-        "hidden": probe.hidden,
-        "optimizer": probe.optimizer,
-        "best_epoch": probe.best_epoch_,
-        "epochs_run": probe.epochs_run_,
-        "val_top1": probe.val_top1_,
-    }
-    return ProbeResult.from_predictions("mlp", y_test, pred, n_classes, extra)
+fit_mlp = scorer(MLPProbe, "mlp", ("hidden", "optimizer"))  # the head `mlp`
