@@ -16,7 +16,7 @@ Finished heads leave the batch, so a bank costs about what its heads cost one by
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -120,6 +120,150 @@ class _Solution:
     converged: torch.Tensor  # (G, R) bool: stopped by a convergence test, not by max_iter
 
 
+def _direction(grad: torch.Tensor, hist: list, gamma: torch.Tensor,
+               done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d, grad·d): d = -H grad by the L-BFGS two-loop recursion per head `(G, R, C, D1)`,
+    scaled steepest descent where curvature was lost (uphill), 0 for finished heads."""
+    q = grad.clone()
+    alphas = []
+    for s, yv, rho in reversed(hist):
+        a = rho * _dot(s, q)
+        q -= _heads(a) * yv
+        alphas.append(a)
+    q *= _heads(gamma)
+    for (s, yv, rho), a in zip(hist, reversed(alphas), strict=True):
+        q += _heads(a - rho * _dot(yv, q)) * s
+    d = q.neg_()
+    gd = _dot(grad, d)
+    uphill = gd >= 0  # lost curvature: fall back to scaled steepest descent
+    if bool(uphill.any()):
+        d = torch.where(_heads(uphill), -_heads(gamma) * grad, d)
+        gd = _dot(grad, d)
+    d.masked_fill_(_heads(done), 0.0)
+    return d, gd
+
+
+@dataclass
+class _Live:
+    """The heads still being fitted: batch rows `g_idx` × regs `r_idx` of the full problem.
+
+    x `(G, N, D1)`, y `(G, N)`, onehot `(G, N, 1, C)`; per head `(G, R)`: lam, f, gamma, done,
+    stall, n_iter; theta and grad `(G, R, C, D1)`; hist the last (s, y, rho) curvature pairs.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    onehot: torch.Tensor
+    lam: torch.Tensor
+    theta: torch.Tensor
+    f: torch.Tensor
+    grad: torch.Tensor
+    gamma: torch.Tensor
+    done: torch.Tensor
+    stall: torch.Tensor
+    n_iter: torch.Tensor
+    g_idx: torch.Tensor
+    r_idx: torch.Tensor
+    hist: list = field(default_factory=list)
+
+    def line_search(self, d: torch.Tensor, gd: torch.Tensor):
+        """Backtracking Armijo search along `d`: every head tries t = 1 in one batched
+        evaluation, then only the settings with a head still searching are evaluated again.
+        Returns (theta, f, grad, accepted) after the search."""
+        x, y, onehot, lam, theta, f, grad = self.x, self.y, self.onehot, self.lam, self.theta, self.f, self.grad
+        t = torch.ones_like(f)
+        accepted = self.done.clone()
+        new_theta, new_f, new_grad = theta, f, grad
+        rows = torch.arange(len(x), device=x.device)
+        for _ls in range(_MAX_LS):
+            trial = theta + _heads(t) * d
+            f_t, g_t = _objective_rows(x, y, onehot, trial, lam, rows)
+            ok = ~accepted & torch.isfinite(f_t) & (f_t <= f + _C1 * t * gd)
+            okh = _heads(ok)
+            new_theta = torch.where(okh, trial, new_theta)
+            new_grad = torch.where(okh, g_t, new_grad)
+            new_f = torch.where(ok, f_t, new_f)
+            accepted |= ok
+            if bool(accepted.all()):
+                break
+            rows = (~accepted).any(1).nonzero().squeeze(1)
+            # minimiser of the quadratic through f(0), f'(0), f(t), kept in [0.1 t, 0.5 t]
+            t_q = -gd * t * t / (2.0 * (f_t - f - gd * t))
+            t_q = torch.nan_to_num(t_q, nan=0.5, posinf=0.5, neginf=0.5)
+            t = torch.where(accepted, t, torch.minimum(torch.maximum(t_q, 0.1 * t), 0.5 * t))
+        return new_theta, new_f, new_grad, accepted
+
+    def step(self, new_theta, new_f, new_grad, accepted, tol: float) -> None:
+        """Take the accepted step: count it, store the curvature pair (rho = 0, a no-op, for heads
+        with s·y <= 0 or that did not move) and mark heads converged or stalled."""
+        active = ~self.done
+        self.n_iter += active.long()
+        self.done |= ~accepted  # no decrease left at float32 precision
+        s = new_theta - self.theta
+        yv = new_grad - self.grad
+        sy = _dot(s, yv)
+        yy = _dot(yv, yv)
+        good = accepted & active & (sy > 1e-10 * yy) & (yy > 0)
+        rho = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
+        self.gamma = torch.where(good, sy / yy.clamp_min(1e-30), self.gamma)
+        self.hist.append((s, yv, rho))
+        if len(self.hist) > _HISTORY:
+            self.hist.pop(0)
+        f_old, self.theta, self.f, self.grad = self.f, new_theta, new_f, new_grad
+        small = accepted & active & (f_old - self.f <= _FTOL * f_old.abs().clamp_min(1.0))
+        self.stall = torch.where(small, self.stall + 1, torch.zeros_like(self.stall))
+        self.done |= (self.grad.abs().amax((2, 3)) <= tol) | (self.stall >= _STALL)
+
+    def write(self, out: _Solution) -> None:
+        """Copy the live heads' state into their places in `out`."""
+        ix = (self.g_idx[:, None], self.r_idx[None, :])
+        out.theta[ix], out.n_iter[ix], out.converged[ix] = self.theta, self.n_iter, self.done
+
+    def shrink(self, out: _Solution) -> None:
+        """Let finished heads leave the batch, so they stop costing matmul columns: a reg once
+        every setting is done with it, settings once a quarter of them are done."""
+        keep_r = ~self.done.all(0)
+        keep_g = ~self.done.all(1)
+        drop_g = 4 * int((~keep_g).sum()) >= len(keep_g)
+        if bool(self.done.all()) or not (drop_g or bool((~keep_r).any())):
+            return
+        self.write(out)
+        kg = keep_g.nonzero().squeeze(1) if drop_g else slice(None)
+        kr = keep_r.nonzero().squeeze(1)
+
+        def sel(v: torch.Tensor) -> torch.Tensor:
+            return v[kg][:, kr]
+
+        if drop_g:
+            self.x, self.y, self.onehot = self.x[kg], self.y[kg], self.onehot[kg]
+        self.g_idx, self.r_idx = self.g_idx[kg], self.r_idx[kr]
+        self.lam, self.theta, self.f, self.grad = sel(self.lam), sel(self.theta), sel(self.f), sel(self.grad)
+        self.gamma, self.done, self.stall, self.n_iter = sel(self.gamma), sel(self.done), sel(self.stall), sel(self.n_iter)
+        self.hist = [(sel(s), sel(yv), sel(rho)) for s, yv, rho in self.hist]
+
+
+def _start(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, n_classes: int,
+           theta0: torch.Tensor | None, tol: float) -> _Live:
+    """Every head at its warm start (zeros if `theta0` is None), with its loss and gradient."""
+    g, n, d1 = x.shape
+    r = lam.shape[1]
+    dev = x.device
+    onehot = torch.zeros(g, n, 1, n_classes, device=dev)
+    onehot.scatter_(-1, y[:, :, None, None], 1.0)
+    theta = torch.zeros(g, r, n_classes, d1, device=dev) if theta0 is None else theta0.clone()
+    f, grad = _objective(x, y, onehot, theta, lam)
+    n_iter = torch.zeros(g, r, dtype=torch.int64, device=dev)
+    return _Live(
+        x, y, onehot, lam, theta, f, grad,
+        gamma=1.0 / grad.pow(2).sum((2, 3)).sqrt().clamp_min(1.0),  # first step: length <= 1
+        done=grad.abs().amax((2, 3)) <= tol,
+        stall=torch.zeros_like(n_iter),
+        n_iter=n_iter,
+        g_idx=torch.arange(g, device=dev),
+        r_idx=torch.arange(r, device=dev),
+    )
+
+
 def lbfgs_heads(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -140,109 +284,16 @@ def lbfgs_heads(
     Finished heads drop out of the batch: a reg once every setting is done with it, and
     settings once a quarter of them are done (their features are then copied without them).
     """
-    g, n, d1 = x.shape
-    r = lam.shape[1]
-    dev = x.device
-    onehot = torch.zeros(g, n, 1, n_classes, device=dev)
-    onehot.scatter_(-1, y[:, :, None, None], 1.0)
-    theta = torch.zeros(g, r, n_classes, d1, device=dev) if theta0 is None else theta0.clone()
-    f, grad = _objective(x, y, onehot, theta, lam)
-    done = grad.abs().amax((2, 3)) <= tol
-    n_iter = torch.zeros(g, r, dtype=torch.int64, device=dev)
-    stall = torch.zeros_like(n_iter)
-    hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (s, y, rho)
-    gamma = 1.0 / grad.pow(2).sum((2, 3)).sqrt().clamp_min(1.0)  # first step: length <= 1
+    live = _start(x, y, lam, n_classes, theta0, tol)
     # live heads are out[g_idx][:, r_idx]; finished ones are written back when they leave
-    out = _Solution(theta.clone(), n_iter.clone(), done.clone())
-    g_idx, r_idx = torch.arange(g, device=dev), torch.arange(r, device=dev)
-
-    def flush() -> None:
-        ix = (g_idx[:, None], r_idx[None, :])
-        out.theta[ix], out.n_iter[ix], out.converged[ix] = theta, n_iter, done
-
+    out = _Solution(live.theta.clone(), live.n_iter.clone(), live.done.clone())
     for _ in range(max_iter):
-        if bool(done.all()):
+        if bool(live.done.all()):
             break
-        # 1. Direction d = -H grad by the two-loop recursion, per head.
-        q = grad.clone()
-        alphas = []
-        for s, yv, rho in reversed(hist):
-            a = rho * _dot(s, q)
-            q -= _heads(a) * yv
-            alphas.append(a)
-        q *= _heads(gamma)
-        for (s, yv, rho), a in zip(hist, reversed(alphas), strict=True):
-            q += _heads(a - rho * _dot(yv, q)) * s
-        d = q.neg_()
-        gd = _dot(grad, d)
-        uphill = gd >= 0  # lost curvature: fall back to scaled steepest descent
-        if bool(uphill.any()):
-            d = torch.where(_heads(uphill), -_heads(gamma) * grad, d)
-            gd = _dot(grad, d)
-        d.masked_fill_(_heads(done), 0.0)
-
-        # 2. Backtracking line search: every head tries t = 1 in one batched evaluation,
-        #    then only the settings with a head still searching are evaluated again.
-        t = torch.ones_like(f)
-        accepted = done.clone()
-        new_theta, new_f, new_grad = theta, f, grad
-        rows = torch.arange(len(x), device=dev)
-        for _ls in range(_MAX_LS):
-            trial = theta + _heads(t) * d
-            f_t, g_t = _objective_rows(x, y, onehot, trial, lam, rows)
-            ok = ~accepted & torch.isfinite(f_t) & (f_t <= f + _C1 * t * gd)
-            okh = _heads(ok)
-            new_theta = torch.where(okh, trial, new_theta)
-            new_grad = torch.where(okh, g_t, new_grad)
-            new_f = torch.where(ok, f_t, new_f)
-            accepted |= ok
-            if bool(accepted.all()):
-                break
-            rows = (~accepted).any(1).nonzero().squeeze(1)
-            # minimiser of the quadratic through f(0), f'(0), f(t), kept in [0.1 t, 0.5 t]
-            t_q = -gd * t * t / (2.0 * (f_t - f - gd * t))
-            t_q = torch.nan_to_num(t_q, nan=0.5, posinf=0.5, neginf=0.5)
-            t = torch.where(accepted, t, torch.minimum(torch.maximum(t_q, 0.1 * t), 0.5 * t))
-        active = ~done
-        n_iter += active.long()
-        done |= ~accepted  # no decrease left at float32 precision
-
-        # 3. Curvature pair; heads with s.y <= 0 (or that did not move) get rho = 0 (no-op).
-        s = new_theta - theta
-        yv = new_grad - grad
-        sy = _dot(s, yv)
-        yy = _dot(yv, yv)
-        good = accepted & active & (sy > 1e-10 * yy) & (yy > 0)
-        rho = torch.where(good, 1.0 / sy.clamp_min(1e-30), torch.zeros_like(sy))
-        gamma = torch.where(good, sy / yy.clamp_min(1e-30), gamma)
-        hist.append((s, yv, rho))
-        if len(hist) > _HISTORY:
-            hist.pop(0)
-        f_old, theta, f, grad = f, new_theta, new_f, new_grad
-        small = accepted & active & (f_old - f <= _FTOL * f_old.abs().clamp_min(1.0))
-        stall = torch.where(small, stall + 1, torch.zeros_like(stall))
-        done |= (grad.abs().amax((2, 3)) <= tol) | (stall >= _STALL)
-
-        # 4. Let finished heads leave the batch, so they stop costing matmul columns.
-        keep_r = ~done.all(0)
-        keep_g = ~done.all(1)
-        drop_g = 4 * int((~keep_g).sum()) >= len(keep_g)
-        if bool(done.all()) or not (drop_g or bool((~keep_r).any())):
-            continue
-        flush()
-        kg = keep_g.nonzero().squeeze(1) if drop_g else slice(None)
-        kr = keep_r.nonzero().squeeze(1)
-
-        def sel(v: torch.Tensor, kg=kg, kr=kr) -> torch.Tensor:
-            return v[kg][:, kr]
-
-        if drop_g:
-            x, y, onehot = x[kg], y[kg], onehot[kg]
-        g_idx, r_idx = g_idx[kg], r_idx[kr]
-        lam, theta, f, grad, gamma = sel(lam), sel(theta), sel(f), sel(grad), sel(gamma)
-        done, stall, n_iter = sel(done), sel(stall), sel(n_iter)
-        hist = [(sel(s), sel(yv), sel(rho)) for s, yv, rho in hist]
-    flush()
+        d, gd = _direction(live.grad, live.hist, live.gamma, live.done)
+        live.step(*live.line_search(d, gd), tol)
+        live.shrink(out)
+    live.write(out)
     return out
 
 
