@@ -5,7 +5,8 @@
 3. a cached setting: read from the feature store                vs  computing it again
 4. our pass vs a bare forward pass (no hooks): the cost of capturing and pooling
 
-Usage: python benchmarks/bench_extract.py [--model ddpm-fashion-mnist] [--n 512] [--device auto]
+Usage: python benchmarks/bench_extract.py [--model ddpm-digits] [--dataset digits] [--n 256] [--t 90]
+       [--device auto]
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The `explorer` command: layers, extract, sweep, train and app.
+"""The `explorer` command: layers, extract, sweep, embed, cka, train, convert, cache, export,
+report, datasets and app (`explorer COMMAND --help` for each).
 
 Every command turns bad input into one line on stderr and a non-zero exit, never a traceback.
 """

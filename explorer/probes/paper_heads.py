@@ -1,7 +1,8 @@
 """The paper's attention head (`attention-paper`) and a small convolutional head (`cnn`).
 
-`attention-paper` follows the released reference code (PAPER.md, "The reference code's
-protocol"): the map is pooled to at most 16x16 (block 24 of ADM-256 keeps all 256 tokens);
+`attention-paper` follows the released reference code (docs/method.md, "Where the explorer
+differs from the paper's released protocol"): the map is pooled to at most 16x16 (block 24
+of ADM-256 keeps all 256 tokens);
 LayerNorm over the whole `[C, H, W]` map; a 1x1 conv to `dim` = 1024 channels; a
 zero-initialised CLS token before the H*W tokens, no position embedding; `depth` = 2 pre-norm
 ViT blocks (8 heads, MLP ratio 4, GELU, qkv without bias); a linear layer on the CLS output,

@@ -152,9 +152,8 @@ def layer_choice(catalogue, key: str, name: str, default_index: int | None = Non
 
 
 def default_block(catalogue) -> int:
-    """Position of a good first block: the first up block after the bottleneck (the paper's pick)."""
-    ups = [i for i, lay in enumerate(catalogue) if lay.stage == "up"]
-    return ups[min(1, len(ups) - 1)] if ups else len(catalogue) // 2
+    """Position of the app's first block in `catalogue` (`defaults.default_block`: the second up block)."""
+    return D.default_block([lay.stage for lay in catalogue])
 
 
 def label_of(catalogue) -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""The pages' door to the core: cached models, datasets and workspaces, and small helpers.
+"""Streamlit-side services for the pages: cached models, datasets and workspaces, progress
+bars over long jobs (evaluate, sweep, UMAP), images and the sweep tables on disk.
+
+Pages call these for anything that loads, computes or caches, and pure core functions
+(`probes.metrics`, `results`, `overview`, `ui.figures`) for the numbers they show; they never
+touch a workspace's stores or model object.
 
 Models and datasets live in `st.cache_resource` (one copy per server process); features,
 probe results and UMAPs live in the core's on-disk stores, so a setting computed once by
