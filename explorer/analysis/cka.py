@@ -102,3 +102,9 @@ def cka_matrix(
                 prod[i, j] = prod[j, i] = _debias(v, rows[i], rows[j], n) if debiased else v
     norms = np.sqrt(np.diag(prod))
     return prod / np.outer(norms, norms)
+
+
+def neighbour_mean(matrix: np.ndarray) -> float | None:
+    """Mean CKA between consecutive entries (the first off-diagonal of a `(K, K)` matrix); None if K < 2."""
+    above = np.diag(np.asarray(matrix, dtype=float), 1)
+    return float(np.mean(above)) if len(above) else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from explorer.analysis.cka import cka_matrix, linear_cka
+from explorer.analysis.cka import cka_matrix, linear_cka, neighbour_mean
 from explorer.errors import ExplorerError
 
 
@@ -113,3 +113,9 @@ def test_errors():
         linear_cka(np.ones((3, 2)), np.ones((3, 2)), debiased=True)
     with pytest.raises(ExplorerError, match="row counts differ"):
         cka_matrix([np.zeros((5, 2)), np.zeros((6, 2))])
+
+
+def test_neighbour_mean_reads_the_first_off_diagonal():
+    m = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, 0.6], [0.1, 0.6, 1.0]])
+    assert neighbour_mean(m) == pytest.approx(0.7)
+    assert neighbour_mean(np.ones((1, 1))) is None

@@ -1,20 +1,19 @@
 """Similarity: linear CKA between blocks at one timestep, and between timesteps at one block."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from explorer import defaults as D
+from explorer.analysis.cka import neighbour_mean
 from explorer.ui import common, figures, services, state
 from explorer.workspace import Setting
 
 IMAGES = list(D.SIMILARITY_IMAGES)
 
-ctx = common.context()
-st.title("Representation similarity (CKA)")
-with common.guard():
-    ws0 = services.workspace(ctx)
-    cat, T = ws0.catalogue, ws0.model.num_timesteps
+
+def controls(ws0):
+    """Timestep, block, pool, image count, debiasing and the timesteps; returns them."""
+    cat, T = ws0.catalogue, ws0.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
     c = st.columns([3, 3, 2, 2, 2])
     t = state.integer("sim_t", "t", D.default_t(T), 0, T - 1)(
@@ -37,42 +36,45 @@ with common.guard():
     ts = state.choices("sim_ts", "ts", t_opts, D.timestep_defaults(T, D.SIMILARITY_TIMESTEPS), parse=int)(
         st.multiselect, "Timesteps for the timesteps × timesteps map", options=t_opts
     )
+    return int(t), block, pool, int(n), debiased, sorted(int(x) for x in ts)
 
-    limit = min(int(n), ctx.test_limit) if ctx.test_limit else int(n)
-    ws = services.workspace(ctx, test_limit=limit)
+
+def timesteps_map(ws, col, block: str, pool: str, times: list[int], debiased: bool, title: str):
+    """The timesteps × timesteps CKA map in `col` (None with fewer than two timesteps)."""
+    if len(times) < 2:
+        col.info("Pick at least two timesteps for the timesteps × timesteps map.")
+        return None
+    settings = [Setting(x, block, pool) for x in times]
+    m = services.cka(ws, settings, debiased, f"Features of {block} at {len(times)} timesteps…")
+    fig = figures.cka_heatmap(m, [f"t={x}" for x in times], title)
+    col.plotly_chart(fig, key="sim_times")
+    return fig
+
+
+ctx = common.context()
+st.title("Representation similarity (CKA)")
+with common.guard():
+    ws0 = services.workspace(ctx)
+    t, block, pool, n, debiased, times = controls(ws0)
+    cat, names = ws0.catalogue, [lay.name for lay in ws0.catalogue]
+    ws = services.workspace(ctx, test_limit=min(n, ctx.test_limit) if ctx.test_limit else n)
     kind = "debiased " if debiased else ""
     st.caption(
         f"Linear {kind}CKA on {len(ws.test.indices)} test images of {ws.dataset.name}, "
         f"features pooled {common.POOL_LABELS[pool]}. 1 = the same representation up to rotation and scale."
     )
-
-    blocks_s = [Setting(int(t), name, pool) for name in names]
-    m_blocks = services.cka(ws, blocks_s, debiased, f"Features of every block at t={t}…")
+    m_blocks = services.cka(
+        ws, [Setting(t, name, pool) for name in names], debiased, f"Features of every block at t={t}…"
+    )
     fig_b = figures.cka_heatmap(
         m_blocks, [f"{lay.index:02d}" for lay in cat], f"{kind}CKA between blocks at t={t}"
     )
-    times = sorted(int(x) for x in ts)
-    fig_t = None
     cols = st.columns(2)
     cols[0].plotly_chart(fig_b, key="sim_blocks")
-    if len(times) >= 2:
-        times_s = [Setting(x, block, pool) for x in times]
-        m_times = services.cka(
-            ws, times_s, debiased, f"Features of {block} at {len(times)} timesteps…"
-        )
-        fig_t = figures.cka_heatmap(
-            m_times, [f"t={x}" for x in times], f"{kind}CKA between timesteps at {labels[block]}"
-        )
-        cols[1].plotly_chart(fig_t, key="sim_times")
-    else:
-        cols[1].info("Pick at least two timesteps for the timesteps × timesteps map.")
-
-    neighbours = np.diag(np.asarray(m_blocks), 1)
-    st.caption(
-        "Neighbouring blocks: mean CKA " + f"{float(np.mean(neighbours)):.2f}"
-        if len(neighbours)
-        else ""
-    )
+    label = common.label_of(cat)[block]
+    fig_t = timesteps_map(ws, cols[1], block, pool, times, debiased, f"{kind}CKA between timesteps at {label}")
+    near = neighbour_mean(m_blocks)
+    st.caption(f"Neighbouring blocks: mean CKA {near:.2f}" if near is not None else "")
     tables = {
         "cka_blocks": pd.DataFrame(m_blocks, index=names, columns=names).reset_index(names="block")
     }
