@@ -20,7 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from explorer.probes import DEFAULT_REGS, fit_linear_grid, sklearn_C, stratified_split
+from explorer.probes import DEFAULT_REGS, fit_linear_grid, sklearn_C, validation_split
 
 
 def make_settings(n_settings: int, n: int, n_test: int, dims: list[int], classes: int, seed: int):
@@ -49,7 +49,7 @@ def sklearn_one_by_one(train, test, regs, max_iter: int, tol: float) -> dict[str
             scaler.transform(xtr.astype(np.float32)),
             scaler.transform(xte.astype(np.float32)),
         )
-        fit_idx, val_idx = stratified_split(ytr, 0.1, seed=0)
+        fit_idx, val_idx = validation_split(ytr, 0.1, seed=0)
         val = {}
         for reg in regs:
             clf = LogisticRegression(C=sklearn_C(reg, len(fit_idx)), max_iter=max_iter, tol=tol)
