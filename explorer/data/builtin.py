@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from explorer.atomic import atomic_write
 from explorer.data.base import ImageDataset, fingerprint_arrays, stratified_split
 from explorer.errors import ExplorerError
 
@@ -146,23 +147,25 @@ def download_fashion_mnist(target: Path, base_url: str = FASHION_URL, files: dic
         dest = target / fname
         if dest.is_file() and _md5(dest) == md5:
             continue
-        tmp = dest.with_suffix(dest.suffix + ".part")
-        try:
-            with urllib.request.urlopen(base_url + fname, timeout=30) as r, open(tmp, "wb") as f:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise ExplorerError(
-                f"could not download {base_url + fname} ({e}); you seem to be offline: "
-                "install `dataset-fashion-mnist` or copy the four IDX files into a folder and pass it"
-            ) from e
-        got = _md5(tmp)
-        if got != md5:
-            tmp.unlink(missing_ok=True)
-            raise ExplorerError(f"checksum mismatch for {fname}: md5 {got}, expected {md5}; try the download again")
-        os.replace(tmp, dest)
+        atomic_write(dest, lambda tmp, url=base_url + fname, md5=md5: _download_checked(url, tmp, md5))
     return target
+
+
+def _download_checked(url: str, path: Path, md5: str) -> None:
+    """Download `url` into `path` and check its md5; a clear error (and no file kept) otherwise."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(path, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+    except OSError as e:
+        raise ExplorerError(
+            f"could not download {url} ({e}); you seem to be offline: "
+            "install `dataset-fashion-mnist` or copy the four IDX files into a folder and pass it"
+        ) from e
+    got = _md5(path)
+    if got != md5:
+        raise ExplorerError(f"checksum mismatch for {url.rsplit('/', 1)[-1]}: md5 {got}, expected {md5}; "
+                            "try the download again")
 
 
 def _md5(path: Path) -> str:
