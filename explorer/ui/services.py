@@ -130,7 +130,8 @@ def _workspace(
 def warm_up() -> threading.Thread:
     """Start making, in a background thread of this server process, what a first session on the
     default pair needs: the pages' imports, the shipped seed in the cache, the model, the
-    dataset and the default workspaces (with their layer catalogue). Sessions that ask for any
+    dataset and the default workspaces (with their layer catalogue), and the random-weights
+    control the Sweep page plans with. Sessions that ask for any
     of these meanwhile wait for the same object instead of loading it again."""
     import importlib
     import pkgutil
@@ -160,6 +161,7 @@ def warm_up() -> threading.Thread:
         (("imports",), imports),
         (("seed", root), lambda: import_seed(root)),
         (("model", model, device), lambda: _make_model(model, device)),
+        (("model", RANDOM_PREFIX + model, device), lambda: _make_model(RANDOM_PREFIX + model, device)),
         (("dataset", dataset), lambda: load_dataset(dataset)),
         ((*key, tl, root, device), workspace_ready(tl)),
         ((*key, sim, root, device), workspace_ready(sim)),
