@@ -37,6 +37,18 @@ def _hermetic_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for CLI subprocesses, as above
 
 
+@pytest.fixture(autouse=True)
+def _restore_explorer_logger():
+    """An in-process CLI run configures the "explorer" logger (its own stderr handler, no
+    propagation); put it back afterwards so later tests' `caplog` sees the core's warnings."""
+    import logging
+
+    log = logging.getLogger("explorer")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
 @pytest.fixture(scope="session")
 def tiny_unet_config() -> dict:
     """The tiny U-Net's constructor arguments (do not mutate: shared by the session)."""

@@ -40,7 +40,8 @@ def convert_saved(ref: ADMReference, cfg: ADMConfig, tmp_path):
     ckpt = tmp_path / "adm.pt"
     torch.save(ref.state_dict(), ckpt)
     out = convert_adm(ckpt, tmp_path / "converted", cfg, show_progress=False)
-    return load_model(str(out)), out
+    # a class-conditional model has no unconditional class: the explorer needs a label choice to open it
+    return load_model(str(out) + ("#class-label=0" if cfg.class_cond else "")), out
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
