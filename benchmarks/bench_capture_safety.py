@@ -88,7 +88,9 @@ def main() -> None:
 
     def run(job):
         t, layers, pools = job
-        return ex.forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools)
+        return ex.forward_features(
+            model.unet, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools
+        )
 
     def serial():
         for i in range(a.calls):
@@ -119,10 +121,14 @@ def main() -> None:
 
     new, old, r1 = paired(serial, serial_old, a.repeat)
     par, ser, r2 = paired(parallel, serial_all, a.repeat)
-    print(f"model {a.model}, {a.n} images/pass, {a.calls} calls, torch threads {torch.get_num_threads()}")
+    print(
+        f"model {a.model}, {a.n} images/pass, {a.calls} calls, torch threads {torch.get_num_threads()}"
+    )
     print(f"serial   new capture {new:.3f}s  old capture {old:.3f}s  median ratio new/old {r1:.3f}")
-    print(f"{a.threads} threads on one model {par:.3f}s  same calls serially {ser:.3f}s  "
-          f"median ratio parallel/serial {r2:.3f}")
+    print(
+        f"{a.threads} threads on one model {par:.3f}s  same calls serially {ser:.3f}s  "
+        f"median ratio parallel/serial {r2:.3f}"
+    )
 
 
 if __name__ == "__main__":

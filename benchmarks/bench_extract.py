@@ -59,13 +59,24 @@ def main() -> None:
     print(f"{a.model} on {dev}, {len(sel.indices)} images, {len(cat)} layers, t={a.t}")
 
     one_pass = timed(lambda: forward_features(u, s, x0, noise, layers=cat, **args))
-    per_layer = timed(lambda: [forward_features(u, s, x0, noise, layers=[lay], stop_early=False, **args) for lay in cat], 1)
-    print(f"all layers:     one pass {one_pass:.3f}s  vs  a pass per layer {per_layer:.3f}s  -> {per_layer / one_pass:.1f}x")
+    per_layer = timed(
+        lambda: [
+            forward_features(u, s, x0, noise, layers=[lay], stop_early=False, **args) for lay in cat
+        ],
+        1,
+    )
+    print(
+        f"all layers:     one pass {one_pass:.3f}s  vs  a pass per layer {per_layer:.3f}s  -> {per_layer / one_pass:.1f}x"
+    )
 
     shallow = [lay for lay in cat if lay.stage == "down"][:3]
     early = timed(lambda: forward_features(u, s, x0, noise, layers=shallow, **args))
-    full = timed(lambda: forward_features(u, s, x0, noise, layers=shallow, stop_early=False, **args))
-    print(f"layers 1-3:     early exit {early:.3f}s  vs  full pass {full:.3f}s  -> {full / early:.1f}x")
+    full = timed(
+        lambda: forward_features(u, s, x0, noise, layers=shallow, stop_early=False, **args)
+    )
+    print(
+        f"layers 1-3:     early exit {early:.3f}s  vs  full pass {full:.3f}s  -> {full / early:.1f}x"
+    )
 
     t_steps = torch.full((len(x0),), a.t, dtype=torch.long, device=dev)
 
@@ -74,17 +85,40 @@ def main() -> None:
             u(s.add_noise(x0.to(dev), noise.to(dev), t_steps), t_steps)
 
     bare_s = timed(bare)
-    print(f"capture+pool:   ours (all layers) {one_pass:.3f}s  vs  bare forward {bare_s:.3f}s  -> {one_pass / bare_s:.2f}x the bare cost")
+    print(
+        f"capture+pool:   ours (all layers) {one_pass:.3f}s  vs  bare forward {bare_s:.3f}s  -> {one_pass / bare_s:.2f}x the bare cost"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         store = FeatureStore(tmp)
         t0 = time.perf_counter()
-        ensure_features(model, ds, sel, timesteps=[a.t], layers=cat, pools=["2"], store=store, progress=False)
+        ensure_features(
+            model, ds, sel, timesteps=[a.t], layers=cat, pools=["2"], store=store, progress=False
+        )
         compute = time.perf_counter() - t0
-        cached = timed(lambda: [load_features(model, ds, sel, t=a.t, layer=lay.name, pool_name="2", store=store)[:]
-                                for lay in cat] and ensure_features(model, ds, sel, timesteps=[a.t], layers=cat,
-                                                                    pools=["2"], store=store, progress=False))
-        print(f"cached setting: read {cached:.4f}s  vs  compute {compute:.3f}s  -> {compute / cached:.0f}x")
+        cached = timed(
+            lambda: (
+                [
+                    load_features(
+                        model, ds, sel, t=a.t, layer=lay.name, pool_name="2", store=store
+                    )[:]
+                    for lay in cat
+                ]
+                and ensure_features(
+                    model,
+                    ds,
+                    sel,
+                    timesteps=[a.t],
+                    layers=cat,
+                    pools=["2"],
+                    store=store,
+                    progress=False,
+                )
+            )
+        )
+        print(
+            f"cached setting: read {cached:.4f}s  vs  compute {compute:.3f}s  -> {compute / cached:.0f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -42,11 +42,13 @@ TARGET_S = 5.0
 # page -> (URL path, what "shown" means: a Playwright locator builder, its description)
 PAGES = {
     "Explore": ("", lambda p: _metric(p, "Top-1 (test)"), "Top-1 (test) number"),
-    "Sweep": ("sweep", lambda p: p.get_by_text("Top-1 (%) by block and timestep").first,
-              "heatmap"),
+    "Sweep": ("sweep", lambda p: p.get_by_text("Top-1 (%) by block and timestep").first, "heatmap"),
     "Compare": ("compare", lambda p: _metric(p, "Top-1 B"), "Top-1 B number"),
-    "Similarity": ("similarity", lambda p: p.locator('[data-testid="stPlotlyChart"]').first,
-                   "CKA map"),
+    "Similarity": (
+        "similarity",
+        lambda p: p.locator('[data-testid="stPlotlyChart"]').first,
+        "CKA map",
+    ),
     "Data & model": ("data_model", lambda p: _metric(p, "Parameters"), "Parameters number"),
 }
 
@@ -65,8 +67,14 @@ def explorer_app(cache: Path, log: Path, timeout_s: float = 300) -> Iterator[tup
     env = {**os.environ, "EXPLORER_CACHE": str(cache)}
     with open(log, "wb") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([exe, "app", "--headless", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [exe, "app", "--headless", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             while True:
@@ -98,8 +106,10 @@ def first_view(name: str, timeout_s: float = 300) -> dict:
     with tempfile.TemporaryDirectory(prefix="first-view-") as tmp:
         tmp = Path(tmp)
         load = os.getloadavg()[0]
-        with explorer_app(tmp / "cache", tmp / "server.log") as (url, ready), \
-                sync_playwright() as p:
+        with (
+            explorer_app(tmp / "cache", tmp / "server.log") as (url, ready),
+            sync_playwright() as p,
+        ):
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 out = {"page": name, "shown": what, "load": load, "errors": 0, "ready": ready}
@@ -110,7 +120,8 @@ def first_view(name: str, timeout_s: float = 300) -> dict:
                     find(page).wait_for(state="visible", timeout=timeout_s * 1000)
                     out[run] = time.perf_counter() - t0
                     out["errors"] += page.locator(
-                        '[data-testid="stException"], [data-testid="stAlertContentError"]').count()
+                        '[data-testid="stException"], [data-testid="stAlertContentError"]'
+                    ).count()
                     page.close()
                 return out
             finally:
@@ -142,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(a.repeat):
             r = first_view(name)
             rows.append(r)
-            print(f"{name:13} server ready {r['ready']:6.2f} s, first view {r['seconds']:5.2f} s, "
-                  f"new session {r['again']:5.2f} s  "
-                  f"({r['shown']}; load average {r['load']:.1f}"
-                  f"{'; ERRORS ON PAGE' if r['errors'] else ''})", flush=True)
+            print(
+                f"{name:13} server ready {r['ready']:6.2f} s, first view {r['seconds']:5.2f} s, "
+                f"new session {r['again']:5.2f} s  "
+                f"({r['shown']}; load average {r['load']:.1f}"
+                f"{'; ERRORS ON PAGE' if r['errors'] else ''})",
+                flush=True,
+            )
     worst = max(r["seconds"] for r in rows)
     lines = [
         f"date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
@@ -157,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "| page | `explorer app` to server ready (s) | first view, empty cache (s) "
         "| then a new session (s) | main content |",
         "|---|---|---|---|---|",
-        *(f"| {r['page']} | {r['ready']:.2f} | {r['seconds']:.2f} | {r['again']:.2f} | {r['shown']} |"
-          for r in rows),
+        *(
+            f"| {r['page']} | {r['ready']:.2f} | {r['seconds']:.2f} | {r['again']:.2f} | {r['shown']} |"
+            for r in rows
+        ),
         "",
         f"worst first view: {worst:.2f} s; target < {TARGET_S:.0f} s: {'met' if worst < TARGET_S else 'NOT met'}",
     ]

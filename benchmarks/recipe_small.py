@@ -25,8 +25,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 # reduced width (32 channels instead of 256), 64x64 input, the 256 model's levels and attention sides
-FLAGS = "--image-size 64 --num-channels 32 --channel-mult 1,1,2,2,4,4 --attention-resolutions 8,4,2 " \
-        "--num-head-channels 16"
+FLAGS = (
+    "--image-size 64 --num-channels 32 --channel-mult 1,1,2,2,4,4 --attention-resolutions 8,4,2 "
+    "--num-head-channels 16"
+)
 
 
 def build_checkpoint(path: Path) -> int:
@@ -76,7 +78,9 @@ def du(path: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/recipe_small")
-    ap.add_argument("--images", type=int, default=300, help="train images in the folder (val: a quarter)")
+    ap.add_argument(
+        "--images", type=int, default=300, help="train images in the folder (val: a quarter)"
+    )
     ap.add_argument("--timesteps", default="10,90,150,400", help="for the block x t figure")
     a = ap.parse_args()
     out = Path(a.out)
@@ -85,8 +89,11 @@ def main() -> None:
     t0 = time.perf_counter()
     n_params = build_checkpoint(out / "adm_small.pt")
     src = build_folder(out / "imagenet_small", a.images)
-    print(f"built {n_params / 1e6:.2f}M-parameter checkpoint and a folder from {src} "
-          f"in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(
+        f"built {n_params / 1e6:.2f}M-parameter checkpoint and a folder from {src} "
+        f"in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
     m, d = out / "adm_small", out / "imagenet_small"
     common = f"--model {m} --dataset {d} --batch-size 64"
     commands = [
@@ -114,7 +121,9 @@ def main() -> None:
         short = cmd.replace(str(out) + "/", "")
         print(f"| `{short}` | {secs:.1f} | {du(out / 'cache') / 1e6:.1f} MB |", flush=True)
         if "probe24" in cmd or "fused" in cmd:
-            print("\n".join("  " + ln for ln in r.stdout.strip().splitlines()[-4:]), file=sys.stderr)
+            print(
+                "\n".join("  " + ln for ln in r.stdout.strip().splitlines()[-4:]), file=sys.stderr
+            )
 
 
 if __name__ == "__main__":

@@ -26,14 +26,29 @@ __all__ = ["ExplorerError", "Setting", "Workspace", "__version__", "open"]
 __version__ = "0.1.0"
 
 
-def open(model: str, dataset: str, *, train_limit: int | None = None, test_limit: int | None = None,
-         device: str = "auto", cache_dir=None, **kw) -> Workspace:
+def open(
+    model: str,
+    dataset: str,
+    *,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    device: str = "auto",
+    cache_dir=None,
+    **kw,
+) -> Workspace:
     """A `Workspace` for a model (built-in name, folder, hub id or random:<model>) on a dataset
     (fashion-mnist, digits or a folder), over the on-disk caches the CLI and the app share."""
     from explorer.workspace import Workspace
 
-    return Workspace.open(model, dataset, train_limit=train_limit, test_limit=test_limit, device=device,
-                          cache_dir=cache_dir, **kw)
+    return Workspace.open(
+        model,
+        dataset,
+        train_limit=train_limit,
+        test_limit=test_limit,
+        device=device,
+        cache_dir=cache_dir,
+        **kw,
+    )
 
 
 def __getattr__(name: str):

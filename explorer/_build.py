@@ -28,7 +28,11 @@ def bundle_files(root: str = ".") -> list[str]:
     files = ["app.py", os.path.join(".streamlit", "config.toml")]
     for path in sorted(glob(os.path.join(root, "assets", "models", "*", "*"))):
         name = os.path.basename(path)
-        if os.path.isfile(path) and name not in EXCLUDE and not name.endswith((".pt", ".bin", ".pth")):
+        if (
+            os.path.isfile(path)
+            and name not in EXCLUDE
+            and not name.endswith((".pt", ".bin", ".pth"))
+        ):
             files.append(os.path.relpath(path, root))
     for sub in SHIPPED_DIRS:
         for path in sorted(glob(os.path.join(root, "assets", sub, "**", "*"), recursive=True)):

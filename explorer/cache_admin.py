@@ -64,14 +64,18 @@ class VerifyReport:
 
     ok: int = 0
     adopted: int = 0
-    damaged: list[tuple[str, str]] = field(default_factory=list)  # (key, reason), now in quarantine/
+    damaged: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # (key, reason), now in quarantine/
     incomplete: int = 0  # arrays without a manifest: interrupted commits, recomputed when needed
     partial: int = 0  # entries being written (or interrupted; resumed on the next run)
     quarantine: Path | None = None
 
     def summary(self) -> str:
-        s = (f"{self.ok + self.adopted + len(self.damaged)} feature entries: {self.ok} ok, "
-             f"{self.adopted} legacy adopted (checksum recorded), {len(self.damaged)} damaged")
+        s = (
+            f"{self.ok + self.adopted + len(self.damaged)} feature entries: {self.ok} ok, "
+            f"{self.adopted} legacy adopted (checksum recorded), {len(self.damaged)} damaged"
+        )
         if self.damaged:
             s += f" (moved to {self.quarantine}; they are recomputed when next needed)"
         if self.incomplete or self.partial:
@@ -79,7 +83,9 @@ class VerifyReport:
         return s
 
 
-def verify(root: str | os.PathLike | None = None, store: FeatureStore | None = None) -> VerifyReport:
+def verify(
+    root: str | os.PathLike | None = None, store: FeatureStore | None = None
+) -> VerifyReport:
     """Check every feature entry's checksum (adopting legacy ones); quarantine the damaged."""
     store = store or FeatureStore(root)
     rep = VerifyReport(quarantine=store.quarantine_dir)
@@ -97,7 +103,9 @@ def verify(root: str | os.PathLike | None = None, store: FeatureStore | None = N
     return rep
 
 
-def clear(root: str | os.PathLike | None = None, parts: list[str] | tuple[str, ...] | None = None) -> dict[str, int]:
+def clear(
+    root: str | os.PathLike | None = None, parts: list[str] | tuple[str, ...] | None = None
+) -> dict[str, int]:
     """Delete the chosen `parts` (default `DEFAULT_CLEAR`); returns bytes freed per part."""
     parts = list(parts or DEFAULT_CLEAR)
     unknown = [p for p in parts if p not in PARTS]

@@ -18,7 +18,9 @@ from explorer.errors import ExplorerError
 
 logger = _log.get("cli")
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+COMMANDS: dict[
+    str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {}
 
 
 def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
@@ -33,15 +35,29 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="built-in name, folder, hub id, or random:<model> (default: the dataset's built-in model)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow .bin/.pt pickle weights (they can run code)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="built-in name, folder, hub id, or random:<model> (default: the dataset's built-in model)",
+    )
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow .bin/.pt pickle weights (they can run code)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    p.add_argument("--prompt", default=None,
-                   help="Stable Diffusion: one fixed prompt for every image (default: the empty prompt)")
-    p.add_argument("--class-label", default=None, metavar="null|N|true",
-                   help="class-conditional models: null (the unconditional class), a fixed class N, or "
-                        "true (each image's own label: label-leaking)")
+    p.add_argument(
+        "--prompt",
+        default=None,
+        help="Stable Diffusion: one fixed prompt for every image (default: the empty prompt)",
+    )
+    p.add_argument(
+        "--class-label",
+        default=None,
+        metavar="null|N|true",
+        help="class-conditional models: null (the unconditional class), a fixed class N, or "
+        "true (each image's own label: label-leaking)",
+    )
 
 
 def _fold_condition(a: argparse.Namespace) -> None:
@@ -55,13 +71,25 @@ def _fold_condition(a: argparse.Namespace) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default=None,
-                   help="fashion-mnist, digits, or a path (default: fashion-mnist if installed, else digits)")
-    p.add_argument("--splits", default="train,test", help="which splits to use (default: train,test)")
-    p.add_argument("--limit", type=int, default=None, help="at most N images per split (fixed stratified sample)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="fashion-mnist, digits, or a path (default: fashion-mnist if installed, else digits)",
+    )
+    p.add_argument(
+        "--splits", default="train,test", help="which splits to use (default: train,test)"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="at most N images per split (fixed stratified sample)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--seeds", default="0", help="noise seeds, one noise draw each (default: 0)")
-    p.add_argument("--cache-dir", default=None, help="feature cache (default: $EXPLORER_CACHE or ~/.cache)")
+    p.add_argument(
+        "--cache-dir", default=None, help="feature cache (default: $EXPLORER_CACHE or ~/.cache)"
+    )
 
 
 def open_inputs(a: argparse.Namespace, need_dataset: bool = True):
@@ -84,14 +112,18 @@ def _int_list(spec: str, what: str) -> list[int]:
     try:
         return [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise ExplorerError(f"cannot read {what} '{spec}'; give integers separated by commas") from None
+        raise ExplorerError(
+            f"cannot read {what} '{spec}'; give integers separated by commas"
+        ) from None
 
 
 def _splits(dataset, spec: str) -> list[str]:
     splits = [s.strip() for s in spec.split(",") if s.strip()]
     for s in splits:
         if s not in dataset.splits:
-            raise ExplorerError(f"unknown split '{s}'; this dataset has {', '.join(dataset.splits)}")
+            raise ExplorerError(
+                f"unknown split '{s}'; this dataset has {', '.join(dataset.splits)}"
+            )
     return splits
 
 
@@ -116,16 +148,24 @@ def cmd_layers(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps([lay.to_dict() for lay in cat], indent=1))
         return 0
-    print(f"{model.name}: {model.parameters / 1e6:.2f}M parameters, {model.resolution}x{model.resolution}, "
-          f"T={model.num_timesteps}, fingerprint {model.fingerprint}")
-    print("; ".join(f"{k}: {v}" for k, v in model.family.describe().items())
-          + f"; scheduler: {model.scheduler_text}")
+    print(
+        f"{model.name}: {model.parameters / 1e6:.2f}M parameters, {model.resolution}x{model.resolution}, "
+        f"T={model.num_timesteps}, fingerprint {model.fingerprint}"
+    )
+    print(
+        "; ".join(f"{k}: {v}" for k, v in model.family.describe().items())
+        + f"; scheduler: {model.scheduler_text}"
+    )
     if model.family.leaks_label:
-        print("warning: --class-label true feeds each image's own label: these features are label-leaking")
+        print(
+            "warning: --class-label true feeds each image's own label: these features are label-leaking"
+        )
     print(f"{'idx':>3}  {'stage':5}  {'name':28}  {'kind':22}  {'C x H x W':>14}")
     for lay in cat:
-        print(f"{lay.index:>3}  {lay.stage:5}  {lay.name:28}  {lay.kind:22}  "
-              f"{f'{lay.channels}x{lay.height}x{lay.width}':>14}")
+        print(
+            f"{lay.index:>3}  {lay.stage:5}  {lay.name:28}  {lay.kind:22}  "
+            f"{f'{lay.channels}x{lay.height}x{lay.width}':>14}"
+        )
     return 0
 
 
@@ -137,9 +177,14 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     _data_args(p)
     ts = D.timesteps_text(D.EXTRACT_TIMESTEPS)
     p.add_argument("--timesteps", default=ts, help=f"e.g. 10,90,150 or 0:1000:100 (default: {ts})")
-    p.add_argument("--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names")
-    p.add_argument("--pool", default=D.DEFAULT_POOL,
-                   help=f"k for k×k average (1,2,4,8) and/or max; comma-separated (default: {D.DEFAULT_POOL})")
+    p.add_argument(
+        "--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names"
+    )
+    p.add_argument(
+        "--pool",
+        default=D.DEFAULT_POOL,
+        help=f"k for k×k average (1,2,4,8) and/or max; comma-separated (default: {D.DEFAULT_POOL})",
+    )
 
 
 @command("extract", _extract_args)
@@ -153,12 +198,26 @@ def cmd_extract(a: argparse.Namespace) -> int:
     def opened(ws) -> None:
         from explorer.device import describe
 
-        logger.info(f"model {ws.model.name} on {describe(next(ws.model.unet.parameters()).device)}; "
-                    f"dataset {ws.dataset.name}")
+        logger.info(
+            f"model {ws.model.name} on {describe(next(ws.model.unet.parameters()).device)}; "
+            f"dataset {ws.dataset.name}"
+        )
 
-    out = extract(a.model, a.dataset, timesteps=a.timesteps, layers=a.layers, pools=a.pool, seeds=a.seeds,
-                  splits=a.splits, limit=a.limit, cache_dir=a.cache_dir, device=a.device,
-                  trust_pickle=a.trust_pickle, batch_size=a.batch_size, on_open=opened)
+    out = extract(
+        a.model,
+        a.dataset,
+        timesteps=a.timesteps,
+        layers=a.layers,
+        pools=a.pool,
+        seeds=a.seeds,
+        splits=a.splits,
+        limit=a.limit,
+        cache_dir=a.cache_dir,
+        device=a.device,
+        trust_pickle=a.trust_pickle,
+        batch_size=a.batch_size,
+        on_open=opened,
+    )
     for line in out.lines():
         print(line)
     if out.skipped_log:
@@ -174,8 +233,10 @@ def _default_names(a: argparse.Namespace) -> tuple[str, str]:
     if a.dataset is None:
         a.dataset = default_dataset()
         if a.dataset != "fashion-mnist":
-            logger.warning("note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
-                        "using digits")
+            logger.warning(
+                "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist); "
+                "using digits"
+            )
     if a.model is None:
         a.model = default_model(a.dataset)
     _fold_condition(a)
@@ -192,25 +253,58 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     _data_args(p)
     ts = D.timesteps_text(D.SWEEP_TIMESTEPS)
     p.add_argument("--timesteps", default=ts, help=f"default: {ts}")
-    p.add_argument("--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names")
-    p.add_argument("--pools", default=D.DEFAULT_POOL, help=f"comma-separated poolings (default: {D.DEFAULT_POOL})")
-    p.add_argument("--heads", default="linear,knn", help="comma-separated heads, each name[:param=value...] "
-                   "(knn10 = knn:k=10); " + describe_heads().replace("%", "%%"))
-    p.add_argument("--train-limit", type=int, default=None, help="cap the train split (overrides --limit)")
-    p.add_argument("--test-limit", type=int, default=None, help="cap the test split (overrides --limit)")
-    p.add_argument("--no-baselines", action="store_true", help="skip raw pixels and the random-weights control")
-    p.add_argument("--fuse", action="append", default=None, metavar="B@T+B@T",
-                   help="also probe a fused setting (repeatable): members BLOCK@T joined by +, e.g. 24@150+19@90 "
-                        "(concatenated for linear/knn/mlp, a token set for head fusion); ~SEED and /POOL per "
-                        "member, mean: first for an average; table rows: layer = this text, t empty")
-    p.add_argument("--seed-average", choices=("accuracy", "features"), default="accuracy",
-                   help="with several --seeds: average the probes' accuracies (default) or the features "
-                        "(DIFT's ensemble: one probe on the mean over noise draws)")
-    p.add_argument("--out", default="results.csv", help="results table, .csv or .parquet (default: results.csv)")
-    p.add_argument("--config", default=None, metavar="TOML",
-                   help="read these options from a TOML file (keys as the long options, e.g. timesteps = "
-                        "[10, 90], train-limit = 1000); flags given here override it. The resolved options "
-                        "are recorded in OUT.provenance.json")
+    p.add_argument(
+        "--layers", default="all", help="all, indices (19,24,-1), ranges (20-25) or names"
+    )
+    p.add_argument(
+        "--pools",
+        default=D.DEFAULT_POOL,
+        help=f"comma-separated poolings (default: {D.DEFAULT_POOL})",
+    )
+    p.add_argument(
+        "--heads",
+        default="linear,knn",
+        help="comma-separated heads, each name[:param=value...] "
+        "(knn10 = knn:k=10); " + describe_heads().replace("%", "%%"),
+    )
+    p.add_argument(
+        "--train-limit", type=int, default=None, help="cap the train split (overrides --limit)"
+    )
+    p.add_argument(
+        "--test-limit", type=int, default=None, help="cap the test split (overrides --limit)"
+    )
+    p.add_argument(
+        "--no-baselines", action="store_true", help="skip raw pixels and the random-weights control"
+    )
+    p.add_argument(
+        "--fuse",
+        action="append",
+        default=None,
+        metavar="B@T+B@T",
+        help="also probe a fused setting (repeatable): members BLOCK@T joined by +, e.g. 24@150+19@90 "
+        "(concatenated for linear/knn/mlp, a token set for head fusion); ~SEED and /POOL per "
+        "member, mean: first for an average; table rows: layer = this text, t empty",
+    )
+    p.add_argument(
+        "--seed-average",
+        choices=("accuracy", "features"),
+        default="accuracy",
+        help="with several --seeds: average the probes' accuracies (default) or the features "
+        "(DIFT's ensemble: one probe on the mean over noise draws)",
+    )
+    p.add_argument(
+        "--out",
+        default="results.csv",
+        help="results table, .csv or .parquet (default: results.csv)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="TOML",
+        help="read these options from a TOML file (keys as the long options, e.g. timesteps = "
+        "[10, 90], train-limit = 1000); flags given here override it. The resolved options "
+        "are recorded in OUT.provenance.json",
+    )
 
 
 @command("sweep", _sweep_args)
@@ -227,26 +321,45 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     heads = [h.label for h in parse_heads(a.heads)]
     model, ds = open_inputs(a)
-    kw = dict(store=FeatureStore(a.cache_dir), train_limit=a.train_limit or a.limit,
-              test_limit=a.test_limit or a.limit, batch_size=a.batch_size, device=a.device)
+    kw = dict(
+        store=FeatureStore(a.cache_dir),
+        train_limit=a.train_limit or a.limit,
+        test_limit=a.test_limit or a.limit,
+        batch_size=a.batch_size,
+        device=a.device,
+    )
     ws = Workspace(model, ds, **kw)
     timesteps = check_timesteps(parse_timesteps(a.timesteps), model.num_timesteps)
     layers = [lay.name for lay in select_layers(ws.catalogue, a.layers)]
     controls = []
     if not a.no_baselines and not model.name.startswith(RANDOM_PREFIX):
-        rnd = load_model(RANDOM_PREFIX + a.model, trust_pickle=a.trust_pickle,
-                         device=next(model.unet.parameters()).device)
+        rnd = load_model(
+            RANDOM_PREFIX + a.model,
+            trust_pickle=a.trust_pickle,
+            device=next(model.unet.parameters()).device,
+        )
         controls.append(Workspace(rnd, ds, **kw))
     pools = parse_pools(a.pools)
-    plan = SweepPlan(timesteps, layers, pools, heads, _int_list(a.seeds, "seeds"),
-                     pixels=not a.no_baselines, controls=controls, seed_average=a.seed_average,
-                     fused=[ws.fused(text, pools[0]) for text in a.fuse or []])
-    logger.info(f"sweep: {model.name} on {describe(next(model.unet.parameters()).device)}; {ds.name} "
-          f"({len(ws.train.indices)} train / {len(ws.test.indices)} test); {len(timesteps)} timesteps x "
-          f"{len(layers)} layers x {len(plan.pools)} poolings x {len(heads)} heads"
-          f"{' + baselines' if plan.pixels else ''}")
-    df = run_sweep(ws, plan, out=a.out, progress=True,
-                   report=lambda event: logger.info(event.text()))
+    plan = SweepPlan(
+        timesteps,
+        layers,
+        pools,
+        heads,
+        _int_list(a.seeds, "seeds"),
+        pixels=not a.no_baselines,
+        controls=controls,
+        seed_average=a.seed_average,
+        fused=[ws.fused(text, pools[0]) for text in a.fuse or []],
+    )
+    logger.info(
+        f"sweep: {model.name} on {describe(next(model.unet.parameters()).device)}; {ds.name} "
+        f"({len(ws.train.indices)} train / {len(ws.test.indices)} test); {len(timesteps)} timesteps x "
+        f"{len(layers)} layers x {len(plan.pools)} poolings x {len(heads)} heads"
+        f"{' + baselines' if plan.pixels else ''}"
+    )
+    df = run_sweep(
+        ws, plan, out=a.out, progress=True, report=lambda event: logger.info(event.text())
+    )
     prov = write_provenance(a)
     print(describe_best(df))
     print(f"results: {len(df)} rows in {a.out} (options in {prov})")
@@ -276,8 +389,10 @@ def sweep_config(path: str, known: set[str]) -> dict:
     for key, value in raw.items():
         dest = key.replace("-", "_")
         if dest not in known:
-            raise ExplorerError(f"unknown option '{key}' in {path}; known: "
-                                f"{', '.join(sorted(k.replace('_', '-') for k in known))}")
+            raise ExplorerError(
+                f"unknown option '{key}' in {path}; known: "
+                f"{', '.join(sorted(k.replace('_', '-') for k in known))}"
+            )
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
         elif isinstance(value, dict):
@@ -296,9 +411,14 @@ def write_provenance(a: argparse.Namespace) -> str:
     from explorer.atomic import atomic_write
 
     options = {k.replace("_", "-"): getattr(a, k) for k in a.option_dests}
-    record = {"command": ["explorer", *a.argv], "config_file": os.path.abspath(a.config) if a.config else None,
-              "options": options, "explorer": __version__, "python": platform.python_version(),
-              "versions": {p: version(p) for p in ("torch", "diffusers", "scikit-learn", "numpy")}}
+    record = {
+        "command": ["explorer", *a.argv],
+        "config_file": os.path.abspath(a.config) if a.config else None,
+        "options": options,
+        "explorer": __version__,
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in ("torch", "diffusers", "scikit-learn", "numpy")},
+    }
     path = f"{a.out}.provenance.json"
     atomic_write(path, json.dumps(record, indent=1, default=str) + "\n")
     return path
@@ -312,19 +432,38 @@ def _workspace(a: argparse.Namespace):
     from explorer.workspace import Workspace
 
     model, ds = open_inputs(a)
-    return Workspace(model, ds, store=FeatureStore(a.cache_dir), train_limit=a.limit, test_limit=a.limit,
-                     batch_size=a.batch_size, device=a.device, progress=True)
+    return Workspace(
+        model,
+        ds,
+        store=FeatureStore(a.cache_dir),
+        train_limit=a.limit,
+        test_limit=a.limit,
+        batch_size=a.batch_size,
+        device=a.device,
+        progress=True,
+    )
 
 
 def _embed_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timestep", type=int, default=D.DEFAULT_T, help=f"timestep t (default: {D.DEFAULT_T})")
-    p.add_argument("--layer", default=D.DEFAULT_LAYER,
-                   help=f"block index or name, see explorer layers (default: {D.DEFAULT_LAYER})")
-    p.add_argument("--pool", default=D.DEFAULT_POOL, help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})")
+    p.add_argument(
+        "--timestep", type=int, default=D.DEFAULT_T, help=f"timestep t (default: {D.DEFAULT_T})"
+    )
+    p.add_argument(
+        "--layer",
+        default=D.DEFAULT_LAYER,
+        help=f"block index or name, see explorer layers (default: {D.DEFAULT_LAYER})",
+    )
+    p.add_argument(
+        "--pool",
+        default=D.DEFAULT_POOL,
+        help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})",
+    )
     p.add_argument("--method", choices=["umap", "pca"], default="umap", help="2-D projection")
-    p.add_argument("--out", default="embedding.csv", help="CSV with x, y, label, class per test image")
+    p.add_argument(
+        "--out", default="embedding.csv", help="CSV with x, y, label, class per test image"
+    )
 
 
 @command("embed", _embed_args)
@@ -343,8 +482,9 @@ def cmd_embed(a: argparse.Namespace) -> int:
         logger.info("running UMAP (PCA to 50 dims first; cached for next time)...")
     xy = ws.embedding(s, a.method)
     y = ws.labels("test")
-    pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": y,
-                  "class": [ws.dataset.class_names[i] for i in y]}).to_csv(a.out, index=False)
+    pd.DataFrame(
+        {"x": xy[:, 0], "y": xy[:, 1], "label": y, "class": [ws.dataset.class_names[i] for i in y]}
+    ).to_csv(a.out, index=False)
     print(f"{a.method} of {len(y)} test images at t={t}, {s.layer}, pool {s.pool} -> {a.out}")
     return 0
 
@@ -353,10 +493,20 @@ def _cka_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
     ts = D.timesteps_text(D.CKA_TIMESTEPS)
-    p.add_argument("--timesteps", default=ts, help=f"one timestep: block x block; several: t x t (default: {ts})")
+    p.add_argument(
+        "--timesteps",
+        default=ts,
+        help=f"one timestep: block x block; several: t x t (default: {ts})",
+    )
     p.add_argument("--layers", default="all", help="several layers: block x block; one: t x t")
-    p.add_argument("--pool", default=D.DEFAULT_POOL, help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})")
-    p.add_argument("--debiased", action="store_true", help="debiased HSIC (unbiased CKA for few images)")
+    p.add_argument(
+        "--pool",
+        default=D.DEFAULT_POOL,
+        help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})",
+    )
+    p.add_argument(
+        "--debiased", action="store_true", help="debiased HSIC (unbiased CKA for few images)"
+    )
     p.add_argument("--out", default=None, help="also write the matrix as CSV")
 
 
@@ -374,11 +524,16 @@ def cmd_cka(a: argparse.Namespace) -> int:
     layers = select_layers(ws.catalogue, a.layers)
     pool = parse_pools(a.pool)[0]
     if len(ts) > 1 and len(layers) > 1:
-        raise ExplorerError("give one timestep (block x block) or one layer (t x t), not several of both")
+        raise ExplorerError(
+            "give one timestep (block x block) or one layer (t x t), not several of both"
+        )
     if len(ts) > 1:
         settings, names = [Setting(t, layers[0].name, pool) for t in ts], [f"t={t}" for t in ts]
     else:
-        settings, names = [Setting(ts[0], lay.name, pool) for lay in layers], [str(lay.index) for lay in layers]
+        settings, names = (
+            [Setting(ts[0], lay.name, pool) for lay in layers],
+            [str(lay.index) for lay in layers],
+        )
     m = pd.DataFrame(ws.cka(settings, debiased=a.debiased), index=names, columns=names)
     print(m.round(3).to_string())
     if a.out:
@@ -390,14 +545,27 @@ def cmd_cka(a: argparse.Namespace) -> int:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion-mnist", help="built-in name or path (default: fashion-mnist)")
-    p.add_argument("--out", required=True, help="folder for the model (resumes if a checkpoint is there)")
+    p.add_argument(
+        "--dataset", default="fashion-mnist", help="built-in name or path (default: fashion-mnist)"
+    )
+    p.add_argument(
+        "--out", required=True, help="folder for the model (resumes if a checkpoint is there)"
+    )
     p.add_argument("--steps", type=int, default=2000, help="optimiser steps")
     p.add_argument("--batch-size", type=int, default=128, help="images per step")
     p.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate")
-    p.add_argument("--ema-decay", type=float, default=0.995, help="decay of the weights' moving average")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between resumable checkpoints")
-    p.add_argument("--size", type=int, default=None, help="model resolution (default: the images', at least 16)")
+    p.add_argument(
+        "--ema-decay", type=float, default=0.995, help="decay of the weights' moving average"
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=100, help="steps between resumable checkpoints"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="model resolution (default: the images', at least 16)",
+    )
     p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
     p.add_argument("--seed", type=int, default=0, help="random seed (weights, batches, noise)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
@@ -412,8 +580,16 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.steps < 1 or a.batch_size < 1:
         raise ExplorerError("--steps and --batch-size must be positive integers")
     ds = load_dataset(a.dataset)
-    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay,
-                      checkpoint_every=a.checkpoint_every, seed=a.seed, size=a.size, flip=not a.no_flip)
+    cfg = TrainConfig(
+        steps=a.steps,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        ema_decay=a.ema_decay,
+        checkpoint_every=a.checkpoint_every,
+        seed=a.seed,
+        size=a.size,
+        flip=not a.no_flip,
+    )
     out = train(ds, a.out, cfg, device=a.device, command=command_line())
     print(f"saved model to {out} (model card: {out / 'README.md'})")
     return 0
@@ -425,27 +601,48 @@ def cmd_train(a: argparse.Namespace) -> int:
 def _convert_args(p: argparse.ArgumentParser) -> None:
     from explorer.convert.adm_presets import PRESETS
 
-    p.add_argument("source", choices=["adm"], help="checkpoint format: adm (OpenAI guided-diffusion)")
+    p.add_argument(
+        "source", choices=["adm"], help="checkpoint format: adm (OpenAI guided-diffusion)"
+    )
     p.add_argument("checkpoint", help="the .pt state dict, e.g. 256x256_diffusion_uncond.pt")
     p.add_argument("--out", required=True, help="diffusers folder to write (then: --model OUT)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--preset", default="imagenet256-uncond", choices=list(PRESETS),
-                   help="flags of a released checkpoint (default: imagenet256-uncond); flags below override")
+    p.add_argument(
+        "--preset",
+        default="imagenet256-uncond",
+        choices=list(PRESETS),
+        help="flags of a released checkpoint (default: imagenet256-uncond); flags below override",
+    )
     g = p.add_argument_group("guided-diffusion flags (default: the preset's)")
     for flag, kind, text in (
-        ("--image-size", int, "input side"), ("--num-channels", int, "base width"),
+        ("--image-size", int, "input side"),
+        ("--num-channels", int, "base width"),
         ("--num-res-blocks", int, "res blocks per level"),
-        ("--channel-mult", str, "e.g. 1,1,2,2,4,4 (empty: guided-diffusion's default for the image size)"),
+        (
+            "--channel-mult",
+            str,
+            "e.g. 1,1,2,2,4,4 (empty: guided-diffusion's default for the image size)",
+        ),
         ("--attention-resolutions", str, "feature-map sides with attention, e.g. 32,16,8"),
         ("--num-head-channels", int, "channels per head (-1: use --num-heads)"),
         ("--num-heads", int, "heads per attention block when --num-head-channels is -1"),
-        ("--noise-schedule", str, "linear or cosine"), ("--diffusion-steps", int, "training timesteps"),
+        ("--noise-schedule", str, "linear or cosine"),
+        ("--diffusion-steps", int, "training timesteps"),
     ):
         g.add_argument(flag, type=kind, default=None, help=text)
-    for flag in ("--use-new-attention-order", "--learn-sigma", "--resblock-updown", "--use-scale-shift-norm",
-                 "--class-cond"):
-        g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                       help=f"guided-diffusion's {flag[2:].replace('-', '_')}")
+    for flag in (
+        "--use-new-attention-order",
+        "--learn-sigma",
+        "--resblock-updown",
+        "--use-scale-shift-norm",
+        "--class-cond",
+    ):
+        g.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"guided-diffusion's {flag[2:].replace('-', '_')}",
+        )
 
 
 def adm_config_from_args(a: argparse.Namespace):
@@ -455,20 +652,37 @@ def adm_config_from_args(a: argparse.Namespace):
     from explorer.convert.adm_presets import preset
 
     cfg, changes = preset(a.preset), {}
-    for name in ("image_size", "num_channels", "num_res_blocks", "num_head_channels", "num_heads",
-                 "noise_schedule", "diffusion_steps", "use_new_attention_order", "learn_sigma",
-                 "resblock_updown", "use_scale_shift_norm", "class_cond"):
+    for name in (
+        "image_size",
+        "num_channels",
+        "num_res_blocks",
+        "num_head_channels",
+        "num_heads",
+        "noise_schedule",
+        "diffusion_steps",
+        "use_new_attention_order",
+        "learn_sigma",
+        "resblock_updown",
+        "use_scale_shift_norm",
+        "class_cond",
+    ):
         if getattr(a, name) is not None:
             changes[name] = getattr(a, name)
     if a.channel_mult is not None:
         try:
-            changes["channel_mult"] = tuple(float(s) for s in a.channel_mult.split(",") if s.strip()) or None
+            changes["channel_mult"] = (
+                tuple(float(s) for s in a.channel_mult.split(",") if s.strip()) or None
+            )
         except ValueError:
-            raise ExplorerError(f"cannot read --channel-mult '{a.channel_mult}'; give e.g. 1,1,2,2,4,4") from None
+            raise ExplorerError(
+                f"cannot read --channel-mult '{a.channel_mult}'; give e.g. 1,1,2,2,4,4"
+            ) from None
     elif a.image_size is not None and a.image_size != cfg.image_size:
         changes["channel_mult"] = None  # the new size's default, as guided-diffusion does
     if a.attention_resolutions is not None:
-        changes["attention_resolutions"] = tuple(_int_list(a.attention_resolutions, "--attention-resolutions"))
+        changes["attention_resolutions"] = tuple(
+            _int_list(a.attention_resolutions, "--attention-resolutions")
+        )
     return replace(cfg, **changes).validate()
 
 
@@ -482,11 +696,15 @@ def cmd_convert(a: argparse.Namespace) -> int:
     cfg = adm_config_from_args(a)
     start = time.perf_counter()
     out = convert_adm(a.checkpoint, a.out, cfg, overwrite=a.overwrite)
-    print(f"converted {a.checkpoint} in {time.perf_counter() - start:.1f} s to {out}; "
-          f"use it as --model {out}")
+    print(
+        f"converted {a.checkpoint} in {time.perf_counter() - start:.1f} s to {out}; "
+        f"use it as --model {out}"
+    )
     if cfg.class_cond:
-        logger.warning("note: this model is class-conditional (label embedding kept); the explorer's feature "
-                    "extraction does not pass class labels, so it cannot extract features from it yet")
+        logger.warning(
+            "note: this model is class-conditional (label embedding kept); the explorer's feature "
+            "extraction does not pass class labels, so it cannot extract features from it yet"
+        )
     return 0
 
 
@@ -496,11 +714,20 @@ def cmd_convert(a: argparse.Namespace) -> int:
 def _cache_args(p: argparse.ArgumentParser) -> None:
     from explorer.cache_admin import PARTS
 
-    p.add_argument("action", choices=["verify", "clear", "info"],
-                   help="verify: check every feature entry; clear: delete parts; info: sizes")
-    p.add_argument("--cache-dir", default=None, help="cache root (default: $EXPLORER_CACHE or ~/.cache)")
+    p.add_argument(
+        "action",
+        choices=["verify", "clear", "info"],
+        help="verify: check every feature entry; clear: delete parts; info: sizes",
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="cache root (default: $EXPLORER_CACHE or ~/.cache)"
+    )
     for name in PARTS:
-        p.add_argument(f"--{name}", action="store_true", help=f"clear: only {name} (combine; default: all but uploads)")
+        p.add_argument(
+            f"--{name}",
+            action="store_true",
+            help=f"clear: only {name} (combine; default: all but uploads)",
+        )
 
 
 @command("cache", _cache_args)
@@ -532,11 +759,23 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
     _model_args(p)
     _data_args(p)
-    p.add_argument("--timestep", type=int, default=D.DEFAULT_T, help=f"timestep t (default: {D.DEFAULT_T})")
-    p.add_argument("--layer", default=D.DEFAULT_LAYER, help=f"block index or name (default: {D.DEFAULT_LAYER})")
-    p.add_argument("--pool", default=D.DEFAULT_POOL, help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})")
-    p.add_argument("--format", choices=FORMATS, default="npz",
-                   help="npz, safetensors, parquet, or projector (a TensorBoard Embedding Projector folder)")
+    p.add_argument(
+        "--timestep", type=int, default=D.DEFAULT_T, help=f"timestep t (default: {D.DEFAULT_T})"
+    )
+    p.add_argument(
+        "--layer", default=D.DEFAULT_LAYER, help=f"block index or name (default: {D.DEFAULT_LAYER})"
+    )
+    p.add_argument(
+        "--pool",
+        default=D.DEFAULT_POOL,
+        help=f"pooling: 1, 2, 4, 8 or max (default: {D.DEFAULT_POOL})",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="npz",
+        help="npz, safetensors, parquet, or projector (a TensorBoard Embedding Projector folder)",
+    )
     p.add_argument("--out", required=True, help="file to write (projector: a folder)")
 
 
@@ -561,13 +800,20 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", required=True, help="results table from explorer sweep (.csv or .parquet)")
+    p.add_argument(
+        "--sweep", required=True, help="results table from explorer sweep (.csv or .parquet)"
+    )
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     p.add_argument("--head", default=None, help="head for the figures (default: the table's first)")
-    p.add_argument("--pool", default=None, help="pooling for the figures (default: the table's first)")
-    p.add_argument("--workspace", action="store_true",
-                   help="also open the model and data (--model/--dataset/--limit...) for per-class "
-                        "results and a UMAP of the best setting, from the cache or computed")
+    p.add_argument(
+        "--pool", default=None, help="pooling for the figures (default: the table's first)"
+    )
+    p.add_argument(
+        "--workspace",
+        action="store_true",
+        help="also open the model and data (--model/--dataset/--limit...) for per-class "
+        "results and a UMAP of the best setting, from the cache or computed",
+    )
     _model_args(p)
     _data_args(p)
 
@@ -584,8 +830,15 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise ExplorerError(f"{a.sweep} not found; give a results table written by explorer sweep")
     table = load_table(a.sweep)
     ws = _workspace(a) if a.workspace else None
-    out = write_html_report(table, a.out, head=a.head, pool=a.pool, workspace=ws,
-                            source=a.sweep, command=shlex.join(["explorer", *a.argv]))
+    out = write_html_report(
+        table,
+        a.out,
+        head=a.head,
+        pool=a.pool,
+        workspace=ws,
+        source=a.sweep,
+        command=shlex.join(["explorer", *a.argv]),
+    )
     print(f"report of {a.sweep} -> {out}")
     return 0
 
@@ -594,8 +847,11 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 
 def _datasets_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", help="dataset folders, or folders of them (also searched: "
-                   "$EXPLORER_DATA_ROOTS)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        help="dataset folders, or folders of them (also searched: $EXPLORER_DATA_ROOTS)",
+    )
 
 
 @command("datasets", _datasets_args)
@@ -615,13 +871,25 @@ def cmd_datasets(a: argparse.Namespace) -> int:
 def _app_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="port to serve on")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
-    p.add_argument("--host", default=None,
-                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = everyone)")
-    p.add_argument("--share", action="store_true", help="listen on every interface (same as --host 0.0.0.0)")
-    p.add_argument("--data-root", action="append", default=[], metavar="DIR",
-                   help="when shared, folders whose models and datasets the app may load (repeatable; "
-                        "added to $EXPLORER_DATA_ROOTS)")
-    p.add_argument("--allow-admin", action="store_true", help="show the button that clears the feature cache")
+    p.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 = everyone)",
+    )
+    p.add_argument(
+        "--share", action="store_true", help="listen on every interface (same as --host 0.0.0.0)"
+    )
+    p.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="when shared, folders whose models and datasets the app may load (repeatable; "
+        "added to $EXPLORER_DATA_ROOTS)",
+    )
+    p.add_argument(
+        "--allow-admin", action="store_true", help="show the button that clears the feature cache"
+    )
 
 
 _HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
@@ -645,21 +913,40 @@ def cmd_app(a: argparse.Namespace) -> int:
         raise ExplorerError(f"--host '{host}' is not an IP address or host name")
     app = REPO_ROOT / "app.py"
     if not app.exists():
-        raise ExplorerError(f"{app} not found; run from a clone of the repository (pip install -e .)")
+        raise ExplorerError(
+            f"{app} not found; run from a clone of the repository (pip install -e .)"
+        )
     exposed = not access.is_loopback(host)
     roots = [str(r) for r in access.parse_roots(os.pathsep.join(a.data_root))]
     roots += [r for r in os.environ.get(access.ROOTS_ENV, "").split(os.pathsep) if r.strip()]
     env = dict(os.environ)
-    env |= {access.EXPOSED_ENV: "1" if exposed else "0", access.ADMIN_ENV: "1" if a.allow_admin else "0",
-            access.ROOTS_ENV: os.pathsep.join(roots)}
+    env |= {
+        access.EXPOSED_ENV: "1" if exposed else "0",
+        access.ADMIN_ENV: "1" if a.allow_admin else "0",
+        access.ROOTS_ENV: os.pathsep.join(roots),
+    }
     if exposed:
-        policy = access.Policy(exposed=True, admin=a.allow_admin, roots=access.parse_roots(env[access.ROOTS_ENV]))
+        policy = access.Policy(
+            exposed=True, admin=a.allow_admin, roots=access.parse_roots(env[access.ROOTS_ENV])
+        )
         logger.warning(access.exposure_text(host, a.port, policy))
     # explorer.serve: Streamlit in-process, after loading the default model and views (first page warm)
-    cmd = [sys.executable, "-m", "explorer.serve", "run", str(app), "--server.port", str(a.port),
-           "--server.address", host, "--browser.gatherUsageStats", "false",
-           # no source watcher: it walks every imported module (torch: thousands) for each session
-           "--server.fileWatcherType", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "explorer.serve",
+        "run",
+        str(app),
+        "--server.port",
+        str(a.port),
+        "--server.address",
+        host,
+        "--browser.gatherUsageStats",
+        "false",
+        # no source watcher: it walks every imported module (torch: thousands) for each session
+        "--server.fileWatcherType",
+        "none",
+    ]
     if a.headless:
         cmd += ["--server.headless", "true"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)  # cwd: so .streamlit/config.toml applies
@@ -685,7 +972,7 @@ EXAMPLES = {
     "layers": "explorer layers --model ddpm-digits",
     "extract": "explorer extract --dataset digits --timesteps 10,90 --layers mid --pool 2,max --limit 500",
     "sweep": "explorer sweep --dataset digits --timesteps 10,90 --layers 6-9 --limit 500 --out sweep.csv\n"
-             "  explorer sweep --config sweep.toml --out again.csv   (flags override the file)",
+    "  explorer sweep --config sweep.toml --out again.csv   (flags override the file)",
     "embed": "explorer embed --dataset digits --timestep 90 --layer mid --method pca --out emb.csv",
     "cka": "explorer cka --dataset digits --timesteps 90 --layers 4-9 --limit 500",
     "train": "explorer train --dataset digits --out runs/ddpm-digits --steps 500",
@@ -704,24 +991,39 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False) or action.default is argparse.SUPPRESS:
+        if (
+            "default" in text.lower()
+            or action.default in (None, False)
+            or action.default is argparse.SUPPRESS
+        ):
             return text
         return super()._get_help_string(action)
 
 
 def _verbosity(p: argparse.ArgumentParser, top: bool) -> None:
-    default = 0 if top else argparse.SUPPRESS  # a subcommand's flags must not reset the top-level ones
-    p.add_argument("-v", "--verbose", action="count", default=default, help="more messages on stderr")
-    p.add_argument("-q", "--quiet", action="count", default=default,
-                   help="fewer messages on stderr (-qq: errors only); results stay on stdout")
+    default = (
+        0 if top else argparse.SUPPRESS
+    )  # a subcommand's flags must not reset the top-level ones
+    p.add_argument(
+        "-v", "--verbose", action="count", default=default, help="more messages on stderr"
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=default,
+        help="fewer messages on stderr (-qq: errors only); results stay on stdout",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from explorer import __version__
 
     parser = argparse.ArgumentParser(
-        prog="explorer", description="Find where a diffusion U-Net keeps its best image features.",
-        epilog="example:\n  explorer layers\n  explorer sweep --help", formatter_class=HelpFormatter,
+        prog="explorer",
+        description="Find where a diffusion U-Net keeps its best image features.",
+        epilog="example:\n  explorer layers\n  explorer sweep --help",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"explorer {__version__}")
     _verbosity(parser, top=True)
@@ -729,8 +1031,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = {}
     for name, (add_args, fn) in COMMANDS.items():
         example = EXAMPLES.get(name)
-        p = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0], description=fn.__doc__,
-                           formatter_class=HelpFormatter, epilog=f"example:\n  {example}" if example else None)
+        p = sub.add_parser(
+            name,
+            help=(fn.__doc__ or "").strip().splitlines()[0],
+            description=fn.__doc__,
+            formatter_class=HelpFormatter,
+            epilog=f"example:\n  {example}" if example else None,
+        )
         add_args(p)
         _verbosity(p, top=False)
         p.set_defaults(func=fn)

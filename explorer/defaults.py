@@ -14,8 +14,14 @@ from collections.abc import Sequence
 
 POOLS = ("1", "2", "4", "8", "max", "map16")  # every pooling the extractor knows
 APP_POOLS = POOLS  # the ones the app's selectors offer
-POOL_LABELS = {"1": "1×1 avg", "2": "2×2 avg", "4": "4×4 avg", "8": "8×8 avg", "max": "global max",
-               "map16": "map up to 16×16"}
+POOL_LABELS = {
+    "1": "1×1 avg",
+    "2": "2×2 avg",
+    "4": "4×4 avg",
+    "8": "8×8 avg",
+    "max": "global max",
+    "map16": "map up to 16×16",
+}
 PIXELS = "pixels"  # pseudo-layer: the preprocessed image itself (a baseline)
 PIXEL_POOL = "full"  # the pixel baseline's only "pooling"
 RANDOM_PREFIX = "random:"  # "random:<model>": the same U-Net with random weights (a control)

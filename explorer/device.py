@@ -16,7 +16,9 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     except RuntimeError as e:
         raise ExplorerError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ExplorerError(f"device '{name}' asked for but CUDA is not available here; use --device cpu")
+        raise ExplorerError(
+            f"device '{name}' asked for but CUDA is not available here; use --device cpu"
+        )
     return dev
 
 

@@ -23,8 +23,12 @@ from explorer.errors import ExplorerError
 
 FORMATS = ("npz", "safetensors", "parquet", "projector")
 SUFFIX = {"npz": ".npz", "safetensors": ".safetensors", "parquet": ".parquet", "projector": ".zip"}
-MIME = {"npz": "application/octet-stream", "safetensors": "application/octet-stream",
-        "parquet": "application/vnd.apache.parquet", "projector": "application/zip"}
+MIME = {
+    "npz": "application/octet-stream",
+    "safetensors": "application/octet-stream",
+    "parquet": "application/vnd.apache.parquet",
+    "projector": "application/zip",
+}
 PROJECTOR_FILES = ("tensors.tsv", "metadata.tsv", "sprite.png", "projector_config.pbtxt")
 SPRITE_MAX = 8192  # the Projector's largest sprite side, in pixels
 
@@ -62,8 +66,9 @@ class ExportData:
 
     def meta_json(self) -> str:
         shapes = {s: list(x.shape) for s, x in self.features.items()}
-        return json.dumps({**self.metadata, "class_names": self.class_names, "shapes": shapes},
-                          default=str)
+        return json.dumps(
+            {**self.metadata, "class_names": self.class_names, "shapes": shapes}, default=str
+        )
 
 
 # --- formats ---------------------------------------------------------------------------------------
@@ -72,11 +77,16 @@ class ExportData:
 def to_npz(data: ExportData) -> bytes:
     """`features_<split>` (N, D) float32, `labels_<split>`, `index_<split>`, `class_names`
     and `metadata` (a JSON string): everything loads with `np.load(allow_pickle=False)`."""
-    arrays = {"class_names": np.array(data.class_names, dtype=str), "metadata": np.array(data.meta_json())}
+    arrays = {
+        "class_names": np.array(data.class_names, dtype=str),
+        "metadata": np.array(data.meta_json()),
+    }
     for s in data.splits:
-        arrays |= {f"features_{s}": np.asarray(data.features[s], np.float32),
-                   f"labels_{s}": np.asarray(data.labels[s], np.int64),
-                   f"index_{s}": np.asarray(data.indices[s], np.int64)}
+        arrays |= {
+            f"features_{s}": np.asarray(data.features[s], np.float32),
+            f"labels_{s}": np.asarray(data.labels[s], np.int64),
+            f"index_{s}": np.asarray(data.indices[s], np.int64),
+        }
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
@@ -88,9 +98,11 @@ def to_safetensors(data: ExportData) -> bytes:
 
     tensors = {}
     for s in data.splits:
-        tensors |= {f"features_{s}": np.ascontiguousarray(data.features[s], np.float32),
-                    f"labels_{s}": np.ascontiguousarray(data.labels[s], np.int64),
-                    f"index_{s}": np.ascontiguousarray(data.indices[s], np.int64)}
+        tensors |= {
+            f"features_{s}": np.ascontiguousarray(data.features[s], np.float32),
+            f"labels_{s}": np.ascontiguousarray(data.labels[s], np.int64),
+            f"index_{s}": np.ascontiguousarray(data.indices[s], np.int64),
+        }
     return save(tensors, metadata={"explorer": data.meta_json()})
 
 
@@ -101,8 +113,14 @@ def _frame(data: ExportData):
     parts = []
     for s in data.splits:
         x, y = np.asarray(data.features[s], np.float32), np.asarray(data.labels[s], np.int64)
-        head = pd.DataFrame({"split": s, "dataset_index": np.asarray(data.indices[s], np.int64),
-                             "label": y, "class": [data.class_names[i] for i in y]})
+        head = pd.DataFrame(
+            {
+                "split": s,
+                "dataset_index": np.asarray(data.indices[s], np.int64),
+                "label": y,
+                "class": [data.class_names[i] for i in y],
+            }
+        )
         feats = pd.DataFrame(x, columns=[f"f{j}" for j in range(x.shape[1])])
         parts.append(pd.concat([head, feats], axis=1))
     return pd.concat(parts, ignore_index=True)
@@ -116,8 +134,9 @@ def to_parquet(data: ExportData) -> bytes:
     except ImportError as e:
         raise ExplorerError("Parquet export needs pyarrow: pip install pyarrow") from e
     table = pa.Table.from_pandas(_frame(data), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"explorer": data.meta_json().encode()})
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"explorer": data.meta_json().encode()}
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -164,22 +183,35 @@ def projector_files(data: ExportData, name: str = "features") -> dict[str, bytes
     for s in data.splits:
         x = np.asarray(data.features[s], np.float32)
         tensors.append("\n".join("\t".join(f"{v:.6g}" for v in row) for row in x))
-        rows += [f"{s}\t{int(y)}\t{_tsv_cell(data.class_names[int(y)])}\t{int(i)}"
-                 for y, i in zip(data.labels[s], data.indices[s], strict=True)]
+        rows += [
+            f"{s}\t{int(y)}\t{_tsv_cell(data.class_names[int(y)])}\t{int(i)}"
+            for y, i in zip(data.labels[s], data.indices[s], strict=True)
+        ]
         im = data.images.get(s)
         thumbs.append(im() if callable(im) else im)
-    files = {"tensors.tsv": ("\n".join(tensors) + "\n").encode(),
-             "metadata.tsv": ("\n".join(rows) + "\n").encode()}
-    config = ["embeddings {", f'  tensor_name: "{_tsv_cell(name)}"', '  tensor_path: "tensors.tsv"',
-              '  metadata_path: "metadata.tsv"']
+    files = {
+        "tensors.tsv": ("\n".join(tensors) + "\n").encode(),
+        "metadata.tsv": ("\n".join(rows) + "\n").encode(),
+    }
+    config = [
+        "embeddings {",
+        f'  tensor_name: "{_tsv_cell(name)}"',
+        '  tensor_path: "tensors.tsv"',
+        '  metadata_path: "metadata.tsv"',
+    ]
     if all(t is not None for t in thumbs):
         canvas, side = sprite([im for t in thumbs for im in t])
         img = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         files["sprite.png"] = buf.getvalue()
-        config += ["  sprite {", '    image_path: "sprite.png"', f"    single_image_dim: {side}",
-                   f"    single_image_dim: {side}", "  }"]
+        config += [
+            "  sprite {",
+            '    image_path: "sprite.png"',
+            f"    single_image_dim: {side}",
+            f"    single_image_dim: {side}",
+            "  }",
+        ]
     files["projector_config.pbtxt"] = ("\n".join(config + ["}"]) + "\n").encode()
     return files
 
@@ -194,8 +226,12 @@ def projector_zip(data: ExportData, name: str = "features") -> bytes:
 
 def to_bytes(data: ExportData, fmt: str) -> bytes:
     """One file's bytes in `fmt` (the Projector folder as a zip)."""
-    writers = {"npz": to_npz, "safetensors": to_safetensors, "parquet": to_parquet,
-               "projector": projector_zip}
+    writers = {
+        "npz": to_npz,
+        "safetensors": to_safetensors,
+        "parquet": to_parquet,
+        "projector": projector_zip,
+    }
     if fmt not in writers:
         raise ExplorerError(f"unknown export format '{fmt}'; choose from {', '.join(FORMATS)}")
     return writers[fmt](data)
@@ -210,7 +246,9 @@ def write(data: ExportData, fmt: str, out: str | Path) -> list[Path]:
         files = projector_files(data, name=str(data.metadata.get("setting", "features")))
         return [atomic_write(out / fname, content) for fname, content in files.items()]
     if out.is_dir():
-        raise ExplorerError(f"{out} is a folder; give a file name such as features{SUFFIX.get(fmt, '')}")
+        raise ExplorerError(
+            f"{out} is a folder; give a file name such as features{SUFFIX.get(fmt, '')}"
+        )
     return [atomic_write(out, to_bytes(data, fmt))]
 
 
@@ -222,10 +260,18 @@ def from_workspace(ws, s, splits: Sequence[str] = ("test",), images: bool = True
     are read lazily, only if a Projector sprite is asked for."""
     import explorer
 
-    meta = {"model": ws.model.name, "model_fingerprint": ws.model.fingerprint,
-            "dataset": ws.dataset.name, "dataset_fingerprint": ws.dataset.fingerprint,
-            "t": s.t, "layer": s.layer, "pool": s.pool, "seed": s.seed,
-            "setting": f"t={s.t} {s.layer} pool {s.pool}", "explorer_version": explorer.__version__}
+    meta = {
+        "model": ws.model.name,
+        "model_fingerprint": ws.model.fingerprint,
+        "dataset": ws.dataset.name,
+        "dataset_fingerprint": ws.dataset.fingerprint,
+        "t": s.t,
+        "layer": s.layer,
+        "pool": s.pool,
+        "seed": s.seed,
+        "setting": f"t={s.t} {s.layer} pool {s.pool}",
+        "explorer_version": explorer.__version__,
+    }
     if not s.is_pixels:
         meta["layer_index"] = ws.layer(s.layer).index
     feats, labels, idx, thumbs = {}, {}, {}, {}

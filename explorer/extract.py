@@ -18,7 +18,9 @@ from explorer.errors import ExplorerError
 from explorer.hooks import listen
 from explorer.layers import LayerSpec, feature_map
 
-MAP_SIDE = 16  # "map16": the map average-pooled to min(H, 16) x min(W, 16) (the paper's attention head)
+MAP_SIDE = (
+    16  # "map16": the map average-pooled to min(H, 16) x min(W, 16) (the paper's attention head)
+)
 EXTRACTION_VERSION = 1
 
 
@@ -27,15 +29,17 @@ class _StopForward(Exception):
 
 
 def parse_pools(spec: str | int | Sequence) -> list[str]:
-    """"2" / 2 / "1,2,max" / ["1", 2] -> canonical pool names from POOLS."""
+    """ "2" / 2 / "1,2,max" / ["1", 2] -> canonical pool names from POOLS."""
     items = spec if isinstance(spec, list | tuple) else str(spec).split(",")
     out = []
     for it in items:
         p = str(it).strip().lower()
         p = {"gap": "1", "avg": "1", "gmp": "max"}.get(p, p)
         if p not in POOLS:
-            raise ExplorerError(f"unknown pooling '{it}'; choose from {', '.join(POOLS)} "
-                                "(k×k average, global max, or the map up to 16×16)")
+            raise ExplorerError(
+                f"unknown pooling '{it}'; choose from {', '.join(POOLS)} "
+                "(k×k average, global max, or the map up to 16×16)"
+            )
         if p not in out:
             out.append(p)
     return out
@@ -66,7 +70,9 @@ def pooled_dim(layer: LayerSpec, how: str) -> int:
 
 
 @contextlib.contextmanager
-def capture(unet, layers: Sequence[LayerSpec], pools: Sequence[str], *, stop_early: bool = True) -> Iterator[dict]:
+def capture(
+    unet, layers: Sequence[LayerSpec], pools: Sequence[str], *, stop_early: bool = True
+) -> Iterator[dict]:
     """Hook `layers` of `unet`; the yielded dict fills with `{(layer.name, pool): (B, D) float32}`.
 
     Only forward passes run in the calling thread (or task) are recorded or stopped early, so
@@ -123,8 +129,16 @@ def forward_features(
     t = torch.full((x0.shape[0],), int(timestep), dtype=torch.long, device=device)
     x0, noise = x0.to(device), noise.to(device)
     xt = scheduler.add_noise(x0, noise, t)
-    ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-    with capture(unet, layers, pools, stop_early=stop_early) as store, ctx, contextlib.suppress(_StopForward):
+    ctx = (
+        torch.autocast(device.type, dtype=autocast)
+        if autocast is not None
+        else contextlib.nullcontext()
+    )
+    with (
+        capture(unet, layers, pools, stop_early=stop_early) as store,
+        ctx,
+        contextlib.suppress(_StopForward),
+    ):
         unet(xt, t, **(net_kwargs or {}))
     missing = [(lay.name, p) for lay in layers for p in pools if (lay.name, p) not in store]
     if missing:
@@ -132,14 +146,18 @@ def forward_features(
     return {k: _to_half(v, k[0], layers, timestep, autocast) for k, v in store.items()}
 
 
-def _to_half(v: torch.Tensor, name: str, layers: Sequence[LayerSpec], timestep: int, autocast) -> torch.Tensor:
+def _to_half(
+    v: torch.Tensor, name: str, layers: Sequence[LayerSpec], timestep: int, autocast
+) -> torch.Tensor:
     """`(B, D) float32` -> float16 on the CPU, or float32 where float16 would overflow.
 
     Non-finite values coming out of the model itself are an `ExplorerError` naming the layer and t.
     """
     if not torch.isfinite(v).all():
         lay = next(lay for lay in layers if lay.name == name)
-        hint = f" under {str(autocast).replace('torch.', '')} autocast" if autocast is not None else ""
+        hint = (
+            f" under {str(autocast).replace('torch.', '')} autocast" if autocast is not None else ""
+        )
         raise ExplorerError(
             f"the model produced NaN/inf{hint} at layer {lay.index} ({name}) at t={timestep}; "
             "its weights or inputs are broken, so these features cannot be used"
@@ -163,7 +181,7 @@ def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int) -> list[
 
 
 def parse_timesteps(spec: str | Sequence[int]) -> list[int]:
-    """"10,90,150" or "0:1000:100" (start:stop:step) -> list of ints."""
+    """ "10,90,150" or "0:1000:100" (start:stop:step) -> list of ints."""
     if not isinstance(spec, str):
         return [int(t) for t in spec]
     out: list[int] = []
@@ -178,7 +196,9 @@ def parse_timesteps(spec: str | Sequence[int]) -> list[int]:
             else:
                 out.append(int(part))
         except ValueError as e:
-            raise ExplorerError(f"cannot read timesteps '{spec}'; use a list like 10,90,150 or a range 0:1000:100") from e
+            raise ExplorerError(
+                f"cannot read timesteps '{spec}'; use a list like 10,90,150 or a range 0:1000:100"
+            ) from e
     return out
 
 
@@ -210,10 +230,22 @@ def extract_features(
     for start in range(0, len(images), batch_size):
         x0 = model.family.encode(images[start : start + batch_size])
         noise = image_noise(idx[start : start + batch_size], seed, tuple(x0.shape[1:]))
-        kw = model.family.net_kwargs(len(x0), None if labels is None else labels[start : start + batch_size])
+        kw = model.family.net_kwargs(
+            len(x0), None if labels is None else labels[start : start + batch_size]
+        )
         for t in ts:
-            feats = forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=layers,
-                                     pools=pools, stop_early=stop_early, autocast=autocast, net_kwargs=kw)
+            feats = forward_features(
+                model.unet,
+                model.scheduler,
+                x0,
+                noise,
+                timestep=t,
+                layers=layers,
+                pools=pools,
+                stop_early=stop_early,
+                autocast=autocast,
+                net_kwargs=kw,
+            )
             for (name, p), v in feats.items():
                 out.setdefault((t, name, p), []).append(v)
     return {k: torch.cat(v).numpy() for k, v in out.items()}

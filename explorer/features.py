@@ -45,10 +45,20 @@ class Selection:
 
     @property
     def fingerprint(self) -> str:
-        return content_key({"split": self.split, "idx": np.asarray(self.indices, np.int64).tobytes().hex()})[:16]
+        return content_key(
+            {"split": self.split, "idx": np.asarray(self.indices, np.int64).tobytes().hex()}
+        )[:16]
 
 
-def feature_key(model, dataset: ImageDataset, sel: Selection, t: int | None, layer: str, pool_name: str, seed: int | None) -> str:
+def feature_key(
+    model,
+    dataset: ImageDataset,
+    sel: Selection,
+    t: int | None,
+    layer: str,
+    pool_name: str,
+    seed: int | None,
+) -> str:
     """The content key of one feature matrix. Pixels ignore the model's weights, t and seed."""
     prep = model.preprocess
     parts = {
@@ -79,8 +89,10 @@ class ExtractReport:
 
     def summary(self) -> str:
         total = self.computed + self.cached
-        s = (f"{total} feature sets for {self.images} images: {self.computed} computed, {self.cached} from cache, "
-             f"in {self.seconds:.1f}s; stored in {self.location}")
+        s = (
+            f"{total} feature sets for {self.images} images: {self.computed} computed, {self.cached} from cache, "
+            f"in {self.seconds:.1f}s; stored in {self.location}"
+        )
         if self.skipped:
             s += f"; {len(self.skipped)} unreadable images skipped"
         return s
@@ -102,11 +114,17 @@ def ensure_features(
     """Make sure every (t, layer, pool, seed) feature of `sel` is in `store`; compute only what is missing."""
     t0 = time.time()
     ts = check_timesteps(timesteps, model.num_timesteps)
-    report = ExtractReport(images=len(sel.indices), location=str(store.dir), skipped=list(dataset.skipped))
+    report = ExtractReport(
+        images=len(sel.indices), location=str(store.dir), skipped=list(dataset.skipped)
+    )
     jobs = []
     for t in ts:
         for seed in seeds:
-            keys = {(lay.name, p): feature_key(model, dataset, sel, t, lay.name, p, seed) for lay in layers for p in pools}
+            keys = {
+                (lay.name, p): feature_key(model, dataset, sel, t, lay.name, p, seed)
+                for lay in layers
+                for p in pools
+            }
             missing = {k: v for k, v in keys.items() if not store.has(v)}
             report.cached += len(keys) - len(missing)
             if missing:
@@ -114,14 +132,25 @@ def ensure_features(
     meter = _Meter(len(jobs) * len(sel.indices), progress)
     for t, seed, missing in jobs:
         # one lock per job (not per key set), so overlapping requests never write the same entry twice
-        lock_name = content_key({"model": model.fingerprint, "dataset": dataset.fingerprint, "selection": sel.fingerprint,
-                                 "preprocess": model.preprocess.tag, "t": t, "seed": seed})
+        lock_name = content_key(
+            {
+                "model": model.fingerprint,
+                "dataset": dataset.fingerprint,
+                "selection": sel.fingerprint,
+                "preprocess": model.preprocess.tag,
+                "t": t,
+                "seed": seed,
+            }
+        )
         with store.lock(lock_name):
-            still = {k: v for k, v in missing.items() if not store.has(v)}  # another process may have finished
+            still = {
+                k: v for k, v in missing.items() if not store.has(v)
+            }  # another process may have finished
             report.cached += len(missing) - len(still)
             if still:
-                report.forward_passes += _run_job(model, dataset, sel, t, seed, layers, still, store, batch_size,
-                                                  meter.advance)
+                report.forward_passes += _run_job(
+                    model, dataset, sel, t, seed, layers, still, store, batch_size, meter.advance
+                )
                 report.computed += len(still)
             else:
                 meter.advance(len(sel.indices))
@@ -136,8 +165,13 @@ class _Meter:
     def __init__(self, total: int, progress: bool | Progress):
         self.total, self.done = total, 0
         self.callback = progress if callable(progress) else None
-        self.bar = tqdm(total=total, desc="extract", unit="img", dynamic_ncols=True,
-                        disable=progress is not True or not total)
+        self.bar = tqdm(
+            total=total,
+            desc="extract",
+            unit="img",
+            dynamic_ncols=True,
+            disable=progress is not True or not total,
+        )
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -149,7 +183,9 @@ class _Meter:
         self.bar.close()
 
 
-def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureStore, batch_size: int, advance) -> int:
+def _run_job(
+    model, dataset, sel, t, seed, layers, keys: dict, store: FeatureStore, batch_size: int, advance
+) -> int:
     """Compute one (t, seed) job for the missing `keys`, chunk by chunk; returns forward passes run."""
     needed = {name for name, _ in keys}
     lays = [lay for lay in layers if lay.name in needed]
@@ -157,13 +193,27 @@ def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureSto
     by_name = {lay.name: lay for lay in lays}
     n = len(sel.indices)
     entries = {
-        k: store.begin(key, (n, pooled_dim(by_name[k[0]], k[1])), {
-            "model": model.name, "model_fingerprint": model.fingerprint, "dataset": dataset.name,
-            "dataset_fingerprint": dataset.fingerprint, "split": sel.split, "images": n, "t": t,
-            "layer": k[0], "layer_index": by_name[k[0]].index, "pool": k[1], "seed": seed,
-            "preprocess": model.preprocess.tag, "version": EXTRACTION_VERSION,
-            **model.family.key_parts(), "label_leaking": model.family.leaks_label,
-        })
+        k: store.begin(
+            key,
+            (n, pooled_dim(by_name[k[0]], k[1])),
+            {
+                "model": model.name,
+                "model_fingerprint": model.fingerprint,
+                "dataset": dataset.name,
+                "dataset_fingerprint": dataset.fingerprint,
+                "split": sel.split,
+                "images": n,
+                "t": t,
+                "layer": k[0],
+                "layer_index": by_name[k[0]].index,
+                "pool": k[1],
+                "seed": seed,
+                "preprocess": model.preprocess.tag,
+                "version": EXTRACTION_VERSION,
+                **model.family.key_parts(),
+                "label_leaking": model.family.leaks_label,
+            },
+        )
         for k, key in keys.items()
     }
     start = min(e.rows_done for e in entries.values())
@@ -179,8 +229,17 @@ def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureSto
         x0 = model.family.encode(prep(dataset.images(idx)))  # pixels, or latents
         noise = image_noise(idx, seed, tuple(x0.shape[1:]))  # of the input space's shape
         kw = model.family.net_kwargs(len(idx), dataset.labels[idx])
-        feats = forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=lays,
-                                 pools=pools_needed, autocast=ac, net_kwargs=kw)
+        feats = forward_features(
+            model.unet,
+            model.scheduler,
+            x0,
+            noise,
+            timestep=t,
+            layers=lays,
+            pools=pools_needed,
+            autocast=ac,
+            net_kwargs=kw,
+        )
         for k, e in entries.items():
             e.write(s, feats[k].numpy())
         for e in entries.values():
@@ -192,8 +251,17 @@ def _run_job(model, dataset, sel, t, seed, layers, keys: dict, store: FeatureSto
     return passes
 
 
-def load_features(model, dataset, sel: Selection, *, t: int | None, layer: str, pool_name: str, seed: int | None = 0,
-                  store: FeatureStore) -> np.ndarray:
+def load_features(
+    model,
+    dataset,
+    sel: Selection,
+    *,
+    t: int | None,
+    layer: str,
+    pool_name: str,
+    seed: int | None = 0,
+    store: FeatureStore,
+) -> np.ndarray:
     """The cached `(N, D)` float16 (float32 if float16 overflowed) features of one setting; KeyError
     if not computed yet (or found damaged: it is then moved aside, to be recomputed)."""
     key = feature_key(model, dataset, sel, t, layer, pool_name, seed)
@@ -202,8 +270,15 @@ def load_features(model, dataset, sel: Selection, *, t: int | None, layer: str, 
     return store.load(key)
 
 
-def ensure_pixels(model, dataset: ImageDataset, sel: Selection, pool_name: str, *, store: FeatureStore,
-                  batch_size: int = 1024) -> np.ndarray:
+def ensure_pixels(
+    model,
+    dataset: ImageDataset,
+    sel: Selection,
+    pool_name: str,
+    *,
+    store: FeatureStore,
+    batch_size: int = 1024,
+) -> np.ndarray:
     """The raw-pixel baseline at the model's input size: `(N, C*H*W)` for pool "full", else pooled."""
     key = feature_key(model, dataset, sel, None, PIXELS, pool_name, None)
     if not store.has(key):
@@ -213,12 +288,25 @@ def ensure_pixels(model, dataset: ImageDataset, sel: Selection, pool_name: str, 
     return store.load(key)
 
 
-def _put_pixels(model, dataset, sel: Selection, pool_name: str, key: str, store: FeatureStore, batch_size: int) -> None:
+def _put_pixels(
+    model, dataset, sel: Selection, pool_name: str, key: str, store: FeatureStore, batch_size: int
+) -> None:
     prep = model.preprocess
     chunks = []
     for s in range(0, len(sel.indices), batch_size):
         x = prep(dataset.images(sel.indices[s : s + batch_size]))
-        chunks.append((x.flatten(1) if pool_name == "full" else pool(x, pool_name)).to(torch.float16).numpy())
-    store.put(key, np.concatenate(chunks), {"layer": PIXELS, "pool": pool_name, "dataset": dataset.name,
-                                            "split": sel.split, "images": len(sel.indices),
-                                            "version": EXTRACTION_VERSION})
+        chunks.append(
+            (x.flatten(1) if pool_name == "full" else pool(x, pool_name)).to(torch.float16).numpy()
+        )
+    store.put(
+        key,
+        np.concatenate(chunks),
+        {
+            "layer": PIXELS,
+            "pool": pool_name,
+            "dataset": dataset.name,
+            "split": sel.split,
+            "images": len(sel.indices),
+            "version": EXTRACTION_VERSION,
+        },
+    )

@@ -35,7 +35,9 @@ class Fused:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ExplorerError(f"unknown fusion mode '{self.mode}'; choose from {', '.join(MODES)}")
+            raise ExplorerError(
+                f"unknown fusion mode '{self.mode}'; choose from {', '.join(MODES)}"
+            )
         if len(self.members) < 2:
             raise ExplorerError("a fused setting needs at least 2 members")
         if len(set(self.members)) != len(self.members):
@@ -59,7 +61,7 @@ def parse_fused(text: str) -> tuple[list[tuple[str, str, str | None, str | None]
     body = str(text).strip()
     mode = "concat"
     if body.lower().startswith(MEAN_PREFIX):
-        body, mode = body[len(MEAN_PREFIX):], "mean"
+        body, mode = body[len(MEAN_PREFIX) :], "mean"
     members = []
     for part in body.split("+"):
         part = part.strip()
@@ -67,8 +69,10 @@ def parse_fused(text: str) -> tuple[list[tuple[str, str, str | None, str | None]
         rest, _, seed = rest.partition("~")
         block, at, t = rest.partition("@")
         if not at or not block.strip() or not t.strip():
-            raise ExplorerError(f"fused setting '{text}': write members as BLOCK@T joined by '+' "
-                                f"(e.g. 24@150+19@90), got '{part}'")
+            raise ExplorerError(
+                f"fused setting '{text}': write members as BLOCK@T joined by '+' "
+                f"(e.g. 24@150+19@90), got '{part}'"
+            )
         members.append((block.strip(), t.strip(), seed.strip() or None, pool.strip() or None))
     if len(members) < 2:
         raise ExplorerError(f"fused setting '{text}' has one member; join at least two with '+'")
@@ -100,12 +104,16 @@ def fuse_features(arrays: Sequence[np.ndarray], mode: str) -> np.ndarray:
     """
     arrays = [np.asarray(a) for a in arrays]
     if len({len(a) for a in arrays}) != 1:
-        raise ExplorerError(f"fused members have different image counts: {[len(a) for a in arrays]}")
+        raise ExplorerError(
+            f"fused members have different image counts: {[len(a) for a in arrays]}"
+        )
     if mode == "concat":
         return np.hstack([a.reshape(len(a), -1) for a in arrays])
     if len({a.shape for a in arrays}) != 1:
-        raise ExplorerError("a mean (ensemble) fuses members of one shape, got "
-                            + ", ".join("x".join(map(str, a.shape[1:])) for a in arrays))
+        raise ExplorerError(
+            "a mean (ensemble) fuses members of one shape, got "
+            + ", ".join("x".join(map(str, a.shape[1:])) for a in arrays)
+        )
     out = np.zeros(arrays[0].shape, dtype=np.float32)
     for a in arrays:
         out += a.astype(np.float32)

@@ -21,7 +21,9 @@ from explorer.errors import ExplorerError
 
 # x_train (N, ...), y_train (N,), x_test (M, ...), y_test (M,); `...` is (D,) or (C, h, w).
 Task = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-FitFn = Callable[..., dict]  # (tasks: {name: Task}, *, n_classes, device, **params) -> {name: ProbeResult}
+FitFn = Callable[
+    ..., dict
+]  # (tasks: {name: Task}, *, n_classes, device, **params) -> {name: ProbeResult}
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,11 @@ class Head:
     def label(self) -> str:
         """Canonical text: the name plus the parameters that differ from their defaults."""
         spec = self.spec
-        diff = [f"{k}={_show(v)}" for k, v in self.items if k in spec.params and v != spec.params[k].default]
+        diff = [
+            f"{k}={_show(v)}"
+            for k, v in self.items
+            if k in spec.params and v != spec.params[k].default
+        ]
         return ":".join([self.name, *diff])
 
     def fit(self, tasks: Mapping[str, Task], *, n_classes: int, device: str = "auto") -> dict:
@@ -104,7 +110,7 @@ def _split_alias(text: str) -> tuple[str, dict[str, str]]:
     """`knn10` -> ("knn", {"k": "10"}) for heads with a `number_param`; else (text, {})."""
     text = canonical_name(text)
     for spec in HEADS.values():
-        rest = text[len(spec.name):]
+        rest = text[len(spec.name) :]
         if spec.number_param and text.startswith(spec.name) and rest.isdigit():
             return spec.name, {spec.number_param: rest}
     return text, {}
@@ -185,7 +191,9 @@ def _seed(default: int = 0) -> Param:
     return Param(default, int, lambda v: v >= 0, "a non-negative integer")
 
 
-def _train_params(epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int) -> dict:
+def _train_params(
+    epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int
+) -> dict:
     """The minibatch-training parameters shared by the neural heads."""
     return {
         "epochs": _pos_int(epochs),
@@ -209,11 +217,15 @@ def _fit_linear(tasks: dict[str, Task], *, n_classes: int, device: str, **params
     return fit_linear_grid(train, test, n_classes=n_classes, device=device, **params)
 
 
-def _fit_knn(tasks: dict[str, Task], *, n_classes: int, device: str, k: int, temperature: float) -> dict:
+def _fit_knn(
+    tasks: dict[str, Task], *, n_classes: int, device: str, k: int, temperature: float
+) -> dict:
     from explorer.probes.knn import fit_knn
 
-    return {n: fit_knn(*t, ks=(k,), temperature=temperature, n_classes=n_classes, device=device)[k]
-            for n, t in tasks.items()}
+    return {
+        n: fit_knn(*t, ks=(k,), temperature=temperature, n_classes=n_classes, device=device)[k]
+        for n, t in tasks.items()
+    }
 
 
 def _fit_mlp(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
@@ -225,14 +237,18 @@ def _fit_mlp(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -
 def _fit_attention(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
     from explorer.probes.attention import fit_attention
 
-    return {n: fit_attention(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
+    return {
+        n: fit_attention(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()
+    }
 
 
 def _fit_attention_paper(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
     from explorer.probes.paper_heads import fit_attention_paper
 
-    return {n: fit_attention_paper(*t, n_classes=n_classes, device=device, **params)
-            for n, t in tasks.items()}
+    return {
+        n: fit_attention_paper(*t, n_classes=n_classes, device=device, **params)
+        for n, t in tasks.items()
+    }
 
 
 def _fit_cnn(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
@@ -244,7 +260,9 @@ def _fit_cnn(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -
 def _fit_fusion(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
     from explorer.probes.fusion import fit_fusion
 
-    return {n: fit_fusion(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
+    return {
+        n: fit_fusion(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()
+    }
 
 
 def _sgd_params(epochs: int, batch_size: int, lr: float) -> dict:
@@ -280,8 +298,12 @@ HEADS: dict[str, HeadSpec] = {
             "logistic regression, reg picked on a validation split (all settings at once)",
             _fit_linear,
             {
-                "regs": Param((1e-5, 1e-4, 1e-3, 1e-2, 1e-1), _floats,
-                              lambda v: len(v) > 0 and min(v) > 0, "positive numbers like 1e-4/1e-3"),
+                "regs": Param(
+                    (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+                    _floats,
+                    lambda v: len(v) > 0 and min(v) > 0,
+                    "positive numbers like 1e-4/1e-3",
+                ),
                 "val_fraction": _unit(0.1),
                 "seed": _seed(),
                 "max_iter": _pos_int(500),
@@ -299,15 +321,26 @@ HEADS: dict[str, HeadSpec] = {
             "mlp",
             "one-hidden-layer MLP, early-stopped on a validation split (optimizer adamw, adam or sgd)",
             _fit_mlp,
-            {"hidden": _pos_int(512), "dropout": _unit(0.2), **_train_params(100, 256, 1e-3, 1e-2, 10),
-             "optimizer": Param("adamw", str.lower, lambda v: v in OPTIMIZERS, "one of adamw, adam, sgd")},
+            {
+                "hidden": _pos_int(512),
+                "dropout": _unit(0.2),
+                **_train_params(100, 256, 1e-3, 1e-2, 10),
+                "optimizer": Param(
+                    "adamw", str.lower, lambda v: v in OPTIMIZERS, "one of adamw, adam, sgd"
+                ),
+            },
         ),
         HeadSpec(
             "attention-small",
             "small transformer (dim 128, position embedding) over pool 2/4/8 maps; not the paper's head",
             _fit_attention,
-            {"dim": _pos_int(128), "depth": _pos_int(2), "heads": _pos_int(8), "dropout": _unit(0.0),
-             **_train_params(30, 128, 5e-4, 0.05, 8)},
+            {
+                "dim": _pos_int(128),
+                "depth": _pos_int(2),
+                "heads": _pos_int(8),
+                "dropout": _unit(0.0),
+                **_train_params(30, 128, 5e-4, 0.05, 8),
+            },
             maps=True,
             check=_dim_splits,
         ),
@@ -315,7 +348,12 @@ HEADS: dict[str, HeadSpec] = {
             "attention-paper",
             "the paper's attention head: map up to 16x16, 1x1 conv to 1024, 2 ViT blocks, SGD (pool map16)",
             _fit_attention_paper,
-            {"dim": _pos_int(1024), "depth": _pos_int(2), "heads": _pos_int(8), **_sgd_params(28, 64, 0.05)},
+            {
+                "dim": _pos_int(1024),
+                "depth": _pos_int(2),
+                "heads": _pos_int(8),
+                **_sgd_params(28, 64, 0.05),
+            },
             maps=True,
             check=_dim_splits,
         ),
@@ -330,8 +368,12 @@ HEADS: dict[str, HeadSpec] = {
             "fusion",
             "transformer over the tokens of several settings (fused, e.g. 24@150+19@90), source embeddings",
             _fit_fusion,
-            {"dim": _pos_int(128), "depth": _pos_int(2), "heads": _pos_int(4),
-             **_train_params(30, 128, 5e-4, 0.05, 8)},
+            {
+                "dim": _pos_int(128),
+                "depth": _pos_int(2),
+                "heads": _pos_int(4),
+                **_train_params(30, 128, 5e-4, 0.05, 8),
+            },
             maps=True,
             sets=True,
             check=_dim_splits,

@@ -37,19 +37,32 @@ class ExtractOutcome:
         for split, rep in self.reports.items():
             if rep is None:
                 n = len(self.keys[split])
-                out.append(f"{split}: {n} feature sets for {self.images[split]} images: 0 computed, {n} from cache; "
-                           f"stored in {self.location}")
+                out.append(
+                    f"{split}: {n} feature sets for {self.images[split]} images: 0 computed, {n} from cache; "
+                    f"stored in {self.location}"
+                )
             else:
                 out.append(f"{split}: {rep.summary()}")
         return out
 
 
-def extract(model_spec: str, dataset_spec: str, *, timesteps: str | Sequence[int] = "10,90,150",
-            layers: str | int | Sequence = "all", pools: str | Sequence = "2", seeds: str | Sequence[int] = "0",
-            splits: str | Sequence[str] = "train,test", limit: int | None = None, cache_dir=None,
-            device: str = "auto", trust_pickle: bool = False, batch_size: int = 256,
-            progress: bool | Callable[[int, int], None] = True,
-            on_open: Callable[[Workspace], None] | None = None) -> ExtractOutcome:
+def extract(
+    model_spec: str,
+    dataset_spec: str,
+    *,
+    timesteps: str | Sequence[int] = "10,90,150",
+    layers: str | int | Sequence = "all",
+    pools: str | Sequence = "2",
+    seeds: str | Sequence[int] = "0",
+    splits: str | Sequence[str] = "train,test",
+    limit: int | None = None,
+    cache_dir=None,
+    device: str = "auto",
+    trust_pickle: bool = False,
+    batch_size: int = 256,
+    progress: bool | Callable[[int, int], None] = True,
+    on_open: Callable[[Workspace], None] | None = None,
+) -> ExtractOutcome:
     """Fill the feature cache for a grid, the job `explorer extract` runs.
 
     A request identical to one already completed (same model and dataset files by path, size
@@ -62,30 +75,61 @@ def extract(model_spec: str, dataset_spec: str, *, timesteps: str | Sequence[int
     if batch_size < 1 or (limit is not None and limit < 1):
         raise ExplorerError("--batch-size and --limit must be positive integers")
     store = FeatureStore(cache_dir)
-    request = {"splits": splits, "limit": limit, "seeds": seeds, "timesteps": timesteps, "layers": layers,
-               "pool": pools, "trust_pickle": trust_pickle}
-    rid = request_memo.request_id(model_spec, dataset_spec, {k: _as_text(v) for k, v in request.items()})
+    request = {
+        "splits": splits,
+        "limit": limit,
+        "seeds": seeds,
+        "timesteps": timesteps,
+        "layers": layers,
+        "pool": pools,
+        "trust_pickle": trust_pickle,
+    }
+    rid = request_memo.request_id(
+        model_spec, dataset_spec, {k: _as_text(v) for k, v in request.items()}
+    )
     if memo := request_memo.lookup(store, rid):
-        return ExtractOutcome({sp: None for sp in memo["splits"]}, memo["splits"], memo["images"], str(store.dir),
-                              from_memo=True)
+        return ExtractOutcome(
+            {sp: None for sp in memo["splits"]},
+            memo["splits"],
+            memo["images"],
+            str(store.dir),
+            from_memo=True,
+        )
 
     from explorer.extract import check_timesteps, parse_pools, parse_timesteps
     from explorer.layers import select_layers
     from explorer.workspace import Workspace
 
-    ws = Workspace.open(model_spec, dataset_spec, device=device, cache_dir=store.root, trust_pickle=trust_pickle,
-                        train_limit=limit, test_limit=limit, batch_size=batch_size, progress=progress)
-    split_list = [sp.strip() for sp in splits.split(",") if sp.strip()] if isinstance(splits, str) else list(splits)
+    ws = Workspace.open(
+        model_spec,
+        dataset_spec,
+        device=device,
+        cache_dir=store.root,
+        trust_pickle=trust_pickle,
+        train_limit=limit,
+        test_limit=limit,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    split_list = (
+        [sp.strip() for sp in splits.split(",") if sp.strip()]
+        if isinstance(splits, str)
+        else list(splits)
+    )
     for sp in split_list:
         ws._sel(sp)  # unknown split: a clear error before any work
     seed_list = _seed_list(seeds)
     ts = check_timesteps(parse_timesteps(timesteps), ws.model.num_timesteps)
-    n_layers, n_pools = len(select_layers(ws.catalogue, layers)), len(parse_pools(pools))  # bad names fail here
+    n_layers, n_pools = (
+        len(select_layers(ws.catalogue, layers)),
+        len(parse_pools(pools)),
+    )  # bad names fail here
     if on_open is not None:
         on_open(ws)
     logging.getLogger("explorer.jobs").info(
         f"{len(ts)} timesteps x {n_layers} layers x {n_pools} poolings x {len(seed_list)} seeds "
-        f"on {', '.join(split_list)}")
+        f"on {', '.join(split_list)}"
+    )
     out = ws.extract_grid(ts, layers, pools, seed_list, split_list)
     if ws.dataset.skipped:
         from explorer.atomic import atomic_write
@@ -108,10 +152,12 @@ def _as_text(value) -> str | None:
 
 
 def _seed_list(seeds: str | Sequence[int]) -> list[int]:
-    """"0,1,2" or [0, 1, 2] -> [0, 1, 2]; a clear error for anything else."""
+    """ "0,1,2" or [0, 1, 2] -> [0, 1, 2]; a clear error for anything else."""
     if not isinstance(seeds, str):
         return list(seeds)
     try:
         return [int(sd) for sd in seeds.split(",") if sd.strip()]
     except ValueError:
-        raise ExplorerError(f"cannot read seeds '{seeds}'; give integers separated by commas") from None
+        raise ExplorerError(
+            f"cannot read seeds '{seeds}'; give integers separated by commas"
+        ) from None

@@ -48,8 +48,10 @@ class LayerSpec:
 def _points(unet) -> list[tuple[str, str, str, str]]:
     """(name, hook, stage, kind) for every probe point, from the model's module structure."""
     if is_transformer(unet):
-        return [(f"transformer_blocks.{i}", f"transformer_blocks.{i}", "block", "transformer")
-                for i in range(len(unet.transformer_blocks))]
+        return [
+            (f"transformer_blocks.{i}", f"transformer_blocks.{i}", "block", "transformer")
+            for i in range(len(unet.transformer_blocks))
+        ]
     pts = [("conv_in", "conv_in", "down", "conv")]
     for i, block in enumerate(unet.down_blocks):
         attns = getattr(block, "attentions", None)
@@ -71,7 +73,9 @@ def _points(unet) -> list[tuple[str, str, str, str]]:
         for j in range(n):
             name = f"up_blocks.{i}.resnets.{j}"
             has_attn = attns is not None and j < len(attns)
-            hook, kind = (f"up_blocks.{i}.attentions.{j}", "resnet+attn") if has_attn else (name, "resnet")
+            hook, kind = (
+                (f"up_blocks.{i}.attentions.{j}", "resnet+attn") if has_attn else (name, "resnet")
+            )
             if j == n - 1 and len(ups):
                 hook, kind = f"up_blocks.{i}.upsamplers.{len(ups) - 1}", kind + "+upsample"
             pts.append((name, hook, "up", kind))
@@ -163,7 +167,9 @@ def select_layers(catalogue: list[LayerSpec], spec: str | int | list | None) -> 
     for it in items:
         tokens += [s.strip() for s in it.split(",") if s.strip()] if isinstance(it, str) else [it]
     if not tokens:
-        raise ExplorerError("no layers given; pass e.g. --layers 19,24 or all (see `explorer layers`)")
+        raise ExplorerError(
+            "no layers given; pass e.g. --layers 19,24 or all (see `explorer layers`)"
+        )
     by_name = {lay.name: lay for lay in catalogue} | {lay.hook: lay for lay in catalogue}
     if "mid_block" in by_name:
         by_name["mid"] = by_name["mid_block"]
@@ -172,7 +178,9 @@ def select_layers(catalogue: list[LayerSpec], spec: str | int | list | None) -> 
     def by_index(i: int) -> LayerSpec:
         j = i if i > 0 else n + 1 + i
         if not 1 <= j <= n:
-            raise ExplorerError(f"layer {i} is out of range (1 to {n}, or -1 to -{n}); run `explorer layers` to list them")
+            raise ExplorerError(
+                f"layer {i} is out of range (1 to {n}, or -1 to -{n}); run `explorer layers` to list them"
+            )
         return catalogue[j - 1]
 
     for tok in tokens:
@@ -187,7 +195,8 @@ def select_layers(catalogue: list[LayerSpec], spec: str | int | list | None) -> 
             chosen[by_name[tok].index] = by_name[tok]
         else:
             raise ExplorerError(
-                f"unknown layer '{tok}'." + suggest(str(tok), [lay.name for lay in catalogue])
+                f"unknown layer '{tok}'."
+                + suggest(str(tok), [lay.name for lay in catalogue])
                 + " Run `explorer layers --model M` to list the layers."
             )
     return [chosen[k] for k in sorted(chosen)]

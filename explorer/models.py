@@ -31,8 +31,12 @@ class LoadedModel:
     """A denoiser with its scheduler and family adapter, the name it was asked by, and a content fingerprint."""
 
     name: str
-    unet: torch.nn.Module  # the denoiser: UNet2DModel, UNet2DConditionModel or DiTTransformer2DModel, eval mode
-    scheduler: object  # diffusers DDPMScheduler (add_noise, alphas_cumprod) of the model's own VP schedule
+    unet: (
+        torch.nn.Module
+    )  # the denoiser: UNet2DModel, UNet2DConditionModel or DiTTransformer2DModel, eval mode
+    scheduler: (
+        object  # diffusers DDPMScheduler (add_noise, alphas_cumprod) of the model's own VP schedule
+    )
     fingerprint: str
     source: str  # "builtin" | "local" | "hub" | "random"
     path: Path | None = None
@@ -72,19 +76,27 @@ class LoadedModel:
 
 
 def split_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """"folder#class-label=3" -> ("folder", {"class-label": "3"}); options are `class-label` and `prompt`."""
+    """ "folder#class-label=3" -> ("folder", {"class-label": "3"}); options are `class-label` and `prompt`."""
     base, sep, rest = spec.partition("#")
     if not sep:
         return spec, {}
     key, eq, value = rest.partition("=")
     key = key.strip().lower()
     if not eq or key not in SPEC_OPTIONS:
-        raise ExplorerError(f"cannot read model option '#{rest}'; use #class-label=VALUE or #prompt=TEXT")
+        raise ExplorerError(
+            f"cannot read model option '#{rest}'; use #class-label=VALUE or #prompt=TEXT"
+        )
     return base.strip(), {key: value}
 
 
-def load_model(spec: str, *, trust_pickle: bool = False, device: str | torch.device = "cpu",
-               prompt: str | None = None, class_label: str | int | None = None) -> LoadedModel:
+def load_model(
+    spec: str,
+    *,
+    trust_pickle: bool = False,
+    device: str | torch.device = "cpu",
+    prompt: str | None = None,
+    class_label: str | int | None = None,
+) -> LoadedModel:
     """Load `spec`: a built-in name, a local folder, a hub id, or `random:` before any of those
     (random weights for the denoiser; an autoencoder or text encoder keeps its own).
 
@@ -97,19 +109,35 @@ def load_model(spec: str, *, trust_pickle: bool = False, device: str | torch.dev
     prompt = opts.get("prompt") if prompt is None else prompt
     class_label = opts.get("class-label") if class_label is None else class_label
     randomize = base.startswith(RANDOM_PREFIX)
-    folder, source = _resolve(base[len(RANDOM_PREFIX):] if randomize else base, trust_pickle)
+    folder, source = _resolve(base[len(RANDOM_PREFIX) :] if randomize else base, trust_pickle)
     family, config = detect(folder)
-    sched = load_scheduler(folder)  # the noise schedule changes x_t, so it is part of the fingerprint
+    sched = load_scheduler(
+        folder
+    )  # the noise schedule changes x_t, so it is part of the fingerprint
     if randomize:
         net = _random_net(folder, config)
-        fp = _hash_text("random", str(RANDOM_SEED), _canonical_config(config), _canonical_config(dict(sched.config)))
+        fp = _hash_text(
+            "random",
+            str(RANDOM_SEED),
+            _canonical_config(config),
+            _canonical_config(dict(sched.config)),
+        )
         source = "random"
     else:
         net, weights = _load_net(folder, trust_pickle)
-        fp = _hash_text(_canonical_config(dict(net.config)), file_sha256(weights),
-                        _canonical_config(dict(sched.config)))
-    adapter, parts = build(family, folder, net.eval(), trust_pickle=trust_pickle, prompt=prompt,
-                           class_label=class_label)
+        fp = _hash_text(
+            _canonical_config(dict(net.config)),
+            file_sha256(weights),
+            _canonical_config(dict(sched.config)),
+        )
+    adapter, parts = build(
+        family,
+        folder,
+        net.eval(),
+        trust_pickle=trust_pickle,
+        prompt=prompt,
+        class_label=class_label,
+    )
     quirk = getattr(sched, "explorer_source", None)
     if family != PIXEL_UNET or parts or quirk:  # pixel U-Nets keep their fingerprints (and caches)
         fp = _hash_text(fp, family, *parts, quirk or "")
@@ -131,8 +159,11 @@ def local_models(root: str | os.PathLike | None = None) -> list[str]:
     if not root or not Path(root).expanduser().is_dir():
         return []
     marks = ("config.json", "unet/config.json", "transformer/config.json")
-    return sorted(str(d) for d in Path(root).expanduser().iterdir()
-                  if d.is_dir() and any((d / m).is_file() for m in marks))
+    return sorted(
+        str(d)
+        for d in Path(root).expanduser().iterdir()
+        if d.is_dir() and any((d / m).is_file() for m in marks)
+    )
 
 
 def _random_net(folder: Path, config: dict):
@@ -142,19 +173,25 @@ def _random_net(folder: Path, config: dict):
         try:
             return _net_class(config).from_config(config)
         except (ValueError, TypeError, RuntimeError, KeyError) as e:
-            raise ExplorerError(f"cannot build a model from {folder}'s config: {_load_error_text(e)}") from e
+            raise ExplorerError(
+                f"cannot build a model from {folder}'s config: {_load_error_text(e)}"
+            ) from e
 
 
 def _resolve(spec: str, trust_pickle: bool) -> tuple[Path, str]:
     """A model spec -> (local folder, source kind); downloads hub ids when online."""
     if spec in BUILTIN:
         if not (BUILTIN[spec] / "config.json").exists():
-            raise ExplorerError(f"built-in model '{spec}' is missing from {BUILTIN[spec]}; reinstall from a full clone")
+            raise ExplorerError(
+                f"built-in model '{spec}' is missing from {BUILTIN[spec]}; reinstall from a full clone"
+            )
         return BUILTIN[spec], "builtin"
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ExplorerError(f"{path} is a file; pass the folder that holds config.json and the weights")
+            raise ExplorerError(
+                f"{path} is a file; pass the folder that holds config.json and the weights"
+            )
         return path, "local"
     if _HUB_ID.match(spec):
         return _download(spec, trust_pickle), "hub"
@@ -186,7 +223,9 @@ def _load_net(folder: Path, trust_pickle: bool):
     return net, weights
 
 
-def load_component(folder: Path, cls, trust_pickle: bool, what: str) -> tuple[torch.nn.Module, list[str]]:
+def load_component(
+    folder: Path, cls, trust_pickle: bool, what: str
+) -> tuple[torch.nn.Module, list[str]]:
     """A pipeline component (autoencoder, text encoder) in eval mode, and its fingerprint parts."""
     module, weights = _load_weights(folder, cls, trust_pickle, what)
     return module.eval(), [_canonical_config(_config_dict(module)), file_sha256(weights)]
@@ -211,7 +250,9 @@ def _load_weights(folder: Path, cls, trust_pickle: bool, what: str):
             )
         weights, use_safe = pickles[0], False
     else:
-        raise ExplorerError(f"{folder} has a config but no weights (*.safetensors); is the download complete?")
+        raise ExplorerError(
+            f"{folder} has a config but no weights (*.safetensors); is the download complete?"
+        )
     try:
         kw = {"low_cpu_mem_usage": False} if cls.__module__.startswith("diffusers") else {}
         module = cls.from_pretrained(folder, use_safetensors=use_safe, local_files_only=True, **kw)
@@ -257,7 +298,9 @@ def load_scheduler(folder: Path):
             try:
                 config = json.loads(cand.read_text())
             except (OSError, ValueError) as e:
-                raise ExplorerError(f"cannot read {cand}: {e}; re-save the model's scheduler") from e
+                raise ExplorerError(
+                    f"cannot read {cand}: {e}; re-save the model's scheduler"
+                ) from e
             if not isinstance(config, dict):
                 raise ExplorerError(f"{cand} is not a scheduler config (not a JSON object)")
             steps = config.get("num_train_timesteps", 1000)

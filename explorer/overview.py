@@ -16,7 +16,16 @@ from explorer.store import FeatureStore
 
 LAYER_COLUMNS = ["index", "name", "stage", "kind", "channels", "height", "width"]
 ENTRY_COLUMNS = [
-    "model", "dataset", "split", "t", "layer_index", "layer", "pool", "seed", "images", "shape",
+    "model",
+    "dataset",
+    "split",
+    "t",
+    "layer_index",
+    "layer",
+    "pool",
+    "seed",
+    "images",
+    "shape",
     "created",
 ]
 
@@ -73,7 +82,9 @@ def layer_table(catalogue) -> pd.DataFrame:
     return layers
 
 
-def class_rows(labels: np.ndarray, indices: np.ndarray, n_classes: int, per: int) -> list[np.ndarray]:
+def class_rows(
+    labels: np.ndarray, indices: np.ndarray, n_classes: int, per: int
+) -> list[np.ndarray]:
     """The first `per` of `indices` `(N,)` of each class 0..C-1 (by `labels`), one array a class."""
     indices = np.asarray(indices)
     own = np.asarray(labels)[indices]
@@ -94,7 +105,7 @@ class CacheOverview:
         return sum(self.other.values())
 
     def other_text(self) -> str:
-        """"results: 12 KB, umaps: 1.0 MB" for the non-empty parts."""
+        """ "results: 12 KB, umaps: 1.0 MB" for the non-empty parts."""
         return ", ".join(f"{k}: {size_text(v)}" for k, v in self.other.items() if v)
 
     def table(self) -> pd.DataFrame:
@@ -102,10 +113,12 @@ class CacheOverview:
         e = self.entries
         if e.empty:
             return e
-        view = (e.sort_values("created", ascending=False) if "created" in e else e)
+        view = e.sort_values("created", ascending=False) if "created" in e else e
         view = view[[c for c in ENTRY_COLUMNS if c in e]].copy()
         if "created" in view:
-            view["created"] = pd.to_datetime(view["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M")
+            view["created"] = pd.to_datetime(view["created"], unit="s").dt.strftime(
+                "%Y-%m-%d %H:%M"
+            )
         if "shape" in view:
             view["shape"] = view["shape"].map(
                 lambda s: "×".join(str(x) for x in s) if isinstance(s, list) else s

@@ -8,7 +8,9 @@ from pathlib import Path
 from explorer.defaults import RANDOM_PREFIX  # noqa: F401 - re-exported under its old path
 
 _PACKAGE = Path(__file__).resolve().parent
-BUNDLE = _PACKAGE / "_bundle"  # in an installed wheel: app.py, .streamlit/ and assets/models/ (see _build.py)
+BUNDLE = (
+    _PACKAGE / "_bundle"
+)  # in an installed wheel: app.py, .streamlit/ and assets/models/ (see _build.py)
 
 
 def _app_root() -> Path:

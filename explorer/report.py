@@ -49,7 +49,9 @@ def best_table(df: pd.DataFrame) -> str:
     interval), and its paired difference in points vs raw pixels and vs random weights."""
     best = best_settings(df)
     order = {PIXELS: 2}
-    best = best.assign(_o=[order.get(m, 1 if m.startswith(RANDOM_PREFIX) else 0) for m in best["model"]])
+    best = best.assign(
+        _o=[order.get(m, 1 if m.startswith(RANDOM_PREFIX) else 0) for m in best["model"]]
+    )
     lines = [
         "| features | head | best setting (on validation) | val top-1 | test top-1 [95% CI] "
         "| vs pixels, points [paired 95%] | vs random weights, points [paired 95%] |",
@@ -74,8 +76,10 @@ def grid_table(df: pd.DataFrame, model: str, head: str, metric: str = "top1") ->
     best = best_settings(df[(df["model"] == model) & (df["head"] == head)])
     pick = (best["layer_index"].iloc[0], best["t"].iloc[0]) if len(best) else None
     ts = sorted(wide["t"].unique())
-    lines = ["| block | layer | " + " | ".join(f"t={int(t)}" for t in ts) + " |",
-             "|---|---|" + "---|" * len(ts)]
+    lines = [
+        "| block | layer | " + " | ".join(f"t={int(t)}" for t in ts) + " |",
+        "|---|---|" + "---|" * len(ts),
+    ]
     for (idx, layer), g in wide.groupby(["layer_index", "layer"], sort=True):
         vals = g.set_index("t")[metric]
         cells = []
@@ -89,21 +93,39 @@ def grid_table(df: pd.DataFrame, model: str, head: str, metric: str = "top1") ->
 
 def report(df: pd.DataFrame) -> str:
     """The best-setting table, then per model and head the test and val grids."""
-    parts = ["Best settings (chosen on validation top-1; ✓: paired 95% interval excludes 0):",
-             "", best_table(df)]
+    parts = [
+        "Best settings (chosen on validation top-1; ✓: paired 95% interval excludes 0):",
+        "",
+        best_table(df),
+    ]
     wide = accuracy_view(df)
     for (model, head), g in wide[wide["model"] != PIXELS].groupby(["model", "head"], sort=True):
         for metric, what in (("top1", "test"), ("val_top1", "validation")):
             if g[metric].notna().any():
                 grid = grid_table(df, model, head, metric)
-                parts += ["", f"{head} {what} top-1 (%), {model} (bold: best on validation):", "", grid]
+                parts += [
+                    "",
+                    f"{head} {what} top-1 (%), {model} (bold: best on validation):",
+                    "",
+                    grid,
+                ]
     return "\n".join(parts)
 
 
 # --- HTML ------------------------------------------------------------------------------------------
 
-PACKAGES = ("diffusion-feature-explorer", "torch", "diffusers", "numpy", "scikit-learn", "pandas",
-            "plotly", "umap-learn", "streamlit", "safetensors")
+PACKAGES = (
+    "diffusion-feature-explorer",
+    "torch",
+    "diffusers",
+    "numpy",
+    "scikit-learn",
+    "pandas",
+    "plotly",
+    "umap-learn",
+    "streamlit",
+    "safetensors",
+)
 
 
 def versions() -> dict[str, str]:
@@ -146,23 +168,46 @@ def best_html(df: pd.DataFrame) -> str:
     """The best setting per (model, head), chosen on validation, as an HTML table."""
     rows = []
     for _, r in best_settings(df).iterrows():
-        rows.append([r["model"], r["head"], _setting_text(r), _pct(float(r["val_top1"])),
-                     f"{_pct(r['top1'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
-                     _interval(r, "vs_pixels"), _interval(r, "vs_random"), r["selected_by"]])
-    return _html_table(["features", "head", "best setting", "val top-1", "test top-1 [95% CI]",
-                        "vs pixels, points [paired 95%]", "vs random weights, points [paired 95%]",
-                        "selected by"], rows)
+        rows.append(
+            [
+                r["model"],
+                r["head"],
+                _setting_text(r),
+                _pct(float(r["val_top1"])),
+                f"{_pct(r['top1'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                _interval(r, "vs_pixels"),
+                _interval(r, "vs_random"),
+                r["selected_by"],
+            ]
+        )
+    return _html_table(
+        [
+            "features",
+            "head",
+            "best setting",
+            "val top-1",
+            "test top-1 [95% CI]",
+            "vs pixels, points [paired 95%]",
+            "vs random weights, points [paired 95%]",
+            "selected by",
+        ],
+        rows,
+    )
 
 
 def _main_models(df: pd.DataFrame) -> list[str]:
-    return sorted(m for m in df["model"].unique() if m != PIXELS and not str(m).startswith(RANDOM_PREFIX))
+    return sorted(
+        m for m in df["model"].unique() if m != PIXELS and not str(m).startswith(RANDOM_PREFIX)
+    )
 
 
 def _pick(options: list[str], wanted: str | None, prefer: str, what: str) -> str:
     from explorer.errors import ExplorerError
 
     if wanted is not None and wanted not in options:
-        raise ExplorerError(f"the table has no {what} '{wanted}'; it has {', '.join(options) or 'none'}")
+        raise ExplorerError(
+            f"the table has no {what} '{wanted}'; it has {', '.join(options) or 'none'}"
+        )
     return wanted or (prefer if prefer in options else options[0])
 
 
@@ -174,8 +219,12 @@ class _Figures:
 
     def __call__(self, fig) -> str:
         self.count += 1
-        return fig.to_html(full_html=False, include_plotlyjs=self.count == 1,
-                           config={"displaylogo": False}, default_height="520px")
+        return fig.to_html(
+            full_html=False,
+            include_plotlyjs=self.count == 1,
+            config={"displaylogo": False},
+            default_height="520px",
+        )
 
 
 def _sweep_section(df: pd.DataFrame, model: str, head: str, pool: str, fig_html: _Figures) -> str:
@@ -187,14 +236,16 @@ def _sweep_section(df: pd.DataFrame, model: str, head: str, pool: str, fig_html:
     if cur.empty:
         return f"<p class='missing'>No rows for {_esc(model)}, head {_esc(head)}, pool {_esc(pool)}.</p>"
     base = figures.sweep_baselines(wide, head, pool, RANDOM_PREFIX + model)
-    return "\n".join([
-        f"<h2>{_esc(model)} · head {_esc(head)} · pool {_esc(pool)}</h2>",
-        fig_html(figures.sweep_heatmap(cur, base)),
-        "<p>Curves: test top-1 with its 95% bootstrap interval (error bars); dashed lines: "
-        "baselines.</p>",
-        fig_html(figures.accuracy_vs_timestep(cur, base)),
-        fig_html(figures.accuracy_vs_block(cur, base)),
-    ])
+    return "\n".join(
+        [
+            f"<h2>{_esc(model)} · head {_esc(head)} · pool {_esc(pool)}</h2>",
+            fig_html(figures.sweep_heatmap(cur, base)),
+            "<p>Curves: test top-1 with its 95% bootstrap interval (error bars); dashed lines: "
+            "baselines.</p>",
+            fig_html(figures.accuracy_vs_timestep(cur, base)),
+            fig_html(figures.accuracy_vs_block(cur, base)),
+        ]
+    )
 
 
 def _workspace_section(df: pd.DataFrame, ws, head: str, fig_html: _Figures, compute: bool) -> str:
@@ -205,25 +256,44 @@ def _workspace_section(df: pd.DataFrame, ws, head: str, fig_html: _Figures, comp
     name = ws.model.name
     best = best_settings(df[(df["model"] == name) & (df["head"] == head)])
     if best.empty or best.iloc[0]["layer"] == PIXELS:
-        return (f"<h2>Per-class results and UMAP</h2><p class='missing'>Not available: the table "
-                f"has no setting of {_esc(name)} with head {_esc(head)} chosen on validation.</p>")
+        return (
+            f"<h2>Per-class results and UMAP</h2><p class='missing'>Not available: the table "
+            f"has no setting of {_esc(name)} with head {_esc(head)} chosen on validation.</p>"
+        )
     r = best.iloc[0]
     s = Setting(int(r["t"]), str(r["layer"]), str(r["pool"]))
-    out = [f"<h2>Best setting of {_esc(name)}, {_esc(head)} head: {_esc(_setting_text(r))}</h2>",
-           f"<p>Recomputed from the feature and probe caches on {len(ws.train.indices)} train / "
-           f"{len(ws.test.indices)} test images of {_esc(ws.dataset.name)}.</p>"]
+    out = [
+        f"<h2>Best setting of {_esc(name)}, {_esc(head)} head: {_esc(_setting_text(r))}</h2>",
+        f"<p>Recomputed from the feature and probe caches on {len(ws.train.indices)} train / "
+        f"{len(ws.test.indices)} test images of {_esc(ws.dataset.name)}.</p>",
+    ]
     if not compute and not ws.is_cached(s):
-        return "\n".join([*out, "<p class='missing'>Per-class results and UMAP: not available "
-                          "(this setting's features are not cached).</p>"])
+        return "\n".join(
+            [
+                *out,
+                "<p class='missing'>Per-class results and UMAP: not available "
+                "(this setting's features are not cached).</p>",
+            ]
+        )
     res = ws.evaluate([s], head)[s]
     classes = [str(c) for c in ws.dataset.class_names]
-    out += [f"<p>Test top-1 {_pct(res.top1)} [{_pct(res.ci_low)}, {_pct(res.ci_high)}].</p>",
-            fig_html(figures.per_class_bars(classes, res.per_class, res.top1)),
-            fig_html(figures.confusion_heatmap(res.confusion, classes))]
+    out += [
+        f"<p>Test top-1 {_pct(res.top1)} [{_pct(res.ci_low)}, {_pct(res.ci_high)}].</p>",
+        fig_html(figures.per_class_bars(classes, res.per_class, res.top1)),
+        fig_html(figures.confusion_heatmap(res.confusion, classes)),
+    ]
     xy = ws.embedding(s, "umap")
-    out.append(fig_html(figures.embedding_scatter(
-        xy, ws.labels("test"), classes, np.asarray(res.predictions),
-        title=f"UMAP of the test features · {_setting_text(r)}")))
+    out.append(
+        fig_html(
+            figures.embedding_scatter(
+                xy,
+                ws.labels("test"),
+                classes,
+                np.asarray(res.predictions),
+                title=f"UMAP of the test features · {_setting_text(r)}",
+            )
+        )
+    )
     return "\n".join(out)
 
 
@@ -232,8 +302,16 @@ table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px soli
 th{background:#f3f3f3}.missing{color:#a33}code,pre{background:#f6f6f6;padding:2px 4px}"""
 
 
-def html_report(df: pd.DataFrame, *, head: str | None = None, pool: str | None = None, workspace=None,
-                compute: bool = True, source: str | Path | None = None, command: str | None = None) -> str:
+def html_report(
+    df: pd.DataFrame,
+    *,
+    head: str | None = None,
+    pool: str | None = None,
+    workspace=None,
+    compute: bool = True,
+    source: str | Path | None = None,
+    command: str | None = None,
+) -> str:
     """One self-contained HTML page of a results table: best settings (validation), heatmap and
     curves with intervals per main model, per-class results and a UMAP of the best setting when a
     `workspace` is given (from the caches; computed if missing unless `compute` is False), and
@@ -248,32 +326,51 @@ def html_report(df: pd.DataFrame, *, head: str | None = None, pool: str | None =
     pools = sorted(wide[(wide["head"] == head) & wide["model"].isin(models)]["pool"].unique())
     pool = _pick(pools or ["2"], pool, "2", "pool")
     fig_html = _Figures()
-    parts = ["<h1>Diffusion Feature Explorer: sweep report</h1>",
-             f"<p>{_esc(', '.join(models))} on {_esc(', '.join(map(str, df['dataset'].unique())))}; "
-             f"{len(wide)} results. The best setting is chosen on validation top-1, never on test; "
-             "✓ marks a paired 95% interval that excludes 0.</p>",
-             "<h2>Best settings</h2>", best_html(df)]
+    parts = [
+        "<h1>Diffusion Feature Explorer: sweep report</h1>",
+        f"<p>{_esc(', '.join(models))} on {_esc(', '.join(map(str, df['dataset'].unique())))}; "
+        f"{len(wide)} results. The best setting is chosen on validation top-1, never on test; "
+        "✓ marks a paired 95% interval that excludes 0.</p>",
+        "<h2>Best settings</h2>",
+        best_html(df),
+    ]
     parts += [_sweep_section(df, m, head, pool, fig_html) for m in models]
     if workspace is not None:
         parts.append(_workspace_section(df, workspace, head, fig_html, compute))
     else:
-        parts.append("<h2>Per-class results and UMAP</h2><p class='missing'>Not available: the sweep "
-                     "table holds overall accuracies only. Write the report with <code>explorer report "
-                     "--workspace --model M --dataset D --limit N</code> (or from the app's Sweep page) "
-                     "to add per-class results, confusions and a UMAP of the best setting.</p>")
-    facts = [["command", command or "(not recorded)"], ["table", str(source or "(in memory)")],
-             ["table sha256", table_checksum(df, source)], ["rows", len(df)],
-             ["figures", f"head {head}, pool {pool}"],
-             ["written", datetime.now(timezone.utc).isoformat(timespec="seconds")]]
+        parts.append(
+            "<h2>Per-class results and UMAP</h2><p class='missing'>Not available: the sweep "
+            "table holds overall accuracies only. Write the report with <code>explorer report "
+            "--workspace --model M --dataset D --limit N</code> (or from the app's Sweep page) "
+            "to add per-class results, confusions and a UMAP of the best setting.</p>"
+        )
+    facts = [
+        ["command", command or "(not recorded)"],
+        ["table", str(source or "(in memory)")],
+        ["table sha256", table_checksum(df, source)],
+        ["rows", len(df)],
+        ["figures", f"head {head}, pool {pool}"],
+        ["written", datetime.now(timezone.utc).isoformat(timespec="seconds")],
+    ]
     if workspace is not None:
-        facts += [["model fingerprint", workspace.model.fingerprint],
-                  ["dataset fingerprint", workspace.dataset.fingerprint],
-                  ["images", f"{len(workspace.train.indices)} train / {len(workspace.test.indices)} test"]]
+        facts += [
+            ["model fingerprint", workspace.model.fingerprint],
+            ["dataset fingerprint", workspace.dataset.fingerprint],
+            [
+                "images",
+                f"{len(workspace.train.indices)} train / {len(workspace.test.indices)} test",
+            ],
+        ]
     facts += [[k, v] for k, v in versions().items()]
     parts += ["<h2>Settings and versions</h2>", _html_table(["", ""], facts)]
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            "<title>Sweep report</title><style>" + _STYLE + "</style></head><body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>Sweep report</title><style>"
+        + _STYLE
+        + "</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
 
 
 def write_html_report(df: pd.DataFrame, out: str | Path, **kw) -> Path:

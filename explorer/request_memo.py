@@ -17,7 +17,9 @@ from explorer.paths import BUILTIN_MODEL_DIRS, RANDOM_PREFIX
 from explorer.store import FeatureStore, atomic_write_text, content_key
 
 MODEL_FILES = tuple(
-    f"{sub}*.{ext}" for sub in ("", "unet/") for ext in ("json", "safetensors", "bin", "pt", "pth", "ckpt", "pkl")
+    f"{sub}*.{ext}"
+    for sub in ("", "unet/")
+    for ext in ("json", "safetensors", "bin", "pt", "pth", "ckpt", "pkl")
 ) + ("scheduler/*.json",)
 
 

@@ -24,8 +24,27 @@ from explorer.store import content_key
 PROBE_VERSION = 1
 # a head whose stored results changed gets its own version, so only its cached results go stale
 HEAD_VERSIONS = {"knn": 2}  # 2: k-NN reports val_top1
-COLUMNS = ["model", "dataset", "t", "layer", "layer_index", "pool", "head", "split", "metric", "value"]
-TEXT_COLUMNS = ("model", "dataset", "layer", "pool", "head", "split", "metric")  # kept as text ("1" stays "1")
+COLUMNS = [
+    "model",
+    "dataset",
+    "t",
+    "layer",
+    "layer_index",
+    "pool",
+    "head",
+    "split",
+    "metric",
+    "value",
+]
+TEXT_COLUMNS = (
+    "model",
+    "dataset",
+    "layer",
+    "pool",
+    "head",
+    "split",
+    "metric",
+)  # kept as text ("1" stays "1")
 
 
 class ResultStore:
@@ -36,9 +55,18 @@ class ResultStore:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def key(head: str, train_keys: list[str], test_keys: list[str], params: dict | None = None) -> str:
-        return content_key({"head": head, "train": train_keys, "test": test_keys, "params": params or {},
-                            "version": HEAD_VERSIONS.get(head.rstrip("0123456789"), PROBE_VERSION)})
+    def key(
+        head: str, train_keys: list[str], test_keys: list[str], params: dict | None = None
+    ) -> str:
+        return content_key(
+            {
+                "head": head,
+                "train": train_keys,
+                "test": test_keys,
+                "params": params or {},
+                "version": HEAD_VERSIONS.get(head.rstrip("0123456789"), PROBE_VERSION),
+            }
+        )
 
     def path(self, key: str) -> Path:
         return self.dir / f"{key}.npz"
@@ -50,18 +78,39 @@ class ResultStore:
         try:
             with np.load(p, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                return ProbeResult(head=meta["head"], top1=meta["top1"], ci_low=meta["ci_low"], ci_high=meta["ci_high"],
-                                   per_class=z["per_class"], confusion=z["confusion"], predictions=z["predictions"],
-                                   extra=meta["extra"])
+                return ProbeResult(
+                    head=meta["head"],
+                    top1=meta["top1"],
+                    ci_low=meta["ci_low"],
+                    ci_high=meta["ci_high"],
+                    per_class=z["per_class"],
+                    confusion=z["confusion"],
+                    predictions=z["predictions"],
+                    extra=meta["extra"],
+                )
         except (OSError, ValueError, KeyError):
             return None  # unreadable: recompute
 
     def put(self, key: str, r: ProbeResult) -> None:
-        meta = {"head": r.head, "top1": r.top1, "ci_low": r.ci_low, "ci_high": r.ci_high,
-                "extra": {k: v for k, v in r.summary().items() if k not in ("head", "top1", "ci_low", "ci_high")}}
+        meta = {
+            "head": r.head,
+            "top1": r.top1,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "extra": {
+                k: v
+                for k, v in r.summary().items()
+                if k not in ("head", "top1", "ci_low", "ci_high")
+            },
+        }
         buf = io.BytesIO()
-        np.savez(buf, per_class=r.per_class, confusion=r.confusion, predictions=r.predictions,
-                 meta=np.array(json.dumps(meta, default=float)))
+        np.savez(
+            buf,
+            per_class=r.per_class,
+            confusion=r.confusion,
+            predictions=r.predictions,
+            meta=np.array(json.dumps(meta, default=float)),
+        )
         atomic_write(self.path(key), buf.getvalue())
 
 
@@ -75,7 +124,12 @@ def tidy_rows(base: dict, results: list[ProbeResult]) -> list[dict]:
     top = np.array([r.top1 for r in results])
     rows = [
         {**base, "split": "test", "metric": "top1", "value": float(top.mean())},
-        {**base, "split": "test", "metric": "top1_std", "value": float(top.std(ddof=1)) if len(top) > 1 else 0.0},
+        {
+            **base,
+            "split": "test",
+            "metric": "top1_std",
+            "value": float(top.std(ddof=1)) if len(top) > 1 else 0.0,
+        },
         {**base, "split": "test", "metric": "ci_low", "value": float(results[0].ci_low)},
         {**base, "split": "test", "metric": "ci_high", "value": float(results[0].ci_high)},
         {**base, "split": "test", "metric": "draws", "value": float(len(results))},
@@ -93,8 +147,10 @@ def paired_rows(base: dict, name: str, diff: tuple[float, float, float]) -> list
     Names in use: `vs_pixels` (the raw-pixel probe, same head) and `vs_random` (the
     random-weights model at the same t, layer, pool and head).
     """
-    return [{**base, "split": "test", "metric": name + sfx, "value": float(v)}
-            for sfx, v in zip(("", "_low", "_high"), diff, strict=True)]
+    return [
+        {**base, "split": "test", "metric": name + sfx, "value": float(v)}
+        for sfx, v in zip(("", "_low", "_high"), diff, strict=True)
+    ]
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -157,11 +213,16 @@ def accuracy_view(df: pd.DataFrame, head: str | None = None, fused: bool = False
 def best_on_validation(wide: pd.DataFrame) -> pd.Series | None:
     """The row of `wide` (accuracy_view rows) with the highest val_top1, ties to the smaller t,
     then the earlier block; None when no row has a validation accuracy. Test top-1 is never read."""
-    scored = wide[np.isfinite(wide["val_top1"].astype(float))] if "val_top1" in wide else wide.iloc[:0]
+    scored = (
+        wide[np.isfinite(wide["val_top1"].astype(float))] if "val_top1" in wide else wide.iloc[:0]
+    )
     if scored.empty:
         return None
     order = scored.assign(_t=scored["t"].astype(float).fillna(-1)).sort_values(
-        ["val_top1", "_t", "layer_index", "pool"], ascending=[False, True, True, True], kind="stable")
+        ["val_top1", "_t", "layer_index", "pool"],
+        ascending=[False, True, True, True],
+        kind="stable",
+    )
     return order.drop(columns="_t").iloc[0]
 
 
@@ -170,13 +231,16 @@ def ranked_cells(wide: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     row has one); ties go to the smaller t, then the earlier block (as `best_on_validation`)."""
     by_val = "val_top1" in wide and bool(wide["val_top1"].notna().any())
     cells = wide.sort_values(
-        ["val_top1" if by_val else "top1", "t", "layer_index"], ascending=[False, True, True], kind="stable"
+        ["val_top1" if by_val else "top1", "t", "layer_index"],
+        ascending=[False, True, True],
+        kind="stable",
     )
     return cells, by_val
 
 
-def sweep_slice(wide: pd.DataFrame, model: str, head: str | None = None,
-                pool: str | None = None) -> pd.DataFrame:
+def sweep_slice(
+    wide: pd.DataFrame, model: str, head: str | None = None, pool: str | None = None
+) -> pd.DataFrame:
     """The rows of `wide` (accuracy_view rows) of `model`, and of `head` and `pool` when given."""
     keep = wide["model"] == model
     if head is not None:

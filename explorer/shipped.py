@@ -72,13 +72,20 @@ class Shipped:
             what += f" on {p['date']}"
         what += f", by `{p.get('command', COMMAND)}`."
         if self.state == "ok":
-            return what + " Checked: checksum, extraction version and model weights match. " \
+            return (
+                what + " Checked: checksum, extraction version and model weights match. "
                 "*Compute* runs your own sweep on the sidebar's limits and replaces it."
+            )
         if self.state == "unknown":
             return what + " **Unverified:** its provenance file is missing or unreadable."
         kind = "Altered" if self.state == "altered" else "Stale"
-        return f"**{kind} shipped results, not fresh:** " + "; ".join(self.problems) + ". " + what \
+        return (
+            f"**{kind} shipped results, not fresh:** "
+            + "; ".join(self.problems)
+            + ". "
+            + what
             + " Press *Compute* to make a fresh table."
+        )
 
 
 def check(csv: Path, *, extraction_version: int, model_fingerprint: str | None) -> Shipped:
@@ -93,11 +100,15 @@ def check(csv: Path, *, extraction_version: int, model_fingerprint: str | None) 
     if sha256(csv) != want:
         return Shipped(csv, prov, "altered", ["the table does not match its recorded checksum"])
     if prov.get("extraction_version") != extraction_version:
-        problems.append(f"made with extraction version {prov.get('extraction_version')}, "
-                        f"this code uses {extraction_version}")
+        problems.append(
+            f"made with extraction version {prov.get('extraction_version')}, "
+            f"this code uses {extraction_version}"
+        )
     if model_fingerprint is not None and prov.get("model_fingerprint") != model_fingerprint:
-        problems.append(f"made with model weights {prov.get('model_fingerprint')}, "
-                        f"the model here is {model_fingerprint}")
+        problems.append(
+            f"made with model weights {prov.get('model_fingerprint')}, "
+            f"the model here is {model_fingerprint}"
+        )
     return Shipped(csv, prov, "stale" if problems else "ok", problems)
 
 
@@ -113,20 +124,41 @@ def table_for(model: str, dataset: str) -> Path | None:
 def _git_date(path: Path) -> str | None:
     """The date of the last commit of `path` when the file is unchanged since it, else None."""
     try:
-        root = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path.parent,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        root = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         rel = str(path.resolve().relative_to(root))
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", rel], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        date = subprocess.run(["git", "log", "-1", "--format=%cs", "--", rel], cwd=root,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", rel],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        date = subprocess.run(
+            ["git", "log", "-1", "--format=%cs", "--", rel],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, ValueError, subprocess.CalledProcessError):
         return None
     return date if date and not dirty else None
 
 
-def provenance(csv: Path, *, date: str | None = None, command: str = COMMAND,
-               model: str = "ddpm-fashion-mnist", dataset: str = "fashion-mnist") -> dict:
+def provenance(
+    csv: Path,
+    *,
+    date: str | None = None,
+    command: str = COMMAND,
+    model: str = "ddpm-fashion-mnist",
+    dataset: str = "fashion-mnist",
+) -> dict:
     """The sidecar of `csv`: checksum, date, command, versions and the model's fingerprint."""
     import pandas as pd
 
@@ -164,9 +196,13 @@ def _train_limit(command: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m explorer.shipped", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m explorer.shipped", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--write", action="store_true", help="write the sidecar of every shipped table")
-    ap.add_argument("--date", default=None, help="when the table was made (default: its last commit)")
+    ap.add_argument(
+        "--date", default=None, help="when the table was made (default: its last commit)"
+    )
     ap.add_argument("--command", default=COMMAND, help="the command that regenerates it")
     a = ap.parse_args(argv)
     from explorer.extract import EXTRACTION_VERSION
@@ -176,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             prov = provenance(csv, date=a.date, command=a.command, model=model, dataset=dataset)
             sidecar_path(csv).write_text(json.dumps(prov, indent=1) + "\n")
             print(f"wrote {sidecar_path(csv)}")
-        s = check(csv, extraction_version=EXTRACTION_VERSION, model_fingerprint=None)  # weights: app
+        s = check(
+            csv, extraction_version=EXTRACTION_VERSION, model_fingerprint=None
+        )  # weights: app
         print(f"{csv.name}: {s.state}" + (f" ({'; '.join(s.problems)})" if s.problems else ""))
     return 0
 

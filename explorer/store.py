@@ -85,8 +85,11 @@ class PartialEntry:
             try:
                 prog = json.loads(self.progress.read_text())
                 mm = np.load(self.npy, mmap_mode="r+")
-                if (tuple(mm.shape) == self.shape and prog.get("shape") == list(self.shape)
-                        and str(mm.dtype) == prog.get("dtype", "float16")):
+                if (
+                    tuple(mm.shape) == self.shape
+                    and prog.get("shape") == list(self.shape)
+                    and str(mm.dtype) == prog.get("dtype", "float16")
+                ):
                     self.rows_done, self.mm = int(prog["rows_done"]), mm
                     if "widened_at_row" in prog:
                         self.meta["float16_overflow"] = True
@@ -110,6 +113,7 @@ class PartialEntry:
 
     def _widen(self, at_row: int) -> None:
         """Rewrite the partial as float32 (rows so far converted exactly), durably."""
+
         def widen(tmp: Path) -> None:
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=self.shape)
             mm[:] = self.mm
@@ -147,8 +151,15 @@ class PartialEntry:
             npy.parent.mkdir(parents=True, exist_ok=True)
             checksum = file_checksum(self.npy)
             os.replace(self.npy, npy)
-            meta = {**self.meta, "key": self.key, "shape": list(self.shape), "dtype": dtype,
-                    "checksum": checksum, "bytes": npy.stat().st_size, "created": time.time()}
+            meta = {
+                **self.meta,
+                "key": self.key,
+                "shape": list(self.shape),
+                "dtype": dtype,
+                "checksum": checksum,
+                "bytes": npy.stat().st_size,
+                "created": time.time(),
+            }
             atomic_write_text(manifest, json.dumps(meta, indent=1, default=str))
             self.store._remember(npy)
         self.progress.unlink(missing_ok=True)
@@ -188,7 +199,9 @@ class FeatureStore:
         if status == "missing":
             raise KeyError(f"feature entry {key} is not cached")
         if status not in ("ok", "adopted"):
-            raise DamagedEntry(f"cached features {key} were damaged ({detail}); moved aside, compute them again")
+            raise DamagedEntry(
+                f"cached features {key} were damaged ({detail}); moved aside, compute them again"
+            )
         return np.load(self.paths(key)[0], mmap_mode="r" if mmap else None)
 
     def manifest(self, key: str) -> dict:
@@ -239,7 +252,10 @@ class FeatureStore:
         except (OSError, ValueError, EOFError) as e:
             return "damaged", f"unreadable array ({e})"
         if tuple(arr.shape) != shape or str(arr.dtype) != dtype:
-            return "damaged", f"array is {arr.dtype}{tuple(arr.shape)}, manifest says {dtype}{shape}"
+            return (
+                "damaged",
+                f"array is {arr.dtype}{tuple(arr.shape)}, manifest says {dtype}{shape}",
+            )
         for s in range(0, len(arr), 4096):
             if not np.isfinite(arr[s : s + 4096]).all():
                 return "damaged", "non-finite values"
@@ -263,7 +279,11 @@ class FeatureStore:
             status, detail = self._verify(key, memo=False)
             if status == "legacy":
                 meta = json.loads(manifest.read_text())
-                meta |= {"checksum": file_checksum(npy), "bytes": npy.stat().st_size, "adopted": time.time()}
+                meta |= {
+                    "checksum": file_checksum(npy),
+                    "bytes": npy.stat().st_size,
+                    "adopted": time.time(),
+                }
                 atomic_write_text(manifest, json.dumps(meta, indent=1, default=str))
                 self._remember(npy)
                 return "adopted", ""
@@ -287,8 +307,12 @@ class FeatureStore:
                     moved.append(src.suffix)
             (self.quarantine_dir / f"{stem}.reason.txt").write_text(reason + "\n")
             self._forget(npy)
-        log.warning("damaged cache entry %s (%s) moved to %s; it will be recomputed",
-                    key, reason, self.quarantine_dir)
+        log.warning(
+            "damaged cache entry %s (%s) moved to %s; it will be recomputed",
+            key,
+            reason,
+            self.quarantine_dir,
+        )
         return "damaged", reason
 
     def entry_lock(self, key: str) -> FileLock:

@@ -87,7 +87,9 @@ class SweepPlan:
     pixels: bool = True  # raw-pixel baseline
     controls: list[Workspace] = field(default_factory=list)  # e.g. the random-weights model
     fused: list[Fused] = field(default_factory=list)  # fused settings, probed on the model only
-    seed_average: str = "accuracy"  # several seeds: "accuracy" (mean of probes) or "features" (DIFT)
+    seed_average: str = (
+        "accuracy"  # several seeds: "accuracy" (mean of probes) or "features" (DIFT)
+    )
 
     @property
     def steps(self) -> int:
@@ -121,17 +123,33 @@ def _rows(ws: Workspace, settings: list, head: str) -> tuple[list[dict], dict[Po
         by_point.setdefault(table_point(ws, s), []).append(s)
     for (t, layer, pool), group in by_point.items():
         idx = 0 if layer == PIXELS else -1 if t is None else ws.layer(layer).index
-        base = {"model": PIXELS if layer == PIXELS else ws.model.name, "dataset": ws.dataset.name, "t": t,
-                "layer": layer, "layer_index": idx, "pool": pool, "head": head}
+        base = {
+            "model": PIXELS if layer == PIXELS else ws.model.name,
+            "dataset": ws.dataset.name,
+            "t": t,
+            "layer": layer,
+            "layer_index": idx,
+            "pool": pool,
+            "head": head,
+        }
         first = [res[s] for s in group]
         rows += tidy_rows(base, first)
         if isinstance(group[0], Fused) and group[0].is_ensemble:  # features averaged over draws
-            rows.append({**base, "split": "test", "metric": "ensemble", "value": float(len(group[0].members))})
+            rows.append(
+                {
+                    **base,
+                    "split": "test",
+                    "metric": "ensemble",
+                    "value": float(len(group[0].members)),
+                }
+            )
         points[(t, layer, pool, head)] = (base, first[0].predictions == y)
     return rows, points
 
 
-def _paired(points: dict[Point, tuple], refs: dict[Point, np.ndarray], name: str, match) -> list[dict]:
+def _paired(
+    points: dict[Point, tuple], refs: dict[Point, np.ndarray], name: str, match
+) -> list[dict]:
     """`name` rows for every point whose reference `match(point)` is in `refs` (same test images)."""
     rows = []
     for p, (base, correct) in points.items():
@@ -141,9 +159,14 @@ def _paired(points: dict[Point, tuple], refs: dict[Point, np.ndarray], name: str
     return rows
 
 
-def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
-              report: Report | None = None,
-              progress: bool | Callable[[int, int], None] = False) -> pd.DataFrame:
+def run_sweep(
+    ws: Workspace,
+    plan: SweepPlan,
+    *,
+    out: str | Path | None = None,
+    report: Report | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+) -> pd.DataFrame:
     """Run `plan` on `ws` (and its controls); returns the tidy table, also saved to `out` as it grows.
 
     `report` gets a `SweepProgress` before each step and at the end; `progress` gets
@@ -177,11 +200,18 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
     for m in models:
         for t in plan.timesteps:
             tell(f"{m.model.name}: t={t}, {len(plan.layers)} layers")
-            settings = [Setting(t, lay, p, s) for lay in plan.layers for p in plan.pools for s in plan.seeds]
+            settings = [
+                Setting(t, lay, p, s) for lay in plan.layers for p in plan.pools for s in plan.seeds
+            ]
             m.ensure(settings, progress=progress)
-            if plan.seed_average == "features" and len(plan.seeds) > 1:  # DIFT: one probe on mean features
-                settings = [Fused(tuple(Setting(t, lay, p, s) for s in plan.seeds), "mean")
-                            for lay in plan.layers for p in plan.pools]
+            if (
+                plan.seed_average == "features" and len(plan.seeds) > 1
+            ):  # DIFT: one probe on mean features
+                settings = [
+                    Fused(tuple(Setting(t, lay, p, s) for s in plan.seeds), "mean")
+                    for lay in plan.layers
+                    for p in plan.pools
+                ]
             for head in plan.heads:
                 new, pts = _rows(m, settings, head)
                 rows += new + _paired(pts, pixels, "vs_pixels", lambda p: p[3])
@@ -189,7 +219,9 @@ def run_sweep(ws: Workspace, plan: SweepPlan, *, out: str | Path | None = None,
                     mine |= pts
                 elif m.model.name.startswith(RANDOM_PREFIX):
                     ctrl = {p: c for p, (_, c) in pts.items()}
-                    rows += _paired({p: mine[p] for p in pts if p in mine}, ctrl, "vs_random", lambda p: p)
+                    rows += _paired(
+                        {p: mine[p] for p in pts if p in mine}, ctrl, "vs_random", lambda p: p
+                    )
             done += 1
             flush()
     for f in plan.fused:
@@ -211,21 +243,36 @@ def describe_best(df: pd.DataFrame) -> str:
     best = best_settings(df)
     lines = []
     for _, r in best.iterrows():
-        where = "raw pixels" if r["layer"] == PIXELS else f"t={int(r['t'])}, layer {int(r['layer_index'])} ({r['layer']}), pool {r['pool']}"
+        where = (
+            "raw pixels"
+            if r["layer"] == PIXELS
+            else f"t={int(r['t'])}, layer {int(r['layer_index'])} ({r['layer']}), pool {r['pool']}"
+        )
         how = f"val {100 * r['val_top1']:.2f}%, " if np.isfinite(r["val_top1"]) else ""
-        line = (f"best {r['head']:>9} for {r['model']} (on validation): {where}; {how}"
-                f"test {100 * r['top1']:.2f}% [{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]")
-        vs = [w for n, ref in (("vs_pixels", "raw pixels"), ("vs_random", "random weights"))
-              if (w := paired_words(r, n, ref))]
+        line = (
+            f"best {r['head']:>9} for {r['model']} (on validation): {where}; {how}"
+            f"test {100 * r['top1']:.2f}% [{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]"
+        )
+        vs = [
+            w
+            for n, ref in (("vs_pixels", "raw pixels"), ("vs_random", "random weights"))
+            if (w := paired_words(r, n, ref))
+        ]
         lines.append("; ".join([line, *vs]))
     fused = accuracy_view(df, fused=True)
     for _, r in fused[fused["layer"].map(is_fused_text)].iterrows():
-        lines.append(f"fused {r['layer']} (pool {r['pool']}), {r['head']}: test {100 * r['top1']:.2f}% "
-                     f"[{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]")
-    skipped = set(map(tuple, accuracy_groups(df))) - set(zip(best["model"], best["head"], strict=True))
+        lines.append(
+            f"fused {r['layer']} (pool {r['pool']}), {r['head']}: test {100 * r['top1']:.2f}% "
+            f"[{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]"
+        )
+    skipped = set(map(tuple, accuracy_groups(df))) - set(
+        zip(best["model"], best["head"], strict=True)
+    )
     for model, head in sorted(skipped):
-        lines.append(f"{head} for {model}: no validation accuracy in this table, so no best setting "
-                     "is named (re-run the sweep)")
+        lines.append(
+            f"{head} for {model}: no validation accuracy in this table, so no best setting "
+            "is named (re-run the sweep)"
+        )
     return "\n".join(lines)
 
 
@@ -243,23 +290,37 @@ def summary_lines(wide: pd.DataFrame, random_model: str | None = None) -> list[s
         return []
     best = best_on_validation(wide)
     if best is None:
-        return ["This table has no validation accuracy, so no best setting is named and no cell is "
-                "marked ▲: re-run the sweep to get them."]
+        return [
+            "This table has no validation accuracy, so no best setting is named and no cell is "
+            "marked ▲: re-run the sweep to get them."
+        ]
     where = f"t={int(best['t'])}, block {int(best['layer_index'])} ({best['layer']})"
-    out = [f"Best on validation ({100 * best['val_top1']:.2f}%): {where}, test top-1 "
-           f"{100 * best['top1']:.2f}% (95% interval {100 * best['ci_low']:.2f}–{100 * best['ci_high']:.2f})."]
-    for name, ref in (("vs_pixels", "raw pixels"), ("vs_random", f"{random_model or 'random weights'} at the same setting")):
+    out = [
+        f"Best on validation ({100 * best['val_top1']:.2f}%): {where}, test top-1 "
+        f"{100 * best['top1']:.2f}% (95% interval {100 * best['ci_low']:.2f}–{100 * best['ci_high']:.2f})."
+    ]
+    for name, ref in (
+        ("vs_pixels", "raw pixels"),
+        ("vs_random", f"{random_model or 'random weights'} at the same setting"),
+    ):
         if words := paired_words(best, name, ref):
             out.append(f"Against {ref}: {words}.")
-    for name, ref, mark in (("vs_pixels", "raw pixels", "▲, "), ("vs_random", "random weights at the same setting", "")):
+    for name, ref, mark in (
+        ("vs_pixels", "raw pixels", "▲, "),
+        ("vs_random", "random weights at the same setting", ""),
+    ):
         paired = wide[np.isfinite(wide[f"{name}_low"].astype(float))]
         if not paired.empty:
             up = int((paired[f"{name}_low"] > 0).sum())
             down = int((paired[f"{name}_high"] < 0).sum())
-            out.append(f"{up} of {len(paired)} cells beat {ref} beyond noise ({mark}paired 95% interval "
-                       f"above 0); {len(paired) - up - down} are within noise of it; {down} are below.")
+            out.append(
+                f"{up} of {len(paired)} cells beat {ref} beyond noise ({mark}paired 95% interval "
+                f"above 0); {len(paired) - up - down} are within noise of it; {down} are below."
+            )
     near = wide[(wide["ci_high"] >= best["ci_low"]) & (wide["ci_low"] <= best["ci_high"])]
     if len(near) > 1:
-        out.append(f"{len(near) - 1} other cells have test intervals overlapping the best's: "
-                   "their order is within noise.")
+        out.append(
+            f"{len(near) - 1} other cells have test intervals overlapping the best's: "
+            "their order is within noise."
+        )
     return out

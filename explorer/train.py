@@ -59,7 +59,9 @@ def unet_config(size: int, channels: int) -> dict:
 def new_scheduler():
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon"
+    )
 
 
 @dataclass
@@ -75,10 +77,21 @@ class _State:
     elapsed: float = 0.0
 
     def save(self, path: Path) -> None:
-        atomic_write(path, lambda tmp: torch.save(
-            {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-             "gen": self.gen.get_state(), "step": self.step, "losses": self.losses, "elapsed": self.elapsed},
-            tmp))
+        atomic_write(
+            path,
+            lambda tmp: torch.save(
+                {
+                    "model": self.model.state_dict(),
+                    "ema": self.ema.state_dict(),
+                    "opt": self.opt.state_dict(),
+                    "gen": self.gen.get_state(),
+                    "step": self.step,
+                    "losses": self.losses,
+                    "elapsed": self.elapsed,
+                },
+                tmp,
+            ),
+        )
 
     def resume(self, path: Path, device) -> None:
         state = torch.load(path, map_location=device, weights_only=True)
@@ -86,7 +99,11 @@ class _State:
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
-        self.step, self.losses, self.elapsed = int(state["step"]), list(state["losses"]), float(state["elapsed"])
+        self.step, self.losses, self.elapsed = (
+            int(state["step"]),
+            list(state["losses"]),
+            float(state["elapsed"]),
+        )
 
 
 def _train_tensor(dataset: ImageDataset, prep: Preprocess) -> torch.Tensor:
@@ -97,7 +114,12 @@ def _train_tensor(dataset: ImageDataset, prep: Preprocess) -> torch.Tensor:
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 0 at `cfg.steps`."""
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+    return (
+        cfg.lr
+        * min(1.0, (step + 1) / cfg.warmup)
+        * 0.5
+        * (1 + math.cos(math.pi * step / cfg.steps))
+    )
 
 
 def _train_step(st: _State, data: torch.Tensor, abar: torch.Tensor, cfg: TrainConfig, dev) -> float:
@@ -125,7 +147,14 @@ def _train_step(st: _State, data: torch.Tensor, abar: torch.Tensor, cfg: TrainCo
     return st.losses[-1]
 
 
-def train(dataset: ImageDataset, out: str | Path, cfg: TrainConfig, *, device: str = "auto", command: str | None = None) -> Path:
+def train(
+    dataset: ImageDataset,
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    device: str = "auto",
+    command: str | None = None,
+) -> Path:
     """Train on `dataset`'s train split into `out`, resuming from `out/checkpoint.pt` if present."""
     from diffusers import UNet2DModel
 
@@ -139,9 +168,12 @@ def train(dataset: ImageDataset, out: str | Path, cfg: TrainConfig, *, device: s
 
     torch.manual_seed(cfg.seed)
     model = UNet2DModel(**unet_config(size, channels)).to(dev)
-    st = _State(model, copy.deepcopy(model).eval().requires_grad_(False),
-                torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0),
-                torch.Generator().manual_seed(cfg.seed))
+    st = _State(
+        model,
+        copy.deepcopy(model).eval().requires_grad_(False),
+        torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0),
+        torch.Generator().manual_seed(cfg.seed),
+    )
     sched = new_scheduler()
     abar = sched.alphas_cumprod.to(dev)  # (T,): t is drawn from the scheduler's own range
     ckpt = out / "checkpoint.pt"
@@ -165,7 +197,9 @@ def train(dataset: ImageDataset, out: str | Path, cfg: TrainConfig, *, device: s
     return out
 
 
-def _finish(out: Path, st: _State, sched, dataset, cfg: TrainConfig, dev, command, size: int, channels: int) -> None:
+def _finish(
+    out: Path, st: _State, sched, dataset, cfg: TrainConfig, dev, command, size: int, channels: int
+) -> None:
     """Save the EMA weights and scheduler (`save_pretrained`, with `model_index.json`), a sample
     grid and the model card."""
     st.ema.save_pretrained(out, safe_serialization=True)
@@ -173,8 +207,18 @@ def _finish(out: Path, st: _State, sched, dataset, cfg: TrainConfig, dev, comman
     write_model_index(out)
     sample_grid(st.ema, sched, n=64, seed=cfg.seed, device=dev).save(out / "samples.png")
     final_loss = float(np.mean(st.losses[-100:])) if st.losses else float("nan")
-    write_card(out, dataset, cfg, final_loss, st.elapsed, dev, command, size, channels,
-               sum(p.numel() for p in st.ema.parameters()))
+    write_card(
+        out,
+        dataset,
+        cfg,
+        final_loss,
+        st.elapsed,
+        dev,
+        command,
+        size,
+        channels,
+        sum(p.numel() for p in st.ema.parameters()),
+    )
 
 
 @torch.inference_mode()
@@ -204,9 +248,14 @@ def sample_grid(unet, scheduler, n: int = 64, seed: int = 0, steps: int = 50, de
     return img.resize((cols * s * 3, rows * s * 3), Image.NEAREST)
 
 
-HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist"}  # hub ids for the card's `datasets`
-PIPELINE_INDEX = {"_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
-                  "unet": ["diffusers", "UNet2DModel"]}
+HUB_DATASETS = {
+    "fashion-mnist": "zalando-datasets/fashion_mnist"
+}  # hub ids for the card's `datasets`
+PIPELINE_INDEX = {
+    "_class_name": "DDPMPipeline",
+    "scheduler": ["diffusers", "DDPMScheduler"],
+    "unet": ["diffusers", "UNet2DModel"],
+}
 
 
 def write_model_index(out: Path) -> Path:
@@ -214,12 +263,25 @@ def write_model_index(out: Path) -> Path:
     so `DDPMPipeline.from_pretrained(out)` loads the U-Net and the scheduler from `out` itself."""
     import diffusers
 
-    return atomic_write(out / "model_index.json",
-                        json.dumps({**PIPELINE_INDEX, "_diffusers_version": diffusers.__version__}, indent=2) + "\n")
+    return atomic_write(
+        out / "model_index.json",
+        json.dumps({**PIPELINE_INDEX, "_diffusers_version": diffusers.__version__}, indent=2)
+        + "\n",
+    )
 
 
-def write_card(out: Path, dataset: ImageDataset, cfg: TrainConfig, final_loss: float, seconds: float,
-               device, command: str | None, size: int, channels: int, params: int) -> None:
+def write_card(
+    out: Path,
+    dataset: ImageDataset,
+    cfg: TrainConfig,
+    final_loss: float,
+    seconds: float,
+    device,
+    command: str | None,
+    size: int,
+    channels: int,
+    params: int,
+) -> None:
     """Write training.json and README.md (model card) beside the weights."""
     info = {
         "dataset": dataset.name,
@@ -253,12 +315,18 @@ def sweep_results(table, model: str, head: str = "linear") -> list:
     r = best.iloc[0]
     ds = str(r["dataset"])
     where = f"t={int(r['t'])}, block {int(r['layer_index'])} ({r['layer']}), pool {r['pool']}"
-    return [EvalResult(
-        task_type="image-classification", task_name=f"{head} probe on U-Net features",
-        dataset_type=HUB_DATASETS.get(ds, ds), dataset_name=ds, dataset_split="test",
-        metric_type="accuracy", metric_value=round(float(r["top1"]), 4),
-        metric_name=f"{head} probe top-1 at {where} (chosen on validation)",
-    )]
+    return [
+        EvalResult(
+            task_type="image-classification",
+            task_name=f"{head} probe on U-Net features",
+            dataset_type=HUB_DATASETS.get(ds, ds),
+            dataset_name=ds,
+            dataset_split="test",
+            metric_type="accuracy",
+            metric_value=round(float(r["top1"]), 4),
+            metric_name=f"{head} probe top-1 at {where} (chosen on validation)",
+        )
+    ]
 
 
 def model_card(info: dict, table=None, model: str | None = None):
@@ -269,11 +337,19 @@ def model_card(info: dict, table=None, model: str | None = None):
     name, c = info["dataset"], info["config"]
     results = sweep_results(table, model) if table is not None and model else []
     data = ModelCardData(
-        license="mit", library_name="diffusers", datasets=[HUB_DATASETS.get(name, name)],
-        tags=["diffusers", "ddpm", "unconditional-image-generation", "representation-learning",
-              "diffusion-feature-explorer"],
+        license="mit",
+        library_name="diffusers",
+        datasets=[HUB_DATASETS.get(name, name)],
+        tags=[
+            "diffusers",
+            "ddpm",
+            "unconditional-image-generation",
+            "representation-learning",
+            "diffusion-feature-explorer",
+        ],
         pipeline_tag="unconditional-image-generation",
-        model_name=model or f"ddpm-{name}", eval_results=results or None,
+        model_name=model or f"ddpm-{name}",
+        eval_results=results or None,
     )
     size, ch = info["resolution"], info["channels"]
     flips = ", random horizontal flips" if c.get("flip") else ""
@@ -290,21 +366,21 @@ A small unconditional DDPM (diffusers `UNet2DModel`, epsilon prediction, linear 
 
 | | |
 |---|---|
-| data | {name} train split, {info['train_images']} images at {size}x{size}x{ch}{flips} |
-| parameters | {info['parameters'] / 1e6:.2f}M |
-| steps | {c['steps']} x batch {c['batch_size']}, AdamW lr {c['lr']} (warm-up {c['warmup']}, cosine), EMA {c['ema_decay']} |
-| final loss | {info['final_loss']:.4f} (mean of the last 100 steps) |
-| time | {info['train_seconds'] / 60:.1f} min |
-| hardware | {info['hardware']} |
-| torch | {info['torch']} |{probe}
+| data | {name} train split, {info["train_images"]} images at {size}x{size}x{ch}{flips} |
+| parameters | {info["parameters"] / 1e6:.2f}M |
+| steps | {c["steps"]} x batch {c["batch_size"]}, AdamW lr {c["lr"]} (warm-up {c["warmup"]}, cosine), EMA {c["ema_decay"]} |
+| final loss | {info["final_loss"]:.4f} (mean of the last 100 steps) |
+| time | {info["train_seconds"] / 60:.1f} min |
+| hardware | {info["hardware"]} |
+| torch | {info["torch"]} |{probe}
 
 Reproduce with:
 
 ```
-{info['command'] or '(command not recorded)'}
+{info["command"] or "(command not recorded)"}
 ```
 
-Samples (DDIM, 50 steps, seed {c['seed']}, EMA weights):
+Samples (DDIM, 50 steps, seed {c["seed"]}, EMA weights):
 
 ![samples](samples.png)
 """

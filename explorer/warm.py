@@ -79,16 +79,25 @@ def view_of(ws) -> DefaultView:
 # --- the cached views behind the pages ------------------------------------------------------------
 
 
-def cka_view(ws, settings: Sequence, *, split: str = "test", debiased: bool = False,
-             ensure: Callable[[list], None] | None = None) -> np.ndarray:
+def cka_view(
+    ws,
+    settings: Sequence,
+    *,
+    split: str = "test",
+    debiased: bool = False,
+    ensure: Callable[[list], None] | None = None,
+) -> np.ndarray:
     """`(K, K)` linear CKA between `settings` on `split`, cached under `embeddings/` like a UMAP
     (keyed by the features' content keys), so a repeated view needs no features at all.
     `ensure(missing_settings)` is called before computing, e.g. to show a progress bar."""
     from explorer.analysis.embed import cached_matrix, cached_only
 
     keys = [ws.key(s, split) for s in settings]
-    key, params, shape = content_key({"features": keys}), {"debiased": bool(debiased), "v": CKA_VERSION}, \
-        (len(keys), len(keys))
+    key, params, shape = (
+        content_key({"features": keys}),
+        {"debiased": bool(debiased), "v": CKA_VERSION},
+        (len(keys), len(keys)),
+    )
     hit = cached_only("cka", key, params, shape, ws.store.root)
     if hit is not None:
         return hit
@@ -96,8 +105,14 @@ def cka_view(ws, settings: Sequence, *, split: str = "test", debiased: bool = Fa
         missing = [s for s, k in zip(settings, keys, strict=True) if not ws.store.has(k)]
         if missing:
             ensure(missing)
-    return cached_matrix("cka", key, params, shape,
-                         lambda: ws.cka(list(settings), split=split, debiased=debiased), ws.store.root)
+    return cached_matrix(
+        "cka",
+        key,
+        params,
+        shape,
+        lambda: ws.cka(list(settings), split=split, debiased=debiased),
+        ws.store.root,
+    )
 
 
 # --- process-level preload (the server's warm-up) --------------------------------------------------
@@ -205,8 +220,12 @@ def compute_view(ws, ws_sim, view: DefaultView) -> dict[str, list[str]]:
     probed = list(dict.fromkeys(probed))
     ws.evaluate(probed + [Setting(None, D.PIXELS, PIXEL_POOL)], view.head)
     for s in probed:
-        umap_or_pca(np.asarray(ws.features(s, "test")), cache_key=ws.key(s, "test"),
-                    cache_root=ws.store.root, background=False)
+        umap_or_pca(
+            np.asarray(ws.features(s, "test")),
+            cache_key=ws.key(s, "test"),
+            cache_root=ws.store.root,
+            background=False,
+        )
     cka_view(ws_sim, [Setting(*s) for s in view.sim_blocks])
     if view.sim_times:
         cka_view(ws_sim, [Setting(*s) for s in view.sim_times])
@@ -224,7 +243,9 @@ def workspaces(root: str | os.PathLike | None = None, *, device: str = "cpu"):
     store = FeatureStore(root)
     kw = dict(store=store, train_limit=D.DEFAULT_TRAIN_LIMIT, device=device)
     ws = Workspace(model, ds, test_limit=D.DEFAULT_TEST_LIMIT, **kw)
-    sim = Workspace(model, ds, test_limit=min(D.DEFAULT_SIMILARITY_IMAGES, D.DEFAULT_TEST_LIMIT), **kw)
+    sim = Workspace(
+        model, ds, test_limit=min(D.DEFAULT_SIMILARITY_IMAGES, D.DEFAULT_TEST_LIMIT), **kw
+    )
     return ws, sim
 
 
@@ -237,8 +258,12 @@ def write_seed(seed: Path = SEED) -> dict:
         view = view_of(ws)
         keep = compute_view(ws, sim, view)
         root = Path(tmp)
-        rels = [p.relative_to(root).as_posix() for sub in ("results", "embeddings")
-                for p in sorted((root / sub).glob("*")) if p.is_file() and not p.name.endswith(".tmp")]
+        rels = [
+            p.relative_to(root).as_posix()
+            for sub in ("results", "embeddings")
+            for p in sorted((root / sub).glob("*"))
+            if p.is_file() and not p.name.endswith(".tmp")
+        ]
         for key in keep["features"]:
             npy, js = ws.store.paths(key)
             rels += [npy.relative_to(root).as_posix(), js.relative_to(root).as_posix()]
@@ -265,7 +290,9 @@ def write_seed(seed: Path = SEED) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m explorer.warm", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m explorer.warm", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--write", action="store_true", help="recompute the seed into assets/warm/")
     ap.add_argument("--cache-dir", default=None, help="import the seed into this cache root")
     a = ap.parse_args(argv)

@@ -63,9 +63,18 @@ def _map_side(s: Setting | Fused) -> int:
 class Workspace:
     """A model, a dataset and its train/test selections, over the feature and result caches."""
 
-    def __init__(self, model, dataset: ImageDataset, *, store: FeatureStore | None = None,
-                 train_limit: int | None = None, test_limit: int | None = None, batch_size: int = 256,
-                 device: str = "auto", progress: bool | Callable[[int, int], None] = False):
+    def __init__(
+        self,
+        model,
+        dataset: ImageDataset,
+        *,
+        store: FeatureStore | None = None,
+        train_limit: int | None = None,
+        test_limit: int | None = None,
+        batch_size: int = 256,
+        device: str = "auto",
+        progress: bool | Callable[[int, int], None] = False,
+    ):
         self.model, self.dataset = model, dataset
         self.progress = progress  # default for extraction started by any view (CLI: a tqdm bar)
         self.store = store or FeatureStore()
@@ -77,8 +86,16 @@ class Workspace:
         self._other_sels: dict[str, Selection] = {}
 
     @classmethod
-    def open(cls, model_spec: str, dataset_spec: str, *, device: str = "auto", cache_dir=None,
-             trust_pickle: bool = False, **kw) -> Workspace:
+    def open(
+        cls,
+        model_spec: str,
+        dataset_spec: str,
+        *,
+        device: str = "auto",
+        cache_dir=None,
+        trust_pickle: bool = False,
+        **kw,
+    ) -> Workspace:
         from explorer.device import resolve_device
         from explorer.models import load_model
 
@@ -101,7 +118,9 @@ class Workspace:
         from explorer import overview
 
         return {
-            "dataset": overview.describe_dataset(self.dataset, len(self.train.indices), len(self.test.indices)),
+            "dataset": overview.describe_dataset(
+                self.dataset, len(self.train.indices), len(self.test.indices)
+            ),
             "model": overview.describe_model(self.model),
         }
 
@@ -128,7 +147,9 @@ class Workspace:
     def _layer_names(self) -> frozenset[str]:
         return frozenset(lay.name for lay in self.catalogue)
 
-    def setting(self, t: int | str | None, layer: str | int, pool: str | int = 2, seed: int | str = 0) -> Setting:
+    def setting(
+        self, t: int | str | None, layer: str | int, pool: str | int = 2, seed: int | str = 0
+    ) -> Setting:
         """The one canonical `Setting` for any spelling: layer 7, "7", "mid", "mid_block" or its hook
         name, pool 2 or "2" (or "gap"/"max"), t and seed as ints or digit strings.
 
@@ -153,27 +174,44 @@ class Workspace:
         if isinstance(s, Fused):
             members = tuple(self._norm(m) for m in s.members)
             return s if members == s.members else Fused(members, s.mode)
-        if s.is_pixels or (s.layer in self._layer_names and isinstance(s.pool, str) and s.pool in POOLS
-                           and type(s.t) is int and type(s.seed) is int):
+        if s.is_pixels or (
+            s.layer in self._layer_names
+            and isinstance(s.pool, str)
+            and s.pool in POOLS
+            and type(s.t) is int
+            and type(s.seed) is int
+        ):
             return s
         return self.setting(s.t, s.layer, s.pool, s.seed)
 
-    def fused(self, members: str | Sequence, pool: str | int = 2, mode: str | None = None,
-              seed: int | str = 0) -> Fused:
+    def fused(
+        self,
+        members: str | Sequence,
+        pool: str | int = 2,
+        mode: str | None = None,
+        seed: int | str = 0,
+    ) -> Fused:
         """A canonical `Fused` from its text (`"24@150+19@90"`, `"mean:24@150~0+24@150~1"`, see
         `explorer.fusion`) or from `(t, layer)` pairs (`[(150, 24), (90, 19)]`); members take
         `pool` and `seed` unless they name theirs; `mode` "concat" (default) or "mean"."""
         if isinstance(members, str):
             parts, text_mode = parse_fused(members)
             mode = mode or text_mode
-            made = [self.setting(t, b, p or pool, sd if sd is not None else seed) for b, t, sd, p in parts]
+            made = [
+                self.setting(t, b, p or pool, sd if sd is not None else seed)
+                for b, t, sd, p in parts
+            ]
         else:
             made = []
             for m in members:
                 if isinstance(m, Setting):
                     made.append(self._norm(m))
                 elif isinstance(m, Sequence) and len(m) in (2, 3, 4):
-                    made.append(self.setting(m[0], m[1], *(m[2:] or [pool]), *([] if len(m) > 3 else [seed])))
+                    made.append(
+                        self.setting(
+                            m[0], m[1], *(m[2:] or [pool]), *([] if len(m) > 3 else [seed])
+                        )
+                    )
                 else:
                     raise ExplorerError(f"a fused member is (t, layer) or a Setting, not {m!r}")
         return Fused(tuple(made), mode or "concat")
@@ -190,15 +228,21 @@ class Workspace:
         if split in ("train", "test"):
             return {"train": self.train, "test": self.test}[split]
         if split not in self.dataset.splits:
-            raise ExplorerError(f"unknown split '{split}'; this dataset has {', '.join(self.dataset.splits)}")
+            raise ExplorerError(
+                f"unknown split '{split}'; this dataset has {', '.join(self.dataset.splits)}"
+            )
         if split not in self._other_sels:
             self._other_sels[split] = Selection.of(self.dataset, split, self.limits["test_limit"])
         return self._other_sels[split]
 
     # --- features -------------------------------------------------------------------------------
 
-    def ensure(self, settings: Sequence[Setting], progress: bool | Callable[[int, int], None] | None = None,
-               splits: Sequence[str] = ("train", "test")) -> int:
+    def ensure(
+        self,
+        settings: Sequence[Setting],
+        progress: bool | Callable[[int, int], None] | None = None,
+        splits: Sequence[str] = ("train", "test"),
+    ) -> int:
         """Compute whatever of `settings` is missing, one forward pass per (t, seed) for all layers.
 
         Returns the number of feature entries computed.
@@ -210,22 +254,39 @@ class Workspace:
         for s in settings:
             if s.is_pixels:
                 for split in splits:
-                    ensure_pixels(self.model, self.dataset, self._sel(split), s.pool, store=self.store)
+                    ensure_pixels(
+                        self.model, self.dataset, self._sel(split), s.pool, store=self.store
+                    )
             else:
                 groups.setdefault((s.t, s.seed), []).append(s)
         for (t, seed), group in groups.items():
             layers = select_layers(self.catalogue, sorted({s.layer for s in group}))
             pools = sorted({s.pool for s in group})
             for split in splits:
-                rep = ensure_features(self.model, self.dataset, self._sel(split), timesteps=[t], layers=layers,
-                                      pools=pools, seeds=[seed], store=self.store, batch_size=self.batch_size,
-                                      progress=progress)
+                rep = ensure_features(
+                    self.model,
+                    self.dataset,
+                    self._sel(split),
+                    timesteps=[t],
+                    layers=layers,
+                    pools=pools,
+                    seeds=[seed],
+                    store=self.store,
+                    batch_size=self.batch_size,
+                    progress=progress,
+                )
                 computed += rep.computed
         return computed
 
-    def extract_grid(self, timesteps: Sequence[int], layers: str | int | Sequence, pools: str | Sequence,
-                     seeds: Sequence[int] = (0,), splits: Sequence[str] = ("train", "test"),
-                     progress: bool | Callable[[int, int], None] | None = None) -> ExtractOutcome:
+    def extract_grid(
+        self,
+        timesteps: Sequence[int],
+        layers: str | int | Sequence,
+        pools: str | Sequence,
+        seeds: Sequence[int] = (0,),
+        splits: Sequence[str] = ("train", "test"),
+        progress: bool | Callable[[int, int], None] | None = None,
+    ) -> ExtractOutcome:
         """Every (t, layer, pool, seed) of a grid for `splits`, computing only what is missing.
 
         One forward pass per batch and (t, seed) serves every layer and pooling. Returns an
@@ -239,26 +300,53 @@ class Workspace:
         out = ExtractOutcome({}, {}, {}, str(self.store.dir))
         for split in splits:
             sel = self._sel(split)
-            out.reports[split] = ensure_features(self.model, self.dataset, sel, timesteps=ts, layers=lays,
-                                                 pools=pool_names, seeds=seed_list, store=self.store,
-                                                 batch_size=self.batch_size, progress=progress)
-            out.keys[split] = [feature_key(self.model, self.dataset, sel, t, lay.name, p, sd)
-                               for t in ts for lay in lays for p in pool_names for sd in seed_list]
+            out.reports[split] = ensure_features(
+                self.model,
+                self.dataset,
+                sel,
+                timesteps=ts,
+                layers=lays,
+                pools=pool_names,
+                seeds=seed_list,
+                store=self.store,
+                batch_size=self.batch_size,
+                progress=progress,
+            )
+            out.keys[split] = [
+                feature_key(self.model, self.dataset, sel, t, lay.name, p, sd)
+                for t in ts
+                for lay in lays
+                for p in pool_names
+                for sd in seed_list
+            ]
             out.images[split] = len(sel.indices)
         return out
 
     def key(self, s: Setting, split: str) -> str:
         s = self._norm(s)
         if s.is_pixels:
-            return feature_key(self.model, self.dataset, self._sel(split), None, PIXELS, s.pool, None)
+            return feature_key(
+                self.model, self.dataset, self._sel(split), None, PIXELS, s.pool, None
+            )
         return feature_key(self.model, self.dataset, self._sel(split), s.t, s.layer, s.pool, s.seed)
 
     def is_cached(self, s: Setting | Fused) -> bool:
-        return all(self.store.has(self.key(m, sp)) for m in self._members(self._norm(s))
-                   for sp in ("train", "test"))
+        return all(
+            self.store.has(self.key(m, sp))
+            for m in self._members(self._norm(s))
+            for sp in ("train", "test")
+        )
 
-    def features(self, s: Setting | None = None, split: str = "test", *, t: int | None = None,
-                 layer: str | int | None = None, pool: str | int = 2, seed: int = 0):
+    def features(
+        self,
+        s: Setting | None = None,
+        split: str = "test",
+        *,
+        t: int | None = None,
+        layer: str | int | None = None,
+        pool: str | int = 2,
+        seed: int = 0,
+    ):
         """`(N, D) float16` features of one setting (computed first if missing).
 
         Called with keywords instead, `features(t=10, layer="mid", pool=2, split="test")` returns
@@ -268,7 +356,9 @@ class Workspace:
             if layer is None:
                 raise ExplorerError("give a Setting, or t=, layer= and pool=")
             s = self.setting(t, layer, pool, seed)
-            return np.asarray(self.features(s, split), dtype=np.float32), self.labels(split).astype(np.int64)
+            return np.asarray(self.features(s, split), dtype=np.float32), self.labels(split).astype(
+                np.int64
+            )
         s = self._norm(s)
         if isinstance(s, Fused):  # computed from its members' cached features, not stored
             return fuse_features([self.features(m, split) for m in s.members], s.mode)
@@ -278,8 +368,12 @@ class Workspace:
 
     # --- probes ---------------------------------------------------------------------------------
 
-    def evaluate(self, settings: Sequence[Setting | Fused], head: str | Head = "linear",
-                 progress: bool | Callable[[int, int], None] | None = None) -> dict[Setting, ProbeResult]:
+    def evaluate(
+        self,
+        settings: Sequence[Setting | Fused],
+        head: str | Head = "linear",
+        progress: bool | Callable[[int, int], None] | None = None,
+    ) -> dict[Setting, ProbeResult]:
         """Probe results per setting for `head` (e.g. "knn:k=10", see `explorer.heads`).
 
         Cached ones are read, the rest trained together. The cache key holds every parameter
@@ -294,8 +388,10 @@ class Workspace:
         head = parse_head(head)
         _check_fusion(head, settings)
         if head.spec.maps and (flat := [s for s in settings if _map_side(s) < 2]):
-            raise ExplorerError(f"the {head.name} head needs spatial maps: use pool 2, 4, 8 or map16, "
-                                f"not {'raw pixels' if flat[0].is_pixels else 'pool ' + flat[0].pool}")
+            raise ExplorerError(
+                f"the {head.name} head needs spatial maps: use pool 2, 4, 8 or map16, "
+                f"not {'raw pixels' if flat[0].is_pixels else 'pool ' + flat[0].pool}"
+            )
         keys = {s: self._result_key(head, s) for s in settings}
         out = {s: r for s, k in keys.items() if (r := self.results.get(k)) is not None}
         todo = [s for s in settings if s not in out]
@@ -310,10 +406,16 @@ class Workspace:
     def _result_key(self, head: Head, s: Setting | Fused) -> str:
         members = self._members(s)
         params = head.params | ({"fusion": s.mode} if isinstance(s, Fused) else {})
-        return ResultStore.key(head.name, [self.key(m, "train") for m in members],
-                               [self.key(m, "test") for m in members], params)
+        return ResultStore.key(
+            head.name,
+            [self.key(m, "train") for m in members],
+            [self.key(m, "test") for m in members],
+            params,
+        )
 
-    def _fit(self, head: Head, settings: list[Setting | Fused]) -> dict[Setting | Fused, ProbeResult]:
+    def _fit(
+        self, head: Head, settings: list[Setting | Fused]
+    ) -> dict[Setting | Fused, ProbeResult]:
         ytr, yte = self.labels("train"), self.labels("test")
         names = {repr(s): s for s in settings}
 
@@ -363,20 +465,32 @@ class Workspace:
         keys = [self.key(s, split) for s in settings]
         return np.stack(aligned_umap(xs, cache_key=keys, cache_root=self.store.root))
 
-    def cka(self, settings: Sequence[Setting], split: str = "test", debiased: bool = False) -> np.ndarray:
+    def cka(
+        self, settings: Sequence[Setting], split: str = "test", debiased: bool = False
+    ) -> np.ndarray:
         """`(K, K)` linear CKA between the features of `settings` on the same images."""
         from explorer.analysis.cka import cka_matrix
 
         settings = [self._norm(s) for s in settings]
         self.ensure(settings, splits=[split])
-        return cka_matrix([np.asarray(self.features(s, split), dtype=np.float32) for s in settings],
-                          debiased=debiased)
+        return cka_matrix(
+            [np.asarray(self.features(s, split), dtype=np.float32) for s in settings],
+            debiased=debiased,
+        )
 
     # --- notebook conveniences ------------------------------------------------------------------
 
-    def probe(self, t: int | None = None, layer: str | int | None = None, pool: str | int = 2,
-              head: str | Head = "linear", seed: int = 0, *, fuse: str | Sequence | None = None,
-              mode: str | None = None) -> ProbeResult:
+    def probe(
+        self,
+        t: int | None = None,
+        layer: str | int | None = None,
+        pool: str | int = 2,
+        head: str | Head = "linear",
+        seed: int = 0,
+        *,
+        fuse: str | Sequence | None = None,
+        mode: str | None = None,
+    ) -> ProbeResult:
         """Train (or read from cache) one probe; `.top1`, `.ci_low`, `.per_class`, `.confusion`.
 
         `fuse=[(150, 24), (90, 19)]` (or `"24@150+19@90"`) probes a fused setting instead of
@@ -391,10 +505,20 @@ class Workspace:
             s = self.setting(t, layer, pool, seed)
         return self.evaluate([s], head)[s]
 
-    def sweep(self, timesteps: Sequence[int] | int | str = (10, 90, 150), layers: str | int | Sequence = "all",
-              pools: str | int | Sequence = 2, heads: str | Sequence[str] = "linear", seeds: int | Sequence[int] = 0,
-              *, baselines: bool = True, out=None, progress: bool | Callable[[int, int], None] = False,
-              fuse: Sequence = (), seed_average: str = "accuracy"):
+    def sweep(
+        self,
+        timesteps: Sequence[int] | int | str = (10, 90, 150),
+        layers: str | int | Sequence = "all",
+        pools: str | int | Sequence = 2,
+        heads: str | Sequence[str] = "linear",
+        seeds: int | Sequence[int] = 0,
+        *,
+        baselines: bool = True,
+        out=None,
+        progress: bool | Callable[[int, int], None] = False,
+        fuse: Sequence = (),
+        seed_average: str = "accuracy",
+    ):
         """A grid of probes as the tidy results table (a `pandas.DataFrame`, as `explorer sweep` writes).
 
         `baselines` adds raw pixels and the same U-Net with random weights; `out` also saves the table.
@@ -406,23 +530,49 @@ class Workspace:
         from explorer.models import RANDOM_PREFIX, load_model
         from explorer.sweep import SweepPlan, run_sweep
 
-        ts = parse_timesteps(timesteps) if isinstance(timesteps, str) else (
-            [timesteps] if isinstance(timesteps, int) else list(timesteps))
+        ts = (
+            parse_timesteps(timesteps)
+            if isinstance(timesteps, str)
+            else ([timesteps] if isinstance(timesteps, int) else list(timesteps))
+        )
         ts = check_timesteps([_integer(t, "timestep") for t in ts], self.model.num_timesteps)
         names = [lay.name for lay in select_layers(self.catalogue, layers)]
-        head_labels = [h.label for h in parse_heads(heads if isinstance(heads, str) else ",".join(heads))]
-        seed_list = [_integer(x, "seed") for x in ([seeds] if isinstance(seeds, int | str) else seeds)]
+        head_labels = [
+            h.label for h in parse_heads(heads if isinstance(heads, str) else ",".join(heads))
+        ]
+        seed_list = [
+            _integer(x, "seed") for x in ([seeds] if isinstance(seeds, int | str) else seeds)
+        ]
         controls = []
         if baselines and not self.model.name.startswith(RANDOM_PREFIX):
-            rnd = load_model(RANDOM_PREFIX + self.model.name, device=next(self.model.unet.parameters()).device)
-            controls.append(Workspace(rnd, self.dataset, store=self.store, batch_size=self.batch_size,
-                                      device=self.device, **self.limits))
+            rnd = load_model(
+                RANDOM_PREFIX + self.model.name, device=next(self.model.unet.parameters()).device
+            )
+            controls.append(
+                Workspace(
+                    rnd,
+                    self.dataset,
+                    store=self.store,
+                    batch_size=self.batch_size,
+                    device=self.device,
+                    **self.limits,
+                )
+            )
         pool_names = parse_pools(pools)
         fused = [f if isinstance(f, Fused) else self.fused(f, pool_names[0]) for f in fuse]
         if seed_average not in ("accuracy", "features"):
             raise ExplorerError(f"seed_average is 'accuracy' or 'features', not {seed_average!r}")
-        plan = SweepPlan(ts, names, pool_names, head_labels, seed_list, pixels=baselines, controls=controls,
-                         fused=[self._norm(f) for f in fused], seed_average=seed_average)
+        plan = SweepPlan(
+            ts,
+            names,
+            pool_names,
+            head_labels,
+            seed_list,
+            pixels=baselines,
+            controls=controls,
+            fused=[self._norm(f) for f in fused],
+            seed_average=seed_average,
+        )
         return run_sweep(self, plan, out=out, progress=progress)
 
 
@@ -430,8 +580,10 @@ def _check_fusion(head: Head, settings) -> None:
     """Fused concatenations go to row heads (linear, knn, mlp) or `fusion`, not other map heads."""
     for s in settings:
         if isinstance(s, Fused) and s.mode == "concat" and head.spec.maps and not head.spec.sets:
-            raise ExplorerError(f"the {head.name} head reads one map; fuse settings with linear, knn, "
-                                "mlp (concatenated) or fusion (a token set), or use mode mean")
+            raise ExplorerError(
+                f"the {head.name} head reads one map; fuse settings with linear, knn, "
+                "mlp (concatenated) or fusion (a token set), or use mode mean"
+            )
 
 
 def _integer(value, what: str) -> int:

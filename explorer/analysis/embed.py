@@ -71,6 +71,7 @@ def _cached(
             pass  # a damaged entry is recomputed and replaced
     arr = np.ascontiguousarray(compute(), dtype=np.float32)
     if path is not None:
+
         def save(tmp: Path) -> None:
             with tmp.open("wb") as f:  # a file object: np.save would add ".npy" to a bare path
                 np.save(f, arr)
@@ -117,10 +118,17 @@ def _fit_umap(x: np.ndarray, kwargs: dict) -> np.ndarray:
         return umap.UMAP(n_components=2, n_jobs=1, **kwargs).fit_transform(x)
 
 
-def _umap_params(shape, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0,
-                 pca_dim: int | None = 50) -> dict:
-    return dict(n=int(shape[0]), d=int(shape[1]), n_neighbors=n_neighbors, min_dist=min_dist,
-                seed=seed, pca_dim=pca_dim)
+def _umap_params(
+    shape, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0, pca_dim: int | None = 50
+) -> dict:
+    return dict(
+        n=int(shape[0]),
+        d=int(shape[1]),
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        seed=seed,
+        pca_dim=pca_dim,
+    )
 
 
 def umap_embed(
@@ -180,7 +188,9 @@ def aligned_umap(
     if cache_key is not None and not isinstance(cache_key, str):
         keys = [str(k) for k in cache_key]
         if len(keys) != len(mats):
-            raise ExplorerError(f"aligned UMAP needs one cache key per set: {len(keys)} for {len(mats)}")
+            raise ExplorerError(
+                f"aligned UMAP needs one cache key per set: {len(keys)} for {len(mats)}"
+            )
         cache_key = json.dumps(keys)
     path = None if cache_key is None else _cache_file("aligned", cache_key, params, cache_root)
 

@@ -50,8 +50,17 @@ def diffusers_config(cfg: ADMConfig) -> dict:
     down, up = [], []
     for level in range(levels):
         attn = ds in attn_ds
-        down.append("AttnDownBlock2D" if attn else ("ResnetDownsampleBlock2D" if cfg.resblock_updown else "DownBlock2D"))
-        up.insert(0, "AttnUpBlock2D" if attn else ("ResnetUpsampleBlock2D" if cfg.resblock_updown else "UpBlock2D"))
+        down.append(
+            "AttnDownBlock2D"
+            if attn
+            else ("ResnetDownsampleBlock2D" if cfg.resblock_updown else "DownBlock2D")
+        )
+        up.insert(
+            0,
+            "AttnUpBlock2D"
+            if attn
+            else ("ResnetUpsampleBlock2D" if cfg.resblock_updown else "UpBlock2D"),
+        )
         if level < levels - 1:
             ds *= 2
     return dict(
@@ -97,7 +106,10 @@ def _head_dim(cfg: ADMConfig) -> int:
 def module_pairs(cfg: ADMConfig) -> list[Pair]:
     """Every ADM module with parameters and its diffusers counterpart, in forward order."""
     qkv_kind = QKV
-    pairs = [Pair("time_embed.0", "time_embedding.linear_1"), Pair("time_embed.2", "time_embedding.linear_2")]
+    pairs = [
+        Pair("time_embed.0", "time_embedding.linear_1"),
+        Pair("time_embed.2", "time_embedding.linear_2"),
+    ]
     if cfg.class_cond:
         pairs.append(Pair("label_emb", "class_embedding"))
     pairs.append(Pair("input_blocks.0.0", "conv_in"))
@@ -107,12 +119,17 @@ def module_pairs(cfg: ADMConfig) -> list[Pair]:
         for r in range(n):
             pairs += _resblock(f"input_blocks.{k}.0", f"down_blocks.{level}.resnets.{r}")
             if ds in attn_ds:
-                pairs += _attention(f"input_blocks.{k}.1", f"down_blocks.{level}.attentions.{r}", qkv_kind)
+                pairs += _attention(
+                    f"input_blocks.{k}.1", f"down_blocks.{level}.attentions.{r}", qkv_kind
+                )
             k += 1
         if level < len(widths) - 1:
             dst = f"down_blocks.{level}.downsamplers.0"
-            pairs += _resblock(f"input_blocks.{k}.0", dst) if cfg.resblock_updown else [
-                Pair(f"input_blocks.{k}.0.op", f"{dst}.conv")]
+            pairs += (
+                _resblock(f"input_blocks.{k}.0", dst)
+                if cfg.resblock_updown
+                else [Pair(f"input_blocks.{k}.0.op", f"{dst}.conv")]
+            )
             k += 1
             ds *= 2
     pairs += _resblock("middle_block.0", "mid_block.resnets.0")
@@ -124,12 +141,17 @@ def module_pairs(cfg: ADMConfig) -> list[Pair]:
             pairs += _resblock(f"output_blocks.{k}.0", f"up_blocks.{u}.resnets.{i}")
             j = 1
             if ds in attn_ds:
-                pairs += _attention(f"output_blocks.{k}.1", f"up_blocks.{u}.attentions.{i}", qkv_kind)
+                pairs += _attention(
+                    f"output_blocks.{k}.1", f"up_blocks.{u}.attentions.{i}", qkv_kind
+                )
                 j = 2
             if level and i == n:
                 dst = f"up_blocks.{u}.upsamplers.0"
-                pairs += _resblock(f"output_blocks.{k}.{j}", dst) if cfg.resblock_updown else [
-                    Pair(f"output_blocks.{k}.{j}.conv", f"{dst}.conv")]
+                pairs += (
+                    _resblock(f"output_blocks.{k}.{j}", dst)
+                    if cfg.resblock_updown
+                    else [Pair(f"output_blocks.{k}.{j}.conv", f"{dst}.conv")]
+                )
                 ds //= 2
             k += 1
     pairs += [Pair("out.0", "conv_norm_out"), Pair("out.2", "conv_out")]
@@ -155,7 +177,9 @@ def _attention(src: str, dst: str, qkv_kind: str) -> list[Pair]:
     ]
 
 
-def split_qkv(t: torch.Tensor, heads: int, new_order: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_qkv(
+    t: torch.Tensor, heads: int, new_order: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ADM's fused qkv rows [3C, ...] -> (q, k, v) rows [C, ...] in diffusers' head-major order.
 
     Legacy order: rows are per head [q_h | k_h | v_h]; new order: [q | k | v], each head-major.
@@ -164,7 +188,7 @@ def split_qkv(t: torch.Tensor, heads: int, new_order: bool) -> tuple[torch.Tenso
     c3 = t.shape[0]
     c = c3 // 3
     if new_order:
-        return t[:c], t[c:2 * c], t[2 * c:]
+        return t[:c], t[c : 2 * c], t[2 * c :]
     d = c // heads
     grouped = t.reshape(heads, 3, d, *t.shape[1:])  # [heads, (q,k,v), d, ...]
     return tuple(grouped[:, i].reshape(c, *t.shape[1:]) for i in range(3))  # type: ignore[return-value]
@@ -216,11 +240,19 @@ def convert_state_dict(
     unset = sorted(set(target) - set(out))
     extra = sorted(set(out) - set(target))
     if unused or unset or extra or bad:
-        parts = [f"{what} ({len(keys)}): {_short(keys)}" for what, keys in (
-            ("checkpoint keys not used", unused), ("model parameters not set", unset),
-            ("converted keys the model lacks", extra), ("shape mismatches", bad)) if keys]
+        parts = [
+            f"{what} ({len(keys)}): {_short(keys)}"
+            for what, keys in (
+                ("checkpoint keys not used", unused),
+                ("model parameters not set", unset),
+                ("converted keys the model lacks", extra),
+                ("shape mismatches", bad),
+            )
+            if keys
+        ]
         raise ExplorerError(
-            "the checkpoint does not match these ADM flags (check --preset and the flags): " + "; ".join(parts)
+            "the checkpoint does not match these ADM flags (check --preset and the flags): "
+            + "; ".join(parts)
         )
     return {k: v.contiguous() for k, v in out.items()}
 
@@ -239,18 +271,26 @@ def empty_unet(config: dict):
 
 def scheduler_config(cfg: ADMConfig) -> dict:
     """DDPMScheduler arguments for ADM's noise schedule (guided-diffusion's `get_named_beta_schedule`)."""
-    base = dict(num_train_timesteps=cfg.diffusion_steps, prediction_type="epsilon",
-                variance_type="learned_range" if cfg.learn_sigma else "fixed_large", clip_sample=True)
+    base = dict(
+        num_train_timesteps=cfg.diffusion_steps,
+        prediction_type="epsilon",
+        variance_type="learned_range" if cfg.learn_sigma else "fixed_large",
+        clip_sample=True,
+    )
     if cfg.noise_schedule == "linear":
         scale = 1000 / cfg.diffusion_steps  # ADM scales the linear schedule to the number of steps
         return base | dict(beta_schedule="linear", beta_start=scale * 1e-4, beta_end=scale * 0.02)
-    return base | dict(beta_schedule="squaredcos_cap_v2")  # cos((t/T + 0.008) / 1.008 * pi/2)^2, beta <= 0.999
+    return base | dict(
+        beta_schedule="squaredcos_cap_v2"
+    )  # cos((t/T + 0.008) / 1.008 * pi/2)^2, beta <= 0.999
 
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A guided-diffusion state dict, loaded without unpickling arbitrary objects."""
     if not path.is_file():
-        raise ExplorerError(f"checkpoint {path} not found (pass the .pt file saved by guided-diffusion)")
+        raise ExplorerError(
+            f"checkpoint {path} not found (pass the .pt file saved by guided-diffusion)"
+        )
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -265,13 +305,25 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         ) from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ExplorerError(f"{path} is not a state dict of tensors (guided-diffusion saves model.state_dict())")
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or not all(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
+        raise ExplorerError(
+            f"{path} is not a state dict of tensors (guided-diffusion saves model.state_dict())"
+        )
     return obj
 
 
-def convert_adm(checkpoint: str | Path, out: str | Path, cfg: ADMConfig, *, overwrite: bool = False,
-                show_progress: bool = True) -> Path:
+def convert_adm(
+    checkpoint: str | Path,
+    out: str | Path,
+    cfg: ADMConfig,
+    *,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
     """Convert `checkpoint` into a diffusers folder `out` (`unet/`, `scheduler/`, `adm_flags.json`).
 
     The folder is written beside `out` and renamed into place, so a failure leaves nothing behind.
@@ -283,12 +335,20 @@ def convert_adm(checkpoint: str | Path, out: str | Path, cfg: ADMConfig, *, over
     checkpoint, out = Path(checkpoint).expanduser(), Path(out).expanduser()
     config = diffusers_config(cfg)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ExplorerError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+        raise ExplorerError(
+            f"{out} already exists and is not empty; pass --overwrite to replace it"
+        )
     state = load_checkpoint(checkpoint)
     meta = empty_unet(config)
     target = {k: v.shape for k, v in meta.state_dict().items()}
     pairs = module_pairs(cfg)
-    with tqdm(total=len(pairs), desc="convert", unit="module", disable=not show_progress, dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(pairs),
+        desc="convert",
+        unit="module",
+        disable=not show_progress,
+        dynamic_ncols=True,
+    ) as bar:
         weights = convert_state_dict(state, cfg, target, progress=bar.update)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -296,15 +356,29 @@ def convert_adm(checkpoint: str | Path, out: str | Path, cfg: ADMConfig, *, over
         (tmp / "unet").mkdir(parents=True)
         meta.save_config(tmp / "unet")
         if show_progress:
-            tqdm.write(f"writing {sum(t.numel() for t in weights.values()) / 1e6:.1f}M parameters to {out}")
-        save_file(weights, str(tmp / "unet" / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+            tqdm.write(
+                f"writing {sum(t.numel() for t in weights.values()) / 1e6:.1f}M parameters to {out}"
+            )
+        save_file(
+            weights,
+            str(tmp / "unet" / "diffusion_pytorch_model.safetensors"),
+            metadata={"format": "pt"},
+        )
         DDPMScheduler(**scheduler_config(cfg)).save_pretrained(tmp / "scheduler")
         if not cfg.class_cond:  # DDPMPipeline.from_pretrained(out) works for unconditional models
-            (tmp / "model_index.json").write_text(json.dumps({
-                "_class_name": "DDPMPipeline", "scheduler": ["diffusers", "DDPMScheduler"],
-                "unet": ["diffusers", "UNet2DModel"]}, indent=2))
-        (tmp / "adm_flags.json").write_text(json.dumps(
-            {"source": str(checkpoint.resolve()), "flags": cfg.to_dict()}, indent=2))
+            (tmp / "model_index.json").write_text(
+                json.dumps(
+                    {
+                        "_class_name": "DDPMPipeline",
+                        "scheduler": ["diffusers", "DDPMScheduler"],
+                        "unet": ["diffusers", "UNet2DModel"],
+                    },
+                    indent=2,
+                )
+            )
+        (tmp / "adm_flags.json").write_text(
+            json.dumps({"source": str(checkpoint.resolve()), "flags": cfg.to_dict()}, indent=2)
+        )
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         os.replace(tmp, out)

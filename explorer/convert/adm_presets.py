@@ -66,7 +66,9 @@ class ADMConfig:
 
     def heads(self, channels: int) -> int:
         """ADM's head count for an attention block of `channels` channels."""
-        return channels // self.num_head_channels if self.num_head_channels != -1 else self.num_heads
+        return (
+            channels // self.num_head_channels if self.num_head_channels != -1 else self.num_heads
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -77,7 +79,9 @@ class ADMConfig:
     def validate(self) -> ADMConfig:
         """Self-check the flags; raise one clear ExplorerError on the first inconsistency."""
         if self.noise_schedule not in ("linear", "cosine"):
-            raise ExplorerError(f"--noise-schedule must be linear or cosine, not '{self.noise_schedule}'")
+            raise ExplorerError(
+                f"--noise-schedule must be linear or cosine, not '{self.noise_schedule}'"
+            )
         for name in ("image_size", "num_channels", "num_res_blocks", "diffusion_steps"):
             if getattr(self, name) < 1:
                 raise ExplorerError(f"--{name.replace('_', '-')} must be a positive integer")
@@ -89,14 +93,18 @@ class ADMConfig:
                 f"channels per level {widths} must be multiples of 32 (ADM normalises with 32 groups)"
             )
         if self.image_size % (2 ** (len(widths) - 1)):
-            raise ExplorerError(f"--image-size {self.image_size} does not halve {len(widths) - 1} times")
+            raise ExplorerError(
+                f"--image-size {self.image_size} does not halve {len(widths) - 1} times"
+            )
         for ch in self.attention_widths():
             if self.num_head_channels != -1 and ch % self.num_head_channels:
                 raise ExplorerError(
                     f"{ch} attention channels do not split into heads of --num-head-channels {self.num_head_channels}"
                 )
             if self.num_head_channels == -1 and (self.num_heads < 1 or ch % self.num_heads):
-                raise ExplorerError(f"{ch} attention channels do not split into --num-heads {self.num_heads}")
+                raise ExplorerError(
+                    f"{ch} attention channels do not split into --num-heads {self.num_heads}"
+                )
         return self
 
     def attention_widths(self) -> list[int]:
@@ -119,8 +127,13 @@ PRESETS: dict[str, ADMConfig] = {
         _IMAGENET, image_size=128, class_cond=True, num_head_channels=-1, num_heads=4
     ),
     "imagenet64-cond": replace(  # 64x64_diffusion.pt
-        _IMAGENET, image_size=64, num_channels=192, num_res_blocks=3, class_cond=True,
-        use_new_attention_order=True, noise_schedule="cosine",
+        _IMAGENET,
+        image_size=64,
+        num_channels=192,
+        num_res_blocks=3,
+        class_cond=True,
+        use_new_attention_order=True,
+        noise_schedule="cosine",
     ),
 }
 PRESET_FILES = {
@@ -134,5 +147,8 @@ PRESET_FILES = {
 def preset(name: str) -> ADMConfig:
     """The flags of a released checkpoint by preset name."""
     if name not in PRESETS:
-        raise ExplorerError(f"unknown preset '{name}'; choose from {', '.join(PRESETS)}." + suggest(name, list(PRESETS)))
+        raise ExplorerError(
+            f"unknown preset '{name}'; choose from {', '.join(PRESETS)}."
+            + suggest(name, list(PRESETS))
+        )
     return PRESETS[name]

@@ -54,15 +54,25 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError, zlib.error) as e:  # a cut gzip raises EOFError, a garbled one zlib.error
-        raise ExplorerError(f"cannot read IDX file {path}: {e}; check the file or re-download it") from e
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+    ) as e:  # a cut gzip raises EOFError, a garbled one zlib.error
+        raise ExplorerError(
+            f"cannot read IDX file {path}: {e}; check the file or re-download it"
+        ) from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ExplorerError(f"{path} is not an unsigned-byte IDX file; expected Fashion-MNIST/MNIST IDX data")
+        raise ExplorerError(
+            f"{path} is not an unsigned-byte IDX file; expected Fashion-MNIST/MNIST IDX data"
+        )
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise ExplorerError(f"{path} is truncated ({body.size} of {int(np.prod(dims))} bytes); re-download it")
+        raise ExplorerError(
+            f"{path} is truncated ({body.size} of {int(np.prod(dims))} bytes); re-download it"
+        )
     return body.reshape(dims)
 
 
@@ -78,21 +88,38 @@ def is_idx_folder(folder: Path) -> bool:
     return all(find_idx(folder, s) for s in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"))
 
 
-def load_idx_folder(folder: Path, name: str = "fashion-mnist", class_names: list[str] | None = None) -> ImageDataset:
+def load_idx_folder(
+    folder: Path, name: str = "fashion-mnist", class_names: list[str] | None = None
+) -> ImageDataset:
     """A folder of MNIST-layout IDX files (train + t10k) -> dataset with the official split."""
     parts = {}
-    for key in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for key in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         p = find_idx(folder, key)
         if p is None:
-            raise ExplorerError(f"{folder} has no {key}[.gz]; a Fashion-MNIST folder needs all four IDX files")
+            raise ExplorerError(
+                f"{folder} has no {key}[.gz]; a Fashion-MNIST folder needs all four IDX files"
+            )
         parts[key] = read_idx(p)
-    images = np.concatenate([parts["train-images-idx3-ubyte"], parts["t10k-images-idx3-ubyte"]])[..., None]
-    labels = np.concatenate([parts["train-labels-idx1-ubyte"], parts["t10k-labels-idx1-ubyte"]]).astype(np.int64)
+    images = np.concatenate([parts["train-images-idx3-ubyte"], parts["t10k-images-idx3-ubyte"]])[
+        ..., None
+    ]
+    labels = np.concatenate(
+        [parts["train-labels-idx1-ubyte"], parts["t10k-labels-idx1-ubyte"]]
+    ).astype(np.int64)
     if len(images) != len(labels):
-        raise ExplorerError(f"{folder}: {len(images)} images but {len(labels)} labels; the IDX files do not match")
+        raise ExplorerError(
+            f"{folder}: {len(images)} images but {len(labels)} labels; the IDX files do not match"
+        )
     n_train = len(parts["train-images-idx3-ubyte"])
     n_classes = int(labels.max()) + 1
-    names = class_names or (FASHION_CLASSES if n_classes == 10 else [str(i) for i in range(n_classes)])
+    names = class_names or (
+        FASHION_CLASSES if n_classes == 10 else [str(i) for i in range(n_classes)]
+    )
     return ImageDataset(
         name=name,
         labels=labels,
@@ -140,14 +167,18 @@ def load_fashion_mnist(folder: str | Path | None = None, download: bool = False)
     )
 
 
-def download_fashion_mnist(target: Path, base_url: str = FASHION_URL, files: dict[str, str] = FASHION_FILES) -> Path:
+def download_fashion_mnist(
+    target: Path, base_url: str = FASHION_URL, files: dict[str, str] = FASHION_FILES
+) -> Path:
     """Download the official Fashion-MNIST files into `target`, verifying each md5; atomic per file."""
     target.mkdir(parents=True, exist_ok=True)
     for fname, md5 in files.items():
         dest = target / fname
         if dest.is_file() and _md5(dest) == md5:
             continue
-        atomic_write(dest, lambda tmp, url=base_url + fname, md5=md5: _download_checked(url, tmp, md5))
+        atomic_write(
+            dest, lambda tmp, url=base_url + fname, md5=md5: _download_checked(url, tmp, md5)
+        )
     return target
 
 
@@ -164,8 +195,10 @@ def _download_checked(url: str, path: Path, md5: str) -> None:
         ) from e
     got = _md5(path)
     if got != md5:
-        raise ExplorerError(f"checksum mismatch for {url.rsplit('/', 1)[-1]}: md5 {got}, expected {md5}; "
-                            "try the download again")
+        raise ExplorerError(
+            f"checksum mismatch for {url.rsplit('/', 1)[-1]}: md5 {got}, expected {md5}; "
+            "try the download again"
+        )
 
 
 def _md5(path: Path) -> str:

@@ -22,9 +22,15 @@ def _builtins() -> list[DatasetEntry]:
 
     fm = fashion_mnist_available()
     return [
-        DatasetEntry("digits", "built-in", True, "fixed stratified 80/20 split (scikit-learn digits)"),
-        DatasetEntry("fashion-mnist", "built-in", fm, "official 60k/10k split"
-                     + ("" if fm else "; not installed: --download fetches it")),
+        DatasetEntry(
+            "digits", "built-in", True, "fixed stratified 80/20 split (scikit-learn digits)"
+        ),
+        DatasetEntry(
+            "fashion-mnist",
+            "built-in",
+            fm,
+            "official 60k/10k split" + ("" if fm else "; not installed: --download fetches it"),
+        ),
     ]
 
 
@@ -33,7 +39,9 @@ def _direct_images(path: Path) -> bool:
     holds them one level deeper, and is listed dataset by dataset instead)."""
     from explorer.data.folders import _class_dirs, _is_image
 
-    return sum(any(_is_image(f) for f in d.iterdir() if f.is_file()) for d in _class_dirs(path)) >= 2
+    return (
+        sum(any(_is_image(f) for f in d.iterdir() if f.is_file()) for d in _class_dirs(path)) >= 2
+    )
 
 
 def describe_path(path: Path) -> DatasetEntry | None:
@@ -44,7 +52,11 @@ def describe_path(path: Path) -> DatasetEntry | None:
 
     path = Path(path).expanduser()
     if path.is_file():
-        return DatasetEntry(str(path), "zip", True, "as its folders") if path.suffix == ".zip" else None
+        return (
+            DatasetEntry(str(path), "zip", True, "as its folders")
+            if path.suffix == ".zip"
+            else None
+        )
     if not path.is_dir():
         return None
     if (c := find_cifar(path)) is not None:
@@ -66,12 +78,21 @@ def list_datasets(paths: list[str] | None = None) -> list[DatasetEntry]:
     seen: set[str] = set()
     for given in paths or []:
         if not Path(given).expanduser().exists():
-            raise ExplorerError(f"{given} does not exist; give a dataset folder or a folder of them")
-    folders = [Path(p).expanduser() for p in paths or []] + list(parse_roots(os.environ.get(ROOTS_ENV)))
+            raise ExplorerError(
+                f"{given} does not exist; give a dataset folder or a folder of them"
+            )
+    folders = [Path(p).expanduser() for p in paths or []] + list(
+        parse_roots(os.environ.get(ROOTS_ENV))
+    )
     for folder in folders:
         entry = describe_path(folder)
-        candidates = [folder] if entry else sorted(
-            p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+        candidates = (
+            [folder]
+            if entry
+            else sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+            if folder.is_dir()
+            else []
+        )
         for p in candidates:
             e = entry if p == folder else describe_path(p)
             if e is not None and e.name not in seen:

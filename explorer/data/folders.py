@@ -425,8 +425,13 @@ def load_image_folder(
     if split_dirs:
         is_train = np.array([s == "train" for s, _, _, _ in kept])
         folder_splits = {"train": np.flatnonzero(is_train), "test": np.flatnonzero(~is_train)}
-    listed = apply_split_files(root, [rel for _, _, rel, _ in kept],
-                               [names.get(s or "", "") for s, _, _, _ in kept], folder_splits, names)
+    listed = apply_split_files(
+        root,
+        [rel for _, _, rel, _ in kept],
+        [names.get(s or "", "") for s, _, _, _ in kept],
+        folder_splits,
+        names,
+    )
     if listed is not None:
         kept = [kept[i] for i in listed[1]]
     class_names = sorted({cls for _, cls, _, _ in kept})

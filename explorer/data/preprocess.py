@@ -41,8 +41,12 @@ class Preprocess:
                 batch = _resize_square(batch, self.size)
         else:
             # match channels per image: a list may mix gray and colour
-            batch = torch.cat([_match_channels(_to_tensor(adm_resize(im, self.size)), self.channels)
-                               for im in images])
+            batch = torch.cat(
+                [
+                    _match_channels(_to_tensor(adm_resize(im, self.size)), self.channels)
+                    for im in images
+                ]
+            )
         batch = _match_channels(batch, self.channels)
         return (batch / 127.5 - 1.0).clamp_(-1.0, 1.0)
 
@@ -55,7 +59,9 @@ def _resize_square(batch: torch.Tensor, size: int) -> torch.Tensor:
     batch = batch[..., top : top + s, left : left + s]
     if s == size:
         return batch
-    return F.interpolate(batch, size=(size, size), mode="bilinear", antialias=s > size, align_corners=False)
+    return F.interpolate(
+        batch, size=(size, size), mode="bilinear", antialias=s > size, align_corners=False
+    )
 
 
 def adm_resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -59,7 +59,7 @@ def resolve_entries(
     for i, (rel, base) in enumerate(zip(rels, bases, strict=True)):
         index[rel] = i
         if base:
-            index.setdefault(rel[len(base) + 1:], i)
+            index.setdefault(rel[len(base) + 1 :], i)
         names.setdefault(rel.rsplit("/", 1)[-1], []).append(i)
     out, missing, ambiguous = [], [], []
     for i_list in names.values():
@@ -77,8 +77,11 @@ def resolve_entries(
         else:
             missing.append(e)
     if missing or ambiguous:
-        what = (f"{len(missing)} entries name no readable image (e.g. '{missing[0]}')" if missing
-                else f"{len(ambiguous)} file names are not unique (e.g. '{ambiguous[0]}'); write their folder")
+        what = (
+            f"{len(missing)} entries name no readable image (e.g. '{missing[0]}')"
+            if missing
+            else f"{len(ambiguous)} file names are not unique (e.g. '{ambiguous[0]}'); write their folder"
+        )
         raise ExplorerError(f"split file {path}: {what}; paths are relative to {path.parent}")
     idx = np.asarray(out, dtype=np.int64)
     if len(np.unique(idx)) != len(idx):
@@ -87,7 +90,10 @@ def resolve_entries(
 
 
 def apply_split_files(
-    root: Path, rels: list[str], bases: list[str], folder_splits: dict[str, np.ndarray] | None,
+    root: Path,
+    rels: list[str],
+    bases: list[str],
+    folder_splits: dict[str, np.ndarray] | None,
     folder_names: dict[str, str] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     """`(splits, kept)` from the split files at `root`, or None when there are none.
@@ -100,8 +106,10 @@ def apply_split_files(
     if not files:
         return None
     prefer = folder_names or {}
-    chosen = {s: resolve_entries(read_split_file(p), rels, bases, p, prefer.get(s, ""))
-              for s, p in files.items()}
+    chosen = {
+        s: resolve_entries(read_split_file(p), rels, bases, p, prefer.get(s, ""))
+        for s, p in files.items()
+    }
     if "test" not in chosen:
         if folder_splits is not None:
             test = folder_splits["test"]
@@ -110,7 +118,8 @@ def apply_split_files(
         chosen["test"] = test
     if "train" not in chosen:
         chosen["train"] = np.setdiff1d(
-            folder_splits["train"] if folder_splits is not None else np.arange(len(rels)), chosen["test"]
+            folder_splits["train"] if folder_splits is not None else np.arange(len(rels)),
+            chosen["test"],
         )
     overlap = np.intersect1d(chosen["train"], chosen["test"])
     if len(overlap):
@@ -119,9 +128,14 @@ def apply_split_files(
         )
     kept = np.sort(np.concatenate([chosen["train"], chosen["test"]]))
     pos = {int(k): i for i, k in enumerate(kept)}
-    splits = {s: np.sort(np.array([pos[int(i)] for i in chosen[s]], dtype=np.int64)) for s in ("train", "test")}
+    splits = {
+        s: np.sort(np.array([pos[int(i)] for i in chosen[s]], dtype=np.int64))
+        for s in ("train", "test")
+    }
     if not len(splits["train"]) or not len(splits["test"]):
-        raise ExplorerError(f"the split files at {root} leave {'train' if not len(splits['train']) else 'test'} empty")
+        raise ExplorerError(
+            f"the split files at {root} leave {'train' if not len(splits['train']) else 'test'} empty"
+        )
     return splits, kept
 
 

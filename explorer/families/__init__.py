@@ -43,7 +43,8 @@ def net_folder(folder: Path) -> Path:
         return folder
     raise ExplorerError(
         f"{folder} is not a diffusers model folder (no config.json, unet/config.json or "
-        "transformer/config.json); save one with save_pretrained or pass a built-in name")
+        "transformer/config.json); save one with save_pretrained or pass a built-in name"
+    )
 
 
 def _index(folder: Path) -> dict:
@@ -60,20 +61,28 @@ def detect(folder: Path) -> tuple[str, dict]:
     config = _read(sub / "config.json")
     cls = config.get("_class_name", "UNet2DModel")
     index = _index(folder)
-    latent = any((folder / d).is_dir() for d in ("vae", "vqvae")) or any(k in index for k in ("vae", "vqvae"))
+    latent = any((folder / d).is_dir() for d in ("vae", "vqvae")) or any(
+        k in index for k in ("vae", "vqvae")
+    )
     if cls == "UNet2DConditionModel":
         if sub == folder:
-            raise ExplorerError(f"{sub / 'config.json'} is a UNet2DConditionModel alone; pass the whole Stable "
-                                "Diffusion pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)")
+            raise ExplorerError(
+                f"{sub / 'config.json'} is a UNet2DConditionModel alone; pass the whole Stable "
+                "Diffusion pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)"
+            )
         return "stable-diffusion", config
     if cls == "DiTTransformer2DModel":
         if sub == folder:
-            raise ExplorerError(f"{sub / 'config.json'} is a DiT transformer alone; pass the whole DiT "
-                                "pipeline folder (transformer, vae, scheduler)")
+            raise ExplorerError(
+                f"{sub / 'config.json'} is a DiT transformer alone; pass the whole DiT "
+                "pipeline folder (transformer, vae, scheduler)"
+            )
         return "dit", config
     if cls != "UNet2DModel":
-        raise ExplorerError(f"{sub / 'config.json'} describes a {cls}; the explorer reads "
-                            f"{', '.join(NET_CLASSES)} (see the README's table of families)")
+        raise ExplorerError(
+            f"{sub / 'config.json'} describes a {cls}; the explorer reads "
+            f"{', '.join(NET_CLASSES)} (see the README's table of families)"
+        )
     if latent:
         return "latent-unet", config
     if config.get("num_class_embeds") or config.get("class_embed_type"):
@@ -81,14 +90,23 @@ def detect(folder: Path) -> tuple[str, dict]:
     return PIXEL_UNET, config
 
 
-def build(family: str, folder: Path, net, *, trust_pickle: bool = False, prompt: str | None = None,
-          class_label=None) -> tuple[Adapter, list[str]]:
+def build(
+    family: str,
+    folder: Path,
+    net,
+    *,
+    trust_pickle: bool = False,
+    prompt: str | None = None,
+    class_label=None,
+) -> tuple[Adapter, list[str]]:
     """The adapter of a loaded denoiser `net` of `family`, and fingerprint parts of its other
     components (autoencoder, text encoder): empty for pixel models, so their fingerprints stay."""
     from explorer.families import class_cond, dit, latent, pixel_unet
 
     if prompt is not None and family != "stable-diffusion":
-        raise ExplorerError(f"--prompt applies to Stable Diffusion folders; this model is a {family}")
+        raise ExplorerError(
+            f"--prompt applies to Stable Diffusion folders; this model is a {family}"
+        )
     if family == PIXEL_UNET:
         if class_label is not None:
             raise ExplorerError("--class-label was given but this U-Net is not class-conditional")
@@ -100,7 +118,9 @@ def build(family: str, folder: Path, net, *, trust_pickle: bool = False, prompt:
         return latent.ldm_adapter(folder, net, trust_pickle, class_label)
     if family == "stable-diffusion":
         if class_label is not None:
-            raise ExplorerError("--class-label applies to class-conditional models; Stable Diffusion takes --prompt")
+            raise ExplorerError(
+                "--class-label applies to class-conditional models; Stable Diffusion takes --prompt"
+            )
         return latent.sd_adapter(folder, net, trust_pickle, prompt)
     if family == "dit":
         return dit.adapter(folder, net, trust_pickle, class_label)

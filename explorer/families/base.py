@@ -42,7 +42,9 @@ class Adapter:
     image_channels: int
     encoder: object | None = None  # explorer.families.latent.LatentEncoder, or None for pixels
     condition: Condition = field(default_factory=Condition)
-    transformer: bool = False  # blocks are transformer blocks (the UI says "block", not "U-Net block")
+    transformer: bool = (
+        False  # blocks are transformer blocks (the UI says "block", not "U-Net block")
+    )
     loaded_from: str = ""  # how it was loaded, in words (Data & model page)
 
     @property
@@ -87,8 +89,17 @@ class Adapter:
     def describe(self) -> dict[str, str]:
         """Family, input space, conditioning, in words (for the Data & model page and `explorer layers`)."""
         c, h, w = self.input_shape
-        space = f"pixels {c}×{h}×{w}" if self.encoder is None else (
-            f"latents {c}×{h}×{w} ({self.encoder.describe()}) from {self.image_channels}×{self.image_size}"
-            f"×{self.image_size} images")
-        return {"family": self.family, "input space": space, "conditioning": self.condition.describe(),
-                "loaded": self.loaded_from}
+        space = (
+            f"pixels {c}×{h}×{w}"
+            if self.encoder is None
+            else (
+                f"latents {c}×{h}×{w} ({self.encoder.describe()}) from {self.image_channels}×{self.image_size}"
+                f"×{self.image_size} images"
+            )
+        )
+        return {
+            "family": self.family,
+            "input space": space,
+            "conditioning": self.condition.describe(),
+            "loaded": self.loaded_from,
+        }

@@ -17,7 +17,7 @@ TRUE = "true"
 
 
 def parse_class_label(value) -> int | str | None:
-    """"null"/None -> None, "true" -> "true", "7"/7 -> 7; anything else is an ExplorerError."""
+    """ "null"/None -> None, "true" -> "true", "7"/7 -> 7; anything else is an ExplorerError."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none")):
         return None
     if isinstance(value, bool):
@@ -28,25 +28,38 @@ def parse_class_label(value) -> int | str | None:
     try:
         return int(text)
     except ValueError:
-        raise ExplorerError(f"--class-label must be null, an integer class or true, not '{value}'") from None
+        raise ExplorerError(
+            f"--class-label must be null, an integer class or true, not '{value}'"
+        ) from None
 
 
 class ClassLabel(Condition):
     """Class labels for the call: `null` (the null class index), a fixed int, or each image's label."""
 
-    def __init__(self, choice: int | str | None, num_classes: int, null_index: int | None, arg: str):
-        self.choice, self.num_classes, self.null_index, self.arg = choice, num_classes, null_index, arg
+    def __init__(
+        self, choice: int | str | None, num_classes: int, null_index: int | None, arg: str
+    ):
+        self.choice, self.num_classes, self.null_index, self.arg = (
+            choice,
+            num_classes,
+            null_index,
+            arg,
+        )
         self.leaks_label = choice == TRUE
         self.tag = "class:null" if choice is None else f"class:{choice}"
 
     def kwargs(self, batch: int, labels: np.ndarray | None, device) -> dict:
         if self.choice == TRUE:
             if labels is None:
-                raise ExplorerError("--class-label true needs each image's label; this call has none")
+                raise ExplorerError(
+                    "--class-label true needs each image's label; this call has none"
+                )
             y = np.asarray(labels, dtype=np.int64)
             if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
-                raise ExplorerError(f"--class-label true: dataset label {int(y.max())} is not one of the "
-                                    f"model's {self.num_classes} classes; pick a fixed class or null")
+                raise ExplorerError(
+                    f"--class-label true: dataset label {int(y.max())} is not one of the "
+                    f"model's {self.num_classes} classes; pick a fixed class or null"
+                )
             return {self.arg: torch.as_tensor(y, device=device)}
         value = self.null_index if self.choice is None else self.choice
         return {self.arg: torch.full((batch,), int(value), dtype=torch.long, device=device)}
@@ -59,17 +72,22 @@ class ClassLabel(Condition):
         return f"fixed class {self.choice} for every image"
 
 
-def condition(value, num_classes: int, null_index: int | None, what: str, arg: str = "class_labels") -> ClassLabel:
+def condition(
+    value, num_classes: int, null_index: int | None, what: str, arg: str = "class_labels"
+) -> ClassLabel:
     """The `ClassLabel` for `--class-label value` (None: the default), or a one-line refusal."""
     choice = parse_class_label(value)
     if isinstance(choice, int) and not 0 <= choice < num_classes:
-        raise ExplorerError(f"--class-label {choice} is outside this {what}'s classes 0 to {num_classes - 1}")
+        raise ExplorerError(
+            f"--class-label {choice} is outside this {what}'s classes 0 to {num_classes - 1}"
+        )
     if choice is None and null_index is None:
         said = "null was asked but" if value is not None else "no --class-label given and"
         raise ExplorerError(
             f"this {what} is class-conditional ({num_classes} classes); {said} it has no unconditional "
             f"class: pick --class-label N (a fixed class, 0 to {num_classes - 1}) or --class-label true "
-            "(each image's own label, label-leaking)")
+            "(each image's own label, label-leaking)"
+        )
     return ClassLabel(choice, num_classes, null_index, arg)
 
 
@@ -78,15 +96,26 @@ def unet_classes(config: dict) -> int | None:
     float-input class embeddings (`timestep`, `identity`) that take no class index."""
     kind = config.get("class_embed_type")
     if kind is not None:
-        raise ExplorerError(f"class_embed_type '{kind}' takes a vector, not a class index; only "
-                            "num_class_embeds (an embedding table) is supported")
+        raise ExplorerError(
+            f"class_embed_type '{kind}' takes a vector, not a class index; only "
+            "num_class_embeds (an embedding table) is supported"
+        )
     n = config.get("num_class_embeds")
     return int(n) if n else None
 
 
-def adapter(unet, class_label, loaded_from: str = "UNet2DModel folder with class embeddings") -> Adapter:
+def adapter(
+    unet, class_label, loaded_from: str = "UNet2DModel folder with class embeddings"
+) -> Adapter:
     """A class-conditional pixel U-Net; `UNet2DModel` declares no null class, so null is refused."""
     cfg = unet.config
     s = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
     cond = condition(class_label, int(cfg.num_class_embeds), None, "U-Net")
-    return Adapter("class-cond-unet", unet, int(s), int(cfg.in_channels), condition=cond, loaded_from=loaded_from)
+    return Adapter(
+        "class-cond-unet",
+        unet,
+        int(s),
+        int(cfg.in_channels),
+        condition=cond,
+        loaded_from=loaded_from,
+    )

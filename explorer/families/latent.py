@@ -31,7 +31,9 @@ class LatentEncoder:
         self.kind = type(vae).__name__
         cfg = vae.config
         self.factor = 2 ** (len(cfg.block_out_channels) - 1)
-        self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0) if self.kind != "VQModel" else 1.0
+        self.scale = (
+            float(getattr(cfg, "scaling_factor", 1.0) or 1.0) if self.kind != "VQModel" else 1.0
+        )
         self.shift = getattr(cfg, "shift_factor", None) if self.kind != "VQModel" else None
 
     @torch.inference_mode()
@@ -51,15 +53,19 @@ class LatentEncoder:
     def describe(self) -> str:
         if self.kind == "VQModel":
             return "VQModel, pre-quantisation latents"
-        return f"{self.kind} mean × {self.scale:g}" + (f" after − {self.shift:g}" if self.shift is not None else "")
+        return f"{self.kind} mean × {self.scale:g}" + (
+            f" after − {self.shift:g}" if self.shift is not None else ""
+        )
 
 
 def _vae_folder(folder: Path) -> tuple[Path, str]:
     for sub, cls in (("vqvae", "VQModel"), ("vae", None)):
         if (folder / sub / "config.json").exists():
             return folder / sub, cls or "AutoencoderKL"
-    raise ExplorerError(f"{folder} is a latent pipeline but has no vae/ or vqvae/ with a config.json; "
-                        "the copy is incomplete, fetch the autoencoder folder too")
+    raise ExplorerError(
+        f"{folder} is a latent pipeline but has no vae/ or vqvae/ with a config.json; "
+        "the copy is incomplete, fetch the autoencoder folder too"
+    )
 
 
 def load_encoder(folder: Path, trust_pickle: bool) -> tuple[LatentEncoder, list[str]]:
@@ -71,7 +77,9 @@ def load_encoder(folder: Path, trust_pickle: bool) -> tuple[LatentEncoder, list[
     sub, default_cls = _vae_folder(folder)
     cls_name = _class_name(sub / "config.json", default_cls)
     if cls_name not in ("AutoencoderKL", "VQModel"):
-        raise ExplorerError(f"{sub} holds a {cls_name}; the explorer reads AutoencoderKL and VQModel autoencoders")
+        raise ExplorerError(
+            f"{sub} holds a {cls_name}; the explorer reads AutoencoderKL and VQModel autoencoders"
+        )
     vae, parts = load_component(sub, getattr(diffusers, cls_name), trust_pickle, "autoencoder")
     return LatentEncoder(vae), parts
 
@@ -92,12 +100,25 @@ def ldm_adapter(folder: Path, unet, trust_pickle: bool, class_label) -> tuple[Ad
     if n:
         cond = class_cond.condition(class_label, n, None, "latent U-Net")
     elif class_label is not None:
-        raise ExplorerError("--class-label was given but this latent U-Net is not class-conditional")
+        raise ExplorerError(
+            "--class-label was given but this latent U-Net is not class-conditional"
+        )
     else:
         cond = Condition()
-    size = unet.config.sample_size if isinstance(unet.config.sample_size, int) else unet.config.sample_size[0]
-    a = Adapter("latent-unet", unet, int(size) * enc.factor, int(enc.vae.config.in_channels), encoder=enc,
-                condition=cond, loaded_from=f"latent pipeline folder (unet/ + {enc.kind})")
+    size = (
+        unet.config.sample_size
+        if isinstance(unet.config.sample_size, int)
+        else unet.config.sample_size[0]
+    )
+    a = Adapter(
+        "latent-unet",
+        unet,
+        int(size) * enc.factor,
+        int(enc.vae.config.in_channels),
+        encoder=enc,
+        condition=cond,
+        loaded_from=f"latent pipeline folder (unet/ + {enc.kind})",
+    )
     return a, parts
 
 
@@ -112,7 +133,11 @@ class Prompt(Condition):
         return {"encoder_hidden_states": self.embedding.to(device).expand(batch, -1, -1)}
 
     def describe(self) -> str:
-        return "the empty prompt (as in DIFT)" if not self.prompt else f"the fixed prompt {self.prompt!r}"
+        return (
+            "the empty prompt (as in DIFT)"
+            if not self.prompt
+            else f"the fixed prompt {self.prompt!r}"
+        )
 
     def to(self, device) -> Prompt:
         self.embedding = self.embedding.to(device)
@@ -123,25 +148,35 @@ def check_prompt(prompt: str | None) -> str:
     """One fixed prompt for all images; a template that would vary with the label is refused."""
     prompt = prompt or ""
     if "{" in prompt or "}" in prompt:
-        raise ExplorerError("--prompt must be one fixed text for every image: a prompt that varies with the "
-                            "label (a {template}) leaks the answer into the features")
+        raise ExplorerError(
+            "--prompt must be one fixed text for every image: a prompt that varies with the "
+            "label (a {template}) leaks the answer into the features"
+        )
     return prompt
 
 
-def prompt_embedding(folder: Path, prompt: str, trust_pickle: bool) -> tuple[torch.Tensor, list[str]]:
+def prompt_embedding(
+    folder: Path, prompt: str, trust_pickle: bool
+) -> tuple[torch.Tensor, list[str]]:
     """`(1, L, D)` last hidden state of the pipeline's text encoder for `prompt`, padded to the
     tokenizer's max length as the SD pipelines do; and fingerprint parts (encoder, tokenizer)."""
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError:
-        raise ExplorerError(f"Stable Diffusion folders need the transformers package: {SD_INSTALL}") from None
+        raise ExplorerError(
+            f"Stable Diffusion folders need the transformers package: {SD_INSTALL}"
+        ) from None
     from explorer.models import load_component
 
     for sub in ("text_encoder", "tokenizer"):
         if not (folder / sub).is_dir():
-            raise ExplorerError(f"{folder} has a UNet2DConditionModel but no {sub}/; pass the whole Stable "
-                                "Diffusion pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)")
-    enc, parts = load_component(folder / "text_encoder", CLIPTextModel, trust_pickle, "text encoder")
+            raise ExplorerError(
+                f"{folder} has a UNet2DConditionModel but no {sub}/; pass the whole Stable "
+                "Diffusion pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)"
+            )
+    enc, parts = load_component(
+        folder / "text_encoder", CLIPTextModel, trust_pickle, "text encoder"
+    )
     try:
         tok = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     except (OSError, ValueError, TypeError) as e:
@@ -150,27 +185,48 @@ def prompt_embedding(folder: Path, prompt: str, trust_pickle: bool) -> tuple[tor
     for f in sorted((folder / "tokenizer").iterdir()):
         if f.is_file():
             h.update(f.name.encode() + b"\0" + f.read_bytes())
-    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids
+    ids = tok(
+        prompt,
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
     with torch.inference_mode():
         emb = enc.eval()(ids)[0].float()
     return emb.clone(), parts + [h.hexdigest()]
 
 
-def sd_adapter(folder: Path, unet, trust_pickle: bool, prompt: str | None) -> tuple[Adapter, list[str]]:
+def sd_adapter(
+    folder: Path, unet, trust_pickle: bool, prompt: str | None
+) -> tuple[Adapter, list[str]]:
     """Stable Diffusion 1.x/2.x: VAE latents in, the fixed prompt's embedding as cross-attention input."""
     cfg = unet.config
-    if getattr(cfg, "addition_embed_type", None) or getattr(cfg, "class_embed_type", None) \
-            or getattr(cfg, "num_class_embeds", None):
-        raise ExplorerError("this UNet2DConditionModel needs extra conditioning (SDXL-style added embeddings "
-                            "or class embeddings); only Stable Diffusion 1.x/2.x layouts are supported")
+    if (
+        getattr(cfg, "addition_embed_type", None)
+        or getattr(cfg, "class_embed_type", None)
+        or getattr(cfg, "num_class_embeds", None)
+    ):
+        raise ExplorerError(
+            "this UNet2DConditionModel needs extra conditioning (SDXL-style added embeddings "
+            "or class embeddings); only Stable Diffusion 1.x/2.x layouts are supported"
+        )
     prompt = check_prompt(prompt)
     if not (folder / "vae" / "config.json").exists():
-        raise ExplorerError(f"{folder} has a UNet2DConditionModel but no vae/; pass the whole Stable Diffusion "
-                            "pipeline folder, never its U-Net alone (it must not be fed pixels)")
+        raise ExplorerError(
+            f"{folder} has a UNet2DConditionModel but no vae/; pass the whole Stable Diffusion "
+            "pipeline folder, never its U-Net alone (it must not be fed pixels)"
+        )
     emb, tparts = prompt_embedding(folder, prompt, trust_pickle)
     enc, vparts = load_encoder(folder, trust_pickle)
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-    a = Adapter("stable-diffusion", unet, int(size) * enc.factor, int(enc.vae.config.in_channels), encoder=enc,
-                condition=Prompt(prompt, emb), loaded_from="Stable Diffusion pipeline folder")
+    a = Adapter(
+        "stable-diffusion",
+        unet,
+        int(size) * enc.factor,
+        int(enc.vae.config.in_channels),
+        encoder=enc,
+        condition=Prompt(prompt, emb),
+        loaded_from="Stable Diffusion pipeline folder",
+    )
     return a, vparts + tparts

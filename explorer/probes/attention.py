@@ -130,7 +130,13 @@ class AttentionProbe(TorchProbe):
         n, c, h, w = x.shape
         self.map_shape_ = (c, h, w)
         return AttentionHead(
-            c, h * w, n_classes, dim=self.dim, depth=self.depth, heads=self.heads, dropout=self.dropout
+            c,
+            h * w,
+            n_classes,
+            dim=self.dim,
+            depth=self.depth,
+            heads=self.heads,
+            dropout=self.dropout,
         )
 
 
@@ -144,4 +150,6 @@ def _check_maps(X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.nda
     return X, y
 
 
-fit_attention = scorer(AttentionProbe, "attention-small", ("dim", "heads", "depth"))  # the head `attention-small`
+fit_attention = scorer(
+    AttentionProbe, "attention-small", ("dim", "heads", "depth")
+)  # the head `attention-small`

@@ -202,20 +202,40 @@ def scorer(cls: type[TorchProbe], head: str, shown: tuple[str, ...]):
     """The head function `fit(x_train, y_train, x_test, y_test, *, n_classes=None, **params)` that
     fits a `cls(**params)` and scores it on test (see `fit_and_score`)."""
 
-    def fit(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
-            n_classes: int | None = None, **params) -> ProbeResult:
-        return fit_and_score(cls(**params), head, shown, x_train, y_train, x_test, y_test, n_classes)
+    def fit(
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_test: np.ndarray,
+        y_test: np.ndarray,
+        *,
+        n_classes: int | None = None,
+        **params,
+    ) -> ProbeResult:
+        return fit_and_score(
+            cls(**params), head, shown, x_train, y_train, x_test, y_test, n_classes
+        )
 
     fit.__doc__ = f"Fit a `{cls.__name__}(**params)` on train and score it on test (head `{head}`)."
     return fit
 
 
-def fit_and_score(probe: TorchProbe, head: str, shown: tuple[str, ...], x_train: np.ndarray,
-                  y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                  n_classes: int | None = None) -> ProbeResult:
+def fit_and_score(
+    probe: TorchProbe,
+    head: str,
+    shown: tuple[str, ...],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    n_classes: int | None = None,
+) -> ProbeResult:
     """Fit `probe` on train, score it on test as `head`; `extra` holds the `shown` parameters,
     the best epoch, the epochs run and the validation top-1."""
     probe.fit(x_train, y_train)
     extra = {name: getattr(probe, name) for name in shown}
-    extra |= {"best_epoch": probe.best_epoch_, "epochs_run": probe.epochs_run_, "val_top1": probe.val_top1_}
+    extra |= {
+        "best_epoch": probe.best_epoch_,
+        "epochs_run": probe.epochs_run_,
+        "val_top1": probe.val_top1_,
+    }
     return ProbeResult.from_predictions(head, y_test, probe.predict(x_test), n_classes, extra)

@@ -27,8 +27,15 @@ MAX_SIDE = 8
 class FusionHead(nn.Module):
     """Packed rows `(N, sum C_i*h_i*w_i)` of member maps `shapes` -> `(N, n_classes)` logits."""
 
-    def __init__(self, shapes: list[tuple[int, int, int]], n_classes: int, *, dim: int = 128,
-                 depth: int = 2, heads: int = 4) -> None:
+    def __init__(
+        self,
+        shapes: list[tuple[int, int, int]],
+        n_classes: int,
+        *,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+    ) -> None:
         super().__init__()
         self.shapes = [tuple(s) for s in shapes]
         self.sizes = [c * h * w for c, h, w in self.shapes]
@@ -59,8 +66,10 @@ def pack_maps(maps) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """
     maps = [maps] if isinstance(maps, np.ndarray) else list(maps)
     if not maps or any(np.asarray(m).ndim != 4 for m in maps):
-        raise ExplorerError("the fusion head takes a list of maps (N, C, h, w), got shapes "
-                            f"{[np.asarray(m).shape for m in maps]}")
+        raise ExplorerError(
+            "the fusion head takes a list of maps (N, C, h, w), got shapes "
+            f"{[np.asarray(m).shape for m in maps]}"
+        )
     maps = [pool_tokens(np.asarray(m), MAX_SIDE) for m in maps]
     if len({len(m) for m in maps}) != 1:
         raise ExplorerError(f"fused maps have different image counts: {[len(m) for m in maps]}")
@@ -73,9 +82,21 @@ class FusionProbe(TorchProbe):
     Learned: `classes_`, `shapes_`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
     """
 
-    def __init__(self, *, dim: int = 128, depth: int = 2, heads: int = 4, epochs: int = 30,
-                 batch_size: int = 128, lr: float = 5e-4, weight_decay: float = 0.05, patience: int = 8,
-                 val_fraction: float = 0.1, device: str = "auto", seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int = 128,
+        depth: int = 2,
+        heads: int = 4,
+        epochs: int = 30,
+        batch_size: int = 128,
+        lr: float = 5e-4,
+        weight_decay: float = 0.05,
+        patience: int = 8,
+        val_fraction: float = 0.1,
+        device: str = "auto",
+        seed: int = 0,
+    ) -> None:
         self._store(locals())
 
     def _check(self, X, y):
@@ -93,10 +114,17 @@ class FusionProbe(TorchProbe):
         return FusionHead(self.shapes_, n_classes, dim=self.dim, depth=self.depth, heads=self.heads)
 
 
-def fit_fusion(x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs) -> ProbeResult:
+def fit_fusion(
+    x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs
+) -> ProbeResult:
     """Fit `FusionProbe(**kwargs)` on lists of member maps and score it on test (head `fusion`)."""
     probe = FusionProbe(**kwargs).fit(x_train, y_train)
     pred = probe.predict(x_test)
-    extra = {"dim": probe.dim, "members": len(probe.shapes_), "best_epoch": probe.best_epoch_,
-             "epochs_run": probe.epochs_run_, "val_top1": probe.val_top1_}
+    extra = {
+        "dim": probe.dim,
+        "members": len(probe.shapes_),
+        "best_epoch": probe.best_epoch_,
+        "epochs_run": probe.epochs_run_,
+        "val_top1": probe.val_top1_,
+    }
     return ProbeResult.from_predictions("fusion", y_test, pred, n_classes, extra)

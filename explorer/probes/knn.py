@@ -97,7 +97,10 @@ def fit_knn(
     if val_idx.size:
         val = knn_predict(x_train[fit_idx], y_train[fit_idx], x_train[val_idx], **kw)
         for k, p in val.items():
-            extra[k] |= {"val_top1": float(np.mean(p == y_train[val_idx])), "n_val": int(val_idx.size)}
+            extra[k] |= {
+                "val_top1": float(np.mean(p == y_train[val_idx])),
+                "n_val": int(val_idx.size),
+            }
     return {
         k: ProbeResult.from_predictions(f"knn{k}", y_test, p, n_classes, extra[k])
         for k, p in preds.items()

@@ -120,8 +120,9 @@ class _Solution:
     converged: torch.Tensor  # (G, R) bool: stopped by a convergence test, not by max_iter
 
 
-def _direction(grad: torch.Tensor, hist: list, gamma: torch.Tensor,
-               done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _direction(
+    grad: torch.Tensor, hist: list, gamma: torch.Tensor, done: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(d, grad·d): d = -H grad by the L-BFGS two-loop recursion per head `(G, R, C, D1)`,
     scaled steepest descent where curvature was lost (uphill), 0 for finished heads."""
     q = grad.clone()
@@ -170,7 +171,15 @@ class _Live:
         """Backtracking Armijo search along `d`: every head tries t = 1 in one batched
         evaluation, then only the settings with a head still searching are evaluated again.
         Returns (theta, f, grad, accepted) after the search."""
-        x, y, onehot, lam, theta, f, grad = self.x, self.y, self.onehot, self.lam, self.theta, self.f, self.grad
+        x, y, onehot, lam, theta, f, grad = (
+            self.x,
+            self.y,
+            self.onehot,
+            self.lam,
+            self.theta,
+            self.f,
+            self.grad,
+        )
         t = torch.ones_like(f)
         accepted = self.done.clone()
         new_theta, new_f, new_grad = theta, f, grad
@@ -237,13 +246,29 @@ class _Live:
         if drop_g:
             self.x, self.y, self.onehot = self.x[kg], self.y[kg], self.onehot[kg]
         self.g_idx, self.r_idx = self.g_idx[kg], self.r_idx[kr]
-        self.lam, self.theta, self.f, self.grad = sel(self.lam), sel(self.theta), sel(self.f), sel(self.grad)
-        self.gamma, self.done, self.stall, self.n_iter = sel(self.gamma), sel(self.done), sel(self.stall), sel(self.n_iter)
+        self.lam, self.theta, self.f, self.grad = (
+            sel(self.lam),
+            sel(self.theta),
+            sel(self.f),
+            sel(self.grad),
+        )
+        self.gamma, self.done, self.stall, self.n_iter = (
+            sel(self.gamma),
+            sel(self.done),
+            sel(self.stall),
+            sel(self.n_iter),
+        )
         self.hist = [(sel(s), sel(yv), sel(rho)) for s, yv, rho in self.hist]
 
 
-def _start(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, n_classes: int,
-           theta0: torch.Tensor | None, tol: float) -> _Live:
+def _start(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lam: torch.Tensor,
+    n_classes: int,
+    theta0: torch.Tensor | None,
+    tol: float,
+) -> _Live:
     """Every head at its warm start (zeros if `theta0` is None), with its loss and gradient."""
     g, n, d1 = x.shape
     r = lam.shape[1]
@@ -254,7 +279,13 @@ def _start(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, n_classes: int,
     f, grad = _objective(x, y, onehot, theta, lam)
     n_iter = torch.zeros(g, r, dtype=torch.int64, device=dev)
     return _Live(
-        x, y, onehot, lam, theta, f, grad,
+        x,
+        y,
+        onehot,
+        lam,
+        theta,
+        f,
+        grad,
         gamma=1.0 / grad.pow(2).sum((2, 3)).sqrt().clamp_min(1.0),  # first step: length <= 1
         done=grad.abs().amax((2, 3)) <= tol,
         stall=torch.zeros_like(n_iter),

@@ -360,7 +360,11 @@ def side_by_side(
 def per_class_table(r: ProbeResult, classes: list[str]) -> pd.DataFrame:
     """DataFrame: class, accuracy (recall) and support (test images) of each of the `C` classes."""
     return pd.DataFrame(
-        {"class": [str(c) for c in classes], "accuracy": r.per_class, "support": r.confusion.sum(axis=1)}
+        {
+            "class": [str(c) for c in classes],
+            "accuracy": r.per_class,
+            "support": r.confusion.sum(axis=1),
+        }
     )
 
 
@@ -378,6 +382,8 @@ def predictions_table(
     )
 
 
-def confused_positions(r: ProbeResult, y_true: np.ndarray, true: int, predicted: int, k: int) -> np.ndarray:
+def confused_positions(
+    r: ProbeResult, y_true: np.ndarray, true: int, predicted: int, k: int
+) -> np.ndarray:
     """Test positions `(≤k,)` of images of class `true` predicted as `predicted`, in order."""
     return np.flatnonzero((np.asarray(y_true) == true) & (r.predictions == predicted))[:k]

@@ -60,7 +60,9 @@ class MLPProbe(TorchProbe):
             return check_xy(X, y, "X")
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.mean_):
-            raise ExplorerError(f"X must be (N, {len(self.mean_)}) like the fitted data, got {X.shape}")
+            raise ExplorerError(
+                f"X must be (N, {len(self.mean_)}) like the fitted data, got {X.shape}"
+            )
         return X, None
 
     def _build(self, x: torch.Tensor, fit_idx: torch.Tensor, n_classes: int) -> nn.Module:

@@ -58,8 +58,14 @@ class PaperAttentionHead(nn.Module):
     """`(N, C, h, w)` maps -> `(N, n_classes)` logits, as the paper's released attention head."""
 
     def __init__(
-        self, map_shape: tuple[int, int, int], n_classes: int, *, dim: int = 1024, depth: int = 2,
-        heads: int = 8, mlp_ratio: int = 4,
+        self,
+        map_shape: tuple[int, int, int],
+        n_classes: int,
+        *,
+        dim: int = 1024,
+        depth: int = 2,
+        heads: int = 8,
+        mlp_ratio: int = 4,
     ) -> None:
         super().__init__()
         c = map_shape[0]
@@ -84,7 +90,11 @@ class CNNHead(nn.Module):
         super().__init__()
 
         def unit(cin: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU()]
+            return [
+                nn.Conv2d(cin, hidden, 3, padding=1, bias=False),
+                nn.BatchNorm2d(hidden),
+                nn.ReLU(),
+            ]
 
         self.features = nn.Sequential(*unit(in_channels), *unit(hidden))
         self.fc = nn.Linear(hidden, n_classes)
@@ -99,7 +109,9 @@ class _MapProbe(TorchProbe):
     def _check(self, X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         X = np.asarray(X)
         if X.ndim != 4:
-            raise ExplorerError(f"the {self.NAME} head takes maps (N, C, h, w), got shape {X.shape}")
+            raise ExplorerError(
+                f"the {self.NAME} head takes maps (N, C, h, w), got shape {X.shape}"
+            )
         X = pool_tokens(X, MAX_SIDE)
         if y is not None and np.asarray(y).shape != (X.shape[0],):
             raise ExplorerError(f"{X.shape[0]} maps but labels have shape {np.asarray(y).shape}")
@@ -110,8 +122,13 @@ class _MapProbe(TorchProbe):
 
     def _train_options(self) -> dict:
         # No early stopping: with a validation split the best epoch is kept, else the last one.
-        return {"weight_decay": self.weight_decay, "patience": self.epochs, "optimizer": "sgd",
-                "step": self.step, "gamma": self.gamma}
+        return {
+            "weight_decay": self.weight_decay,
+            "patience": self.epochs,
+            "optimizer": "sgd",
+            "step": self.step,
+            "gamma": self.gamma,
+        }
 
 
 class PaperAttentionProbe(_MapProbe):
@@ -123,16 +140,28 @@ class PaperAttentionProbe(_MapProbe):
     NAME = "attention-paper"
 
     def __init__(
-        self, *, dim: int = 1024, depth: int = 2, heads: int = 8, epochs: int = 28,
-        batch_size: int = 64, lr: float = 0.05, step: int = 7, gamma: float = 0.1,
-        weight_decay: float = 0.0, val_fraction: float = 0.0, device: str = "auto", seed: int = 0,
+        self,
+        *,
+        dim: int = 1024,
+        depth: int = 2,
+        heads: int = 8,
+        epochs: int = 28,
+        batch_size: int = 64,
+        lr: float = 0.05,
+        step: int = 7,
+        gamma: float = 0.1,
+        weight_decay: float = 0.0,
+        val_fraction: float = 0.0,
+        device: str = "auto",
+        seed: int = 0,
     ) -> None:
         self._store(locals())
 
     def _build(self, x: torch.Tensor, fit_idx: torch.Tensor, n_classes: int) -> nn.Module:
         self.map_shape_ = tuple(x.shape[1:])
-        return PaperAttentionHead(self.map_shape_, n_classes, dim=self.dim, depth=self.depth,
-                                  heads=self.heads)
+        return PaperAttentionHead(
+            self.map_shape_, n_classes, dim=self.dim, depth=self.depth, heads=self.heads
+        )
 
 
 class CNNProbe(_MapProbe):
@@ -141,9 +170,18 @@ class CNNProbe(_MapProbe):
     NAME = "cnn"
 
     def __init__(
-        self, *, hidden: int = 256, epochs: int = 28, batch_size: int = 64, lr: float = 0.05,
-        step: int = 7, gamma: float = 0.1, weight_decay: float = 0.0, val_fraction: float = 0.0,
-        device: str = "auto", seed: int = 0,
+        self,
+        *,
+        hidden: int = 256,
+        epochs: int = 28,
+        batch_size: int = 64,
+        lr: float = 0.05,
+        step: int = 7,
+        gamma: float = 0.1,
+        weight_decay: float = 0.0,
+        val_fraction: float = 0.0,
+        device: str = "auto",
+        seed: int = 0,
     ) -> None:
         self._store(locals())
 
@@ -152,23 +190,40 @@ class CNNProbe(_MapProbe):
         return CNNHead(self.map_shape_[0], n_classes, hidden=self.hidden)
 
 
-def _score(probe: _MapProbe, x_train, y_train, x_test, y_test, n_classes, extra: dict) -> ProbeResult:
+def _score(
+    probe: _MapProbe, x_train, y_train, x_test, y_test, n_classes, extra: dict
+) -> ProbeResult:
     probe.fit(x_train, y_train)
     pred = probe.predict(x_test)
-    extra = {**extra, "map_shape": "x".join(map(str, probe.map_shape_)), "best_epoch": probe.best_epoch_,
-             "epochs_run": probe.epochs_run_, "val_top1": probe.val_top1_}
+    extra = {
+        **extra,
+        "map_shape": "x".join(map(str, probe.map_shape_)),
+        "best_epoch": probe.best_epoch_,
+        "epochs_run": probe.epochs_run_,
+        "val_top1": probe.val_top1_,
+    }
     return ProbeResult.from_predictions(probe.NAME, y_test, pred, n_classes, extra)
 
 
-def fit_attention_paper(x_train, y_train, x_test, y_test, *, n_classes: int | None = None,
-                        **kwargs) -> ProbeResult:
+def fit_attention_paper(
+    x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs
+) -> ProbeResult:
     """Fit `PaperAttentionProbe(**kwargs)` on train maps, score on test (head `attention-paper`)."""
     probe = PaperAttentionProbe(**kwargs)
-    return _score(probe, x_train, y_train, x_test, y_test, n_classes,
-                  {"dim": probe.dim, "heads": probe.heads, "depth": probe.depth})
+    return _score(
+        probe,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        n_classes,
+        {"dim": probe.dim, "heads": probe.heads, "depth": probe.depth},
+    )
 
 
-def fit_cnn(x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs) -> ProbeResult:
+def fit_cnn(
+    x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs
+) -> ProbeResult:
     """Fit `CNNProbe(**kwargs)` on train maps and score it on test (head `cnn`)."""
     probe = CNNProbe(**kwargs)
     return _score(probe, x_train, y_train, x_test, y_test, n_classes, {"hidden": probe.hidden})

@@ -14,16 +14,24 @@ import streamlit as st
 from explorer import export
 from explorer.export import ExportData
 
-LABELS = {"npz": "NumPy .npz", "safetensors": "safetensors", "parquet": "Parquet",
-          "projector": "Embedding Projector (.zip)"}
+LABELS = {
+    "npz": "NumPy .npz",
+    "safetensors": "safetensors",
+    "parquet": "Parquet",
+    "projector": "Embedding Projector (.zip)",
+}
 
 
-def feature_downloads(data: ExportData | Callable[[], ExportData], key: str, name: str = "features") -> None:
+def feature_downloads(
+    data: ExportData | Callable[[], ExportData], key: str, name: str = "features"
+) -> None:
     """One button per export format for `data` (or a function returning it, called on click)."""
     get = data if callable(data) else lambda: data
     with st.expander("Download these features: npz, safetensors, Parquet, Embedding Projector"):
-        st.caption("Train and test features with labels, dataset indices and the setting's metadata. "
-                   "The Projector zip unpacks to a folder for projector.tensorflow.org or TensorBoard.")
+        st.caption(
+            "Train and test features with labels, dataset indices and the setting's metadata. "
+            "The Projector zip unpacks to a folder for projector.tensorflow.org or TensorBoard."
+        )
         for col, fmt in zip(st.columns(len(export.FORMATS)), export.FORMATS, strict=True):
             col.download_button(
                 f"⬇ {LABELS[fmt]}",

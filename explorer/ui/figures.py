@@ -33,25 +33,71 @@ def _pct(x) -> np.ndarray:
     return 100.0 * np.asarray(x, dtype=float)
 
 
-def _bars(names: Sequence[str], y: np.ndarray, colors, text: list[str], hover: str, title: str,
-          yaxis: dict) -> go.Figure:
+def _bars(
+    names: Sequence[str],
+    y: np.ndarray,
+    colors,
+    text: list[str],
+    hover: str,
+    title: str,
+    yaxis: dict,
+) -> go.Figure:
     """One bar per class, values written above the bars, no legend."""
-    fig = go.Figure(go.Bar(x=list(names), y=y, marker_color=colors, text=text, textposition="outside",
-                           hovertemplate=hover))
-    fig.update_layout(title=title, yaxis=yaxis, xaxis=dict(type="category"), showlegend=False, **_LAYOUT)
+    fig = go.Figure(
+        go.Bar(
+            x=list(names),
+            y=y,
+            marker_color=colors,
+            text=text,
+            textposition="outside",
+            hovertemplate=hover,
+        )
+    )
+    fig.update_layout(
+        title=title, yaxis=yaxis, xaxis=dict(type="category"), showlegend=False, **_LAYOUT
+    )
     return fig
 
 
-def _heatmap(z: np.ndarray, x: Sequence[str], y: Sequence[str], *, title: str, text, colorbar: dict,
-             hover: str, colorscale: str = "Viridis", zmin: float = 0, zmax: float = 1,
-             show_text: bool = True, xaxis: dict | None = None, yaxis: dict | None = None,
-             customdata=None) -> go.Figure:
+def _heatmap(
+    z: np.ndarray,
+    x: Sequence[str],
+    y: Sequence[str],
+    *,
+    title: str,
+    text,
+    colorbar: dict,
+    hover: str,
+    colorscale: str = "Viridis",
+    zmin: float = 0,
+    zmax: float = 1,
+    show_text: bool = True,
+    xaxis: dict | None = None,
+    yaxis: dict | None = None,
+    customdata=None,
+) -> go.Figure:
     """A heatmap on category axes, rows top to bottom, `text` written in the cells when `show_text`."""
-    fig = go.Figure(go.Heatmap(z=z, x=list(x), y=list(y), colorscale=colorscale, zmin=zmin, zmax=zmax,
-                               text=text, texttemplate="%{text}" if show_text else None,
-                               colorbar=colorbar, customdata=customdata, hovertemplate=hover))
-    fig.update_layout(title=title, xaxis=dict(type="category", **(xaxis or {})),
-                      yaxis=dict(type="category", autorange="reversed", **(yaxis or {})), **_LAYOUT)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(x),
+            y=list(y),
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            text=text,
+            texttemplate="%{text}" if show_text else None,
+            colorbar=colorbar,
+            customdata=customdata,
+            hovertemplate=hover,
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(type="category", **(xaxis or {})),
+        yaxis=dict(type="category", autorange="reversed", **(yaxis or {})),
+        **_LAYOUT,
+    )
     return fig
 
 
@@ -66,12 +112,23 @@ def per_class_bars(
 ) -> go.Figure:
     """Bars of `(C,)` per-class recall, coloured by class, with the overall top-1 as a line."""
     acc = _pct(per_class)
-    fig = _bars(class_names, acc, class_colors(len(class_names)),
-                [f"{a:.0f}" if np.isfinite(a) else "–" for a in acc], "%{x}: %{y:.1f}%<extra></extra>",
-                title, dict(title="accuracy (%)", range=[0, 109]))
+    fig = _bars(
+        class_names,
+        acc,
+        class_colors(len(class_names)),
+        [f"{a:.0f}" if np.isfinite(a) else "–" for a in acc],
+        "%{x}: %{y:.1f}%<extra></extra>",
+        title,
+        dict(title="accuracy (%)", range=[0, 109]),
+    )
     if top1 is not None:
-        fig.add_hline(y=100 * top1, line_dash="dash", line_color="#444",
-                      annotation_text=f"top-1 {100 * top1:.1f}%", annotation_position="bottom right")
+        fig.add_hline(
+            y=100 * top1,
+            line_dash="dash",
+            line_color="#444",
+            annotation_text=f"top-1 {100 * top1:.1f}%",
+            annotation_position="bottom right",
+        )
     return fig
 
 
@@ -82,10 +139,19 @@ def confusion_heatmap(
     cm = np.asarray(confusion, dtype=float)
     rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     names = [str(c) for c in class_names]
-    return _heatmap(rate, names, names, title=title, text=cm.astype(int), colorscale="Blues",
-                    show_text=len(names) <= 20, colorbar=dict(title="rate"),
-                    hover="true %{y} → predicted %{x}: %{text} (%{z:.0%})<extra></extra>",
-                    xaxis=dict(title="predicted"), yaxis=dict(title="true"))
+    return _heatmap(
+        rate,
+        names,
+        names,
+        title=title,
+        text=cm.astype(int),
+        colorscale="Blues",
+        show_text=len(names) <= 20,
+        colorbar=dict(title="rate"),
+        hover="true %{y} → predicted %{x}: %{text} (%{z:.0%})<extra></extra>",
+        xaxis=dict(title="predicted"),
+        yaxis=dict(title="true"),
+    )
 
 
 def embedding_scatter(
@@ -276,7 +342,9 @@ def _sweep_grid(wide: pd.DataFrame):
         cell = pos[int(r["layer_index"])], ts.index(r["t"])
         z[cell] = 100 * r["top1"]
         up[cell] = bool(beats(r, "vs_pixels"))
-        said = [paired_words(r, n, ref) for n, ref in (("vs_pixels", "pixels"), ("vs_random", "random"))]
+        said = [
+            paired_words(r, n, ref) for n, ref in (("vs_pixels", "pixels"), ("vs_random", "random"))
+        ]
         notes[cell] = "".join(f"<br>{w}" for w in said if w)
     return ts, rows, pos, z, up, notes
 
@@ -293,8 +361,14 @@ def _colour_scale(z: np.ndarray, marks: dict[str, float]) -> tuple[float, float,
 
 
 def _outline(fig: go.Figure, row: int, col: int) -> None:
-    fig.add_shape(type="rect", x0=col - 0.5, x1=col + 0.5, y0=row - 0.5, y1=row + 0.5,
-                  line=dict(color="#e31a1c", width=3))
+    fig.add_shape(
+        type="rect",
+        x0=col - 0.5,
+        x1=col + 0.5,
+        y0=row - 0.5,
+        y1=row + 0.5,
+        line=dict(color="#e31a1c", width=3),
+    )
 
 
 def sweep_heatmap(
@@ -311,19 +385,33 @@ def sweep_heatmap(
     marks = {k: 100 * v for k, v in (baselines or {}).items()}
     lo, hi, ticks = _colour_scale(z, marks)
     text = [
-        ["" if not np.isfinite(v) else f"{v:.1f}" + ("▲" if u else "") for v, u in zip(row, ups, strict=True)]
+        [
+            "" if not np.isfinite(v) else f"{v:.1f}" + ("▲" if u else "")
+            for v, u in zip(row, ups, strict=True)
+        ]
         for row, ups in zip(z, up, strict=True)
     ]
     best = best_on_validation(wide)
     ref = " · ".join(f"{k} {v:.1f}%" for k, v in marks.items())
-    box = "red box = best on validation" if best is not None else "no validation accuracy: no best marked"
+    box = (
+        "red box = best on validation"
+        if best is not None
+        else "no validation accuracy: no best marked"
+    )
     mark = "▲ beats raw pixels (paired 95% interval above 0); " if up.any() else ""
     fig = _heatmap(
-        z, [f"t={int(t)}" for t in ts], rows, zmin=lo, zmax=hi, text=text, customdata=notes,
+        z,
+        [f"t={int(t)}" for t in ts],
+        rows,
+        zmin=lo,
+        zmax=hi,
+        text=text,
+        customdata=notes,
         title=title + f"<br><sup>{'baselines: ' + ref + '; ' if ref else ''}{mark}{box}</sup>",
         colorbar=dict(title="top-1 %", tickvals=list(ticks.values()), ticktext=list(ticks.keys())),
         hover="%{y} · %{x}: %{z:.2f}%%{customdata}<extra></extra>",
-        xaxis=dict(title="timestep"), yaxis=dict(title="block"),
+        xaxis=dict(title="timestep"),
+        yaxis=dict(title="block"),
     )
     if best is not None:
         _outline(fig, pos[int(best["layer_index"])], ts.index(best["t"]))
@@ -342,8 +430,15 @@ def per_class_delta(
 ) -> go.Figure:
     """`(C,)` differences in per-class accuracy, green where B is better."""
     d = _pct(b) - _pct(a)
-    fig = _bars(class_names, d, ["#2ca02c" if v >= 0 else "#d62728" for v in d], [f"{v:+.1f}" for v in d],
-                "%{x}: %{y:+.1f} points<extra></extra>", title, dict(title="Δ accuracy (points)"))
+    fig = _bars(
+        class_names,
+        d,
+        ["#2ca02c" if v >= 0 else "#d62728" for v in d],
+        [f"{v:+.1f}" for v in d],
+        "%{x}: %{y:+.1f} points<extra></extra>",
+        title,
+        dict(title="Δ accuracy (points)"),
+    )
     fig.add_hline(y=0, line_color="#444")
     return fig
 
@@ -352,8 +447,16 @@ def cka_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> go.Fig
     """A `(K, K)` CKA matrix with `labels` on both axes."""
     m = np.asarray(matrix, dtype=float)
     labels = [str(x) for x in labels]
-    return _heatmap(m, labels, labels, title=title, text=np.round(m, 2), show_text=len(labels) <= 16,
-                    colorbar=dict(title="CKA"), hover="%{y} vs %{x}: %{z:.3f}<extra></extra>")
+    return _heatmap(
+        m,
+        labels,
+        labels,
+        title=title,
+        text=np.round(m, 2),
+        show_text=len(labels) <= 16,
+        colorbar=dict(title="CKA"),
+        hover="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+    )
 
 
 def sample_grid(

@@ -36,7 +36,10 @@ from explorer.workspace import Setting, Workspace
 BATCH_SIZE = 256
 DEFAULT_TRAIN_LIMIT = defaults.DEFAULT_TRAIN_LIMIT
 DEFAULT_TEST_LIMIT = defaults.DEFAULT_TEST_LIMIT
-SEED_PAIR = ("ddpm-fashion-mnist", "fashion-mnist")  # explorer.warm's MODEL, DATASET (no torch here)
+SEED_PAIR = (
+    "ddpm-fashion-mnist",
+    "fashion-mnist",
+)  # explorer.warm's MODEL, DATASET (no torch here)
 SWEEP_KEYS = ["model", "dataset", "t", "layer", "pool", "head", "split", "metric"]
 
 
@@ -83,7 +86,12 @@ def _load_dataset(spec: str) -> ImageDataset:
 
 
 def _new_workspace(
-    model: str, dataset: str, train_limit: int | None, test_limit: int | None, root: str, device: str
+    model: str,
+    dataset: str,
+    train_limit: int | None,
+    test_limit: int | None,
+    root: str,
+    device: str,
 ) -> Workspace:
     from explorer.store import FeatureStore
 
@@ -145,8 +153,15 @@ def warm_up() -> threading.Thread:
 
     def imports():
         mods = [m.name for m in pkgutil.iter_modules(ui.__path__, "explorer.ui.")]
-        for name in [*mods, "explorer.analysis.embed", "explorer.probes.metrics", "explorer.heads",
-                     "explorer.models", "explorer.shipped", "plotly.graph_objects"]:
+        for name in [
+            *mods,
+            "explorer.analysis.embed",
+            "explorer.probes.metrics",
+            "explorer.heads",
+            "explorer.models",
+            "explorer.shipped",
+            "plotly.graph_objects",
+        ]:
             importlib.import_module(name)
 
     def workspace_ready(test_limit):
@@ -154,18 +169,24 @@ def warm_up() -> threading.Thread:
             ws = _new_workspace(model, dataset, DEFAULT_TRAIN_LIMIT, test_limit, root, device)
             ws.catalogue, ws.train, ws.test, ws.model.fingerprint  # noqa: B018 - computed once here
             return ws
+
         return make
 
     key = ("workspace", model, dataset, DEFAULT_TRAIN_LIMIT)
-    return preload([
-        (("imports",), imports),
-        (("seed", root), lambda: import_seed(root)),
-        (("model", model, device), lambda: _make_model(model, device)),
-        (("model", RANDOM_PREFIX + model, device), lambda: _make_model(RANDOM_PREFIX + model, device)),
-        (("dataset", dataset), lambda: load_dataset(dataset)),
-        ((*key, tl, root, device), workspace_ready(tl)),
-        ((*key, sim, root, device), workspace_ready(sim)),
-    ])
+    return preload(
+        [
+            (("imports",), imports),
+            (("seed", root), lambda: import_seed(root)),
+            (("model", model, device), lambda: _make_model(model, device)),
+            (
+                ("model", RANDOM_PREFIX + model, device),
+                lambda: _make_model(RANDOM_PREFIX + model, device),
+            ),
+            (("dataset", dataset), lambda: load_dataset(dataset)),
+            ((*key, tl, root, device), workspace_ready(tl)),
+            ((*key, sim, root, device), workspace_ready(sim)),
+        ]
+    )
 
 
 @st.cache_resource(show_spinner=False)

@@ -95,7 +95,11 @@ def _model_picker(default: str) -> str:
     options = names + [RANDOM_PREFIX + n for n in names] + local_models() + [CUSTOM_MODEL]
     return _picker(
         Picker(
-            "Model", "model", options, CUSTOM_MODEL, "Model folder or hub id",
+            "Model",
+            "model",
+            options,
+            CUSTOM_MODEL,
+            "Model folder or hub id",
             "/path/to/unet-folder or org/name",
             "A built-in model, its random-weights control (`random:`), a model folder found "
             "under $EXPLORER_MODELS, or any diffusers model folder (pixel or latent U-Net, Stable "
@@ -109,7 +113,11 @@ def _dataset_picker(default: str) -> str:
     options = list(BUILTIN_DATASETS) + [PATH_DATASET, UPLOAD_DATASET]
     return _picker(
         Picker(
-            "Dataset", "dataset", options, PATH_DATASET, "Dataset folder or file",
+            "Dataset",
+            "dataset",
+            options,
+            PATH_DATASET,
+            "Dataset folder or file",
             "/path/to/class-folders",
             "Built-in, a folder (ImageFolder tree, CIFAR batches, IDX files, HF dataset on "
             "disk), or a zip of class folders uploaded here.",

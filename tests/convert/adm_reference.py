@@ -28,7 +28,9 @@ class GroupNorm32(nn.GroupNorm):
 def sinusoidal(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """[B] timesteps -> [B, dim] embedding: cos of all frequencies, then sin; freq_i = P^(-i/half)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
     ang = t.float()[:, None] * freqs[None]
     emb = torch.cat([torch.cos(ang), torch.sin(ang)], dim=1)
     return F.pad(emb, (0, 1)) if dim % 2 else emb
@@ -40,13 +42,26 @@ class ResBlock(nn.Module):
     `up`/`down`: nearest x2 / 2x2 average pool applied to both paths between in_layers' SiLU and conv.
     """
 
-    def __init__(self, ch: int, emb_ch: int, out_ch: int, scale_shift: bool, up: bool = False, down: bool = False):
+    def __init__(
+        self,
+        ch: int,
+        emb_ch: int,
+        out_ch: int,
+        scale_shift: bool,
+        up: bool = False,
+        down: bool = False,
+    ):
         super().__init__()
         self.scale_shift, self.up, self.down = scale_shift, up, down
-        self.in_layers = nn.Sequential(GroupNorm32(ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1))
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_ch, 2 * out_ch if scale_shift else out_ch))
-        self.out_layers = nn.Sequential(GroupNorm32(out_ch), nn.SiLU(), nn.Dropout(0.0),
-                                        nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            GroupNorm32(ch), nn.SiLU(), nn.Conv2d(ch, out_ch, 3, padding=1)
+        )
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(), nn.Linear(emb_ch, 2 * out_ch if scale_shift else out_ch)
+        )
+        self.out_layers = nn.Sequential(
+            GroupNorm32(out_ch), nn.SiLU(), nn.Dropout(0.0), nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        )
         nn.init.zeros_(self.out_layers[3].weight)
         nn.init.zeros_(self.out_layers[3].bias)
         self.skip_connection = nn.Identity() if out_ch == ch else nn.Conv2d(ch, out_ch, 1)
@@ -126,7 +141,11 @@ class EmbSequential(nn.Sequential):
 
     def forward(self, x, emb):
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock | AttentionBlock | Downsample | Upsample) else layer(x)
+            x = (
+                layer(x, emb)
+                if isinstance(layer, ResBlock | AttentionBlock | Downsample | Upsample)
+                else layer(x)
+            )
         return x
 
 
@@ -137,10 +156,21 @@ class ADMReference(nn.Module):
     fills `self.record` with each input block's, the middle block's and each output block's output.
     """
 
-    def __init__(self, model_channels: int, channel_mult, num_res_blocks: int, attention_ds, *,
-                 out_channels: int = 6, num_heads: int = 1, num_head_channels: int = -1,
-                 new_order: bool = False, scale_shift: bool = True, resblock_updown: bool = True,
-                 num_classes: int | None = None):
+    def __init__(
+        self,
+        model_channels: int,
+        channel_mult,
+        num_res_blocks: int,
+        attention_ds,
+        *,
+        out_channels: int = 6,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        new_order: bool = False,
+        scale_shift: bool = True,
+        resblock_updown: bool = True,
+        num_classes: int | None = None,
+    ):
         super().__init__()
         mc = model_channels
         emb_ch = 4 * mc
@@ -168,12 +198,17 @@ class ADMReference(nn.Module):
                 self.input_blocks.append(EmbSequential(*layers))
                 skips.append(ch)
             if level != len(channel_mult) - 1:
-                down = ResBlock(ch, emb_ch, ch, scale_shift, down=True) if resblock_updown else Downsample(ch)
+                down = (
+                    ResBlock(ch, emb_ch, ch, scale_shift, down=True)
+                    if resblock_updown
+                    else Downsample(ch)
+                )
                 self.input_blocks.append(EmbSequential(down))
                 skips.append(ch)
                 ds *= 2
-        self.middle_block = EmbSequential(ResBlock(ch, emb_ch, ch, scale_shift), attn(ch),
-                                          ResBlock(ch, emb_ch, ch, scale_shift))
+        self.middle_block = EmbSequential(
+            ResBlock(ch, emb_ch, ch, scale_shift), attn(ch), ResBlock(ch, emb_ch, ch, scale_shift)
+        )
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
             for i in range(num_res_blocks + 1):
@@ -182,10 +217,16 @@ class ADMReference(nn.Module):
                 if ds in attention_ds:
                     layers.append(attn(ch))
                 if level and i == num_res_blocks:
-                    layers.append(ResBlock(ch, emb_ch, ch, scale_shift, up=True) if resblock_updown else Upsample(ch))
+                    layers.append(
+                        ResBlock(ch, emb_ch, ch, scale_shift, up=True)
+                        if resblock_updown
+                        else Upsample(ch)
+                    )
                     ds //= 2
                 self.output_blocks.append(EmbSequential(*layers))
-        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
+        self.out = nn.Sequential(
+            GroupNorm32(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1)
+        )
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
         self.record: dict[str, torch.Tensor] | None = None

@@ -15,8 +15,18 @@ from explorer.errors import ExplorerError
 from .adm_reference import ADMReference, randomise
 
 # A reduced 256-structure model, 32x32 input: attention at sides 4, 2, 1 (ds 8, 16, 32).
-FLAGS = ["--image-size", "32", "--num-channels", "32", "--channel-mult", "1,1,2,2,4,4",
-         "--attention-resolutions", "4,2,1", "--num-head-channels", "16"]
+FLAGS = [
+    "--image-size",
+    "32",
+    "--num-channels",
+    "32",
+    "--channel-mult",
+    "1,1,2,2,4,4",
+    "--attention-resolutions",
+    "4,2,1",
+    "--num-head-channels",
+    "16",
+]
 
 
 def save_reference(path, **kw) -> dict:
@@ -35,7 +45,9 @@ def run(argv, capsys):
 
 def test_convert_then_layers(tmp_path, capsys):
     save_reference(tmp_path / "m.pt")
-    code, out, err = run(["convert", "adm", str(tmp_path / "m.pt"), "--out", str(tmp_path / "dir")] + FLAGS, capsys)
+    code, out, err = run(
+        ["convert", "adm", str(tmp_path / "m.pt"), "--out", str(tmp_path / "dir")] + FLAGS, capsys
+    )
     assert code == 0, err
     assert "convert" in err  # the progress bar
     assert f"--model {tmp_path / 'dir'}" in out
@@ -47,21 +59,37 @@ def test_convert_then_layers(tmp_path, capsys):
     layers = json.loads(out)
     assert len(layers) == 37 and layers[18]["name"] == "mid_block" and layers[23]["channels"] == 128
     # converting again into the same folder needs --overwrite, and leaves the folder intact
-    code, _, err = run(["convert", "adm", str(tmp_path / "m.pt"), "--out", str(folder)] + FLAGS, capsys)
+    code, _, err = run(
+        ["convert", "adm", str(tmp_path / "m.pt"), "--out", str(folder)] + FLAGS, capsys
+    )
     assert code == 2 and "--overwrite" in err and (folder / "unet" / "config.json").exists()
 
 
 def test_wrong_flags_list_the_leftovers(tmp_path, capsys):
     save_reference(tmp_path / "m.pt")
-    code, _, err = run(["convert", "adm", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"),
-                        "--num-res-blocks", "3"] + FLAGS, capsys)
+    code, _, err = run(
+        [
+            "convert",
+            "adm",
+            str(tmp_path / "m.pt"),
+            "--out",
+            str(tmp_path / "o"),
+            "--num-res-blocks",
+            "3",
+        ]
+        + FLAGS,
+        capsys,
+    )
     assert code == 2
     err = _error_line(err)
     assert "checkpoint keys not used (68)" in err and "model parameters not set (466)" in err
     assert "... and 458 more" in err  # long lists are cut, with their counts
     assert not (tmp_path / "o").exists()
-    code, _, err = run(["convert", "adm", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"),
-                        "--class-cond"] + FLAGS, capsys)
+    code, _, err = run(
+        ["convert", "adm", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"), "--class-cond"]
+        + FLAGS,
+        capsys,
+    )
     assert code == 2 and "model parameters not set (1): class_embedding.weight" in _error_line(err)
 
 
@@ -76,18 +104,30 @@ def test_extra_and_misshapen_keys(tmp_path):
     from explorer.convert.adm import convert_adm
 
     state = save_reference(tmp_path / "m.pt")
-    cfg = ADMConfig(image_size=32, num_channels=32, channel_mult=(1, 1, 2, 2, 4, 4),
-                    attention_resolutions=(4, 2, 1), num_head_channels=16)
+    cfg = ADMConfig(
+        image_size=32,
+        num_channels=32,
+        channel_mult=(1, 1, 2, 2, 4, 4),
+        attention_resolutions=(4, 2, 1),
+        num_head_channels=16,
+    )
     torch.save(state | {"input_blocks.1.0.extra": torch.ones(2)}, tmp_path / "extra.pt")
-    with pytest.raises(ExplorerError, match=r"checkpoint keys not used \(1\): input_blocks.1.0.extra"):
+    with pytest.raises(
+        ExplorerError, match=r"checkpoint keys not used \(1\): input_blocks.1.0.extra"
+    ):
         convert_adm(tmp_path / "extra.pt", tmp_path / "o", cfg, show_progress=False)
     del state["middle_block.1.qkv.bias"]
     torch.save(state, tmp_path / "missing.pt")
-    with pytest.raises(ExplorerError, match=r"not set \(3\): mid_block.attentions.0.to_k.bias, "
-                                            r"mid_block.attentions.0.to_q.bias, mid_block.attentions.0.to_v.bias$"):
+    with pytest.raises(
+        ExplorerError,
+        match=r"not set \(3\): mid_block.attentions.0.to_k.bias, "
+        r"mid_block.attentions.0.to_q.bias, mid_block.attentions.0.to_v.bias$",
+    ):
         convert_adm(tmp_path / "missing.pt", tmp_path / "o", cfg, show_progress=False)
     torch.save(state | {"out.2.bias": torch.ones(3)}, tmp_path / "shape.pt")
-    with pytest.raises(ExplorerError, match=r"shape mismatches \(1\): conv_out.bias \(3,\) vs \(6,\)$"):
+    with pytest.raises(
+        ExplorerError, match=r"shape mismatches \(1\): conv_out.bias \(3,\) vs \(6,\)$"
+    ):
         convert_adm(tmp_path / "shape.pt", tmp_path / "o", cfg, show_progress=False)
     assert not (tmp_path / "o").exists()
 
@@ -100,9 +140,15 @@ def test_refuses_pickled_objects(tmp_path, capsys):
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     torch.save([torch.ones(1)], tmp_path / "list.pt")
-    for name, msg in (("evil.pt", "weights-only"), ("junk.pt", "weights-only"), ("list.pt", "not a state dict"),
-                      ("missing.pt", "not found")):
-        code, out, err = run(["convert", "adm", str(tmp_path / name), "--out", str(tmp_path / "o")], capsys)
+    for name, msg in (
+        ("evil.pt", "weights-only"),
+        ("junk.pt", "weights-only"),
+        ("list.pt", "not a state dict"),
+        ("missing.pt", "not found"),
+    ):
+        code, out, err = run(
+            ["convert", "adm", str(tmp_path / name), "--out", str(tmp_path / "o")], capsys
+        )
         assert code == 2 and msg in err and "Traceback" not in err and "pwned" not in out + err
 
 
@@ -112,15 +158,42 @@ def test_flags_and_presets():
 
     default = adm_config_from_args(p.parse_args(["convert", "adm", "x.pt", "--out", "o"]))
     assert default == PRESETS["imagenet256-uncond"]
-    assert default.widths == [256, 256, 512, 512, 1024, 1024] and default.attention_ds == {8, 16, 32}
+    assert default.widths == [256, 256, 512, 512, 1024, 1024] and default.attention_ds == {
+        8,
+        16,
+        32,
+    }
     assert default.out_channels == 6 and not default.class_cond
-    c64 = adm_config_from_args(p.parse_args(["convert", "adm", "x.pt", "--out", "o", "--preset", "imagenet64-cond"]))
-    assert c64.widths == [192, 384, 576, 768] and c64.use_new_attention_order and c64.noise_schedule == "cosine"
-    changed = adm_config_from_args(p.parse_args(
-        ["convert", "adm", "x.pt", "--out", "o", "--image-size", "128", "--no-learn-sigma", "--class-cond"]))
+    c64 = adm_config_from_args(
+        p.parse_args(["convert", "adm", "x.pt", "--out", "o", "--preset", "imagenet64-cond"])
+    )
+    assert (
+        c64.widths == [192, 384, 576, 768]
+        and c64.use_new_attention_order
+        and c64.noise_schedule == "cosine"
+    )
+    changed = adm_config_from_args(
+        p.parse_args(
+            [
+                "convert",
+                "adm",
+                "x.pt",
+                "--out",
+                "o",
+                "--image-size",
+                "128",
+                "--no-learn-sigma",
+                "--class-cond",
+            ]
+        )
+    )
     assert changed.mult == (1, 1, 2, 3, 4) and changed.out_channels == 3 and changed.class_cond
-    for bad in (["--noise-schedule", "quadratic"], ["--num-head-channels", "48"], ["--channel-mult", "1,x"],
-                ["--image-size", "100"]):
+    for bad in (
+        ["--noise-schedule", "quadratic"],
+        ["--num-head-channels", "48"],
+        ["--channel-mult", "1,x"],
+        ["--image-size", "100"],
+    ):
         with pytest.raises(ExplorerError):
             adm_config_from_args(p.parse_args(["convert", "adm", "x.pt", "--out", "o"] + bad))
 
@@ -150,10 +223,20 @@ def test_class_cond_cli_notes_missing_labels(tmp_path, capsys):
     from explorer.convert.adm import module_pairs
 
     save_reference(tmp_path / "c.pt", num_classes=1000)
-    argv = ["convert", "adm", str(tmp_path / "c.pt"), "--out", str(tmp_path / "c"), "--class-cond"] + FLAGS
+    argv = [
+        "convert",
+        "adm",
+        str(tmp_path / "c.pt"),
+        "--out",
+        str(tmp_path / "c"),
+        "--class-cond",
+    ] + FLAGS
     code, out, err = run(argv, capsys)
     assert code == 0, err
     n = len(module_pairs(adm_config_from_args(build_parser().parse_args(argv))))
     assert f"{n}/{n}" in err  # the progress bar completes
     assert "class-conditional" in err and not (tmp_path / "c" / "model_index.json").exists()
-    assert json.loads((tmp_path / "c" / "unet" / "config.json").read_text())["num_class_embeds"] == 1000
+    assert (
+        json.loads((tmp_path / "c" / "unet" / "config.json").read_text())["num_class_embeds"]
+        == 1000
+    )

@@ -17,8 +17,13 @@ from .adm_reference import ADMReference, randomise
 
 # The 256 model's structure (6 levels, 2 res blocks, attention at 32/16/8 of 256 = ds 8, 16, 32)
 # at reduced width and a 64x64 input: attention at sides 8, 4, 2.
-SMALL_256 = ADMConfig(image_size=64, num_channels=32, channel_mult=(1, 1, 2, 2, 4, 4),
-                      attention_resolutions=(8, 4, 2), num_head_channels=16)
+SMALL_256 = ADMConfig(
+    image_size=64,
+    num_channels=32,
+    channel_mult=(1, 1, 2, 2, 4, 4),
+    attention_resolutions=(8, 4, 2),
+    num_head_channels=16,
+)
 TIMESTEPS = (0, 90, 150, 999)
 
 
@@ -26,10 +31,17 @@ def reference_for(cfg: ADMConfig, seed: int = 0) -> ADMReference:
     """The reference network for guided-diffusion flags, every parameter random and non-zero."""
     mult = cfg.channel_mult
     model = ADMReference(
-        cfg.num_channels, mult, cfg.num_res_blocks, tuple(cfg.image_size // r for r in cfg.attention_resolutions),
-        out_channels=6 if cfg.learn_sigma else 3, num_heads=cfg.num_heads, num_head_channels=cfg.num_head_channels,
-        new_order=cfg.use_new_attention_order, scale_shift=cfg.use_scale_shift_norm,
-        resblock_updown=cfg.resblock_updown, num_classes=1000 if cfg.class_cond else None,
+        cfg.num_channels,
+        mult,
+        cfg.num_res_blocks,
+        tuple(cfg.image_size // r for r in cfg.attention_resolutions),
+        out_channels=6 if cfg.learn_sigma else 3,
+        num_heads=cfg.num_heads,
+        num_head_channels=cfg.num_head_channels,
+        new_order=cfg.use_new_attention_order,
+        scale_shift=cfg.use_scale_shift_norm,
+        resblock_updown=cfg.resblock_updown,
+        num_classes=1000 if cfg.class_cond else None,
     )
     randomise(model, seed)
     return model.eval()
@@ -57,7 +69,9 @@ def small(tmp_path_factory):
 
 def test_no_parameter_is_zero(small):
     ref, model, _ = small
-    assert all(p.abs().min() > 0 for p in ref.parameters())  # zero-initialised convs were filled too
+    assert all(
+        p.abs().min() > 0 for p in ref.parameters()
+    )  # zero-initialised convs were filled too
     assert sum(p.numel() for p in ref.parameters()) == model.parameters
 
 
@@ -80,11 +94,19 @@ def test_every_block_matches_adm_modules(small):
     ref, model, _ = small
     cat = build_catalogue(model.unet)
     assert len(cat) == 37
-    names = [f"input_blocks.{i}" for i in range(18)] + ["middle_block"] + [f"output_blocks.{j}" for j in range(18)]
+    names = (
+        [f"input_blocks.{i}" for i in range(18)]
+        + ["middle_block"]
+        + [f"output_blocks.{j}" for j in range(18)]
+    )
     modules = dict(model.unet.named_modules())
     got = {}
-    handles = [modules[lay.hook].register_forward_hook(
-        lambda m, i, o, idx=lay.index: got.__setitem__(idx, first_tensor(o))) for lay in cat]
+    handles = [
+        modules[lay.hook].register_forward_hook(
+            lambda m, i, o, idx=lay.index: got.__setitem__(idx, first_tensor(o))
+        )
+        for lay in cat
+    ]
     torch.manual_seed(2)
     x, t = torch.randn(2, 3, 64, 64), torch.tensor([150, 999])
     try:
@@ -99,7 +121,10 @@ def test_every_block_matches_adm_modules(small):
         assert got[lay.index].shape == want.shape, f"block {lay.index} vs {name}"
         assert rel_err(got[lay.index], want) < 1e-4, f"block {lay.index} ({lay.name}) vs {name}"
     assert cat[18].name == "mid_block" and (cat[18].height, cat[18].width) == (2, 2)
-    assert cat[23].name == "up_blocks.1.resnets.1" and (cat[23].channels, cat[23].height) == (128, 4)
+    assert cat[23].name == "up_blocks.1.resnets.1" and (cat[23].channels, cat[23].height) == (
+        128,
+        4,
+    )
 
 
 def test_sigma_channels_do_not_change_features(small):
@@ -112,8 +137,12 @@ def test_sigma_channels_do_not_change_features(small):
 
     def features():
         seen = {}
-        hs = [modules[lay.hook].register_forward_hook(
-            lambda m, i, o, k=lay.index: seen.__setitem__(k, first_tensor(o).clone())) for lay in cat]
+        hs = [
+            modules[lay.hook].register_forward_hook(
+                lambda m, i, o, k=lay.index: seen.__setitem__(k, first_tensor(o).clone())
+            )
+            for lay in cat
+        ]
         with torch.no_grad():
             out = unet(x, t).sample
         for h in hs:
@@ -128,18 +157,36 @@ def test_sigma_channels_do_not_change_features(small):
     with torch.no_grad():
         unet.conv_out.weight[3:] = saved
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert torch.equal(out_before[:, :3], out_after[:, :3]) and not torch.equal(out_before[:, 3:], out_after[:, 3:])
+    assert torch.equal(out_before[:, :3], out_after[:, :3]) and not torch.equal(
+        out_before[:, 3:], out_after[:, 3:]
+    )
 
 
 VARIANTS = {
     # the 64x64 model's structure at reduced width: new head order, class-conditional, 3 res blocks
-    "new-order-cond": ADMConfig(image_size=32, num_channels=32, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
-                                attention_resolutions=(16, 8, 4), num_head_channels=16, class_cond=True,
-                                use_new_attention_order=True, noise_schedule="cosine"),
+    "new-order-cond": ADMConfig(
+        image_size=32,
+        num_channels=32,
+        channel_mult=(1, 2, 3, 4),
+        num_res_blocks=3,
+        attention_resolutions=(16, 8, 4),
+        num_head_channels=16,
+        class_cond=True,
+        use_new_attention_order=True,
+        noise_schedule="cosine",
+    ),
     # conv up/down, additive time embedding, 3 output channels, a fixed number of heads
-    "plain": ADMConfig(image_size=16, num_channels=32, channel_mult=(1, 2, 2), attention_resolutions=(8, 4),
-                       num_head_channels=-1, num_heads=2, resblock_updown=False, use_scale_shift_norm=False,
-                       learn_sigma=False),
+    "plain": ADMConfig(
+        image_size=16,
+        num_channels=32,
+        channel_mult=(1, 2, 2),
+        attention_resolutions=(8, 4),
+        num_head_channels=-1,
+        num_heads=2,
+        resblock_updown=False,
+        use_scale_shift_norm=False,
+        learn_sigma=False,
+    ),
 }
 
 
@@ -182,7 +229,10 @@ def test_scheduler_matches_adm_schedules(small, tmp_path):
     betas = model.scheduler.betas.double()
     want = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     assert torch.allclose(betas, want, atol=1e-7)
-    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["variance_type"] == "learned_range"
+    assert (
+        json.loads((out / "scheduler" / "scheduler_config.json").read_text())["variance_type"]
+        == "learned_range"
+    )
     cfg = replace(VARIANTS["plain"], noise_schedule="cosine", diffusion_steps=500)
     ref = reference_for(cfg)
     m, _ = convert_saved(ref, cfg, tmp_path)
@@ -190,7 +240,9 @@ def test_scheduler_matches_adm_schedules(small, tmp_path):
     def abar(s):
         return math.cos((s / 500 + 0.008) / 1.008 * math.pi / 2) ** 2
 
-    cos = torch.tensor([min(1 - abar(i + 1) / abar(i), 0.999) for i in range(500)], dtype=torch.float64)
+    cos = torch.tensor(
+        [min(1 - abar(i + 1) / abar(i), 0.999) for i in range(500)], dtype=torch.float64
+    )
     assert m.num_timesteps == 500
     assert torch.allclose(m.scheduler.betas.double(), cos, atol=1e-6)
 
@@ -199,7 +251,9 @@ def test_full_width_256_preset_on_meta():
     """The paper's model converts to ~552.8M parameters and 37 points; 19 = 8x8 middle, 24 = 1024x16x16."""
     cfg = preset("imagenet256-uncond")
     with torch.device("meta"):
-        ref = ADMReference(256, (1, 1, 2, 2, 4, 4), 2, (8, 16, 32), out_channels=6, num_head_channels=64)
+        ref = ADMReference(
+            256, (1, 1, 2, 2, 4, 4), 2, (8, 16, 32), out_channels=6, num_head_channels=64
+        )
     unet = empty_unet(diffusers_config(cfg))
     target = {k: v.shape for k, v in unet.state_dict().items()}
     weights = convert_state_dict(ref.state_dict(), cfg, target)
@@ -209,5 +263,10 @@ def test_full_width_256_preset_on_meta():
     assert abs(n / 1e6 - 552.8) < 0.1
     cat = build_catalogue(unet)
     assert len(cat) == 37
-    assert (cat[18].name, cat[18].channels, cat[18].height, cat[18].width) == ("mid_block", 1024, 8, 8)
+    assert (cat[18].name, cat[18].channels, cat[18].height, cat[18].width) == (
+        "mid_block",
+        1024,
+        8,
+        8,
+    )
     assert (cat[23].channels, cat[23].height, cat[23].width) == (1024, 16, 16)

@@ -39,7 +39,10 @@ def test_concurrent_writers_never_expose_a_partial_file(tmp_path):
 
     reader = threading.Thread(target=read)
     reader.start()
-    writers = [threading.Thread(target=lambda p=p: [atomic_write(target, p) for _ in range(5)]) for p in payloads]
+    writers = [
+        threading.Thread(target=lambda p=p: [atomic_write(target, p) for _ in range(5)])
+        for p in payloads
+    ]
     for w in writers:
         w.start()
     for w in writers:

@@ -16,12 +16,20 @@ from explorer.cli import COMMANDS, build_parser, main
 
 
 def test_python_dash_m_and_version():
-    r = subprocess.run([sys.executable, "-m", "explorer", "--version"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "explorer", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"explorer {explorer.__version__}"
-    assert explorer.__version__ == version("diffusion-feature-explorer"), "one version, the package's"
-    r = subprocess.run([sys.executable, "-m", "explorer", "layers", "--help"], capture_output=True, text=True,
-                       timeout=120)
+    assert explorer.__version__ == version("diffusion-feature-explorer"), (
+        "one version, the package's"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "explorer", "layers", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "usage: explorer layers" in r.stdout
 
 
@@ -36,9 +44,13 @@ def test_every_option_has_help_defaults_shown_and_an_example(name):
         assert action.help and action.help.strip(), f"{name} {flag} has no help text"
         if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings:
             formatted = parser._get_formatter()._get_help_string(action)
-            assert "default" in formatted.lower(), f"{name} {flag}: default {action.default!r} not shown"
+            assert "default" in formatted.lower(), (
+                f"{name} {flag}: default {action.default!r} not shown"
+            )
     epilog = text.rstrip().split("\n\n")[-1]
-    assert epilog.startswith("example:\n  explorer " + name), f"{name}: help must end with an example"
+    assert epilog.startswith("example:\n  explorer " + name), (
+        f"{name}: help must end with an example"
+    )
 
 
 def test_default_values_appear_in_help():
@@ -48,8 +60,20 @@ def test_default_values_appear_in_help():
 
 
 def _extract(model, *extra):
-    return ["extract", "--model", str(model), "--dataset", "digits", "--timesteps", "10", "--layers", "1",
-            "--limit", "30", *extra]
+    return [
+        "extract",
+        "--model",
+        str(model),
+        "--dataset",
+        "digits",
+        "--timesteps",
+        "10",
+        "--layers",
+        "1",
+        "--limit",
+        "30",
+        *extra,
+    ]
 
 
 def test_quiet_and_verbose_go_through_logging(tiny_model_dir, capsys):
@@ -63,9 +87,13 @@ def test_quiet_and_verbose_go_through_logging(tiny_model_dir, capsys):
     assert "timesteps x" not in quiet.err, "-q silences info messages"
     assert "train: " in quiet.out, "-q keeps the results on stdout"
 
-    assert main([*_extract(tiny_model_dir), "-qq", "--timesteps", "5000"]) == 2, "flag after the command too"
+    assert main([*_extract(tiny_model_dir), "-qq", "--timesteps", "5000"]) == 2, (
+        "flag after the command too"
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), "errors still show under -qq, as one line"
+    assert len(err) == 1 and err[0].startswith("error: "), (
+        "errors still show under -qq, as one line"
+    )
 
 
 SWEEP_TOML = """\
@@ -82,25 +110,35 @@ batch-size = 64
 """
 
 
-def test_sweep_reads_a_toml_config_flags_override_and_provenance_records_it(tiny_model_dir, tmp_path):
+def test_sweep_reads_a_toml_config_flags_override_and_provenance_records_it(
+    tiny_model_dir, tmp_path
+):
     cfg = tmp_path / "sweep.toml"
     cfg.write_text(SWEEP_TOML + f'model = "{tiny_model_dir}"\n')
     out = tmp_path / "res.csv"
     assert main(["sweep", "--config", str(cfg), "--timesteps", "90", "--out", str(out)]) == 0
     df = pd.read_csv(out)
     assert set(df["t"]) == {90}, "the flag overrides the file's timesteps"
-    assert df["layer"].nunique() == 2 and set(df["model"]) == {str(tiny_model_dir)}, "the file's layers, no baselines"
+    assert df["layer"].nunique() == 2 and set(df["model"]) == {str(tiny_model_dir)}, (
+        "the file's layers, no baselines"
+    )
 
     prov = json.loads((tmp_path / "res.csv.provenance.json").read_text())
     opts = prov["options"]
     assert opts["timesteps"] == "90" and opts["layers"] == "1,-1" and opts["limit"] == 40
-    assert opts["no-baselines"] is True and opts["heads"] == "linear" and opts["model"] == str(tiny_model_dir)
+    assert (
+        opts["no-baselines"] is True
+        and opts["heads"] == "linear"
+        and opts["model"] == str(tiny_model_dir)
+    )
     assert prov["config_file"] == str(cfg) and prov["command"][:2] == ["explorer", "sweep"]
 
     # The recorded options re-run the sweep exactly.
     again = tmp_path / "again.toml"
-    again.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in opts.items()
-                               if v is not None and k != "out") + "\n")
+    again.write_text(
+        "\n".join(f"{k} = {json.dumps(v)}" for k, v in opts.items() if v is not None and k != "out")
+        + "\n"
+    )
     out2 = tmp_path / "res2.csv"
     assert main(["sweep", "--config", str(again), "--out", str(out2)]) == 0
     cols = ["model", "t", "layer", "pool", "head", "split", "metric", "value"]
@@ -109,11 +147,14 @@ def test_sweep_reads_a_toml_config_flags_override_and_provenance_records_it(tiny
     pd.testing.assert_frame_equal(first, second)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("timestep = [10]\n", "unknown option 'timestep'"),
-    ("timesteps = [10\n", "is not valid TOML"),
-    ("[sweep.layers]\na = 1\n", "must be a value or a list"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("timestep = [10]\n", "unknown option 'timestep'"),
+        ("timesteps = [10\n", "is not valid TOML"),
+        ("[sweep.layers]\na = 1\n", "must be a value or a list"),
+    ],
+)
 def test_bad_sweep_config_is_one_error_line(tmp_path, capsys, text, expected):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)

@@ -41,7 +41,9 @@ def _run(model, cat, job, x0):
     t, idx, pools = job
     noise = image_noise(np.arange(len(x0)), 0, tuple(x0.shape[1:]))
     layers = [cat[i - 1] for i in idx]
-    out = forward_features(model.unet, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools)
+    out = forward_features(
+        model.unet, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools
+    )
     return {k: v.numpy().copy() for k, v in out.items()}
 
 
@@ -83,7 +85,9 @@ def test_threads_sharing_a_model_get_their_serial_features(model):
     for i, runs in results.items():
         assert len(runs) == CALLS, f"thread {i} finished {len(runs)}/{CALLS} calls"
         for r in runs:
-            assert r.keys() == serial[i].keys(), f"thread {i}: keys {sorted(r)} != {sorted(serial[i])}"
+            assert r.keys() == serial[i].keys(), (
+                f"thread {i}: keys {sorted(r)} != {sorted(serial[i])}"
+            )
             for k in r:
                 assert r[k].tobytes() == serial[i][k].tobytes(), (
                     f"thread {i} {k}: features differ from the serial run"
@@ -152,7 +156,9 @@ _RACER = textwrap.dedent("""
 
 
 @pytest.mark.timeout(300)
-def test_two_processes_race_on_one_pixel_and_one_feature_entry(tiny_model_dir, tiny_dataset, tmp_path):
+def test_two_processes_race_on_one_pixel_and_one_feature_entry(
+    tiny_model_dir, tiny_dataset, tmp_path
+):
     from explorer.extract import extract_features
     from explorer.features import Selection, ensure_pixels, load_features
     from explorer.models import load_model
@@ -160,34 +166,72 @@ def test_two_processes_race_on_one_pixel_and_one_feature_entry(tiny_model_dir, t
 
     ds = tiny_dataset
     data = tmp_path / "data.npz"
-    np.savez(data, images=ds.array, labels=ds.labels, train=ds.splits["train"], test=ds.splits["test"],
-             fp=ds.fingerprint)
+    np.savez(
+        data,
+        images=ds.array,
+        labels=ds.labels,
+        train=ds.splits["train"],
+        test=ds.splits["test"],
+        fp=ds.fingerprint,
+    )
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     store_dir = tmp_path / "raced"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(tiny_model_dir), str(store_dir), str(data),
-                               str(barrier), name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _RACER,
+                str(tiny_model_dir),
+                str(store_dir),
+                str(data),
+                str(barrier),
+                name,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for name in ("a", "b")
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0, f"worker failed:\n{err[-3000:]}"
         results.append(json.loads(out.strip().splitlines()[-1]))
-    assert sum(r["pixel_puts"] for r in results) == 1, f"the pixel entry must be written once: {results}"
-    assert sorted(r["computed"] for r in results) == [0, 1], f"the feature entry must be computed once: {results}"
+    assert sum(r["pixel_puts"] for r in results) == 1, (
+        f"the pixel entry must be written once: {results}"
+    )
+    assert sorted(r["computed"] for r in results) == [0, 1], (
+        f"the feature entry must be computed once: {results}"
+    )
     assert results[0]["px"] == results[1]["px"], "both processes must read the same pixel entry"
 
     store = FeatureStore(store_dir)
-    assert len(store.entries()) == 2 and all("checksum" in m for m in store.entries()), store.entries()
-    assert all(store.check(k)[0] == "ok" for k in store.entry_keys()), "raced entries must verify intact"
+    assert len(store.entries()) == 2 and all("checksum" in m for m in store.entries()), (
+        store.entries()
+    )
+    assert all(store.check(k)[0] == "ok" for k in store.entry_keys()), (
+        "raced entries must verify intact"
+    )
     model = load_model(str(tiny_model_dir))
     sel = Selection.of(ds, "train")
     fresh = FeatureStore(tmp_path / "fresh")
-    assert bytes.fromhex(results[0]["px"]) == np.asarray(ensure_pixels(model, ds, sel, "2", store=fresh)).tobytes()
+    assert (
+        bytes.fromhex(results[0]["px"])
+        == np.asarray(ensure_pixels(model, ds, sel, "2", store=fresh)).tobytes()
+    )
     cat = build_catalogue(model.unet)
     x0 = model.preprocess(ds.images(sel.indices))
-    mem = extract_features(model, x0, timesteps=[90], layers=[cat[4]], pools=["2"], indices=sel.indices,
-                           batch_size=16)[(90, "mid_block", "2")]
-    disk = load_features(model, ds, sel, t=90, layer="mid_block", pool_name="2", seed=0, store=store)
-    assert np.asarray(disk).tobytes() == mem.tobytes(), "the raced feature entry is not what a serial run writes"
+    mem = extract_features(
+        model, x0, timesteps=[90], layers=[cat[4]], pools=["2"], indices=sel.indices, batch_size=16
+    )[(90, "mid_block", "2")]
+    disk = load_features(
+        model, ds, sel, t=90, layer="mid_block", pool_name="2", seed=0, store=store
+    )
+    assert np.asarray(disk).tobytes() == mem.tobytes(), (
+        "the raced feature entry is not what a serial run writes"
+    )

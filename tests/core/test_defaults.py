@@ -21,7 +21,9 @@ def test_shared_names_are_the_defaults_module_s():
     assert set(D.POOL_LABELS) == set(D.POOLS), "every pooling has a label"
     assert dict(parse_head("knn").items)["k"] == D.DEFAULT_K, "knn's k is the documented default"
     assert (services.DEFAULT_TRAIN_LIMIT, services.DEFAULT_TEST_LIMIT) == (
-        D.DEFAULT_TRAIN_LIMIT, D.DEFAULT_TEST_LIMIT)
+        D.DEFAULT_TRAIN_LIMIT,
+        D.DEFAULT_TEST_LIMIT,
+    )
 
 
 def test_cli_option_defaults_come_from_the_defaults_module():
@@ -35,7 +37,9 @@ def test_cli_option_defaults_come_from_the_defaults_module():
         extra = ["--out", "x"] if cmd == "export" else []
         a = p.parse_args([cmd, *extra])
         assert (a.timestep, a.pool, a.layer) == (D.DEFAULT_T, D.DEFAULT_POOL, D.DEFAULT_LAYER), cmd
-    assert p.parse_args(["cka"]).timesteps == str(D.DEFAULT_T), "CKA: block x block at the default t"
+    assert p.parse_args(["cka"]).timesteps == str(D.DEFAULT_T), (
+        "CKA: block x block at the default t"
+    )
 
 
 def test_default_t_and_timestep_lists_fit_any_schedule():

@@ -22,14 +22,23 @@ from explorer.workspace import Setting, Workspace
 
 def _data(n_test: int = 7, n_train: int = 5, d: int = 6, images: bool = True) -> ExportData:
     rng = np.random.default_rng(0)
-    feats = {"test": rng.normal(size=(n_test, d)).astype(np.float32),
-             "train": rng.normal(size=(n_train, d)).astype(np.float32)}
+    feats = {
+        "test": rng.normal(size=(n_test, d)).astype(np.float32),
+        "train": rng.normal(size=(n_train, d)).astype(np.float32),
+    }
     labels = {"test": np.arange(n_test) % 3, "train": np.arange(n_train) % 3}
     idx = {"test": np.arange(n_test) + 100, "train": np.arange(n_train) + 200}
-    thumbs = {s: rng.integers(0, 256, size=(len(x), 8, 8, 1), dtype=np.uint8) for s, x in feats.items()}
-    return ExportData(feats, labels, ["coat", "bag\twith tab", "shoe"],
-                      {"model": "m", "t": 10, "layer": "mid_block", "pool": "2"}, idx,
-                      thumbs if images else {})
+    thumbs = {
+        s: rng.integers(0, 256, size=(len(x), 8, 8, 1), dtype=np.uint8) for s, x in feats.items()
+    }
+    return ExportData(
+        feats,
+        labels,
+        ["coat", "bag\twith tab", "shoe"],
+        {"model": "m", "t": 10, "layer": "mid_block", "pool": "2"},
+        idx,
+        thumbs if images else {},
+    )
 
 
 def test_npz_round_trip():
@@ -68,7 +77,9 @@ def test_parquet_round_trip(tmp_path):
     assert list(df.columns[:4]) == ["split", "dataset_index", "label", "class"], list(df.columns)
     assert len(df) == 12 and df.shape[1] == 4 + 6, "one row per image, one column per feature"
     test = df[df["split"] == "test"]
-    np.testing.assert_array_equal(test[[f"f{j}" for j in range(6)]].to_numpy(), data.features["test"])
+    np.testing.assert_array_equal(
+        test[[f"f{j}" for j in range(6)]].to_numpy(), data.features["test"]
+    )
     assert list(test["dataset_index"]) == list(range(100, 107))
     assert list(test["class"][:3]) == ["coat", "bag\twith tab", "shoe"], "class names per row"
     meta = json.loads(pq.read_schema(path).metadata[b"explorer"])
@@ -80,12 +91,15 @@ def test_projector_folder_parses(tmp_path):
     paths = export.write(data, "projector", tmp_path / "proj")
     assert sorted(p.name for p in paths) == sorted(export.PROJECTOR_FILES)
     tensors = np.loadtxt(tmp_path / "proj" / "tensors.tsv", delimiter="\t")
-    np.testing.assert_allclose(tensors, np.concatenate([data.features["test"], data.features["train"]]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        tensors, np.concatenate([data.features["test"], data.features["train"]]), rtol=1e-5
+    )
     lines = (tmp_path / "proj" / "metadata.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["split", "label", "class", "dataset_index"], "a header row"
     assert len(lines) == 1 + 12, "one metadata row per tensor row (plus the header)"
-    assert lines[2].split("\t") == ["test", "1", "bag with tab", "101"], "tabs in names cannot split a row"
+    assert lines[2].split("\t") == ["test", "1", "bag with tab", "101"], (
+        "tabs in names cannot split a row"
+    )
     config = (tmp_path / "proj" / "projector_config.pbtxt").read_text()
     assert 'tensor_path: "tensors.tsv"' in config and 'metadata_path: "metadata.tsv"' in config
     assert 'image_path: "sprite.png"' in config and config.count("single_image_dim: 8") == 2
@@ -122,12 +136,18 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
 
 def test_from_workspace_matches_the_cache(tiny_model_dir, tiny_dataset, tmp_path):
-    ws = Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(tmp_path / "c"))
+    ws = Workspace(
+        load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(tmp_path / "c")
+    )
     s = Setting(10, "mid_block", "2")
     data = export.from_workspace(ws, s, ["train", "test"])
-    np.testing.assert_array_equal(data.features["test"], np.asarray(ws.features(s, "test"), np.float32))
+    np.testing.assert_array_equal(
+        data.features["test"], np.asarray(ws.features(s, "test"), np.float32)
+    )
     np.testing.assert_array_equal(data.labels["train"], ws.labels("train"))
-    assert data.metadata["feature_key_test"] == ws.key(s, "test"), "the export names its cache entry"
+    assert data.metadata["feature_key_test"] == ws.key(s, "test"), (
+        "the export names its cache entry"
+    )
     assert data.metadata["model_fingerprint"] == ws.model.fingerprint
     thumbs = data.images["test"]()
     np.testing.assert_array_equal(thumbs, tiny_dataset.images(ws.test.indices))
@@ -136,9 +156,27 @@ def test_from_workspace_matches_the_cache(tiny_model_dir, tiny_dataset, tmp_path
 @pytest.mark.parametrize("fmt", export.FORMATS)
 def test_cli_export_every_format(fmt, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / ("proj" if fmt == "projector" else f"f{export.SUFFIX[fmt]}")
-    args = ["export", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "30",
-            "--timestep", "10", "--layer", "mid", "--pool", "2", "--format", fmt, "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "export",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        "digits",
+        "--limit",
+        "30",
+        "--timestep",
+        "10",
+        "--layer",
+        "mid",
+        "--pool",
+        "2",
+        "--format",
+        fmt,
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     assert "t=10, mid_block, pool 2" in capsys.readouterr().out
     d = 16 * 2 * 2  # the tiny U-Net's mid block has 16 channels, pooled to 2x2
@@ -154,12 +192,23 @@ def test_cli_export_every_format(fmt, tiny_model_dir, tmp_path, capsys):
         assert df.shape == (60, 4 + d) and set(df["split"]) == {"train", "test"}
     else:
         assert np.loadtxt(out / "tensors.tsv", delimiter="\t").shape == (60, d)
-        assert Image.open(out / "sprite.png").size == (8 * 8, 8 * 8), "60 digits (8x8) in an 8x8 grid"
+        assert Image.open(out / "sprite.png").size == (8 * 8, 8 * 8), (
+            "60 digits (8x8) in an 8x8 grid"
+        )
 
 
 def test_cli_export_bad_input(tiny_model_dir, tmp_path, capsys):
-    base = ["export", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "10",
-            "--cache-dir", str(tmp_path / "cache")]
+    base = [
+        "export",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        "digits",
+        "--limit",
+        "10",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main([*base, "--layer", "nope", "--out", str(tmp_path / "x.npz")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
@@ -190,10 +239,17 @@ def _download_page():
     from explorer.ui.downloads import feature_downloads
 
     rng = np.random.default_rng(0)
-    feature_downloads(ExportData({"test": rng.normal(size=(9, 4))}, {"test": np.arange(9) % 3},
-                                 ["a", "b", "c"], {"t": 10},
-                                 images={"test": np.zeros((9, 8, 8, 1), np.uint8)}),
-                      key="dl", name="feats")
+    feature_downloads(
+        ExportData(
+            {"test": rng.normal(size=(9, 4))},
+            {"test": np.arange(9) % 3},
+            ["a", "b", "c"],
+            {"t": 10},
+            images={"test": np.zeros((9, 8, 8, 1), np.uint8)},
+        ),
+        key="dl",
+        name="feats",
+    )
 
 
 def test_download_buttons_produce_every_format(deferred):

@@ -37,8 +37,17 @@ def store(tmp_path) -> FeatureStore:
 def _one(model, ds, store, t=90, layer_idx=5):
     sel = Selection.of(ds, "test")
     cat = build_catalogue(model.unet)
-    rep = ensure_features(model, ds, sel, timesteps=[t], layers=[cat[layer_idx - 1]], pools=["2"], store=store,
-                          batch_size=8, progress=False)
+    rep = ensure_features(
+        model,
+        ds,
+        sel,
+        timesteps=[t],
+        layers=[cat[layer_idx - 1]],
+        pools=["2"],
+        store=store,
+        batch_size=8,
+        progress=False,
+    )
     key = feature_key(model, ds, sel, t, cat[layer_idx - 1].name, "2", 0)
     return rep, key
 
@@ -54,22 +63,32 @@ def _damage(path, how):
         b[-3] ^= 0x04
         path.write_bytes(bytes(b))
         st = os.stat(path)
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # a fresh stat, as after a real change
+        os.utime(
+            path, ns=(st.st_atime_ns, st.st_mtime_ns + 1)
+        )  # a fresh stat, as after a real change
 
 
 @pytest.mark.parametrize("how", ["truncated", "bit-flipped", "zero-length"])
-def test_damaged_entry_is_caught_moved_aside_and_recomputed(model, tiny_dataset, store, how, caplog):
+def test_damaged_entry_is_caught_moved_aside_and_recomputed(
+    model, tiny_dataset, store, how, caplog
+):
     rep, key = _one(model, tiny_dataset, store)
     assert rep.computed == 1
     npy, manifest = store.paths(key)
     good = npy.read_bytes()
-    assert json.loads(manifest.read_text())["checksum"].startswith("sha256:"), "manifest must carry a checksum"
+    assert json.loads(manifest.read_text())["checksum"].startswith("sha256:"), (
+        "manifest must carry a checksum"
+    )
     _damage(npy, how)
     with caplog.at_level(logging.WARNING, logger="explorer.store"):
         assert not store.has(key), f"a {how} entry must not be served"
-    assert any("damaged" in r.getMessage() and key in r.getMessage() for r in caplog.records), caplog.text
+    assert any("damaged" in r.getMessage() and key in r.getMessage() for r in caplog.records), (
+        caplog.text
+    )
     moved = sorted(p.suffix for p in store.quarantine_dir.iterdir())
-    assert moved == [".json", ".npy", ".txt"], f"the damaged entry should sit in quarantine: {moved}"
+    assert moved == [".json", ".npy", ".txt"], (
+        f"the damaged entry should sit in quarantine: {moved}"
+    )
     assert not npy.exists() and not manifest.exists()
     rep, _ = _one(model, tiny_dataset, store)
     assert rep.computed == 1 and rep.cached == 0, f"the damaged entry must be recomputed: {rep}"
@@ -135,12 +154,18 @@ def test_cli_cache_verify_and_clear(model, tiny_dataset, store, capsys):
     FeatureStore._verified.clear()
     assert main(["cache", "verify", "--cache-dir", str(store.root)]) == 0
     out = capsys.readouterr().out
-    assert f"damaged: {key}: empty array file" in out and "2 feature entries: 1 ok" in out and "1 damaged" in out, out
+    assert (
+        f"damaged: {key}: empty array file" in out
+        and "2 feature entries: 1 ok" in out
+        and "1 damaged" in out
+    ), out
     assert main(["cache", "clear", "--results", "--cache-dir", str(store.root)]) == 0
     assert not (store.root / "results").exists() and (store.root / "embeddings" / "u.npy").exists()
     assert len(store.entries()) == 1, "clearing results must keep features"
     assert main(["cache", "clear", "--cache-dir", str(store.root)]) == 0
-    assert store.entries() == [] and not (store.root / "embeddings").exists(), "default clear removes everything"
+    assert store.entries() == [] and not (store.root / "embeddings").exists(), (
+        "default clear removes everything"
+    )
     assert "cleared features" in capsys.readouterr().out
 
 
@@ -157,12 +182,23 @@ def test_float16_overflow_is_stored_in_float32(model, tiny_dataset, store):
     m = store.manifest(key)
     assert m["dtype"] == "float32" and m["float16_overflow"] is True and m["widened_at_row"] == 0, m
     got = np.asarray(store.load(key))
-    assert got.dtype == np.float32 and np.isfinite(got).all() and np.abs(got).max() > 65504, got.dtype
+    assert got.dtype == np.float32 and np.isfinite(got).all() and np.abs(got).max() > 65504, (
+        got.dtype
+    )
     sel = Selection.of(tiny_dataset, "test")
     x0 = model.preprocess(tiny_dataset.images(sel.indices))
-    mem = extract_features(model, x0, timesteps=[90], layers=[build_catalogue(model.unet)[0]], pools=["2"],
-                           indices=sel.indices, batch_size=8)[(90, "conv_in", "2")]
-    assert mem.dtype == np.float32 and np.array_equal(mem, got), "the store must keep exactly the float32 values"
+    mem = extract_features(
+        model,
+        x0,
+        timesteps=[90],
+        layers=[build_catalogue(model.unet)[0]],
+        pools=["2"],
+        indices=sel.indices,
+        batch_size=8,
+    )[(90, "conv_in", "2")]
+    assert mem.dtype == np.float32 and np.array_equal(mem, got), (
+        "the store must keep exactly the float32 values"
+    )
     assert store.check(key)[0] == "ok"
 
 
@@ -216,14 +252,37 @@ def test_sigkill_at_random_moments_then_resume_is_byte_identical(tiny_model_dir,
     for c in range(2):
         (data / f"c{c}").mkdir(parents=True)
         for i in range(16):
-            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(data / f"c{c}" / f"{i}.png")
-    args = ["extract", "--model", str(tiny_model_dir), "--dataset", str(data),
-            "--timesteps", "10,500", "--layers", "all", "--pool", "1,2", "--batch-size", "4"]
-    server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], env=dict(os.environ, OMP_NUM_THREADS="1"),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(
+                data / f"c{c}" / f"{i}.png"
+            )
+    args = [
+        "extract",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        str(data),
+        "--timesteps",
+        "10,500",
+        "--layers",
+        "all",
+        "--pool",
+        "1,2",
+        "--batch-size",
+        "4",
+    ]
+    server = subprocess.Popen(
+        [sys.executable, "-c", _FORK_SERVER],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
     def run(cache, kill_after=None) -> dict:
-        server.stdin.write(json.dumps({"args": [*args, "--cache-dir", str(cache)], "kill_after": kill_after}) + "\n")
+        server.stdin.write(
+            json.dumps({"args": [*args, "--cache-dir", str(cache)], "kill_after": kill_after})
+            + "\n"
+        )
         server.stdin.flush()
         answer = json.loads(server.stdout.readline())
         if kill_after is None:
@@ -232,9 +291,13 @@ def test_sigkill_at_random_moments_then_resume_is_byte_identical(tiny_model_dir,
 
     try:
         full = run(tmp_path / "clean")["seconds"]
-        reference = {k: (FeatureStore(tmp_path / "clean").paths(k)[0]).read_bytes()
-                     for k in FeatureStore(tmp_path / "clean").entry_keys()}
-        assert len(reference) == 2 * 2 * 9 * 2, f"2 splits x 2 t x 9 layers x 2 pools, got {len(reference)}"
+        reference = {
+            k: (FeatureStore(tmp_path / "clean").paths(k)[0]).read_bytes()
+            for k in FeatureStore(tmp_path / "clean").entry_keys()
+        }
+        assert len(reference) == 2 * 2 * 9 * 2, (
+            f"2 splits x 2 t x 9 layers x 2 pools, got {len(reference)}"
+        )
         killed, statuses = tmp_path / "killed", []
         pick = random.Random(1)
         for _ in range(_KILL_RUNS):
@@ -243,10 +306,14 @@ def test_sigkill_at_random_moments_then_resume_is_byte_identical(tiny_model_dir,
             store = FeatureStore(killed)
             got = {k: store.paths(k)[0].read_bytes() for k in store.entry_keys()}
             assert got.keys() == reference.keys(), "a resumed run must end with every entry"
-            assert all(got[k] == reference[k] for k in reference), "a resumed run differs from an uninterrupted one"
+            assert all(got[k] == reference[k] for k in reference), (
+                "a resumed run differs from an uninterrupted one"
+            )
             assert cache_admin.verify(killed).damaged == [], "no entry may be damaged after a kill"
             cache_admin.clear(killed, ["features", "requests"])  # next round starts cold again
-        assert statuses.count("killed") >= _KILL_RUNS // 2, f"most runs must really be killed mid-way: {statuses}"
+        assert statuses.count("killed") >= _KILL_RUNS // 2, (
+            f"most runs must really be killed mid-way: {statuses}"
+        )
     finally:
         server.stdin.close()
         server.wait(timeout=60)

@@ -31,7 +31,11 @@ def test_class_rows_takes_the_first_per_class_in_order():
 
 def test_describe_dataset_and_model(tiny_model_dir, tiny_dataset):
     d = describe_dataset(tiny_dataset, 10, 5)
-    assert d["images"] == 60 and d["classes"] == 3 and d["class_names"] == ["class0", "class1", "class2"]
+    assert (
+        d["images"] == 60
+        and d["classes"] == 3
+        and d["class_names"] == ["class0", "class1", "class2"]
+    )
     assert d["train_split"] + d["test_split"] == 60 and d["test_split"] == 12
     assert (d["used_train"], d["used_test"], d["source"], d["skipped"]) == (10, 5, "tests", [])
     model = load_model(str(tiny_model_dir))
@@ -60,7 +64,11 @@ def test_cache_overview_counts_entries_and_parts(tmp_path, tiny_model_dir, tiny_
     got = ws.cache_overview()
     assert len(got.entries) == 2, "train and test pixel entries"
     assert got.feature_bytes == FeatureStore(root).size_bytes() > 0
-    assert got.other["sweeps"] == 2048 and got.other_bytes >= 2048 and "sweeps: 2 KB" in got.other_text()
+    assert (
+        got.other["sweeps"] == 2048
+        and got.other_bytes >= 2048
+        and "sweeps: 2 KB" in got.other_text()
+    )
     table = got.table()
     assert list(table.columns)[:2] == ["dataset", "split"], "pixel entries have no model"
     assert table["created"].str.match(r"\d{4}-\d\d-\d\d \d\d:\d\d").all()

@@ -33,8 +33,12 @@ MODELS = ("ddpm-digits", "ddpm-fashion-mnist")
 
 def _sources(dest: Path) -> Path:
     """A copy of the project's files (tracked and new, not ignored), so the build leaves the tree alone."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     for rel in filter(None, out.split("\0")):
         src = ROOT / rel
         if src.is_file():
@@ -45,8 +49,10 @@ def _sources(dest: Path) -> Path:
 
 def _venv(path: Path) -> Path:
     """A fresh venv that reuses this interpreter's packages (torch etc.); returns its bin folder."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
+        check=True,
+    )
     return path / "bin"
 
 
@@ -65,8 +71,11 @@ def dist(tmp_path_factory) -> Path:
     """sdist and wheel from `python -m build` (the wheel is built from the sdist, as on PyPI)."""
     src = _sources(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(src)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -93,20 +102,31 @@ def test_wheel_and_sdist_carry_the_app_its_config_and_the_models(dist):
         assert f"explorer/_bundle/assets/warm/{rel}" in names, rel
     for f in ("fashion-mnist-sweep.csv", "fashion-mnist-sweep.json"):
         assert f"explorer/_bundle/assets/results/{f}" in names
-    sdist = subprocess.run(["tar", "tzf", str(next(dist.glob("*.tar.gz")))], capture_output=True, text=True,
-                           check=True).stdout
+    sdist = subprocess.run(
+        ["tar", "tzf", str(next(dist.glob("*.tar.gz")))], capture_output=True, text=True, check=True
+    ).stdout
     assert "/app.py\n" in sdist and "/.streamlit/config.toml" in sdist
     assert "/assets/models/ddpm-digits/diffusion_pytorch_model.safetensors" in sdist
 
 
 def test_installed_wheel_runs_from_any_folder(installed, tmp_path):
     code = "import explorer, explorer.paths as p; print(explorer.__file__); print(p.APP); print(p.BUILTIN_MODELS)"
-    where = subprocess.run([str(installed / "python"), "-c", code], cwd=tmp_path, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    where = subprocess.run(
+        [str(installed / "python"), "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     venv = str(installed.parent)
     assert all(line.startswith(venv) for line in where), where  # the wheel, not this clone
-    layers = subprocess.run([str(installed / "explorer"), "layers", "--model", "ddpm-digits"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    layers = subprocess.run(
+        [str(installed / "explorer"), "layers", "--model", "ddpm-digits"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert layers.returncode == 0, layers.stderr
     assert layers.stdout.startswith("ddpm-digits:") and "mid_block" in layers.stdout
     opens_full = (
@@ -118,33 +138,56 @@ def test_installed_wheel_runs_from_any_folder(installed, tmp_path):
         " model_fingerprint=fp).state)\n"
         "import json; print(warm.SEED); print(json.dumps(warm.import_seed(sys.argv[1])))"
     )
-    full = subprocess.run([str(installed / "python"), "-c", opens_full, str(tmp_path / "cache")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    full = subprocess.run(
+        [str(installed / "python"), "-c", opens_full, str(tmp_path / "cache")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert full.returncode == 0, full.stderr
     table, state, seed, counts = full.stdout.splitlines()[-4:]
-    assert table.startswith(venv) and seed.startswith(venv), "the shipped sweep and seed come from the wheel"
-    assert state == "ok", "the bundled sweep passes its checksum, extraction version and weights checks"
+    assert table.startswith(venv) and seed.startswith(venv), (
+        "the shipped sweep and seed come from the wheel"
+    )
+    assert state == "ok", (
+        "the bundled sweep passes its checksum, extraction version and weights checks"
+    )
     counts = json.loads(counts)
     assert counts["imported"] > 0 and counts["refused"] == 0, counts
-    ver = subprocess.run([str(installed / "python"), "-m", "explorer", "--version"], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout
+    ver = subprocess.run(
+        [str(installed / "python"), "-m", "explorer", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert ver.strip() == "explorer 0.1.0"
 
 
 def test_installed_wheel_serves_the_app(installed, tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([str(installed / "explorer"), "app", "--headless", "--port", str(port)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(installed / "explorer"), "app", "--headless", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         body, deadline = "", time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/_stcore/health", timeout=5
+                ) as r:
                     body = r.read().decode()
                     break
             except OSError:
                 time.sleep(0.5)
-        assert body == "ok", f"no health answer; server said: {proc.stdout.read() if proc.poll() is not None else ''}"
+        assert body == "ok", (
+            f"no health answer; server said: {proc.stdout.read() if proc.poll() is not None else ''}"
+        )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert r.status == 200 and b"<html" in r.read().lower()
     finally:
@@ -174,7 +217,9 @@ for page in PAGES:
 
 def lowest_streamlit() -> str:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    found = [m.group(1) for d in deps if (m := re.fullmatch(r"streamlit>=([\d.]+)", d.replace(" ", "")))]
+    found = [
+        m.group(1) for d in deps if (m := re.fullmatch(r"streamlit>=([\d.]+)", d.replace(" ", "")))
+    ]
     assert found, "pyproject.toml must give streamlit a lower bound"
     return found[0]
 
@@ -182,11 +227,18 @@ def lowest_streamlit() -> str:
 def test_every_page_runs_on_the_lowest_allowed_streamlit(tmp_path):
     version = lowest_streamlit()
     bin_dir = _venv(tmp_path / "v")
-    _pip(bin_dir, f"streamlit=={version}")  # its own dependencies too, where this interpreter's differ
+    _pip(
+        bin_dir, f"streamlit=={version}"
+    )  # its own dependencies too, where this interpreter's differ
     script = tmp_path / "smoke.py"
     script.write_text(SMOKE)
-    run = subprocess.run([str(bin_dir / "python"), str(script), str(ROOT / "app.py")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [str(bin_dir / "python"), str(script), str(ROOT / "app.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"streamlit {version}" in run.stdout
     assert run.stdout.count(" ok") == len(PAGES)

@@ -115,7 +115,9 @@ def test_the_seed_serves_exactly_the_app_default_view(tmp_path, monkeypatch):
     ws, sim = warm.workspaces(tmp_path)
     view = warm.view_of(ws)
     assert (man["model_fingerprint"], man["extraction_version"]) == (
-        ws.model.fingerprint, EXTRACTION_VERSION), "the seed was made by this model and code"
+        ws.model.fingerprint,
+        EXTRACTION_VERSION,
+    ), "the seed was made by this model and code"
     assert man["view"] == warm.json.loads(warm.json.dumps(view.__dict__)), "and for this view"
     assert (man["train_limit"], man["test_limit"]) == (D.DEFAULT_TRAIN_LIMIT, D.DEFAULT_TEST_LIMIT)
     probed = list(dict.fromkeys([Setting(*view.explore), *(Setting(*s) for s in view.compare)]))
@@ -136,7 +138,9 @@ def test_the_seed_serves_exactly_the_app_default_view(tmp_path, monkeypatch):
     assert all(0 < r.top1 <= 1 for r in res.values())
     for s in probed:
         x = np.asarray(ws.features(s, "test"))
-        assert embed.umap_or_pca(x, cache_key=ws.key(s, "test"), cache_root=ws.store.root)[1] == "umap"
+        assert (
+            embed.umap_or_pca(x, cache_key=ws.key(s, "test"), cache_root=ws.store.root)[1] == "umap"
+        )
     for group in (view.sim_blocks, view.sim_times):
         m = warm.cka_view(sim, [Setting(*s) for s in group], ensure=no)
         assert m.shape == (len(group), len(group))
@@ -199,8 +203,9 @@ def test_warm_up_makes_the_default_workspaces_the_pages_then_get(preloads, tmp_p
     ws = services._load_workspace(*args)
     assert services._load_workspace(*args) is ws, "one workspace per process"
     assert services._load_model(model, "auto") is ws.model, "sharing the warm-up's model"
-    sim = services._load_workspace(*args[:3], min(D.DEFAULT_SIMILARITY_IMAGES,
-                                                   D.DEFAULT_TEST_LIMIT), root, "auto")
+    sim = services._load_workspace(
+        *args[:3], min(D.DEFAULT_SIMILARITY_IMAGES, D.DEFAULT_TEST_LIMIT), root, "auto"
+    )
     assert sim.model is ws.model and sim is not ws
     assert "catalogue" in vars(ws) or ws.catalogue, "the layer catalogue is ready"
     present = warm.import_seed(root)

@@ -22,7 +22,9 @@ def _tree(root, layout=("a", "b"), n=4, sub=""):
         d = root / sub / cls
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(d / f"{cls}_{i}.png")
+            Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(
+                d / f"{cls}_{i}.png"
+            )
     return root
 
 
@@ -35,7 +37,9 @@ def test_train_and_test_files_choose_exactly_the_listed_images(tmp_path):
     (root / "train.txt").write_text("# 1% style\na/a_0.png 0\nb_0.png\n./b/b_1.png\n\n")
     (root / "test.txt").write_text("a_3.png\nb/b_3.png\n")
     ds = load_dataset(str(root))
-    assert _names(ds, "train") == ["a_0.png", "b_0.png", "b_1.png"], "paths, bare names and ./ paths"
+    assert _names(ds, "train") == ["a_0.png", "b_0.png", "b_1.png"], (
+        "paths, bare names and ./ paths"
+    )
     assert _names(ds, "test") == ["a_3.png", "b_3.png"]
     assert len(ds) == 5, "images in neither list are left out"
     assert [ds.class_names[c] for c in ds.labels[ds.splits["test"]]] == ["a", "b"], "class = folder"
@@ -56,10 +60,13 @@ def test_train_file_with_a_val_folder_keeps_val_as_test(tmp_path):
     assert len(ds.splits["train"]) == 2 and len(ds.splits["test"]) == 6, "flat: the rest is test"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a/zzz.png\n", "1 entries name no readable image (e.g. 'a/zzz.png')"),
-    ("a_0.png\na_0.png\n", "lists some images twice"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a/zzz.png\n", "1 entries name no readable image (e.g. 'a/zzz.png')"),
+        ("a_0.png\na_0.png\n", "lists some images twice"),
+    ],
+)
 def test_bad_split_files_are_one_line_errors(tmp_path, text, message):
     root = _tree(tmp_path / "bad")
     (root / "train.txt").write_text(text)
@@ -110,7 +117,9 @@ def test_adm_resize_matches_an_independent_computation():
     smooth = np.repeat(smooth[..., None], 3, 2).astype(np.uint8)
     bil = Preprocess(32, 3)(smooth[None])[0].permute(1, 2, 0).numpy()  # the array path
     adm = (Preprocess(32, 3)([smooth])[0].permute(1, 2, 0).numpy() + 1) * 127.5
-    assert np.abs(adm - _adm_by_hand(smooth, 32)).max() <= 2.5, "file images go through ADM's resize"
+    assert np.abs(adm - _adm_by_hand(smooth, 32)).max() <= 2.5, (
+        "file images go through ADM's resize"
+    )
     assert bil.shape == (32, 32, 3), "arrays keep the bilinear path"
     gray = adm_resize(rng.integers(0, 256, (40, 90), dtype=np.uint8), 16)
     assert gray.shape == (16, 16, 1), "grayscale keeps one channel"
@@ -135,7 +144,10 @@ def test_cli_datasets_lists_builtins_folders_and_splits(tmp_path, monkeypatch, c
     assert main(["datasets", str(data)]) == 0
     rows = {ln.split("\t")[0]: ln.split("\t")[1:] for ln in capsys.readouterr().out.splitlines()}
     assert rows["digits"][0] == "built-in" and "fashion-mnist" in rows, rows
-    assert rows[str(data / "flowers")] == ["imagefolder", "split files: train=train.txt, test=test.txt"]
+    assert rows[str(data / "flowers")] == [
+        "imagefolder",
+        "split files: train=train.txt, test=test.txt",
+    ]
     assert rows[str(data / "imnet")] == ["imagefolder", "folders: train/ and val/"]
     assert rows[str(data / "plain")] == ["imagefolder", "fixed stratified 80/20 split"]
     assert str(roots / "cub") in rows, "folders under EXPLORER_DATA_ROOTS are listed"

@@ -14,13 +14,20 @@ from explorer.report import write_html_report
 from explorer.results import load_table
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 SWEEP = Path(__file__).resolve().parents[2] / "assets" / "results" / "fashion-mnist-sweep.csv"
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs {CHROMIUM}: apt-get install chromium"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"needs {CHROMIUM}: apt-get install chromium"
+    ),
 ]
 
 

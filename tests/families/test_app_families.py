@@ -14,9 +14,13 @@ pytestmark = pytest.mark.slow
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
-@pytest.mark.parametrize("kind, words", [("dit", ["dit", "latents 4×8×8", "null (unconditional) class",
-                                                  "DDIMScheduler"]),
-                                         ("sd", ["stable-diffusion", "empty prompt", "PNDMScheduler"])])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("dit", ["dit", "latents 4×8×8", "null (unconditional) class", "DDIMScheduler"]),
+        ("sd", ["stable-diffusion", "empty prompt", "PNDMScheduler"]),
+    ],
+)
 def test_data_model_page_describes_the_family(tmp_path, kind, words):
     folder = save_family(kind, tmp_path / kind)
     at = AppTest.from_file(APP, default_timeout=600)
@@ -33,9 +37,12 @@ def test_data_model_page_describes_the_family(tmp_path, kind, words):
 def test_explore_page_probes_a_family_block(tmp_path, kind):
     folder = save_family(kind, tmp_path / kind)
     at = AppTest.from_file(APP, default_timeout=600)
-    at.query_params.update({"model": str(folder), "dataset": "digits", "train": "40", "test": "20",
-                            "proj": "pca"})
+    at.query_params.update(
+        {"model": str(folder), "dataset": "digits", "train": "40", "test": "20", "proj": "pca"}
+    )
     at.run()
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
     top1 = [m.value for m in at.metric if m.label == "Top-1 (test)"]
-    assert top1 and top1[0].endswith("%"), f"no probe accuracy shown: {[m.label for m in at.metric]}"
+    assert top1 and top1[0].endswith("%"), (
+        f"no probe accuracy shown: {[m.label for m in at.metric]}"
+    )

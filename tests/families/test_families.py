@@ -19,7 +19,12 @@ from tests.conftest import make_tiny_dataset
 from tests.families.tiny import FAMILIES, save_family
 
 COND = {"class-cond": "1"}  # a class-conditional UNet2DModel has no null class: a fixed class
-FAMILY = {"class-cond": "class-cond-unet", "ldm": "latent-unet", "sd": "stable-diffusion", "dit": "dit"}
+FAMILY = {
+    "class-cond": "class-cond-unet",
+    "ldm": "latent-unet",
+    "sd": "stable-diffusion",
+    "dit": "dit",
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,11 @@ def _hand_features(kind, folder, images, idx, t, lay, labels=None, class_label=N
     """encode, add_noise with the folder's own scheduler class, call, read the block, pool 2."""
     import diffusers
 
-    m = _load({kind: folder}, kind) if class_label is None else load_model(str(folder), class_label=class_label)
+    m = (
+        _load({kind: folder}, kind)
+        if class_label is None
+        else load_model(str(folder), class_label=class_label)
+    )
     net = m.unet
     x = m.preprocess(images)
     sub = folder / "scheduler" if (folder / "scheduler").is_dir() else folder
@@ -59,19 +68,24 @@ def _hand_features(kind, folder, images, idx, t, lay, labels=None, class_label=N
             from transformers import CLIPTextModel, CLIPTokenizer
 
             tok = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-            ids = tok("", padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+            ids = tok(
+                "", padding="max_length", max_length=tok.model_max_length, return_tensors="pt"
+            ).input_ids
             emb = CLIPTextModel.from_pretrained(folder / "text_encoder")(ids)[0]
             kw["encoder_hidden_states"] = emb.expand(len(x), -1, -1)
         elif kind == "dit":
             kw["class_labels"] = torch.full((len(x),), 5)  # the null class: num_embeds_ada_norm
         elif kind == "class-cond":
-            kw["class_labels"] = torch.as_tensor(labels) if class_label == "true" else torch.full((len(x),), 1)
+            kw["class_labels"] = (
+                torch.as_tensor(labels) if class_label == "true" else torch.full((len(x),), 1)
+            )
         noise = image_noise(idx, 0, tuple(z.shape[1:]))
         tt = torch.full((len(x),), t, dtype=torch.long)
         xt = sched.add_noise(z, noise, tt)
         got = {}
         h = dict(net.named_modules())[lay.hook].register_forward_hook(
-            lambda mod, i, o: got.setdefault("x", first_tensor(o)))
+            lambda mod, i, o: got.setdefault("x", first_tensor(o))
+        )
         net(xt, tt, **kw)
         h.remove()
     fmap = got["x"]
@@ -82,7 +96,9 @@ def _hand_features(kind, folder, images, idx, t, lay, labels=None, class_label=N
 
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_layers_cli_prints_catalogue_and_family(folders, kind, capsys):
-    args = ["layers", "--model", str(folders[kind])] + (["--class-label", COND[kind]] if kind in COND else [])
+    args = ["layers", "--model", str(folders[kind])] + (
+        ["--class-label", COND[kind]] if kind in COND else []
+    )
     assert main(args) == 0
     out = capsys.readouterr().out
     cat = build_catalogue(_load(folders, kind).unet)
@@ -90,7 +106,9 @@ def test_layers_cli_prints_catalogue_and_family(folders, kind, capsys):
     assert f"family: {FAMILY[kind]}" in out and "scheduler:" in out, out
     if kind == "dit":
         assert [lay.name for lay in cat] == [f"transformer_blocks.{i}" for i in range(3)], cat
-        assert (cat[0].channels, cat[0].height, cat[0].width) == (16, 4, 4), "tokens on the 4x4 patch grid"
+        assert (cat[0].channels, cat[0].height, cat[0].width) == (16, 4, 4), (
+            "tokens on the 4x4 patch grid"
+        )
     else:
         assert cat[0].name == "conv_in" and any(lay.name == "mid_block" for lay in cat), cat
 
@@ -103,15 +121,30 @@ def test_stored_feature_equals_a_pass_by_hand_and_early_exit_equals_full(folders
     lay = cat[len(cat) // 2]
     sel = Selection.of(ds, "train", 8)
     store = FeatureStore(tmp_path / "c")
-    ensure_features(model, ds, sel, timesteps=[300], layers=cat, pools=["2"], store=store, progress=False)
-    got = load_features(model, ds, sel, t=300, layer=lay.name, pool_name="2", store=store).astype(np.float32)
+    ensure_features(
+        model, ds, sel, timesteps=[300], layers=cat, pools=["2"], store=store, progress=False
+    )
+    got = load_features(model, ds, sel, t=300, layer=lay.name, pool_name="2", store=store).astype(
+        np.float32
+    )
     want = _hand_features(kind, folders[kind], ds.images(sel.indices), sel.indices, 300, lay)
-    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-3, err_msg=f"{kind}: stored != by hand")
+    np.testing.assert_allclose(
+        got, want, rtol=2e-2, atol=2e-3, err_msg=f"{kind}: stored != by hand"
+    )
 
     x = model.preprocess(ds.images(sel.indices))
-    early = extract_features(model, x, timesteps=[300], layers=[cat[1]], pools=["2", "max"], indices=sel.indices)
-    full = extract_features(model, x, timesteps=[300], layers=[cat[1]], pools=["2", "max"], indices=sel.indices,
-                            stop_early=False)
+    early = extract_features(
+        model, x, timesteps=[300], layers=[cat[1]], pools=["2", "max"], indices=sel.indices
+    )
+    full = extract_features(
+        model,
+        x,
+        timesteps=[300],
+        layers=[cat[1]],
+        pools=["2", "max"],
+        indices=sel.indices,
+        stop_early=False,
+    )
     for k in early:
         np.testing.assert_array_equal(early[k], full[k], err_msg=f"{kind}: early exit changed {k}")
     key = feature_key(model, ds, sel, 300, lay.name, "2", 0)
@@ -126,9 +159,19 @@ def test_pixel_unet_keys_are_unchanged_and_families_differ(folders, tiny_model_d
     ds = make_tiny_dataset()
     sel = Selection.of(ds, "train", 8)
     m = load_model(str(tiny_model_dir))
-    old = content_key({"dataset": ds.fingerprint, "selection": sel.fingerprint, "preprocess": m.preprocess.tag,
-                       "layer": "mid_block", "pool": "2", "version": EXTRACTION_VERSION,
-                       "model": m.fingerprint, "t": 10, "seed": 0})
+    old = content_key(
+        {
+            "dataset": ds.fingerprint,
+            "selection": sel.fingerprint,
+            "preprocess": m.preprocess.tag,
+            "layer": "mid_block",
+            "pool": "2",
+            "version": EXTRACTION_VERSION,
+            "model": m.fingerprint,
+            "t": 10,
+            "seed": 0,
+        }
+    )
     assert feature_key(m, ds, sel, 10, "mid_block", "2", 0) == old
     a = feature_key(_load(folders, "class-cond", class_label="1"), ds, sel, 10, "mid_block", "2", 0)
     b = feature_key(_load(folders, "class-cond", class_label="2"), ds, sel, 10, "mid_block", "2", 0)
@@ -142,22 +185,40 @@ def test_class_label_true_uses_each_label_and_is_marked(folders, tmp_path, capsy
     cat = build_catalogue(model.unet)
     sel = Selection.of(ds, "train", 8)
     store = FeatureStore(tmp_path / "c")
-    ensure_features(model, ds, sel, timesteps=[50], layers=[cat[4]], pools=["2"], store=store, progress=False)
-    got = load_features(model, ds, sel, t=50, layer=cat[4].name, pool_name="2", store=store).astype(np.float32)
-    want = _hand_features("class-cond", folders["class-cond"], ds.images(sel.indices), sel.indices, 50, cat[4],
-                          labels=ds.labels[sel.indices], class_label="true")
+    ensure_features(
+        model, ds, sel, timesteps=[50], layers=[cat[4]], pools=["2"], store=store, progress=False
+    )
+    got = load_features(model, ds, sel, t=50, layer=cat[4].name, pool_name="2", store=store).astype(
+        np.float32
+    )
+    want = _hand_features(
+        "class-cond",
+        folders["class-cond"],
+        ds.images(sel.indices),
+        sel.indices,
+        50,
+        cat[4],
+        labels=ds.labels[sel.indices],
+        class_label="true",
+    )
     np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-3)
-    assert store.manifest(feature_key(model, ds, sel, 50, cat[4].name, "2", 0))["label_leaking"] is True
+    assert (
+        store.manifest(feature_key(model, ds, sel, 50, cat[4].name, "2", 0))["label_leaking"]
+        is True
+    )
     assert main(["layers", "--model", str(folders["class-cond"]), "--class-label", "true"]) == 0
     assert "label-leaking" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, match", [
-    ({}, "pick --class-label"),
-    ({"class_label": "null"}, "no unconditional class"),
-    ({"class_label": "9"}, "outside"),
-    ({"class_label": "maybe"}, "null, an integer class or true"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ({}, "pick --class-label"),
+        ({"class_label": "null"}, "no unconditional class"),
+        ({"class_label": "9"}, "outside"),
+        ({"class_label": "maybe"}, "null, an integer class or true"),
+    ],
+)
 def test_class_cond_without_usable_default_says_what_to_pick(folders, args, match):
     with pytest.raises(ExplorerError, match=match):
         load_model(str(folders["class-cond"]), **args)
@@ -173,7 +234,9 @@ def test_conditioning_options_are_checked(folders, tiny_model_dir):
     dit = load_model(str(folders["dit"]), class_label="2")
     assert dit.family.key_parts()["cond"] == "class:2"
     a, b = load_model(str(folders["sd"])), load_model(str(folders["sd"]), prompt="cat")
-    assert not torch.equal(a.family.condition.embedding, b.family.condition.embedding), "the prompt is used"
+    assert not torch.equal(a.family.condition.embedding, b.family.condition.embedding), (
+        "the prompt is used"
+    )
 
 
 def test_pipeline_folders_are_never_fed_pixels(folders, tmp_path):
@@ -210,25 +273,55 @@ def test_random_weights_keep_the_autoencoder(tmp_path):
     assert rnd.fingerprint != trained.fingerprint and rnd.family.family == "dit"
     assert not torch.equal(rnd.unet.pos_embed.proj.weight, trained.unet.pos_embed.proj.weight)
     enc_a, enc_b = trained.family.encoder.vae, rnd.family.encoder.vae
-    assert all(torch.equal(p, q) for p, q in zip(enc_a.parameters(), enc_b.parameters(), strict=True))
+    assert all(
+        torch.equal(p, q) for p, q in zip(enc_a.parameters(), enc_b.parameters(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("kind", FAMILIES)
 def test_extract_and_sweep_cli(folders, kind, tmp_path):
     cond = ["--class-label", COND[kind]] if kind in COND else []
-    common = ["--model", str(folders[kind]), *cond, "--dataset", "digits", "--limit", "20",
-              "--cache-dir", str(tmp_path / "c")]
+    common = [
+        "--model",
+        str(folders[kind]),
+        *cond,
+        "--dataset",
+        "digits",
+        "--limit",
+        "20",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     assert main(["extract", *common, "--timesteps", "10", "--layers", "1,2", "--pool", "2"]) == 0
     out = tmp_path / "r.csv"
-    assert main(["sweep", *common, "--timesteps", "10", "--layers", "2", "--pools", "1", "--heads", "linear",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                *common,
+                "--timesteps",
+                "10",
+                "--layers",
+                "2",
+                "--pools",
+                "1",
+                "--heads",
+                "linear",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     from explorer.results import load_table
 
     df = load_table(out)
     models = set(df["model"])
     assert any(str(folders[kind]) in m for m in models), models
     if kind in COND:
-        assert any(m.endswith(f"#class-label={COND[kind]}") for m in models), "the table records the class"
+        assert any(m.endswith(f"#class-label={COND[kind]}") for m in models), (
+            "the table records the class"
+        )
 
 
 def test_models_under_explorer_models_are_listed(folders, monkeypatch, tmp_path):

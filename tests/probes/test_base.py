@@ -21,7 +21,9 @@ PROBES = [
 @pytest.mark.parametrize("probe,shape_of", PROBES, ids=lambda p: type(p).__name__)
 def test_clone_and_params_on_every_probe(probe, shape_of):
     params = probe.get_params()
-    assert "device" in params and params["device"] == "cpu", f"get_params lists the arguments: {params}"
+    assert "device" in params and params["device"] == "cpu", (
+        f"get_params lists the arguments: {params}"
+    )
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape_of.shape).astype(np.float32)
     y = np.arange(len(x)) % 3
@@ -36,7 +38,18 @@ def test_clone_and_params_on_every_probe(probe, shape_of):
 def test_neural_probes_share_one_fit_flow():
     for cls in (MLPProbe, AttentionProbe):
         assert issubclass(cls, TorchProbe), f"{cls.__name__} uses the shared flow"
-        assert "fit" not in vars(cls) and "predict_proba" not in vars(cls), f"{cls.__name__} has its own fit"
-    keys = {"epochs", "batch_size", "lr", "weight_decay", "patience", "val_fraction", "device", "seed"}
+        assert "fit" not in vars(cls) and "predict_proba" not in vars(cls), (
+            f"{cls.__name__} has its own fit"
+        )
+    keys = {
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "patience",
+        "val_fraction",
+        "device",
+        "seed",
+    }
     for probe in (MLPProbe(), AttentionProbe()):
         assert keys <= set(probe.get_params()), f"training parameters of {type(probe).__name__}"

@@ -16,7 +16,9 @@ from explorer.workspace import Workspace
 
 @pytest.fixture
 def ws(tiny_model_dir, tiny_dataset):
-    return Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32)
+    return Workspace(
+        load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32
+    )
 
 
 def test_concatenation_equals_manual_hstack(ws):
@@ -42,8 +44,16 @@ def test_dift_ensemble_is_the_mean_of_the_members(ws):
 def test_fused_key_changes_with_membership_order_and_mode(ws):
     a, b, c = ws.setting(150, 4, 2), ws.setting(90, 7, 2), ws.setting(90, 6, 2)
     head = parse_head("linear")
-    keys = [ws._result_key(head, f) for f in (Fused((a, b)), Fused((b, a)), Fused((a, c)),
-                                               Fused((a, b, c)), Fused((a, b), "mean"))]
+    keys = [
+        ws._result_key(head, f)
+        for f in (
+            Fused((a, b)),
+            Fused((b, a)),
+            Fused((a, c)),
+            Fused((a, b, c)),
+            Fused((a, b), "mean"),
+        )
+    ]
     assert len(set(keys)) == len(keys)
     assert ws._result_key(head, Fused((a, b))) == ws._result_key(head, ws._norm((a, b)))
     assert ws._result_key(head, a) not in keys
@@ -76,14 +86,20 @@ def test_text_form_round_trips(ws):
     text = format_fused(f, lambda name: ws.layer(name).index, pool="2")
     assert text == "mean:4@150~1+4@150~2/4"
     assert ws.fused(text, pool=2) == f
-    assert parse_fused("24@150+19@90") == ([("24", "150", None, None), ("19", "90", None, None)], "concat")
+    assert parse_fused("24@150+19@90") == (
+        [("24", "150", None, None), ("19", "90", None, None)],
+        "concat",
+    )
 
 
 def _xor_maps(n: int, seed: int):
     """Two members whose signs a, b are each useless alone; the label is a == b."""
     rng = np.random.default_rng(seed)
     a, b = rng.choice([-1.0, 1.0], n), rng.choice([-1.0, 1.0], n)
-    v1, v2 = np.array([1.0, -1, 1, -1]), np.array([1.0, 1, -1, -1, 1, -1])  # sign patterns over channels
+    v1, v2 = (
+        np.array([1.0, -1, 1, -1]),
+        np.array([1.0, 1, -1, -1, 1, -1]),
+    )  # sign patterns over channels
     m1 = a[:, None, None, None] * v1[:, None, None] + 0.3 * rng.standard_normal((n, 4, 2, 2))
     m2 = b[:, None, None, None] * v2[:, None, None] + 0.3 * rng.standard_normal((n, 6, 1, 1))
     return [m1.astype(np.float32), m2.astype(np.float32)], (a == b).astype(np.int64)
@@ -94,8 +110,19 @@ def test_fusion_head_learns_what_only_the_combination_tells():
 
     xtr, ytr = _xor_maps(400, 0)
     xte, yte = _xor_maps(200, 1)
-    res = fit_fusion(xtr, ytr, xte, yte, n_classes=2, dim=32, heads=4, epochs=60, lr=3e-3, patience=60,
-                     device="cpu")
+    res = fit_fusion(
+        xtr,
+        ytr,
+        xte,
+        yte,
+        n_classes=2,
+        dim=32,
+        heads=4,
+        epochs=60,
+        lr=3e-3,
+        patience=60,
+        device="cpu",
+    )
     assert res.top1 > 0.9
     for i in range(2):  # each member alone: chance
         alone = LinearProbe().fit(xtr[i].reshape(400, -1), ytr).score(xte[i].reshape(200, -1), yte)

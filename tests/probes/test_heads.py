@@ -39,30 +39,43 @@ def test_registry_round_trip(name):
     spec = HEADS[name]
     head = parse_head(name)
     assert head.name == name and head.spec is spec, "a bare name resolves to its spec"
-    assert head.params == {k: p.default for k, p in spec.params.items()}, "every default is filled in"
+    assert head.params == {k: p.default for k, p in spec.params.items()}, (
+        "every default is filled in"
+    )
     assert head.label == name, "defaults are not written in the label"
     assert spec.description and "\n" not in spec.description, "a one-line description"
     custom = parse_head(FAST[name])
-    assert parse_head(custom.label) == custom, f"label {custom.label!r} parses back to the same head"
+    assert parse_head(custom.label) == custom, (
+        f"label {custom.label!r} parses back to the same head"
+    )
     assert parse_head(custom) is custom, "a Head passes through"
     assert hash(custom) == hash(parse_head(custom.label)), "heads are hashable by value"
 
 
 def test_aliases_and_canonical_labels():
-    assert parse_head("knn10") == parse_head("knn:k=10") == parse_head(" KNN:k=10 "), "knn10 is knn:k=10"
+    assert parse_head("knn10") == parse_head("knn:k=10") == parse_head(" KNN:k=10 "), (
+        "knn10 is knn:k=10"
+    )
     assert parse_head("knn10").label == "knn:k=10", "the canonical label names the parameter"
     assert parse_head("knn:k=20") == parse_head("knn"), "a default written out is the default head"
     assert parse_head("linear:regs=1e-3/1e-1").params["regs"] == (1e-3, 1e-1), "tuples split on /"
-    assert [h.label for h in parse_heads("linear, knn10,knn:k=10,mlp")] == ["linear", "knn:k=10", "mlp"], (
-        "comma-separated, in order, duplicates dropped"
+    assert [h.label for h in parse_heads("linear, knn10,knn:k=10,mlp")] == [
+        "linear",
+        "knn:k=10",
+        "mlp",
+    ], "comma-separated, in order, duplicates dropped"
+    assert "knn: cosine" in describe_heads() and "k=20" in describe_heads(), (
+        "help lists heads and defaults"
     )
-    assert "knn: cosine" in describe_heads() and "k=20" in describe_heads(), "help lists heads and defaults"
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("knnx", "unknown head 'knnx'; choose from linear, knn, mlp, attention-small, attention-paper, cnn"),
+        (
+            "knnx",
+            "unknown head 'knnx'; choose from linear, knn, mlp, attention-small, attention-paper, cnn",
+        ),
         ("svm", "unknown head 'svm'"),
         ("knn:q=3", "head 'knn' has no parameter 'q'; it takes k, temperature"),
         ("knn:k=0", "head 'knn': k must be a positive integer, got '0'"),
@@ -95,13 +108,20 @@ def test_every_head_fits_through_the_registry(name):
     res = head.fit(tasks, n_classes=3, device="cpu")
     assert set(res) == {"a", "b"}, "one result per task"
     for r in res.values():
-        assert r.predictions.shape == (30,) and r.confusion.shape == (3, 3), "a prediction per test row"
-        assert r.top1 > 0.8, f"{head.label} should separate 3 far-apart blobs (chance 0.33), got {r.top1:.2f}"
+        assert r.predictions.shape == (30,) and r.confusion.shape == (3, 3), (
+            "a prediction per test row"
+        )
+        assert r.top1 > 0.8, (
+            f"{head.label} should separate 3 far-apart blobs (chance 0.33), got {r.top1:.2f}"
+        )
 
 
 def _defaults(fn, skip=("device", "n_classes", "max_bank_gb", "progress", "chunk")) -> dict:
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty and k not in skip}
+    return {
+        k: p.default
+        for k, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty and k not in skip
+    }
 
 
 def test_registry_defaults_match_the_probes():
@@ -113,10 +133,12 @@ def test_registry_defaults_match_the_probes():
     def params(name):
         return parse_head(name).params
 
-    assert params("mlp") == {k: v for k, v in MLPProbe().get_params().items() if k != "device"}, "mlp defaults"
-    assert params("attention") == {k: v for k, v in AttentionProbe().get_params().items() if k != "device"}, (
-        "attention defaults"
+    assert params("mlp") == {k: v for k, v in MLPProbe().get_params().items() if k != "device"}, (
+        "mlp defaults"
     )
+    assert params("attention") == {
+        k: v for k, v in AttentionProbe().get_params().items() if k != "device"
+    }, "attention defaults"
     from explorer.probes.paper_heads import CNNProbe, PaperAttentionProbe
 
     for name, cls in (("attention-paper", PaperAttentionProbe), ("cnn", CNNProbe)):
@@ -134,8 +156,13 @@ def ws(tiny_model_dir, tiny_dataset):
     from explorer.store import FeatureStore
     from explorer.workspace import Workspace
 
-    return Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32,
-                     device="cpu")
+    return Workspace(
+        load_model(str(tiny_model_dir)),
+        tiny_dataset,
+        store=FeatureStore(),
+        batch_size=32,
+        device="cpu",
+    )
 
 
 def test_workspace_evaluate_rejects_unknown_heads(ws):
@@ -154,7 +181,9 @@ def test_result_key_holds_every_parameter(ws, monkeypatch):
     s = Setting(10, "mid_block", "2")
     fits = []
     real_fit = Workspace._fit
-    monkeypatch.setattr(Workspace, "_fit", lambda self, h, ss: fits.append(h.label) or real_fit(self, h, ss))
+    monkeypatch.setattr(
+        Workspace, "_fit", lambda self, h, ss: fits.append(h.label) or real_fit(self, h, ss)
+    )
     first = ws.evaluate([s], "knn10")[s]
     ws.evaluate([s], "knn:k=10")
     assert fits == ["knn:k=10"], "an alias and its canonical form share one cached result"
@@ -165,7 +194,9 @@ def test_result_key_holds_every_parameter(ws, monkeypatch):
     monkeypatch.setitem(spec.params, "temperature", Param(0.5, float, lambda v: v > 0, "positive"))
     again = ws.evaluate([s], "knn10")[s]
     assert len(fits) == 3, "changing a default never serves the old result"
-    assert again.extra["temperature"] == 0.5 and first.extra["temperature"] == 0.07, "the new default was used"
+    assert again.extra["temperature"] == 0.5 and first.extra["temperature"] == 0.07, (
+        "the new default was used"
+    )
 
 
 def test_adding_a_head_is_one_entry(ws, monkeypatch):
@@ -173,11 +204,17 @@ def test_adding_a_head_is_one_entry(ws, monkeypatch):
     from explorer.workspace import Setting
 
     def fit_majority(tasks, *, n_classes, device, vote):
-        return {n: ProbeResult.from_predictions("majority", yte, np.full(len(yte), vote), n_classes)
-                for n, (_, _, _, yte) in tasks.items()}
+        return {
+            n: ProbeResult.from_predictions("majority", yte, np.full(len(yte), vote), n_classes)
+            for n, (_, _, _, yte) in tasks.items()
+        }
 
-    spec = hmod.HeadSpec("majority", "always the same class", fit_majority,
-                         {"vote": Param(0, int, lambda v: v >= 0, "a class index")})
+    spec = hmod.HeadSpec(
+        "majority",
+        "always the same class",
+        fit_majority,
+        {"vote": Param(0, int, lambda v: v >= 0, "a class index")},
+    )
     monkeypatch.setitem(HEADS, "majority", spec)
     s = Setting(10, "conv_in", "1")
     r = ws.evaluate([s], "majority:vote=1")[s]
@@ -186,13 +223,29 @@ def test_adding_a_head_is_one_entry(ws, monkeypatch):
 
 
 def test_cli_parses_heads_through_the_registry(tiny_model_dir, tmp_path, capsys):
-    base = ["sweep", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "30",
-            "--timesteps", "10", "--layers", "-1", "--no-baselines", "--batch-size", "64"]
+    base = [
+        "sweep",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        "digits",
+        "--limit",
+        "30",
+        "--timesteps",
+        "10",
+        "--layers",
+        "-1",
+        "--no-baselines",
+        "--batch-size",
+        "64",
+    ]
     assert main([*base, "--heads", "linear,knn:k=0"]) == 2, "a bad parameter fails"
     err = capsys.readouterr().err
     assert "head 'knn': k must be a positive integer" in err and "Traceback" not in err, err
     assert main(["sweep", "--model", str(tmp_path / "missing"), "--heads", "knnx"]) == 2
-    assert "unknown head 'knnx'" in capsys.readouterr().err, "heads are checked before the model loads"
+    assert "unknown head 'knnx'" in capsys.readouterr().err, (
+        "heads are checked before the model loads"
+    )
 
     out = tmp_path / "res.csv"
     assert main([*base, "--heads", "knn10,knn:k=10", "--out", str(out)]) == 0, "sweep succeeds"

@@ -77,7 +77,9 @@ def test_validation_split_keeps_class_balance():
     assert not np.array_equal(val, validation_split(y, 0.1, seed=1)[1]), "seed must matter"
 
 
-def _pair(n: int, acc_a: float, acc_b: float, agree: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _pair(
+    n: int, acc_a: float, acc_b: float, agree: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Two correlated correctness vectors: B copies A on a fraction `agree` of the images."""
     rng = np.random.default_rng(seed)
     a = rng.random(n) < acc_a
@@ -102,7 +104,9 @@ def test_paired_bootstrap_matches_index_resampling():
 def test_paired_bootstrap_excludes_zero_for_a_real_gap():
     a, b = _pair(10000, 0.87, 0.82, 0.6, seed=5)
     diff, low, high = paired_bootstrap_diff(a, b)
-    assert diff > 0.01 and 0 < low < diff < high, f"a ~2-point gap on 10k images is real: {low}, {high}"
+    assert diff > 0.01 and 0 < low < diff < high, (
+        f"a ~2-point gap on 10k images is real: {low}, {high}"
+    )
     assert "excludes 0" in difference_words(diff, low, high, "A", "B")
     assert "better" in difference_words(diff, low, high, "A", "B")
     d2, l2, h2 = paired_bootstrap_diff(b, a)
@@ -119,7 +123,9 @@ def test_paired_bootstrap_includes_zero_within_noise():
     b[rng.permutation(10000)[:8246]] = True
     diff, low, high = paired_bootstrap_diff(a, b)
     assert diff == pytest.approx(0.0075)
-    assert low < 0 < high, f"a 0.75-point gap with independent errors is within noise: [{low}, {high}]"
+    assert low < 0 < high, (
+        f"a 0.75-point gap with independent errors is within noise: [{low}, {high}]"
+    )
     assert "within noise" in difference_words(diff, low, high, "random", "pixels")
 
 
@@ -161,7 +167,14 @@ def test_side_by_side_numbers_by_hand():
     assert c.classes_better == 1, "only class 2 is better in B (class 1 ties, class 0 is worse)"
     assert c.paired.diff == pytest.approx(0.0), "paired is B - A"
     s = c.summary_table().set_index("metric")
-    assert list(s.index) == ["top1", "ci_low", "ci_high", "worst_class", "paired_low", "paired_high"]
+    assert list(s.index) == [
+        "top1",
+        "ci_low",
+        "ci_high",
+        "worst_class",
+        "paired_low",
+        "paired_high",
+    ]
     assert s.loc["top1", "A"] == pytest.approx(2 / 3) and s.loc["top1", "B - A"] == pytest.approx(0)
     assert s.loc["paired_low", "B - A"] == c.paired.low and np.isnan(s.loc["paired_low", "A"])
     p = c.per_class_table()
@@ -185,10 +198,15 @@ def test_per_class_predictions_and_confused_tables():
     y = np.array([0, 0, 1, 1, 1, 2])
     r = ProbeResult.from_predictions("linear", y, np.array([0, 1, 1, 0, 0, 2]), 3)
     t = per_class_table(r, ["a", "b", "c"])
-    assert list(t["support"]) == [2, 3, 1] and list(t["accuracy"]) == pytest.approx([0.5, 1 / 3, 1.0])
+    assert list(t["support"]) == [2, 3, 1] and list(t["accuracy"]) == pytest.approx(
+        [0.5, 1 / 3, 1.0]
+    )
     p = predictions_table(r, y, np.array([10, 11, 12, 13, 14, 15]), ["a", "b", "c"])
     assert list(p["dataset_index"]) == [10, 11, 12, 13, 14, 15]
     assert list(p["true"]) == ["a", "a", "b", "b", "b", "c"]
     assert list(p["predicted"]) == ["a", "b", "b", "a", "a", "c"]
     assert confused_positions(r, y, 1, 0, 12).tolist() == [3, 4]
-    assert confused_positions(r, y, 1, 0, 1).tolist() == [3] and confused_positions(r, y, 2, 0, 5).size == 0
+    assert (
+        confused_positions(r, y, 1, 0, 1).tolist() == [3]
+        and confused_positions(r, y, 2, 0, 5).size == 0
+    )

@@ -23,8 +23,17 @@ from explorer.probes.paper_heads import (
 
 
 def _layer(c: int, h: int, w: int | None = None) -> LayerSpec:
-    return LayerSpec(24, "up_blocks.1.resnets.1", "up_blocks.1.attentions.1", "up", "resnet+attn", c, h,
-                     w or h, 16)
+    return LayerSpec(
+        24,
+        "up_blocks.1.resnets.1",
+        "up_blocks.1.attentions.1",
+        "up",
+        "resnet+attn",
+        c,
+        h,
+        w or h,
+        16,
+    )
 
 
 def test_attention_paper_architecture_at_paper_size():
@@ -40,8 +49,9 @@ def test_attention_paper_architecture_at_paper_size():
         assert b.qkv.bias is None and b.qkv.weight.shape == (3 * 1024, 1024), "qkv without bias"
         assert b.fc1.out_features == 4 * 1024, "MLP ratio 4"
     assert head.fc.weight.shape == (1000, 1024), "linear layer on the CLS output"
-    assert not any(isinstance(m, torch.nn.LayerNorm) and m.normalized_shape == (1024,)
-                   for m in [head.fc]), "no final norm before the classifier"
+    assert not any(
+        isinstance(m, torch.nn.LayerNorm) and m.normalized_shape == (1024,) for m in [head.fc]
+    ), "no final norm before the classifier"
     names = [n for n, _ in head.named_children()]
     assert names == ["norm_in", "proj", "blocks", "fc"], f"nothing else in the head: {names}"
 
@@ -66,7 +76,9 @@ def test_cnn_head_architecture():
     head = CNNHead(32, 5, hidden=8)
     convs = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)]
     bns = [m for m in head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert [c.kernel_size for c in convs] == [(3, 3), (3, 3)] and len(bns) == 2, "2 conv-BN-ReLU units"
+    assert [c.kernel_size for c in convs] == [(3, 3), (3, 3)] and len(bns) == 2, (
+        "2 conv-BN-ReLU units"
+    )
     assert convs[0].in_channels == 32 and convs[1].out_channels == 8, "C -> hidden -> hidden"
     assert head(torch.randn(4, 32, 5, 7)).shape == (4, 5), "any map size, global average pool"
 
@@ -84,15 +96,41 @@ def test_sgd_step_decay_recipe():
 
     torch.optim.SGD.step = spy
     try:
-        train_classifier(model, torch.randn(8, 3), torch.arange(8) % 2, None, None, epochs=15,
-                         batch_size=8, lr=0.05, weight_decay=0.0, patience=15, seed=0, optimizer="sgd")
+        train_classifier(
+            model,
+            torch.randn(8, 3),
+            torch.arange(8) % 2,
+            None,
+            None,
+            epochs=15,
+            batch_size=8,
+            lr=0.05,
+            weight_decay=0.0,
+            patience=15,
+            seed=0,
+            optimizer="sgd",
+        )
     finally:
         torch.optim.SGD.step = real
     assert lrs[0] == pytest.approx(0.05) and lrs[6] == pytest.approx(0.05), "first 7 epochs at lr"
-    assert lrs[7] == pytest.approx(0.005) and lrs[14] == pytest.approx(0.0005), "x0.1 every 7 epochs"
+    assert lrs[7] == pytest.approx(0.005) and lrs[14] == pytest.approx(0.0005), (
+        "x0.1 every 7 epochs"
+    )
     with pytest.raises(ExplorerError, match="unknown optimizer"):
-        train_classifier(model, torch.randn(8, 3), torch.arange(8) % 2, None, None, epochs=1,
-                         batch_size=8, lr=0.05, weight_decay=0.0, patience=1, seed=0, optimizer="lbfgs")
+        train_classifier(
+            model,
+            torch.randn(8, 3),
+            torch.arange(8) % 2,
+            None,
+            None,
+            epochs=1,
+            batch_size=8,
+            lr=0.05,
+            weight_decay=0.0,
+            patience=1,
+            seed=0,
+            optimizer="lbfgs",
+        )
 
 
 def _token_task(n, seed, side=4):
@@ -112,8 +150,9 @@ def _token_task(n, seed, side=4):
 def test_attention_paper_learns_a_separable_problem():
     xtr, ytr = _token_task(400, 0)
     xte, yte = _token_task(120, 1)
-    res = fit_attention_paper(xtr, ytr, xte, yte, dim=16, heads=2, epochs=14, batch_size=16, lr=0.2,
-                              device="cpu")
+    res = fit_attention_paper(
+        xtr, ytr, xte, yte, dim=16, heads=2, epochs=14, batch_size=16, lr=0.2, device="cpu"
+    )
     assert res.top1 > 0.85, f"attention-paper should learn the task, got {res.top1:.3f}"
     assert res.head == "attention-paper" and res.extra["map_shape"] == "8x4x4", res.extra
 
@@ -151,17 +190,23 @@ def test_map16_pooling_and_disk_size():
     out = pool(x, "map16")
     assert out.shape == (2, 3 * 16 * 16), "flattened C*h*w"
     assert out.view(2, 3, 16, 16)[1, 2, 5, 7] == x[1, 2, 10:12, 14:16].mean(), "2x2 block means"
-    assert torch.equal(pool(x[..., :8, :4], "map16"), x[..., :8, :4].flatten(1)), "small maps unchanged"
+    assert torch.equal(pool(x[..., :8, :4], "map16"), x[..., :8, :4].flatten(1)), (
+        "small maps unchanged"
+    )
     # ADM block 24 at map16: 512 KiB per image in float16; 12,811 images (ImageNet 1%) ~ 6.7 GB.
     assert feature_bytes(1, big, "map16") == 1024 * 256 * 2
     assert feature_bytes(12811, big, "map16", seeds=2) == 2 * 12811 * 524288
     assert feature_bytes(10, big, "2") == 10 * 4096 * 2
-    assert human_bytes(feature_bytes(12811, big, "map16")) == "6.7 GB" and human_bytes(999) == "999 B"
+    assert (
+        human_bytes(feature_bytes(12811, big, "map16")) == "6.7 GB" and human_bytes(999) == "999 B"
+    )
 
 
 def test_registry_names_and_alias():
     assert parse_head("attention") == parse_head("attention-small"), "old name is an alias"
-    assert parse_head("attention:dim=16:heads=2").label == "attention-small:dim=16:heads=2", "canonical"
+    assert parse_head("attention:dim=16:heads=2").label == "attention-small:dim=16:heads=2", (
+        "canonical"
+    )
     head = parse_head("attention-paper:epochs=3")
     assert head.params["dim"] == 1024 and head.params["lr"] == 0.05 and head.params["step"] == 7
     assert parse_head("mlp:optimizer=SGD").params["optimizer"] == "sgd"
@@ -177,27 +222,50 @@ def test_cli_sweep_runs_the_paper_heads_on_map16(tiny_model_dir, tmp_path, capsy
     from explorer.cli import main
 
     out = tmp_path / "res.csv"
-    args = ["sweep", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "40",
-            "--timesteps", "10", "--layers", "-1", "--pools", "map16", "--no-baselines",
-            "--batch-size", "64", "--heads",
-            "attention-paper:dim=8:heads=2:epochs=2,cnn:hidden=4:epochs=2,attention:dim=8:heads=2:epochs=1",
-            "--out", str(out)]
+    args = [
+        "sweep",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        "digits",
+        "--limit",
+        "40",
+        "--timesteps",
+        "10",
+        "--layers",
+        "-1",
+        "--pools",
+        "map16",
+        "--no-baselines",
+        "--batch-size",
+        "64",
+        "--heads",
+        "attention-paper:dim=8:heads=2:epochs=2,cnn:hidden=4:epochs=2,attention:dim=8:heads=2:epochs=1",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0, capsys.readouterr().err
     df = pd.read_csv(out)
-    assert set(df["head"]) == {"attention-paper:dim=8:heads=2:epochs=2", "cnn:hidden=4:epochs=2",
-                               "attention-small:dim=8:heads=2:epochs=1"}, set(df["head"])
+    assert set(df["head"]) == {
+        "attention-paper:dim=8:heads=2:epochs=2",
+        "cnn:hidden=4:epochs=2",
+        "attention-small:dim=8:heads=2:epochs=1",
+    }, set(df["head"])
     top1 = df[df["metric"] == "top1"]
     assert set(df["pool"].astype(str)) == {"map16"} and len(top1) >= 3, df
     assert top1["value"].between(0, 1).all(), top1
     with_pixels = [a for a in args if a != "--no-baselines"]
     with_pixels[with_pixels.index("--heads") + 1] = "linear,cnn:hidden=4:epochs=1"
-    assert main([*with_pixels[:-1], str(tmp_path / "b.csv")]) == 0, "map heads skip the pixel baseline"
+    assert main([*with_pixels[:-1], str(tmp_path / "b.csv")]) == 0, (
+        "map heads skip the pixel baseline"
+    )
 
 
 def test_mlp_trains_with_sgd():
     rng = np.random.default_rng(0)
     y = np.arange(120) % 3
     x = (np.eye(3)[y] * 6 + rng.normal(size=(120, 3))).astype(np.float32)
-    res = parse_head("mlp:hidden=8:optimizer=sgd:lr=0.1:epochs=20:batch_size=16:val_fraction=0").fit(
-        {"a": (x[:90], y[:90], x[90:], y[90:])}, n_classes=3, device="cpu")["a"]
+    res = parse_head(
+        "mlp:hidden=8:optimizer=sgd:lr=0.1:epochs=20:batch_size=16:val_fraction=0"
+    ).fit({"a": (x[:90], y[:90], x[90:], y[90:])}, n_classes=3, device="cpu")["a"]
     assert res.extra["optimizer"] == "sgd" and res.top1 > 0.8, res

@@ -127,7 +127,9 @@ def test_sweep_figures_mark_baselines_and_best_cell():
         "no mark within noise, below pixels, or without an interval (even above the pixel line)"
     )
     assert "best on validation" in heat.layout.title.text and "paired" in heat.layout.title.text
-    assert "vs pixels [+1.00, +3.00]: beyond noise" in heat.data[0].customdata[0][0], "hover says it in words"
+    assert "vs pixels [+1.00, +3.00]: beyond noise" in heat.data[0].customdata[0][0], (
+        "hover says it in words"
+    )
     assert "within noise" in heat.data[0].customdata[0][1]
     old = figures.sweep_heatmap(_wide(), base)
     assert not old.layout.shapes and "no best marked" in old.layout.title.text, (

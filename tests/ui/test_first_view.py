@@ -80,8 +80,9 @@ def test_sweep_opens_on_the_shipped_sweep_without_compute():
     at = open_page("sweep")
     clean(at, "sweep")
     notes = [i.value for i in at.info]
-    assert any("Shipped results" in n and "full test set" in n and "explorer sweep" in n
-               for n in notes), f"labelled as shipped, with its provenance: {notes}"
+    assert any(
+        "Shipped results" in n and "full test set" in n and "explorer sweep" in n for n in notes
+    ), f"labelled as shipped, with its provenance: {notes}"
     assert len(at.get("plotly_chart")) == 3, "the heatmap and both curves, before any Compute"
     assert "ddpm-fashion-mnist" in at.code[0].value, "best settings named from the shipped table"
 

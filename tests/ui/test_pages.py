@@ -200,9 +200,11 @@ def test_sweep_computes_saves_reloads_and_opens_a_cell_in_explore(shared_cache):
     assert "Best on validation" in words and "raw pixels" in words and "noise" in words, (
         "the page says in words which setting is best and whether differences are noise"
     )
-    mine = wide[wide["model"] == "ddpm-digits"].sort_values(
-        ["val_top1", "t", "layer_index"], ascending=[False, True, True]
-    ).iloc[0]
+    mine = (
+        wide[wide["model"] == "ddpm-digits"]
+        .sort_values(["val_top1", "t", "layer_index"], ascending=[False, True, True])
+        .iloc[0]
+    )
     again.button(key="sweep_open").click().run()
     assert_clean(again, "explore opened from the sweep")
     assert again.slider(key="explore_t").value == int(mine["t"]), "Explore opens on the chosen cell"
@@ -220,8 +222,13 @@ def test_compare_trained_against_random_weights():
     assert metric(at, "Top-1 B") == f"{100 * b.top1:.2f}%", "side B is the random-weights control"
     from explorer.probes.metrics import compare_results
 
-    y = Workspace(load_model("ddpm-digits"), load_dataset("digits"), store=FeatureStore(),
-                  train_limit=300, test_limit=100).labels("test")
+    y = Workspace(
+        load_model("ddpm-digits"),
+        load_dataset("digits"),
+        store=FeatureStore(),
+        train_limit=300,
+        test_limit=100,
+    ).labels("test")
     words = compare_results(b, a, y).words("B", "A")
     assert any(words in c.value for c in at.caption), (
         f"the page says in words whether B - A is within noise (paired bootstrap): {words}"

@@ -151,19 +151,32 @@ def _picker_script():
 
     from explorer.ui.sidebar import Picker, _picker
 
-    p = Picker("Thing", "thing", ["a", "b", "other…"], "other…", "Path", "/path", "help",
-               extra={"b": lambda: "from-b"})
+    p = Picker(
+        "Thing",
+        "thing",
+        ["a", "b", "other…"],
+        "other…",
+        "Path",
+        "/path",
+        "help",
+        extra={"b": lambda: "from-b"},
+    )
     st.write(f"spec={_picker(p, 'a')}")
 
 
 def test_sidebar_picker_binds_to_the_link_like_the_pages():
     at = AppTest.from_function(_picker_script, default_timeout=30).run()
-    assert at.markdown[0].value == "spec=a" and at.query_params["thing"] == "a", "the default, linked"
+    assert at.markdown[0].value == "spec=a" and at.query_params["thing"] == "a", (
+        "the default, linked"
+    )
     at = AppTest.from_function(_picker_script, default_timeout=30)
     at.query_params["thing"] = "/data/x"
     at.run()
     assert at.selectbox(key="side_thing").value == "other…", "a path in the link selects 'other'"
-    assert at.text_input(key="side_thing_path").value == "/data/x" and at.markdown[0].value == "spec=/data/x"
+    assert (
+        at.text_input(key="side_thing_path").value == "/data/x"
+        and at.markdown[0].value == "spec=/data/x"
+    )
     at.selectbox(key="side_thing").set_value("b").run()
     assert at.markdown[0].value == "spec=from-b" and at.query_params["thing"] == "from-b", (
         "an extra option gives its own spec, and the link holds it"

@@ -17,13 +17,22 @@ from explorer.workspace import Workspace
 
 @pytest.fixture
 def ws(tiny_model_dir, tiny_dataset):
-    return Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32)
+    return Workspace(
+        load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32
+    )
 
 
 def test_sweep_table_round_trips_fused_rows(ws, tmp_path):
     out = tmp_path / "r.csv"
-    df = ws.sweep([90, 150], [4, 7], 2, "linear", fuse=["4@150+7@90", [(90, 7), (150, 4, "gap")]],
-                  baselines=False, out=out)
+    df = ws.sweep(
+        [90, 150],
+        [4, 7],
+        2,
+        "linear",
+        fuse=["4@150+7@90", [(90, 7), (150, 4, "gap")]],
+        baselines=False,
+        out=out,
+    )
     back = load_table(out)
     fused = back[back["layer"].map(is_fused_text)]
     assert set(fused["layer"]) == {"4@150+7@90", "7@90/2+4@150/1"}
@@ -37,15 +46,31 @@ def test_sweep_table_round_trips_fused_rows(ws, tmp_path):
         f = ws.fused(text, pool)
         top1 = fused[(fused["layer"] == text) & (fused["metric"] == "top1")]["value"].iloc[0]
         assert ws.evaluate([f], "linear")[f].top1 == pytest.approx(top1)
-    assert not accuracy_view(back)["layer"].map(is_fused_text).any(), "views of blocks stay as they were"
+    assert not accuracy_view(back)["layer"].map(is_fused_text).any(), (
+        "views of blocks stay as they were"
+    )
     assert len(accuracy_view(back, fused=True)) == len(accuracy_view(back)) + 2
     assert "fused 4@150+7@90 (pool 2), linear" in describe_best(df)
 
 
 def test_tables_without_fused_rows_load_as_before(tmp_path):
     path = tmp_path / "old.csv"
-    pd.DataFrame([dict(model="m", dataset="d", t=10, layer="mid_block", layer_index=4, pool="2", head="linear",
-                       split="test", metric="top1", value=0.5)]).to_csv(path, index=False)
+    pd.DataFrame(
+        [
+            dict(
+                model="m",
+                dataset="d",
+                t=10,
+                layer="mid_block",
+                layer_index=4,
+                pool="2",
+                head="linear",
+                split="test",
+                metric="top1",
+                value=0.5,
+            )
+        ]
+    ).to_csv(path, index=False)
     back = load_table(path)
     assert back["t"].dtype.kind in "if" and len(accuracy_view(back)) == 1
 
@@ -64,15 +89,56 @@ def test_dift_ensemble_rows_in_the_sweep(ws):
 
 def test_sweep_cli_fuse(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "r.csv"
-    rc = main(["sweep", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "60",
-               "--timesteps", "90,150", "--layers", "4,7", "--heads", "linear", "--no-baselines",
-               "--fuse", "4@150+7@90", "--out", str(out)])
+    rc = main(
+        [
+            "sweep",
+            "--model",
+            str(tiny_model_dir),
+            "--dataset",
+            "digits",
+            "--limit",
+            "60",
+            "--timesteps",
+            "90,150",
+            "--layers",
+            "4,7",
+            "--heads",
+            "linear",
+            "--no-baselines",
+            "--fuse",
+            "4@150+7@90",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     back = load_table(out)
     assert "4@150+7@90" in set(back["layer"])
-    assert main(["sweep", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "60",
-                 "--timesteps", "90", "--layers", "4", "--heads", "linear", "--no-baselines",
-                 "--fuse", "4@150", "--out", str(out)]) != 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                str(tiny_model_dir),
+                "--dataset",
+                "digits",
+                "--limit",
+                "60",
+                "--timesteps",
+                "90",
+                "--layers",
+                "4",
+                "--heads",
+                "linear",
+                "--no-baselines",
+                "--fuse",
+                "4@150",
+                "--out",
+                str(out),
+            ]
+        )
+        != 0
+    )
     assert "one member" in capsys.readouterr().err
 
 
@@ -89,18 +155,36 @@ def test_compare_page_adds_the_fused_setting_as_a_third_column():
 
     app = str(Path(__file__).resolve().parents[2] / "app.py")
     at = AppTest.from_file(app, default_timeout=600)
-    at.query_params.update({"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100",
-                            "proj": "pca", "mode": "blocks", "t": "100"})
+    at.query_params.update(
+        {
+            "model": "ddpm-digits",
+            "dataset": "digits",
+            "train": "300",
+            "test": "100",
+            "proj": "pca",
+            "mode": "blocks",
+            "t": "100",
+        }
+    )
     at.switch_page(PAGES["compare"])
     at.run()
-    assert not at.exception and not [m for m in at.metric if m.label == "A+B (fused)"], "off by default"
+    assert not at.exception and not [m for m in at.metric if m.label == "A+B (fused)"], (
+        "off by default"
+    )
     at.toggle(key="compare_fused").set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     a, b = at.selectbox(key="compare_block").value, at.selectbox(key="compare_block2").value
-    ws = Workspace(load_model("ddpm-digits"), load_dataset("digits"), store=FeatureStore(), train_limit=300,
-                   test_limit=100)
+    ws = Workspace(
+        load_model("ddpm-digits"),
+        load_dataset("digits"),
+        store=FeatureStore(),
+        train_limit=300,
+        test_limit=100,
+    )
     f = Fused((Setting(100, a, DEFAULT_POOL), Setting(100, b, DEFAULT_POOL)))
     r = ws.evaluate([f], "linear")[f]
     shown = [m.value for m in at.metric if m.label == "A+B (fused)"]
     assert shown == [f"{100 * r.top1:.2f}%"], "the third column is the core's fused result"
-    assert any("A+B" in c.value and "points" in c.value for c in at.caption), "paired words vs A and B"
+    assert any("A+B" in c.value and "points" in c.value for c in at.caption), (
+        "paired words vs A and B"
+    )

@@ -20,23 +20,31 @@ from explorer.workspace import Setting, Workspace
 
 @pytest.fixture
 def ws(tiny_model_dir, tiny_dataset):
-    return Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32)
+    return Workspace(
+        load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(), batch_size=32
+    )
 
 
 def test_evaluate_caches_results_and_never_recomputes(ws, monkeypatch):
     s = [Setting(10, "mid_block", "2"), Setting(10, "conv_in", "1")]
     first = ws.evaluate(s, "linear")
     assert set(first) == set(s), "one result per setting"
-    assert all(0.0 <= r.top1 <= 1.0 and r.ci_low <= r.top1 <= r.ci_high for r in first.values()), "top-1 inside its CI"
+    assert all(0.0 <= r.top1 <= 1.0 and r.ci_low <= r.top1 <= r.ci_high for r in first.values()), (
+        "top-1 inside its CI"
+    )
     assert first[s[0]].confusion.sum() == len(ws.test.indices), "confusion counts every test image"
 
     import explorer.workspace as wsmod
 
-    monkeypatch.setattr(wsmod.Workspace, "_fit", lambda *a, **k: pytest.fail("a cached result was recomputed"))
+    monkeypatch.setattr(
+        wsmod.Workspace, "_fit", lambda *a, **k: pytest.fail("a cached result was recomputed")
+    )
     again = ws.evaluate(s, "linear")
     for k in s:
         assert again[k].top1 == first[k].top1, "the cached result is the same result"
-        assert np.array_equal(again[k].predictions, first[k].predictions), "cached predictions round-trip"
+        assert np.array_equal(again[k].predictions, first[k].predictions), (
+            "cached predictions round-trip"
+        )
 
 
 def test_knn_and_pixels_heads(ws):
@@ -57,9 +65,17 @@ def test_unknown_head_is_a_clear_error(ws):
 def test_sweep_table_has_baselines_draws_and_is_tidy(tiny_model_dir, tiny_dataset, tmp_path):
     store = FeatureStore()
     main_ws = Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
-    ctrl = Workspace(load_model(RANDOM_PREFIX + str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
-    plan = SweepPlan([10, 300], ["conv_in", "mid_block"], ["1", "2"], ["linear", "knn"], seeds=[0, 1],
-                     controls=[ctrl])
+    ctrl = Workspace(
+        load_model(RANDOM_PREFIX + str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32
+    )
+    plan = SweepPlan(
+        [10, 300],
+        ["conv_in", "mid_block"],
+        ["1", "2"],
+        ["linear", "knn"],
+        seeds=[0, 1],
+        controls=[ctrl],
+    )
     out = tmp_path / "r.csv"
     seen = []
     df = run_sweep(main_ws, plan, out=out, report=lambda event: seen.append(event.fraction))
@@ -68,7 +84,9 @@ def test_sweep_table_has_baselines_draws_and_is_tidy(tiny_model_dir, tiny_datase
     back = load_table(out)
     assert len(back) == len(df), "the table on disk is the whole table"
     models = set(df["model"])
-    assert models == {PIXELS, str(tiny_model_dir), RANDOM_PREFIX + str(tiny_model_dir)}, f"baselines present: {models}"
+    assert models == {PIXELS, str(tiny_model_dir), RANDOM_PREFIX + str(tiny_model_dir)}, (
+        f"baselines present: {models}"
+    )
     wide = accuracy_view(df, "linear")
     n_settings = 2 * 2 * 2 * 2 + 1  # models x t x layers x pools, plus pixels
     assert len(wide) == n_settings, f"one row per setting, got {len(wide)}"
@@ -88,11 +106,30 @@ def test_noise_draws_change_features(ws):
 
 def test_sweep_cli_writes_table_and_reuses_cache(tiny_model_dir, tmp_path):
     out = tmp_path / "res.csv"
-    args = ["sweep", "--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "60", "--timesteps",
-            "10,90", "--layers", "1,-1", "--heads", "linear", "--out", str(out), "--batch-size", "64"]
+    args = [
+        "sweep",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        "digits",
+        "--limit",
+        "60",
+        "--timesteps",
+        "10,90",
+        "--layers",
+        "1,-1",
+        "--heads",
+        "linear",
+        "--out",
+        str(out),
+        "--batch-size",
+        "64",
+    ]
     assert main(args) == 0, "sweep succeeds"
     df = pd.read_csv(out)
-    assert {"pixels", f"random:{tiny_model_dir}"} <= set(df["model"]), "baselines are in the CLI table"
+    assert {"pixels", f"random:{tiny_model_dir}"} <= set(df["model"]), (
+        "baselines are in the CLI table"
+    )
     before = {p.name for p in (FeatureStore().dir).rglob("*.npy")}
     assert main(args) == 0, "re-run succeeds"
     after = {p.name for p in (FeatureStore().dir).rglob("*.npy")}
@@ -100,8 +137,25 @@ def test_sweep_cli_writes_table_and_reuses_cache(tiny_model_dir, tmp_path):
 
 
 def test_sweep_cli_bad_head_is_one_line(tiny_model_dir):
-    r = subprocess.run([sys.executable, "-m", "explorer.cli", "sweep", "--model", str(tiny_model_dir), "--dataset",
-                        "digits", "--heads", "svm", "--limit", "20"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "explorer.cli",
+            "sweep",
+            "--model",
+            str(tiny_model_dir),
+            "--dataset",
+            "digits",
+            "--heads",
+            "svm",
+            "--limit",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0, "bad head fails"
     assert "Traceback" not in r.stderr and "unknown head 'svm'" in r.stderr, r.stderr
 
@@ -109,12 +163,22 @@ def test_sweep_cli_bad_head_is_one_line(tiny_model_dir):
 def test_cka_and_embed_from_the_cli(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "cka.csv"
     base = ["--model", str(tiny_model_dir), "--dataset", "digits", "--limit", "60"]
-    assert main(["cka", *base, "--timesteps", "90", "--layers", "1,-1", "--out", str(out)]) == 0, "block x block"
+    assert main(["cka", *base, "--timesteps", "90", "--layers", "1,-1", "--out", str(out)]) == 0, (
+        "block x block"
+    )
     m = pd.read_csv(out, index_col=0)
-    assert m.shape == (2, 2) and np.allclose(np.diag(m.values), 1.0, atol=1e-4), "CKA of a setting with itself is 1"
-    assert main(["cka", *base, "--timesteps", "10,300", "--layers", "mid", "--out", str(out)]) == 0, "t x t"
-    assert list(pd.read_csv(out, index_col=0).columns) == ["t=10", "t=300"], "t x t is labelled by timestep"
-    assert main(["cka", *base, "--timesteps", "10,300", "--layers", "all"]) == 2, "several of both is refused"
+    assert m.shape == (2, 2) and np.allclose(np.diag(m.values), 1.0, atol=1e-4), (
+        "CKA of a setting with itself is 1"
+    )
+    assert (
+        main(["cka", *base, "--timesteps", "10,300", "--layers", "mid", "--out", str(out)]) == 0
+    ), "t x t"
+    assert list(pd.read_csv(out, index_col=0).columns) == ["t=10", "t=300"], (
+        "t x t is labelled by timestep"
+    )
+    assert main(["cka", *base, "--timesteps", "10,300", "--layers", "all"]) == 2, (
+        "several of both is refused"
+    )
     emb = tmp_path / "e.csv"
     assert main(["embed", *base, "--method", "pca", "--out", str(emb)]) == 0, "embed succeeds"
     e = pd.read_csv(emb)
@@ -122,14 +186,26 @@ def test_cka_and_embed_from_the_cli(tiny_model_dir, tmp_path, capsys):
 
 
 def _row(model, t, layer, idx, head, metric, value, split="test", pool="2"):
-    return {"model": model, "dataset": "d", "t": t, "layer": layer, "layer_index": idx, "pool": pool,
-            "head": head, "split": split, "metric": metric, "value": value}
+    return {
+        "model": model,
+        "dataset": "d",
+        "t": t,
+        "layer": layer,
+        "layer_index": idx,
+        "pool": pool,
+        "head": head,
+        "split": split,
+        "metric": metric,
+        "value": value,
+    }
 
 
 def _setting(model, t, layer, idx, test, val=None, vs_px=None, head="linear"):
-    rows = [_row(model, t, layer, idx, head, "top1", test),
-            _row(model, t, layer, idx, head, "ci_low", test - 0.01),
-            _row(model, t, layer, idx, head, "ci_high", test + 0.01)]
+    rows = [
+        _row(model, t, layer, idx, head, "top1", test),
+        _row(model, t, layer, idx, head, "ci_low", test - 0.01),
+        _row(model, t, layer, idx, head, "ci_high", test + 0.01),
+    ]
     if val is not None:
         rows.append(_row(model, t, layer, idx, head, "top1", val, split="val"))
     if vs_px is not None:
@@ -139,14 +215,19 @@ def _setting(model, t, layer, idx, test, val=None, vs_px=None, head="linear"):
 
 
 def test_best_setting_is_chosen_on_validation_not_test():
-    rows = (_setting("m", 10, "a", 1, test=0.80, val=0.90, vs_px=(0.05, 0.03, 0.07))
-            + _setting("m", 10, "b", 2, test=0.85, val=0.70, vs_px=(0.10, 0.08, 0.12))  # best on test
-            + _setting("m", 50, "a", 1, test=0.75, val=0.90)  # ties on val: smaller t wins
-            + _setting(PIXELS, None, PIXELS, 0, test=0.75)
-            + _setting("old", 10, "a", 1, test=0.9) + _setting("old", 50, "a", 1, test=0.8))
+    rows = (
+        _setting("m", 10, "a", 1, test=0.80, val=0.90, vs_px=(0.05, 0.03, 0.07))
+        + _setting("m", 10, "b", 2, test=0.85, val=0.70, vs_px=(0.10, 0.08, 0.12))  # best on test
+        + _setting("m", 50, "a", 1, test=0.75, val=0.90)  # ties on val: smaller t wins
+        + _setting(PIXELS, None, PIXELS, 0, test=0.75)
+        + _setting("old", 10, "a", 1, test=0.9)
+        + _setting("old", 50, "a", 1, test=0.8)
+    )
     df = pd.DataFrame(rows, columns=COLUMNS)
     best = best_settings(df).set_index("model")
-    assert best.loc["m", "layer"] == "a" and best.loc["m", "t"] == 10, "highest val top-1, not highest test"
+    assert best.loc["m", "layer"] == "a" and best.loc["m", "t"] == 10, (
+        "highest val top-1, not highest test"
+    )
     assert best.loc["m", "top1"] == pytest.approx(0.80), "its test top-1 is reported"
     assert best.loc["m", "selected_by"] == "validation"
     assert best.loc[PIXELS, "selected_by"] == "only setting", "a single setting needs no selection"
@@ -161,45 +242,68 @@ def test_old_tables_without_new_metrics_still_load(tmp_path):
     old = pd.DataFrame(_setting("m", 10, "a", 1, test=0.8), columns=COLUMNS)
     old.to_csv(tmp_path / "old.csv", index=False)
     wide = accuracy_view(load_table(tmp_path / "old.csv"))
-    assert len(wide) == 1 and np.isnan(wide["val_top1"]).all() and np.isnan(wide["vs_pixels_low"]).all(), (
-        "absent metrics are NaN columns, not errors"
-    )
+    assert (
+        len(wide) == 1
+        and np.isnan(wide["val_top1"]).all()
+        and np.isnan(wide["vs_pixels_low"]).all()
+    ), "absent metrics are NaN columns, not errors"
 
 
 def test_sweep_writes_paired_intervals_and_knn_validation(tiny_model_dir, tiny_dataset):
     store = FeatureStore()
     main_ws = Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
-    ctrl = Workspace(load_model(RANDOM_PREFIX + str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32)
+    ctrl = Workspace(
+        load_model(RANDOM_PREFIX + str(tiny_model_dir)), tiny_dataset, store=store, batch_size=32
+    )
     plan = SweepPlan([10], ["conv_in", "mid_block"], ["2"], ["linear", "knn"], controls=[ctrl])
     df = run_sweep(main_ws, plan)
     wide = accuracy_view(df)
     models = wide[wide["model"] != PIXELS]
-    assert len(models) == 8 and np.isfinite(models["val_top1"]).all(), "every linear and k-NN row has val top-1"
-    assert np.isfinite(models["vs_pixels"]).all(), "every setting is paired with the pixel probe of its head"
+    assert len(models) == 8 and np.isfinite(models["val_top1"]).all(), (
+        "every linear and k-NN row has val top-1"
+    )
+    assert np.isfinite(models["vs_pixels"]).all(), (
+        "every setting is paired with the pixel probe of its head"
+    )
     trained = wide[wide["model"] == str(tiny_model_dir)]
     assert np.isfinite(trained["vs_random"]).all(), "the model is paired with random weights"
-    assert wide[wide["model"] != str(tiny_model_dir)]["vs_random"].isna().all(), "only the model itself"
-    assert (models["vs_pixels_low"] <= models["vs_pixels"]).all() and (models["vs_pixels"] <= models["vs_pixels_high"]).all()
+    assert wide[wide["model"] != str(tiny_model_dir)]["vs_random"].isna().all(), (
+        "only the model itself"
+    )
+    assert (models["vs_pixels_low"] <= models["vs_pixels"]).all() and (
+        models["vs_pixels"] <= models["vs_pixels_high"]
+    ).all()
     px = wide[(wide["model"] == PIXELS)].set_index("head")["top1"]
     for r in models.itertuples():
         assert r.vs_pixels == pytest.approx(r.top1 - px[r.head]), "the difference is of test top-1s"
-    rnd = wide[wide["model"] == RANDOM_PREFIX + str(tiny_model_dir)].set_index(["layer", "head"])["top1"]
+    rnd = wide[wide["model"] == RANDOM_PREFIX + str(tiny_model_dir)].set_index(["layer", "head"])[
+        "top1"
+    ]
     for r in trained.itertuples():
-        assert r.vs_random == pytest.approx(r.top1 - rnd[(r.layer, r.head)]), "same t, layer, pool and head"
+        assert r.vs_random == pytest.approx(r.top1 - rnd[(r.layer, r.head)]), (
+            "same t, layer, pool and head"
+        )
     text = "\n".join(summary_lines(trained[trained["head"] == "linear"], "random"))
-    assert "of 2 cells beat raw pixels" in text and "of 2 cells beat random weights at the same setting" in text
+    assert (
+        "of 2 cells beat raw pixels" in text
+        and "of 2 cells beat random weights at the same setting" in text
+    )
 
 
 def test_summary_lines_say_what_is_noise():
-    rows = (_setting("m", 10, "a", 1, test=0.80, val=0.90, vs_px=(0.05, 0.03, 0.07))
-            + _setting("m", 10, "b", 2, test=0.805, val=0.70, vs_px=(0.055, 0.035, 0.075))
-            + _setting("m", 50, "a", 1, test=0.76, val=0.60, vs_px=(0.01, -0.01, 0.03))
-            + _setting("m", 50, "b", 2, test=0.70, val=0.50, vs_px=(-0.05, -0.07, -0.03)))
+    rows = (
+        _setting("m", 10, "a", 1, test=0.80, val=0.90, vs_px=(0.05, 0.03, 0.07))
+        + _setting("m", 10, "b", 2, test=0.805, val=0.70, vs_px=(0.055, 0.035, 0.075))
+        + _setting("m", 50, "a", 1, test=0.76, val=0.60, vs_px=(0.01, -0.01, 0.03))
+        + _setting("m", 50, "b", 2, test=0.70, val=0.50, vs_px=(-0.05, -0.07, -0.03))
+    )
     wide = accuracy_view(pd.DataFrame(rows, columns=COLUMNS))
     text = "\n".join(summary_lines(wide, "random:m"))
     assert "Best on validation (90.00%): t=10, block 1 (a), test top-1 80.00%" in text, text
     assert "+5.00 points vs raw pixels [+3.00, +5.00]" not in text and "beyond noise" in text, text
-    assert "2 of 4 cells beat raw pixels beyond noise" in text and "1 are within noise of it" in text, text
+    assert (
+        "2 of 4 cells beat raw pixels beyond noise" in text and "1 are within noise of it" in text
+    ), text
     assert "random weights at the same setting beyond" not in text, "no vs_random rows, no sentence"
     assert "1 other cells have test intervals overlapping the best's" in text, text
     old = accuracy_view(pd.DataFrame(_setting("m", 10, "a", 1, test=0.8), columns=COLUMNS))
@@ -210,7 +314,9 @@ def test_sweep_progress_events():
     from explorer.sweep import SweepProgress
 
     start = SweepProgress(0, 4, "raw-pixel baseline", 0.5)
-    assert start.fraction == 0 and np.isnan(start.eta) and start.text() == "[  0%] raw-pixel baseline"
+    assert (
+        start.fraction == 0 and np.isnan(start.eta) and start.text() == "[  0%] raw-pixel baseline"
+    )
     assert start.within(5, 10) == pytest.approx(0.125), "half of the first of 4 steps"
     mid = SweepProgress(2, 4, "m: t=10, 2 layers", 8.0)
     assert mid.fraction == 0.5 and mid.eta == pytest.approx(8.0)

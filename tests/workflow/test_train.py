@@ -43,17 +43,32 @@ def test_train_resumes_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys)
     train(ds, out, cfg, command="explorer train --steps 4")
     assert "resuming from step 2" in capsys.readouterr().err, "the second run resumes"
     assert not (out / "checkpoint.pt").exists(), "the checkpoint is removed once the model is saved"
-    for name in ("config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json", "samples.png",
-                 "README.md"):
+    for name in (
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "scheduler_config.json",
+        "samples.png",
+        "README.md",
+    ):
         assert (out / name).exists(), f"{name} is written"
     info = json.loads((out / "training.json").read_text())
-    assert info["command"] == "explorer train --steps 4" and len(info["config"]) > 3, "the card records the command"
-    assert "Reproduce with" in (out / "README.md").read_text(), "the model card says how to reproduce"
+    assert info["command"] == "explorer train --steps 4" and len(info["config"]) > 3, (
+        "the card records the command"
+    )
+    assert "Reproduce with" in (out / "README.md").read_text(), (
+        "the model card says how to reproduce"
+    )
     model = load_model(str(out))
-    assert model.num_timesteps == 1000 and model.scheduler.config.beta_schedule == "linear", "DDPM, 1000 linear steps"
-    assert model.unet.config.sample_size == 16 and model.unet.config.in_channels == 1, "digits at 16x16 gray"
+    assert model.num_timesteps == 1000 and model.scheduler.config.beta_schedule == "linear", (
+        "DDPM, 1000 linear steps"
+    )
+    assert model.unet.config.sample_size == 16 and model.unet.config.in_channels == 1, (
+        "digits at 16x16 gray"
+    )
     pipe = _pipeline(out)
-    assert torch.equal(pipe.unet.conv_in.weight, model.unet.conv_in.weight), "the pipeline has the same U-Net"
+    assert torch.equal(pipe.unet.conv_in.weight, model.unet.conv_in.weight), (
+        "the pipeline has the same U-Net"
+    )
     assert pipe.scheduler.config.num_train_timesteps == 1000
     from huggingface_hub import ModelCard
 
@@ -70,12 +85,23 @@ def _pipeline(folder):
 
 
 def _sweep(model: str) -> pd.DataFrame:
-    base = {"model": model, "dataset": "fashion-mnist", "layer": "mid_block", "layer_index": 4,
-            "pool": "2", "head": "linear"}
+    base = {
+        "model": model,
+        "dataset": "fashion-mnist",
+        "layer": "mid_block",
+        "layer_index": 4,
+        "pool": "2",
+        "head": "linear",
+    }
     rows = []
-    for t, test, val in ((10, 0.70, 0.90), (90, 0.95, 0.60)):  # t=90 is best on test, not validation
-        rows += [{**base, "t": t, "split": "test", "metric": "top1", "value": test},
-                 {**base, "t": t, "split": "val", "metric": "top1", "value": val}]
+    for t, test, val in (
+        (10, 0.70, 0.90),
+        (90, 0.95, 0.60),
+    ):  # t=90 is best on test, not validation
+        rows += [
+            {**base, "t": t, "split": "test", "metric": "top1", "value": test},
+            {**base, "t": t, "split": "val", "metric": "top1", "value": val},
+        ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -86,7 +112,9 @@ def test_card_metrics_come_from_the_validation_pick():
     assert r.metric_value == 0.70 and "t=10" in r.metric_name, "test top-1 of the validation pick"
     assert r.dataset_type == "zalando-datasets/fashion_mnist" and r.metric_type == "accuracy"
     assert "70.00%" in card.text, "the body shows the same number"
-    assert model_card(info, _sweep("other"), "ddpm-x").data.eval_results is None, "only this model's rows"
+    assert model_card(info, _sweep("other"), "ddpm-x").data.eval_results is None, (
+        "only this model's rows"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_MODEL_DIRS))
@@ -96,8 +124,12 @@ def test_shipped_models_load_as_pipelines_and_keep_their_fingerprint(name, tmp_p
     pipe = _pipeline(folder)
     model = load_model(name)
     assert torch.equal(pipe.unet.conv_in.weight, model.unet.conv_in.weight)
-    bare = shutil.copytree(folder, tmp_path / name, ignore=shutil.ignore_patterns("model_index.json"))
-    assert load_model(str(bare)).fingerprint == model.fingerprint, "model_index.json leaves features' keys alone"
+    bare = shutil.copytree(
+        folder, tmp_path / name, ignore=shutil.ignore_patterns("model_index.json")
+    )
+    assert load_model(str(bare)).fingerprint == model.fingerprint, (
+        "model_index.json leaves features' keys alone"
+    )
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(folder / "README.md")

@@ -29,7 +29,9 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
     pick_t2 = state.integer("compare_t2", "t2", min(D.COMPARE_T2, T - 1), 0, T - 1)
     first = D.default_block([lay.stage for lay in cat])
     pick_b = common.layer_choice(cat, "compare_block", "block", default_index=first)
-    pick_b2 = common.layer_choice(cat, "compare_block2", "block2", default_index=D.compare_block(len(cat)))
+    pick_b2 = common.layer_choice(
+        cat, "compare_block2", "block2", default_index=D.compare_block(len(cat))
+    )
     block_kw = dict(options=names, format_func=labels.get)
     c = st.columns(3)
     t_a = pick_t(c[0].slider, "Timestep A" if two_t else "Timestep", min_value=0, max_value=T - 1)
@@ -42,7 +44,9 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
         b_b = pick_b2(c[2].selectbox, "Block B", **block_kw) if two_b else b_a
     c = st.columns(3)
     with c[0]:
-        pool = common.pool_control(state.choice("compare_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
+        pool = common.pool_control(
+            state.choice("compare_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL)
+        )
     with c[1]:
         head = common.head_control(state.choice("compare_head", "head", HEADS, D.DEFAULT_HEAD))
     with c[2]:
@@ -113,7 +117,9 @@ def fused_column(ws, sa, sb, head: str, ra, rb, y) -> None:
         return st.info(f"The {head} head reads one map: fuse with linear, knn, mlp or fusion.")
     f = Fused((sa, sb))
     gain = fused_gain(ra, rb, services.evaluate(ws, [f], head, "A+B: extracting…")[f], y)
-    for col, (name, r) in zip(st.columns(3), (("A", ra), ("B", rb), ("A+B (fused)", gain.fused)), strict=True):
+    for col, (name, r) in zip(
+        st.columns(3), (("A", ra), ("B", rb), ("A+B (fused)", gain.fused)), strict=True
+    ):
         col.metric(name, common.pct(r.top1), help=common.ci_text(r.ci_low, r.ci_high))
     st.caption(gain.words())
 

@@ -51,7 +51,9 @@ def model_section(m: dict) -> None:
 def samples_section(ws, class_names: list[str]):
     """A grid of training images per class; returns its figure."""
     st.subheader("Samples per class")
-    per = state.integer("data_n", "n", 8, 1, 20)(st.slider, "Images per class", min_value=1, max_value=20)
+    per = state.integer("data_n", "n", 8, 1, 20)(
+        st.slider, "Images per class", min_value=1, max_value=20
+    )
     fig = figures.sample_grid(
         services.class_samples(ws, per), class_names, title=f"{per} training images per class"
     )
@@ -90,7 +92,11 @@ def clear_control(ws) -> None:
         st.session_state["data_cleared"] = True
 
     c[1].button(
-        "Clear the feature cache", key="data_clear", disabled=not sure, type="primary", on_click=clear
+        "Clear the feature cache",
+        key="data_clear",
+        disabled=not sure,
+        type="primary",
+        on_click=clear,
     )
 
 

@@ -21,16 +21,25 @@ def controls(ws) -> tuple[Setting, str, str]:
     c = st.columns([3, 3, 1.4, 1.2, 1.6])
     with c[0]:
         t = state.integer("explore_t", "t", D.default_t(T), 0, T - 1)(
-            st.slider, "Timestep t (noise level)", min_value=0, max_value=T - 1,
+            st.slider,
+            "Timestep t (noise level)",
+            min_value=0,
+            max_value=T - 1,
             help="0 = clean image; larger t adds more noise before the U-Net reads it.",
         )
     with c[1]:
-        block = common.layer_choice(cat, "explore_block", "block", D.default_block([lay.stage for lay in cat]))(
-            st.selectbox, "Block (index · name · channels×H×W)",
-            options=[lay.name for lay in cat], format_func=common.label_of(cat).get,
+        block = common.layer_choice(
+            cat, "explore_block", "block", D.default_block([lay.stage for lay in cat])
+        )(
+            st.selectbox,
+            "Block (index · name · channels×H×W)",
+            options=[lay.name for lay in cat],
+            format_func=common.label_of(cat).get,
         )
     with c[2]:
-        pool = common.pool_control(state.choice("explore_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
+        pool = common.pool_control(
+            state.choice("explore_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL)
+        )
     with c[3]:
         head = common.head_control(
             state.choice("explore_head", "head", HEADS, D.DEFAULT_HEAD, parse=canonical_name)
@@ -45,18 +54,26 @@ def controls(ws) -> tuple[Setting, str, str]:
 def headline(ws, s: Setting, head: str):
     """Top-1, its interval, the raw-pixel baseline and the test size; returns the result."""
     n_img = len(ws.train.indices) + len(ws.test.indices)
-    st.caption(f"Features of this setting: {human_bytes(feature_bytes(n_img, ws.layer(s.layer), s.pool))} "
-               f"on disk for {n_img} images (float16), before any is computed.")
+    st.caption(
+        f"Features of this setting: {human_bytes(feature_bytes(n_img, ws.layer(s.layer), s.pool))} "
+        f"on disk for {n_img} images (float16), before any is computed."
+    )
     res = services.evaluate(ws, [s], head, f"Extracting t={s.t}, {s.layer}…")[s]
     m = st.columns(4)
-    m[0].metric("Top-1 (test)", common.pct(res.top1), help="Accuracy of the probe on the test images.")
-    m[1].metric("95% interval", f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
-                help="Bootstrap over the test images.")
+    m[0].metric(
+        "Top-1 (test)", common.pct(res.top1), help="Accuracy of the probe on the test images."
+    )
+    m[1].metric(
+        "95% interval",
+        f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
+        help="Bootstrap over the test images.",
+    )
     if not HEADS[head].maps:  # raw pixels are not a map
         px = Setting(None, D.PIXELS, PIXEL_POOL)
         base = services.evaluate(ws, [px], head, "Raw-pixel baseline…")[px]
         m[2].metric(
-            "Raw pixels, same head", common.pct(base.top1),
+            "Raw pixels, same head",
+            common.pct(base.top1),
             delta=f"{100 * (res.top1 - base.top1):+.1f} points for this block",
             help="The same probe trained on the preprocessed pixels: what the U-Net adds.",
         )
@@ -74,21 +91,38 @@ def embedding_section(ws, s: Setting, method: str, res, names: list[str], y):
     )
     tab_sel, tab_hover = st.tabs(["Select with lasso or box", "Hover for thumbnails"])
     with tab_sel:
-        event = st.plotly_chart(fig, key=f"explore_sel_{s.t}_{s.layer}_{s.pool}_{method}",
-                                on_select="rerun", selection_mode=("lasso", "box"))
+        event = st.plotly_chart(
+            fig,
+            key=f"explore_sel_{s.t}_{s.layer}_{s.pool}_{method}",
+            on_select="rerun",
+            selection_mode=("lasso", "box"),
+        )
         chosen = figures.selected_positions(event)
         if chosen:
-            st.markdown(f"**{len(chosen)} selected** (showing {min(len(chosen), GRID)}), "
-                        "captions true → predicted")
+            st.markdown(
+                f"**{len(chosen)} selected** (showing {min(len(chosen), GRID)}), "
+                "captions true → predicted"
+            )
             pos = np.asarray(chosen[:GRID])
-            st.image(services.images(ds, ws.test.indices[pos]),
-                     caption=[f"{names[y[p]]}→{names[pred[p]]}" for p in pos], width=64)
+            st.image(
+                services.images(ds, ws.test.indices[pos]),
+                caption=[f"{names[y[p]]}→{names[pred[p]]}" for p in pos],
+                width=64,
+            )
         else:
             st.caption("Drag a lasso or a box over points to see their images here.")
     with tab_hover:
         thumbs = services.thumbnails(ds, ds.fingerprint, tuple(int(i) for i in ws.test.indices))
-        html = hover_scatter_html(xy, y, names, figures.class_colors(len(names)), thumbs, pred,
-                                  ids=range(len(y)), height=520)
+        html = hover_scatter_html(
+            xy,
+            y,
+            names,
+            figures.class_colors(len(names)),
+            thumbs,
+            pred,
+            ids=range(len(y)),
+            height=520,
+        )
         st.iframe(html, height=530)
     return fig
 
@@ -101,7 +135,10 @@ def confusions_section(ws, res, names: list[str], y) -> None:
         st.caption("No confusions: every test image is classified correctly.")
     for a, b, n in pairs:
         st.markdown(f"**true {names[a]} → predicted {names[b]}** · {n} images")
-        st.image(services.images(ws.dataset, ws.test.indices[confused_positions(res, y, a, b, 12)]), width=56)
+        st.image(
+            services.images(ws.dataset, ws.test.indices[confused_positions(res, y, a, b, 12)]),
+            width=56,
+        )
 
 
 ctx = common.context()
@@ -126,8 +163,10 @@ with common.guard():
     confusions_section(ws, res, names, y)
     common.export_panel(
         {"per_class": fig_bars, "confusion": fig_cm, "embedding": fig_emb},
-        {"per_class": per_class_table(res, names),
-         "predictions": predictions_table(res, y, ws.test.indices, names)},
+        {
+            "per_class": per_class_table(res, names),
+            "predictions": predictions_table(res, y, ws.test.indices, names),
+        },
         key="explore_export",
     )
     downloads.setting_downloads(ws, s)  # features as npz, safetensors, Parquet, Projector

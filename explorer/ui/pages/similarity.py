@@ -33,9 +33,9 @@ def controls(ws0):
             st.toggle, "Debiased CKA", help="Unbiased HSIC estimator: less inflated on few images."
         )
     t_opts = common.timestep_options(T)
-    ts = state.choices("sim_ts", "ts", t_opts, D.timestep_defaults(T, D.SIMILARITY_TIMESTEPS), parse=int)(
-        st.multiselect, "Timesteps for the timesteps × timesteps map", options=t_opts
-    )
+    ts = state.choices(
+        "sim_ts", "ts", t_opts, D.timestep_defaults(T, D.SIMILARITY_TIMESTEPS), parse=int
+    )(st.multiselect, "Timesteps for the timesteps × timesteps map", options=t_opts)
     return int(t), block, pool, int(n), debiased, sorted(int(x) for x in ts)
 
 
@@ -64,7 +64,10 @@ with common.guard():
         f"features pooled {common.POOL_LABELS[pool]}. 1 = the same representation up to rotation and scale."
     )
     m_blocks = services.cka(
-        ws, [Setting(t, name, pool) for name in names], debiased, f"Features of every block at t={t}…"
+        ws,
+        [Setting(t, name, pool) for name in names],
+        debiased,
+        f"Features of every block at t={t}…",
     )
     fig_b = figures.cka_heatmap(
         m_blocks, [f"{lay.index:02d}" for lay in cat], f"{kind}CKA between blocks at t={t}"
@@ -72,7 +75,9 @@ with common.guard():
     cols = st.columns(2)
     cols[0].plotly_chart(fig_b, key="sim_blocks")
     label = common.label_of(cat)[block]
-    fig_t = timesteps_map(ws, cols[1], block, pool, times, debiased, f"{kind}CKA between timesteps at {label}")
+    fig_t = timesteps_map(
+        ws, cols[1], block, pool, times, debiased, f"{kind}CKA between timesteps at {label}"
+    )
     near = neighbour_mean(m_blocks)
     st.caption(f"Neighbouring blocks: mean CKA {near:.2f}" if near is not None else "")
     tables = {

@@ -47,15 +47,24 @@ def plan_controls(ctx, ws, path):
     )
     if not go:
         return None
-    return SweepPlan(sorted(ts), [n for n in names if n in blocks], list(pools), list(heads),
-                     pixels=base, controls=controls)
+    return SweepPlan(
+        sorted(ts),
+        [n for n in names if n in blocks],
+        list(pools),
+        list(heads),
+        pixels=base,
+        controls=controls,
+    )
 
 
 def open_cell(ctx, cur, labels: dict, view_pool: str, view_head: str) -> None:
     """Pick a cell (best first) and open it in Explore."""
     st.subheader("Open a cell in Explore")
     cells, by_val = ranked_cells(cur)
-    opts = [f"t={int(r.t)} · {labels.get(r.layer, r.layer)} · {100 * r.top1:.1f}%" for r in cells.itertuples()]
+    opts = [
+        f"t={int(r.t)} · {labels.get(r.layer, r.layer)} · {100 * r.top1:.1f}%"
+        for r in cells.itertuples()
+    ]
     k = st.selectbox(
         "Cell (best on validation first)" if by_val else "Cell (highest test top-1 first)",
         range(len(opts)),
@@ -86,9 +95,11 @@ def results_section(ctx, ws, table, path) -> None:
     if cur.empty:
         st.info("No rows for this head and pooling yet.")
     else:
-        figs = {"sweep_heatmap": figures.sweep_heatmap(cur, baselines),
-                "accuracy_vs_t": figures.accuracy_vs_timestep(cur, baselines),
-                "accuracy_vs_block": figures.accuracy_vs_block(cur, baselines)}
+        figs = {
+            "sweep_heatmap": figures.sweep_heatmap(cur, baselines),
+            "accuracy_vs_t": figures.accuracy_vs_timestep(cur, baselines),
+            "accuracy_vs_block": figures.accuracy_vs_block(cur, baselines),
+        }
         st.plotly_chart(figs["sweep_heatmap"], key="sweep_heat")
         c1, c2 = st.columns(2)
         c1.plotly_chart(figs["accuracy_vs_t"], key="sweep_vs_t")
