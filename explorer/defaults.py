@@ -20,7 +20,7 @@ POOL_LABELS = {
     "4": "4×4 avg",
     "8": "8×8 avg",
     "max": "global max",
-    "map16": "map up to 16×16",
+    "map16": "map ≤16×16 (attention-paper)",
 }
 PIXELS = "pixels"  # pseudo-layer: the preprocessed image itself (a baseline)
 PIXEL_POOL = "full"  # the pixel baseline's only "pooling"

@@ -19,14 +19,7 @@ from explorer.ui import services, state
 CONTEXT_KEY = "_context"
 HEADS_HELP = "\n".join(f"- **{h.name}**: {h.description}" for h in HEADS.values())
 POOLS = D.APP_POOLS  # the old name
-POOL_LABELS = {
-    "1": "1×1 avg",
-    "2": "2×2 avg",
-    "4": "4×4 avg",
-    "8": "8×8 avg",
-    "max": "global max",
-    "map16": "map ≤16×16 (attention-paper)",
-}
+POOL_LABELS = D.POOL_LABELS  # one set of labels, shared with the CLI's help
 _PAGE_DIR = (
     Path(__file__).resolve().parent / "pages"
 )  # absolute: app.py may run from a wheel's bundle

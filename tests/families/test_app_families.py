@@ -33,12 +33,21 @@ def test_data_model_page_describes_the_family(tmp_path, kind, words):
         assert w in text, f"'{w}' missing from the Data & model page: {text[:600]}"
 
 
-@pytest.mark.parametrize("kind", ["dit", "ldm"])
-def test_explore_page_probes_a_family_block(tmp_path, kind):
+@pytest.mark.parametrize(
+    "kind, suffix",
+    [("dit", ""), ("ldm", ""), ("sd", ""), ("class-cond", "#class-label=3")],
+)
+def test_explore_page_probes_a_family_block(tmp_path, kind, suffix):
     folder = save_family(kind, tmp_path / kind)
     at = AppTest.from_file(APP, default_timeout=600)
     at.query_params.update(
-        {"model": str(folder), "dataset": "digits", "train": "40", "test": "20", "proj": "pca"}
+        {
+            "model": str(folder) + suffix,
+            "dataset": "digits",
+            "train": "40",
+            "test": "20",
+            "proj": "pca",
+        }
     )
     at.run()
     assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]

@@ -25,7 +25,7 @@ def controls(ws) -> tuple[Setting, str, str]:
             "Timestep t (noise level)",
             min_value=0,
             max_value=T - 1,
-            help="0 = clean image; larger t adds more noise before the U-Net reads it.",
+            help="0 = clean image; larger t adds more noise before the model reads it.",
         )
     with c[1]:
         block = common.layer_choice(
@@ -75,7 +75,7 @@ def headline(ws, s: Setting, head: str):
             "Raw pixels, same head",
             common.pct(base.top1),
             delta=f"{100 * (res.top1 - base.top1):+.1f} points for this block",
-            help="The same probe trained on the preprocessed pixels: what the U-Net adds.",
+            help="The same probe trained on the preprocessed pixels: what the model adds.",
         )
     m[3].metric("Test images", f"{res.n_test}")
     return res

@@ -32,7 +32,7 @@ def plan_controls(ctx, ws, path):
         base = state.flag("sweep_base", "baselines", True)(
             st.toggle,
             f"Baselines: raw pixels and {ctx.random_model}",
-            help="The raw-pixel probe and the same U-Net with random weights: what training added.",
+            help="The raw-pixel probe and the same model with random weights: what training added.",
         )
     random = base and not ctx.model.startswith(D.RANDOM_PREFIX)
     controls = [services.workspace(ctx, ctx.random_model)] if random else []
