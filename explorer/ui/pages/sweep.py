@@ -95,12 +95,11 @@ def results_section(ctx, ws, table, path) -> None:
     if cur.empty:
         st.info("No rows for this head and pooling yet.")
     else:
-        figs = {
-            "sweep_heatmap": figures.sweep_heatmap(cur, baselines),
-            "accuracy_vs_t": figures.accuracy_vs_timestep(cur, baselines),
-            "accuracy_vs_block": figures.accuracy_vs_block(cur, baselines),
-        }
+        figs = {"sweep_heatmap": figures.sweep_heatmap(cur, baselines)}
+        # the main figure is sent first; the curves are built after it
         st.plotly_chart(figs["sweep_heatmap"], key="sweep_heat")
+        figs["accuracy_vs_t"] = figures.accuracy_vs_timestep(cur, baselines)
+        figs["accuracy_vs_block"] = figures.accuracy_vs_block(cur, baselines)
         c1, c2 = st.columns(2)
         c1.plotly_chart(figs["accuracy_vs_t"], key="sweep_vs_t")
         c2.plotly_chart(figs["accuracy_vs_block"], key="sweep_vs_block")
