@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from explorer import defaults as D
+from explorer.atomic import atomic_write
 from explorer.paths import ASSETS, cache_dir
 from explorer.store import content_key, file_checksum
 
@@ -199,13 +200,7 @@ def import_seed(root: str | os.PathLike | None = None, seed: Path = SEED) -> dic
             counts["refused"] += 1
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
         counts["imported"] += 1
     return counts
 
