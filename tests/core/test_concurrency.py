@@ -3,10 +3,6 @@ on one store compute each entry once and leave it intact."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -17,6 +13,7 @@ import torch
 from explorer.extract import forward_features, image_noise
 from explorer.layers import build_catalogue
 from explorer.models import LoadedModel
+from tests.core.racing import race_two_workers
 
 # (t, layer indices, pools): different depths, so early exits differ between threads
 JOBS = [
@@ -165,43 +162,8 @@ def test_two_processes_race_on_one_pixel_and_one_feature_entry(
     from explorer.store import FeatureStore
 
     ds = tiny_dataset
-    data = tmp_path / "data.npz"
-    np.savez(
-        data,
-        images=ds.array,
-        labels=ds.labels,
-        train=ds.splits["train"],
-        test=ds.splits["test"],
-        fp=ds.fingerprint,
-    )
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     store_dir = tmp_path / "raced"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _RACER,
-                str(tiny_model_dir),
-                str(store_dir),
-                str(data),
-                str(barrier),
-                name,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for name in ("a", "b")
-    ]
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, f"worker failed:\n{err[-3000:]}"
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results = race_two_workers(_RACER, tiny_model_dir, ds, store_dir, tmp_path)
     assert sum(r["pixel_puts"] for r in results) == 1, (
         f"the pixel entry must be written once: {results}"
     )

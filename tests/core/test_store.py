@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from explorer.features import Selection, ensure_features, ensure_pixels, feature
 from explorer.layers import build_catalogue
 from explorer.models import load_model
 from explorer.store import FeatureStore
+from tests.core.racing import race_two_workers
 
 POOLS = ["1", "2"]
 BATCH = 8  # the tiny dataset's 48 train images -> 6 batches per (t, seed) job
@@ -309,43 +307,8 @@ _WORKER = textwrap.dedent("""
 @pytest.mark.timeout(300)
 def test_two_processes_compute_a_key_once(model, tiny_model_dir, tiny_dataset, cat, tmp_path):
     ds = tiny_dataset
-    data = tmp_path / "data.npz"
-    np.savez(
-        data,
-        images=ds.array,
-        labels=ds.labels,
-        train=ds.splits["train"],
-        test=ds.splits["test"],
-        fp=ds.fingerprint,
-    )
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
     store_dir = tmp_path / "shared-store"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _WORKER,
-                str(tiny_model_dir),
-                str(store_dir),
-                str(data),
-                str(barrier),
-                name,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for name in ("a", "b")
-    ]
-    results = []
-    for p in procs:
-        out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, f"worker failed:\n{err[-3000:]}"
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results = race_two_workers(_WORKER, tiny_model_dir, ds, store_dir, tmp_path)
     n_keys = 2 * len(cat) * 2
     assert all(r["computed"] + r["cached"] == n_keys for r in results), (
         f"each process must account for all: {results}"
