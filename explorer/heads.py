@@ -228,41 +228,26 @@ def _fit_knn(
     }
 
 
-def _fit_mlp(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
-    from explorer.probes.mlp import fit_mlp
+def _one_by_one(module: str, fn: str) -> Callable[..., dict]:
+    """A fit function that trains `explorer.<module>.<fn>` on each task in turn (imported lazily)."""
 
-    return {n: fit_mlp(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
+    def fit(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+        import importlib
 
+        fit_one = getattr(importlib.import_module(f"explorer.{module}"), fn)
+        return {
+            n: fit_one(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()
+        }
 
-def _fit_attention(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
-    from explorer.probes.attention import fit_attention
-
-    return {
-        n: fit_attention(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()
-    }
-
-
-def _fit_attention_paper(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
-    from explorer.probes.paper_heads import fit_attention_paper
-
-    return {
-        n: fit_attention_paper(*t, n_classes=n_classes, device=device, **params)
-        for n, t in tasks.items()
-    }
+    fit.__name__ = f"_fit_{fn.removeprefix('fit_')}"
+    return fit
 
 
-def _fit_cnn(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
-    from explorer.probes.paper_heads import fit_cnn
-
-    return {n: fit_cnn(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()}
-
-
-def _fit_fusion(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
-    from explorer.probes.fusion import fit_fusion
-
-    return {
-        n: fit_fusion(*t, n_classes=n_classes, device=device, **params) for n, t in tasks.items()
-    }
+_fit_mlp = _one_by_one("probes.mlp", "fit_mlp")
+_fit_attention = _one_by_one("probes.attention", "fit_attention")
+_fit_attention_paper = _one_by_one("probes.paper_heads", "fit_attention_paper")
+_fit_cnn = _one_by_one("probes.paper_heads", "fit_cnn")
+_fit_fusion = _one_by_one("probes.fusion", "fit_fusion")
 
 
 def _sgd_params(epochs: int, batch_size: int, lr: float) -> dict:
