@@ -249,7 +249,7 @@ def embedding(ws: Workspace, s: Setting, method: str) -> tuple[np.ndarray, str]:
     """`((N_test, 2), shown)`: the UMAP (cached on disk by the core) or PCA of a setting's test
     features, and which one it is. A UMAP not yet computed is started in the background and
     PCA shown meanwhile; the page reruns by itself when the UMAP is ready."""
-    from explorer.analysis.embed import umap_or_pca
+    from explorer.analysis.embed import fit_note, umap_or_pca
 
     key = ws.key(s, "test")
     if not ws.store.has(key):
@@ -257,13 +257,16 @@ def embedding(ws: Workspace, s: Setting, method: str) -> tuple[np.ndarray, str]:
     if method != "umap":
         return _pca(ws, key, s), "pca"
     x = ws.features(s, "test")
-    xy, shown = umap_or_pca(np.asarray(x), cache_key=key, cache_root=ws.store.root)
+    y = ws.labels("test")  # a set over the fit cap is fitted on a class-balanced subsample
+    xy, shown = umap_or_pca(np.asarray(x), cache_key=key, cache_root=ws.store.root, labels=y)
     if shown == "pca":
         st.caption(
             "UMAP is being computed in the background (first time for this setting; cached "
             "after): PCA is shown until it is ready, then the page updates by itself."
         )
         _await_umap(tuple(x.shape), key, str(ws.store.root))
+    if shown == "umap" and (note := fit_note(len(x))):
+        st.caption(note)
     return np.asarray(xy, dtype=np.float32), shown
 
 
@@ -272,7 +275,7 @@ def _await_umap(shape: tuple[int, int], key: str, root: str) -> None:
     """Polls the background UMAP; reruns the page once it is done."""
     from explorer.analysis.embed import umap_pending
 
-    if not umap_pending(shape, cache_key=key, cache_root=Path(root)):
+    if not umap_pending(shape, cache_key=key, cache_root=Path(root), stratified=True):
         st.rerun()
 
 
