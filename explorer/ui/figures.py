@@ -2,6 +2,8 @@
 
 Accuracies arrive as fractions (0-1) and are drawn as percentages. Class colours come
 from `class_colors`, so the same class has the same colour on every figure and page.
+Point clouds (embeddings) are drawn with WebGL (`go.Scattergl`), so tens of thousands of
+points render in the browser without freezing it; line charts (a point per t or block) stay SVG.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from plotly.colors import qualitative, sample_colorscale
 from explorer.defaults import PIXELS
 from explorer.results import beats, best_on_validation, paired_words
 
+WEBGL_MIN_POINTS = 1_000  # point clouds this large are drawn with WebGL where SVG is optional
 _BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
 _LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white", font=dict(size=12))
 
@@ -154,6 +157,13 @@ def confusion_heatmap(
     )
 
 
+def _size(marker_size: int, n: int) -> float:
+    """Marker size for a cloud of `n` points: smaller as it grows, so 70k points stay readable."""
+    if n <= 5_000:
+        return marker_size
+    return max(2.0, marker_size * (5_000 / n) ** 0.35)
+
+
 def embedding_scatter(
     xy: np.ndarray,
     labels: np.ndarray,
@@ -162,7 +172,8 @@ def embedding_scatter(
     title: str = "UMAP of test features",
     marker_size: int = 6,
 ) -> go.Figure:
-    """`(N, 2)` points, one trace per class; `customdata` holds each point's test position."""
+    """`(N, 2)` points, one WebGL trace per class; `customdata` holds each point's test position
+    and predicted class name (lasso and box selections return them)."""
     labels = np.asarray(labels)
     colors = class_colors(len(class_names))
     fig = go.Figure()
@@ -176,12 +187,12 @@ def embedding_scatter(
             else ["?"] * len(idx)
         )
         fig.add_trace(
-            go.Scatter(
+            go.Scattergl(
                 x=xy[idx, 0],
                 y=xy[idx, 1],
                 mode="markers",
                 name=str(name),
-                marker=dict(color=colors[c], size=marker_size, line=dict(width=0)),
+                marker=dict(color=colors[c], size=_size(marker_size, len(xy)), line=dict(width=0)),
                 customdata=np.stack([idx, np.array(pred, dtype=object)], axis=1),
                 hovertemplate=f"#%{{customdata[0]}} · true {name} · predicted %{{customdata[1]}}<extra></extra>",
             )

@@ -164,23 +164,34 @@ def _upload() -> str | None:
     return str(root)
 
 
-def _limit(key: str, name: str, label: str, default: int) -> int | None:
-    b = state.Bound(
-        key,
-        name,
-        default,
-        lambda r: state.parse_limit(r, MAX_LIMIT) or 0,
-        lambda v: isinstance(v, int) and 0 <= v <= MAX_LIMIT,
-    )
-    v = b(
-        st.number_input,
+def limit_text(raw: str) -> str:
+    """A typed or linked image limit in its canonical text: `all` (also 0, none or empty) or a
+    positive whole number up to `MAX_LIMIT`; ValueError with the reason otherwise."""
+    n = state.parse_limit(str(raw), MAX_LIMIT)
+    return "all" if n is None else str(n)
+
+
+def _limit(key: str, name: str, label: str, default: int | None, bad: list[str]) -> int | None:
+    """A limit box bound to the URL (`train=all` round-trips). A bad typed value adds a
+    one-line message to `bad` (the caller stops with it; the URL keeps the last good value)."""
+    state.seed(key, name, limit_text(str(default or 0)), parse=limit_text, valid=_is_text)
+    raw = st.text_input(
         label,
-        min_value=0,
-        max_value=MAX_LIMIT,
-        step=500,
-        help="Images per split, a fixed class-balanced sample; 0 = the whole split. Lower is faster.",
+        key=key,
+        placeholder="all or a number",
+        help="Images per split, a fixed class-balanced sample; `all` = the whole split. "
+        "Lower is faster.",
     )
-    return int(v) or None
+    try:
+        text = limit_text(raw)
+    except ValueError as e:
+        bad.append(f"{label} '{state.shown(raw)}': {e}. Type a positive whole number or 'all'.")
+        return default
+    return state.parse_limit(state.publish(key, name, text))
+
+
+def _is_text(v) -> bool:
+    return isinstance(v, str)
 
 
 def render() -> services.Context:
@@ -197,15 +208,17 @@ def render() -> services.Context:
             if dataset in BUILTIN_DATASETS and default_model(dataset) in services.builtin_models()
             else model_default
         )
-        c1, c2 = st.columns(2)
+        c1, c2, bad = *st.columns(2), []
         with c1:
-            train = _limit("side_train", "train", "Train images", D.DEFAULT_TRAIN_LIMIT)
+            train = _limit("side_train", "train", "Train images", D.DEFAULT_TRAIN_LIMIT, bad)
         with c2:
-            test = _limit("side_test", "test", "Test images", D.DEFAULT_TEST_LIMIT)
+            test = _limit("side_test", "test", "Test images", D.DEFAULT_TEST_LIMIT, bad)
         root = str(cache_dir())
         short = root if len(root) <= 34 else "…" + root[-33:]
         st.caption(f"Device: **{services.device_text()}**  \nCache: `{short}`", help=root)
     st.session_state.pop(CONTEXT_KEY, None)
+    if bad:
+        raise ExplorerError(bad[0])
     rules = policy()
     access.check_dataset(dataset, rules, builtins=tuple(BUILTIN_DATASETS))
     access.check_model(model, rules)

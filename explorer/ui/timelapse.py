@@ -1,11 +1,15 @@
 """Explore's "Across timesteps" view: one block's aligned UMAP over several t, animated.
 
 `timelapse_figure` is pure (arrays in, a plotly figure with one animation frame per t
-out); `view` is the Streamlit part the Explore page calls in one line.
+out); `view` is the Streamlit part the Explore page calls in one line. Below
+`WEBGL_MIN_POINTS` points the scatter is SVG, whose points glide from frame to frame; above,
+WebGL, whose frames are redrawn without the glide. A test split larger than
+`TIMELAPSE_MAX_POINTS` is shown as a stratified subsample (aligned UMAP has no transform).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,11 +19,12 @@ from plotly.subplots import make_subplots
 
 from explorer.defaults import DEFAULT_T
 from explorer.ui import common, services, state
-from explorer.ui.figures import class_colors
+from explorer.ui.figures import WEBGL_MIN_POINTS, class_colors
 from explorer.workspace import Setting, Workspace
 
 DEFAULT_TIMESTEPS = (DEFAULT_T, 50, 150, 300, 500)  # for 1000 steps; scaled to the model's T
 PROBE = "linear"  # the accuracy beside the animation: the cheap probe, whatever head Explore shows
+TIMELAPSE_MAX_POINTS = 5_000  # test points animated at most (K aligned UMAPs, K frames of them)
 
 
 def _frame_args(duration: int) -> dict:
@@ -44,10 +49,12 @@ def timelapse_figure(
     class_names: Sequence[str],
     accuracy: Sequence[tuple[float, float, float]] | None = None,
     title: str = "Aligned UMAP across timesteps",
+    positions: np.ndarray | None = None,
 ) -> go.Figure:
     """Animated scatter of `(K, N, 2)` aligned embeddings, one frame per timestep, with a slider
-    and a play button. Points carry their test position as plotly `ids` (the same in every
-    frame), so each one glides to its place at the next t. `accuracy` holds K
+    and a play button. Points carry their test position (`positions` `(N,)`, default 0..N-1)
+    as plotly `ids` (the same in every frame), so each one glides to its place at the next t
+    (SVG, under `WEBGL_MIN_POINTS` points; WebGL redraws above). `accuracy` holds K
     `(top1, ci_low, ci_high)` fractions: drawn beside the scatter, the frame's t marked."""
     emb = np.asarray(embeddings, dtype=float)
     ts = [int(t) for t in timesteps]
@@ -56,6 +63,10 @@ def timelapse_figure(
         raise ValueError(f"embeddings must be (K={len(ts)}, N, 2), got {emb.shape}")
     if len(labels) != emb.shape[1]:
         raise ValueError(f"{len(labels)} labels for {emb.shape[1]} points")
+    pos = np.arange(len(labels)) if positions is None else np.asarray(positions, dtype=np.int64)
+    if pos.shape != labels.shape:
+        raise ValueError(f"{len(pos)} positions for {len(labels)} points")
+    trace = go.Scattergl if len(labels) >= WEBGL_MIN_POINTS else go.Scatter
     acc = None if accuracy is None else 100 * np.asarray(accuracy, dtype=float).reshape(len(ts), 3)
     colors = class_colors(len(class_names))
     groups = [(c, np.flatnonzero(labels == c)) for c in range(len(class_names))]
@@ -63,15 +74,17 @@ def timelapse_figure(
 
     def points(k: int) -> list[go.Scatter]:
         return [
-            go.Scatter(
+            trace(
                 x=emb[k, idx, 0],
                 y=emb[k, idx, 1],
-                ids=[str(i) for i in idx],
-                customdata=idx,
+                ids=[str(i) for i in pos[idx]],
+                customdata=pos[idx],
                 mode="markers",
                 name=str(class_names[c]),
                 legendgroup=str(c),
-                marker=dict(color=colors[c], size=6, line=dict(width=0)),
+                marker=dict(
+                    color=colors[c], size=6 if len(pos) <= 5_000 else 3, line=dict(width=0)
+                ),
                 hovertemplate=f"#%{{customdata}} · {class_names[c]} · t={ts[k]}<extra></extra>",
             )
             for c, idx in groups
@@ -180,9 +193,28 @@ def default_timesteps(T: int) -> list[int]:
     return sorted({min(T - 1, max(0, round(t * T / 1000))) for t in DEFAULT_TIMESTEPS})
 
 
+def shown_rows(labels: np.ndarray, cap: int = TIMELAPSE_MAX_POINTS) -> np.ndarray | None:
+    """Test positions animated: a stratified subsample of `cap` (seed 0) when there are more
+    than `cap` points, else None (all of them)."""
+    from explorer.analysis.embed import stratified_subsample
+
+    n = len(labels)
+    return None if n <= cap else stratified_subsample(labels, n, cap, seed=0)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _aligned(_ws: Workspace, keys: tuple[str, ...], _settings: tuple[Setting, ...]) -> np.ndarray:
-    return _ws.aligned_embedding(list(_settings))
+def _aligned(
+    _ws: Workspace, keys: tuple[str, ...], _settings: tuple[Setting, ...], cap: int | None
+) -> np.ndarray:
+    """`(K, N, 2)`, or `(K, cap, 2)` on `shown_rows` (cached under the keys and the policy)."""
+    if cap is None:
+        return _ws.aligned_embedding(list(_settings))
+    from explorer.analysis.embed import aligned_umap
+
+    rows = shown_rows(_ws.labels("test"), cap)
+    xs = [np.asarray(_ws.features(s, "test")[rows], dtype=np.float32) for s in _settings]
+    key = json.dumps([*keys, f"stratified subsample of {cap}, seed 0"])
+    return np.stack(aligned_umap(xs, cache_key=key, cache_root=_ws.store.root))
 
 
 def view(ws: Workspace, block: str, pool: str, t_now: int, class_names: Sequence[str]) -> None:
@@ -209,10 +241,19 @@ def view(ws: Workspace, block: str, pool: str, t_now: int, class_names: Sequence
     settings = [Setting(t, block, pool) for t in ts]
     res = services.evaluate(ws, settings, PROBE, f"Extracting {block} at t={ts}…")
     keys = tuple(ws.key(s, "test") for s in settings)
+    y = ws.labels("test")
+    rows = shown_rows(y)
+    cap = None if rows is None else TIMELAPSE_MAX_POINTS
     with st.spinner("Aligned UMAP (first time for these timesteps; cached after)…"):
-        emb = _aligned(ws, keys, tuple(settings))
+        emb = _aligned(ws, keys, tuple(settings), cap)
+    if rows is not None:
+        st.caption(
+            f"Animated: a stratified (class-balanced) subsample of {len(rows):,} of the "
+            f"{len(y):,} test images (at most {TIMELAPSE_MAX_POINTS:,}); accuracies use all."
+        )
+        y = y[rows]
     acc = [(res[s].top1, res[s].ci_low, res[s].ci_high) for s in settings]
     fig = timelapse_figure(
-        emb, ts, ws.labels("test"), class_names, acc, title=f"{block} · pool {pool}"
+        emb, ts, y, class_names, acc, title=f"{block} · pool {pool}", positions=rows
     )
     st.plotly_chart(fig, key=f"explore_tl_{block}_{pool}_{'-'.join(map(str, ts))}")

@@ -4,6 +4,7 @@ import numpy as np
 import streamlit as st
 
 from explorer import defaults as D
+from explorer.analysis.embed import stratified_subsample
 from explorer.disk import feature_bytes, human_bytes
 from explorer.heads import HEADS, canonical_name
 from explorer.probes.metrics import confused_positions, per_class_table, predictions_table
@@ -13,6 +14,7 @@ from explorer.workspace import PIXEL_POOL, Setting
 
 EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
 GRID = 48  # images shown for a selection
+HOVER_MAX_POINTS = 2_000  # points (each with its thumbnail) in the hover view's SVG scatter
 
 
 def controls(ws) -> tuple[Setting, str, str]:
@@ -112,15 +114,22 @@ def embedding_section(ws, s: Setting, method: str, res, names: list[str], y):
         else:
             st.caption("Drag a lasso or a box over points to see their images here.")
     with tab_hover:
-        thumbs = services.thumbnails(ds, ds.fingerprint, tuple(int(i) for i in ws.test.indices))
+        rows = stratified_subsample(y, len(y), HOVER_MAX_POINTS)  # all of them under the cap
+        if len(rows) < len(y):
+            st.caption(
+                f"A stratified (class-balanced) subsample of {len(rows):,} of the {len(y):,} "
+                "points, each with its thumbnail; the lasso tab has them all."
+            )
+        indices = ws.test.indices[rows]
+        thumbs = services.thumbnails(ds, ds.fingerprint, tuple(int(i) for i in indices))
         html = hover_scatter_html(
-            xy,
-            y,
+            xy[rows],
+            y[rows],
             names,
             figures.class_colors(len(names)),
             thumbs,
-            pred,
-            ids=range(len(y)),
+            None if pred is None else pred[rows],
+            ids=rows.tolist(),
             height=520,
         )
         st.iframe(html, height=530)
