@@ -70,6 +70,16 @@ def _fold_condition(a: argparse.Namespace) -> None:
             setattr(a, opt, None)
 
 
+def _limit_arg(raw: str) -> int | None:
+    """`--limit`: a whole number, or `all` (no limit: None)."""
+    if raw.strip().lower() == "all":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {raw!r} (a number or all)") from None
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
@@ -81,9 +91,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--limit",
-        type=int,
+        type=_limit_arg,
         default=None,
-        help="at most N images per split (fixed stratified sample)",
+        help="at most N images per split (fixed stratified sample), or all (the default)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--seeds", default="0", help="noise seeds, one noise draw each (default: 0)")
