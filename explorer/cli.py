@@ -102,6 +102,15 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _compile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model's blocks (faster on GPUs after a one-time compile, cached "
+        "under the cache dir); results and cache keys are unchanged",
+    )
+
+
 def open_inputs(a: argparse.Namespace, need_dataset: bool = True):
     """(model, dataset or None) from the shared options, with the built-in defaults."""
     from explorer.data import load_dataset
@@ -114,7 +123,12 @@ def open_inputs(a: argparse.Namespace, need_dataset: bool = True):
         a.model = "ddpm-fashion-mnist"
     _fold_condition(a)
     dataset = load_dataset(a.dataset) if a.dataset else None
-    model = load_model(a.model, trust_pickle=a.trust_pickle, device=resolve_device(a.device))
+    model = load_model(
+        a.model,
+        trust_pickle=a.trust_pickle,
+        device=resolve_device(a.device),
+        compile=getattr(a, "compile", False),
+    )
     return model, dataset
 
 
@@ -185,6 +199,7 @@ def cmd_layers(a: argparse.Namespace) -> int:
 def _extract_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
     _data_args(p)
+    _compile_arg(p)
     ts = D.timesteps_text(D.EXTRACT_TIMESTEPS)
     p.add_argument("--timesteps", default=ts, help=f"e.g. 10,90,150 or 0:1000:100 (default: {ts})")
     p.add_argument(
@@ -227,6 +242,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
         trust_pickle=a.trust_pickle,
         batch_size=a.batch_size,
         on_open=opened,
+        compile=a.compile,
     )
     for line in out.lines():
         print(line)
@@ -261,6 +277,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
     _model_args(p)
     _data_args(p)
+    _compile_arg(p)
     ts = D.timesteps_text(D.SWEEP_TIMESTEPS)
     p.add_argument("--timesteps", default=ts, help=f"default: {ts}")
     p.add_argument(
@@ -347,6 +364,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
             RANDOM_PREFIX + a.model,
             trust_pickle=a.trust_pickle,
             device=next(model.unet.parameters()).device,
+            compile=a.compile,
         )
         controls.append(Workspace(rnd, ds, **kw))
     pools = parse_pools(a.pools)

@@ -62,6 +62,7 @@ def extract(
     batch_size: int = 256,
     progress: bool | Callable[[int, int], None] = True,
     on_open: Callable[[Workspace], None] | None = None,
+    compile: bool = False,
 ) -> ExtractOutcome:
     """Fill the feature cache for a grid, the job `explorer extract` runs.
 
@@ -69,6 +70,7 @@ def extract(
     and mtime, same arguments) whose entries all still verify is answered from its memo,
     without importing torch or opening the model and data. Anything else opens a `Workspace`
     and computes only the missing entries. `on_open(ws)` is called once the inputs are loaded.
+    `compile` (torch.compile, `explorer.accel`) is a speed option only: not in the memo id.
     """
     from explorer import request_memo
 
@@ -106,6 +108,7 @@ def extract(
         device=device,
         cache_dir=store.root,
         trust_pickle=trust_pickle,
+        compile=compile,
         train_limit=limit,
         test_limit=limit,
         batch_size=batch_size,

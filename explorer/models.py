@@ -96,12 +96,15 @@ def load_model(
     device: str | torch.device = "cpu",
     prompt: str | None = None,
     class_label: str | int | None = None,
+    compile: bool = False,
 ) -> LoadedModel:
     """Load `spec`: a built-in name, a local folder, a hub id, or `random:` before any of those
     (random weights for the denoiser; an autoencoder or text encoder keeps its own).
 
     `prompt` (Stable Diffusion) and `class_label` (null | int | true; class-conditional models)
     set the conditioning; the spec may carry one as `#prompt=TEXT` or `#class-label=VALUE`.
+    `explorer.accel.prepare` then makes the denoiser fast on `device` (channels_last on CUDA;
+    `compile`: torch.compile per block); neither changes the fingerprint or any cache key.
     """
     from explorer.families import PIXEL_UNET, build, detect
 
@@ -146,7 +149,11 @@ def load_model(
         name += f"#prompt={prompt}"
     elif class_label is not None:
         name += f"#class-label={str(class_label).strip().lower()}"
-    return LoadedModel(name, net, sched, fp, source, folder, adapter.to(device))
+    from explorer.accel import prepare
+
+    adapter = adapter.to(device)
+    prepare(net, device, compile=compile)
+    return LoadedModel(name, net, sched, fp, source, folder, adapter)
 
 
 MODELS_ENV = "EXPLORER_MODELS"

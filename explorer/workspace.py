@@ -94,13 +94,19 @@ class Workspace:
         device: str = "auto",
         cache_dir=None,
         trust_pickle: bool = False,
+        compile: bool = False,
         **kw,
     ) -> Workspace:
         from explorer.device import resolve_device
         from explorer.models import load_model
 
         dataset = load_dataset(dataset_spec)
-        model = load_model(model_spec, trust_pickle=trust_pickle, device=resolve_device(device))
+        model = load_model(
+            model_spec,
+            trust_pickle=trust_pickle,
+            device=resolve_device(device),
+            compile=compile,
+        )
         return cls(model, dataset, store=FeatureStore(cache_dir), device=device, **kw)
 
     # --- what the views show (plain values: views never touch the model object or the caches) -
@@ -525,6 +531,7 @@ class Workspace:
         `fuse`: fused settings also probed (texts like "24@150+19@90", pair lists or `Fused`, pool the
         first of `pools`); `seed_average="features"` probes the mean features over `seeds` (DIFT).
         """
+        from explorer.accel import is_compiled
         from explorer.extract import parse_timesteps
         from explorer.heads import parse_heads
         from explorer.models import RANDOM_PREFIX, load_model
@@ -546,7 +553,9 @@ class Workspace:
         controls = []
         if baselines and not self.model.name.startswith(RANDOM_PREFIX):
             rnd = load_model(
-                RANDOM_PREFIX + self.model.name, device=next(self.model.unet.parameters()).device
+                RANDOM_PREFIX + self.model.name,
+                device=next(self.model.unet.parameters()).device,
+                compile=is_compiled(self.model.unet),
             )
             controls.append(
                 Workspace(
