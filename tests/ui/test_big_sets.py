@@ -4,6 +4,7 @@ and the caption naming UMAP's fit subsample."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,37 @@ def test_explore_with_limit_all_round_trips_and_names_the_umap_subsample(
     assert not _errors(at) and at.query_params["train"] == "30"
     at.sidebar.text_input(key="side_train").set_value("0").run()
     assert not _errors(at) and at.query_params["train"] == "all", "0 is written as all"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", ["explore", "sweep", "compare", "similarity", "data"])
+def test_every_page_opens_on_the_whole_digits_set(page, monkeypatch):
+    """The built-in digits with train=all&test=all (1,438 / 359 images): every page draws
+    without an error and keeps "all" in its link; point clouds are WebGL."""
+    from explorer.ui.common import PAGES
+
+    monkeypatch.setattr(umap, "UMAP", _FakeUMAP)
+    at = AppTest.from_file(APP, default_timeout=900)
+    at.query_params.update({"model": "ddpm-digits", "dataset": "digits"})
+    at.query_params.update({"train": "all", "test": "all"})
+    if page != "explore":
+        at.switch_page(PAGES[page])
+    at.run()
+    embed.wait_for_umaps()
+    at.run()
+    assert not _errors(at), f"{page}: {_errors(at)}"
+    assert (at.query_params["train"], at.query_params["test"]) == ("all", "all"), page
+    if page == "explore":
+        assert [m.value for m in at.metric if m.label == "Test images"] == ["359"]
+    if page == "data":
+        assert any("Using 1438 train and 359 test images" in c.value for c in at.caption)
+    clouds = [
+        t
+        for chart in at.get("plotly_chart")
+        for t in json.loads(chart.proto.spec)["data"]
+        if t.get("mode") == "markers"
+    ]
+    assert all(t["type"] == "scattergl" for t in clouds), f"{page}: {[t['type'] for t in clouds]}"
+    if page in ("explore", "compare"):
+        n = sum(len(t["customdata"]) for t in clouds)
+        assert n == 359 * (2 if page == "compare" else 1), f"{page}: every test point drawn ({n})"
