@@ -125,3 +125,37 @@ def test_cli_takes_compile_on_extract_and_sweep():
     assert parse(["extract", "--compile"]).compile is True
     assert parse(["extract"]).compile is False
     assert parse(["sweep", "--compile"]).compile is True
+
+
+def test_gpu_check_smoke_on_cpu():
+    """benchmarks/gpu_check.py's whole path (build, flop count, capture, bare cut, compile,
+    ensure_features into cold stores, eager-vs-compiled check) on a tiny layout; no timings."""
+    from benchmarks import gpu_check
+
+    rows = gpu_check.run(
+        torch.device("cpu"), quick=True, peak=1.0, backend="aot_eager", seconds=0.01,
+        log=lambda *_: None,
+    )  # fmt: skip
+    assert [r["figure"] for r in rows] == ["8a", "8b", "8a", "8b", "8e"]
+    assert all(r["value"] > 0 and isinstance(r["met"], bool) for r in rows), rows
+    assert "(eager)" in rows[0]["name"] and "(compiled)" in rows[2]["name"]
+    assert "GFLOP/img" in rows[0]["note"] and "img/s end to end" in rows[1]["note"]
+    assert rows[4]["value"] >= 0.999 and rows[4]["met"], rows[4]
+
+
+def test_gpu_check_peaks_by_card_name(monkeypatch):
+    from benchmarks import gpu_check
+
+    cuda = torch.device("cuda")
+    for name, want in [
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA GeForce RTX 4090", None),
+    ]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d, n=name: n)
+        assert gpu_check.peak_tflops(cuda, None) == want, name
+    assert gpu_check.peak_tflops(cuda, 500.0) == 500.0
+    assert gpu_check.peak_tflops(torch.device("cpu"), None) is None
