@@ -316,6 +316,7 @@ def measure(
     warm = time.perf_counter()
     feats = passes.features()  # compiles every unit at this batch size
     passes.captured(cut)
+    first = time.perf_counter() - warm  # with --compile: the compile, from a cold or warm cache
     log(f"  {layout.name} {'compiled' if compiled else 'eager'}: batch {batch}, "
         f"first passes {time.perf_counter() - warm:.1f}s")  # fmt: skip
     cap = rate(lambda: passes.captured(cut), batch, device, seconds)
@@ -344,7 +345,8 @@ def measure(
             target,
             None if not peak else tf_cap >= FORWARD_SHARE * peak,
             f"{cap:,.0f} img/s{share}; bare cut {bare:,.0f} img/s ({tf_bare:.1f} TFLOP/s); "
-            f"batch {batch}, {flops / 1e9:.1f} GFLOP/img by flop_counter",
+            f"batch {batch}, {flops / 1e9:.1f} GFLOP/img by flop_counter; first passes "
+            f"{first:.0f}s",
         ),
         _row(
             fig[1],
