@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import os
 import shlex
 import sys
@@ -51,10 +52,8 @@ def _theirs(module: str, fig: str, name: str, target: str, needs_gpu: bool = Fal
         fn = getattr(mod, "figures", None) or getattr(mod, "figure", None)
         if fn is None:
             return not_run(fig, name, target, f"benchmarks/{module}.py has no figure()/figures()")
-        try:
-            return fn(quick=ctx.quick)
-        except TypeError:  # a figure() that takes no options
-            return fn()
+        takes_quick = "quick" in inspect.signature(fn).parameters
+        return fn(quick=ctx.quick) if takes_quick else fn()
 
     return run
 
