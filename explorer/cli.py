@@ -47,6 +47,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument(
+        "--dtype",
+        default="auto",
+        metavar="fp32|bf16|fp16",
+        help="compute precision (autocast); part of the cache key (default: bf16 on CUDA, fp32 "
+        "on the CPU)",
+    )
+    p.add_argument(
         "--prompt",
         default=None,
         help="Stable Diffusion: one fixed prompt for every image (default: the empty prompt)",
@@ -128,6 +135,7 @@ def open_inputs(a: argparse.Namespace, need_dataset: bool = True):
         trust_pickle=a.trust_pickle,
         device=resolve_device(a.device),
         compile=getattr(a, "compile", False),
+        dtype=getattr(a, "dtype", None),
     )
     return model, dataset
 
@@ -243,6 +251,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         on_open=opened,
         compile=a.compile,
+        dtype=a.dtype,
     )
     for line in out.lines():
         print(line)
@@ -365,6 +374,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
             trust_pickle=a.trust_pickle,
             device=next(model.unet.parameters()).device,
             compile=a.compile,
+            dtype=model.precision,
         )
         controls.append(Workspace(rnd, ds, **kw))
     pools = parse_pools(a.pools)

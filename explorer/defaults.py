@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+PRECISION_NAMES = ("fp32", "bf16", "fp16")  # `--dtype`: the compute precision, in the cache key
+_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+
+
+def precision_name(name: str) -> str | None:
+    """A `--dtype` value ("bf16", "bfloat16", ...) -> its canonical name; None if unknown."""
+    key = str(name).strip().lower()
+    key = _PRECISION_ALIASES.get(key, key)
+    return key if key in PRECISION_NAMES else None
+
+
 # --- names ---------------------------------------------------------------------------------------
 
 POOLS = ("1", "2", "4", "8", "max", "map16")  # every pooling the extractor knows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from explorer.defaults import precision_name
 from explorer.errors import ExplorerError
 
 
@@ -22,11 +23,28 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     return dev
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on GPUs that support it, else fp16 on CUDA; None (full precision) on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast
+
+
+def resolve_precision(name: str | None, device: torch.device) -> str:
+    """`--dtype`: fp32 | bf16 | fp16; None or "auto" -> bf16 on CUDA (fp16 where bf16 is not
+    supported), fp32 on the CPU. Part of every feature's cache key."""
+    if name in (None, "", "auto"):
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    key = precision_name(name)
+    if key is None:
+        raise ExplorerError(
+            f"unknown precision '{name}'; use --dtype fp32, bf16 or fp16 (or auto: bf16 on "
+            "CUDA, fp32 on the CPU)"
+        )
+    return key
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a precision name; None for fp32 (no autocast)."""
+    return PRECISIONS[precision]
 
 
 def describe(device: torch.device) -> str:

@@ -17,11 +17,12 @@ from explorer.defaults import POOLS
 from explorer.errors import ExplorerError
 from explorer.hooks import listen
 from explorer.layers import LayerSpec, feature_map
+from explorer.noise import device_noise
 
 MAP_SIDE = (
     16  # "map16": the map average-pooled to min(H, 16) x min(W, 16) (the paper's attention head)
 )
-EXTRACTION_VERSION = 1
+EXTRACTION_VERSION = 2  # 2: counter-based device noise (explorer.noise); precision in the key
 
 
 class _StopForward(Exception):
@@ -97,16 +98,16 @@ def capture(
         yield store
 
 
-def image_noise(indices: np.ndarray, seed: int, shape: tuple[int, int, int]) -> torch.Tensor:
-    """`(B, C, H, W)` standard normal noise, fixed per (seed, image index): batch and order independent."""
-    out = np.empty((len(indices), *shape), dtype=np.float32)
-    for row, i in enumerate(indices):
-        out[row] = np.random.default_rng([seed, int(i)]).standard_normal(shape, dtype=np.float32)
-    return torch.from_numpy(out)
+def image_noise(
+    indices: np.ndarray, seed: int, shape: tuple[int, ...], device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """`(B, *shape)` float32 standard normal noise on `device`, a pure function of
+    (seed, image index, element): batch, order, rank and device independent (`explorer.noise`)."""
+    return device_noise(indices, seed, shape, device)
 
 
 @torch.inference_mode()
-def forward_features(
+def capture_pass(
     unet,
     scheduler,
     x0: torch.Tensor,
@@ -119,15 +120,13 @@ def forward_features(
     autocast: torch.dtype | None = None,
     net_kwargs: dict | None = None,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Noise clean `x0 (B, C, H, W)` (pixels in [-1, 1], or latents: the model's input space) to
-    `timestep` and read every layer in one pass of `unet(x_t, t, **net_kwargs)` (the conditioning).
-
-    Returns `{(layer name, pool): (B, D) float16}` on the CPU; float32 for a setting whose
-    values overflow float16 (the store then keeps that entry in float32).
+    """Noise `x0 (B, C, H, W)` to `timestep` and read every layer in one pass of
+    `unet(x_t, t, **net_kwargs)`: `{(layer name, pool): (B, D) float32}` left on the model's
+    device. Nothing here waits for the device, so the caller can queue the next batch first.
     """
     device = next(unet.parameters()).device
     t = torch.full((x0.shape[0],), int(timestep), dtype=torch.long, device=device)
-    x0, noise = x0.to(device), noise.to(device)
+    x0, noise = x0.to(device, non_blocking=True), noise.to(device, non_blocking=True)
     xt = scheduler.add_noise(x0, noise, t)
     ctx = (
         torch.autocast(device.type, dtype=autocast)
@@ -143,13 +142,45 @@ def forward_features(
     missing = [(lay.name, p) for lay in layers for p in pools if (lay.name, p) not in store]
     if missing:
         raise RuntimeError(f"layers never ran in the forward pass: {missing[:3]}")
-    return {k: _to_half(v, k[0], layers, timestep, autocast) for k, v in store.items()}
+    return store
 
 
-def _to_half(
+def forward_features(
+    unet,
+    scheduler,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    *,
+    timestep: int,
+    layers: Sequence[LayerSpec],
+    pools: Sequence[str],
+    stop_early: bool = True,
+    autocast: torch.dtype | None = None,
+    net_kwargs: dict | None = None,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """`capture_pass`, brought to the CPU: clean `x0 (B, C, H, W)` (pixels in [-1, 1], or
+    latents: the model's input space) -> `{(layer name, pool): (B, D) float16}` on the CPU;
+    float32 for a setting whose values overflow float16 (the store then keeps it in float32).
+    """
+    store = capture_pass(
+        unet,
+        scheduler,
+        x0,
+        noise,
+        timestep=timestep,
+        layers=layers,
+        pools=pools,
+        stop_early=stop_early,
+        autocast=autocast,
+        net_kwargs=net_kwargs,
+    )
+    return {k: to_half(v.cpu(), k[0], layers, timestep, autocast) for k, v in store.items()}
+
+
+def to_half(
     v: torch.Tensor, name: str, layers: Sequence[LayerSpec], timestep: int, autocast
 ) -> torch.Tensor:
-    """`(B, D) float32` -> float16 on the CPU, or float32 where float16 would overflow.
+    """`(B, D) float32` on the CPU -> float16, or float32 where float16 would overflow.
 
     Non-finite values coming out of the model itself are an `ExplorerError` naming the layer and t.
     """
@@ -163,7 +194,7 @@ def _to_half(
             "its weights or inputs are broken, so these features cannot be used"
         )
     h = v.to(torch.float16)
-    return (h if torch.isfinite(h).all() else v).cpu()
+    return h if torch.isfinite(h).all() else v
 
 
 def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
@@ -229,7 +260,7 @@ def extract_features(
     out: dict[tuple[int, str, str], list[torch.Tensor]] = {}
     for start in range(0, len(images), batch_size):
         x0 = model.family.encode(images[start : start + batch_size])
-        noise = image_noise(idx[start : start + batch_size], seed, tuple(x0.shape[1:]))
+        noise = image_noise(idx[start : start + batch_size], seed, tuple(x0.shape[1:]), x0.device)
         kw = model.family.net_kwargs(
             len(x0), None if labels is None else labels[start : start + batch_size]
         )

@@ -7,6 +7,7 @@ processes asking for the same features compute them once.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,16 +16,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from explorer import streaming
 from explorer.data import ImageDataset
 from explorer.defaults import PIXELS  # the pixel pseudo-layer (re-exported: features.PIXELS)
 from explorer.device import autocast_dtype
 from explorer.extract import (
     EXTRACTION_VERSION,
+    capture_pass,
     check_timesteps,
-    forward_features,
     image_noise,
     pool,
     pooled_dim,
+    to_half,
 )
 from explorer.layers import LayerSpec
 from explorer.store import FeatureStore, content_key
@@ -71,6 +74,7 @@ def feature_key(
     }
     if layer != PIXELS:
         parts |= {"model": model.fingerprint, "t": int(t), "seed": int(seed)}
+        parts |= {"precision": model.precision}  # bf16/fp16-autocast features are never fp32's
         parts |= model.family.key_parts()  # family and conditioning; none for a plain pixel U-Net
     return content_key(parts)
 
@@ -219,36 +223,83 @@ def _run_job(
     start = min(e.rows_done for e in entries.values())
     if start:
         advance(start)
-    prep = model.preprocess
-    ac = autocast_dtype(next(model.unet.parameters()).device)
+    spans = [(s, min(s + batch_size, n)) for s in range(start, n, batch_size)]
+    device = next(model.unet.parameters()).device
+    ac = autocast_dtype(model.precision)
     for e in entries.values():
-        e.meta["precision"] = str(ac or torch.float32).replace("torch.", "")
-    passes = 0
-    for s in range(start, n, batch_size):
-        idx = sel.indices[s : s + batch_size]
-        x0 = model.family.encode(prep(dataset.images(idx)))  # pixels, or latents
-        noise = image_noise(idx, seed, tuple(x0.shape[1:]))  # of the input space's shape
-        kw = model.family.net_kwargs(len(idx), dataset.labels[idx])
-        feats = forward_features(
-            model.unet,
-            model.scheduler,
-            x0,
-            noise,
-            timestep=t,
-            layers=lays,
-            pools=pools_needed,
-            autocast=ac,
-            net_kwargs=kw,
-        )
-        for k, e in entries.items():
-            e.write(s, feats[k].numpy())
-        for e in entries.values():
-            e.checkpoint(s + len(idx))
-        passes += 1
-        advance(len(idx))
+        e.meta["precision"] = model.precision
+    pending: _HostCopy | None = None
+    done, saved = start, time.monotonic()  # rows [0, done) are written
+    try:
+        for (s, stop), x in streaming.batches(dataset, sel.indices, spans, model.preprocess):
+            idx = sel.indices[s:stop]
+            x0 = model.family.encode(x.to(device, non_blocking=True))  # pixels, or latents
+            noise = image_noise(idx, seed, tuple(x0.shape[1:]), x0.device)  # made on the device
+            feats = capture_pass(
+                model.unet,
+                model.scheduler,
+                x0,
+                noise,
+                timestep=t,
+                layers=lays,
+                pools=pools_needed,
+                autocast=ac,
+                net_kwargs=model.family.net_kwargs(len(idx), dataset.labels[idx]),
+            )
+            copy = _HostCopy(feats, s, stop)  # queued; the device moves on to the next batch
+            if pending is not None:
+                done = pending.write(entries, lays, t, ac)
+            pending = copy
+            if time.monotonic() - saved > CHECKPOINT_SECONDS:  # durable, but not every batch
+                _checkpoint(entries, done)
+                saved = time.monotonic()
+            advance(len(idx))
+        if pending is not None:
+            done, pending = pending.write(entries, lays, t, ac), None
+    except BaseException:  # an error or Ctrl-C: keep every finished batch for the resume
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                done = pending.write(entries, lays, t, ac)
+        _checkpoint(entries, done)
+        raise
     for e in entries.values():
         e.commit()
-    return passes
+    return len(spans)
+
+
+CHECKPOINT_SECONDS = 2.0  # a kill loses at most this much finished work per job
+
+
+def _checkpoint(entries: dict, rows_done: int) -> None:
+    for e in entries.values():
+        e.checkpoint(rows_done)
+
+
+class _HostCopy:
+    """One batch's pooled features on their way to the host: an asynchronous device-to-host copy
+    into pinned memory on CUDA (waited for only when written, one batch later), as is on the CPU."""
+
+    def __init__(self, feats: dict[tuple[str, str], torch.Tensor], start: int, stop: int):
+        self.start, self.stop = start, stop
+        self.event = None
+        if any(v.is_cuda for v in feats.values()):  # one (B, sum D) copy, not one per setting
+            keys = list(feats)
+            flat = torch.cat([feats[k] for k in keys], dim=1)
+            host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            host.copy_(flat, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            parts = host.split([feats[k].shape[1] for k in keys], dim=1)
+            feats = dict(zip(keys, parts, strict=True))
+        self.feats = feats
+
+    def write(self, entries: dict, layers, t: int, autocast) -> int:
+        """Wait for the copy, check and narrow each matrix, and write its rows; returns `stop`."""
+        if self.event is not None:
+            self.event.synchronize()
+        for k, e in entries.items():
+            e.write(self.start, to_half(self.feats[k], k[0], layers, t, autocast).numpy())
+        return self.stop
 
 
 def load_features(

@@ -63,6 +63,7 @@ def extract(
     progress: bool | Callable[[int, int], None] = True,
     on_open: Callable[[Workspace], None] | None = None,
     compile: bool = False,
+    dtype: str | None = "auto",
 ) -> ExtractOutcome:
     """Fill the feature cache for a grid, the job `explorer extract` runs.
 
@@ -70,7 +71,8 @@ def extract(
     and mtime, same arguments) whose entries all still verify is answered from its memo,
     without importing torch or opening the model and data. Anything else opens a `Workspace`
     and computes only the missing entries. `on_open(ws)` is called once the inputs are loaded.
-    `compile` (torch.compile, `explorer.accel`) is a speed option only: not in the memo id.
+    `compile` (torch.compile, `explorer.accel`) is a speed option only: not in the memo id;
+    the precision (`dtype`, see `explorer.device.resolve_precision`) is.
     """
     from explorer import request_memo
 
@@ -86,10 +88,17 @@ def extract(
         "pool": pools,
         "trust_pickle": trust_pickle,
     }
-    rid = request_memo.request_id(
-        model_spec, dataset_spec, {k: _as_text(v) for k, v in request.items()}
-    )
-    if memo := request_memo.lookup(store, rid):
+
+    def request_id(precision: str) -> str | None:
+        return request_memo.request_id(
+            model_spec,
+            dataset_spec,
+            {k: _as_text(v) for k, v in request.items()} | {"p": precision},
+        )
+
+    precision = _known_precision(dtype, device)  # None: only torch can tell (a GPU may be here)
+    rid = request_id(precision) if precision else None
+    if rid and (memo := request_memo.lookup(store, rid)):
         return ExtractOutcome(
             {sp: None for sp in memo["splits"]},
             memo["splits"],
@@ -109,6 +118,7 @@ def extract(
         cache_dir=store.root,
         trust_pickle=trust_pickle,
         compile=compile,
+        dtype=dtype,
         train_limit=limit,
         test_limit=limit,
         batch_size=batch_size,
@@ -141,8 +151,26 @@ def extract(
         atomic_write(log, "\n".join(ws.dataset.skipped) + "\n")
         out.skipped, out.skipped_log = len(ws.dataset.skipped), str(log)
     else:
-        request_memo.record(store, rid, out.keys, {"images": out.images})
+        request_memo.record(store, request_id(ws.model.precision), out.keys, {"images": out.images})
     return out
+
+
+def _known_precision(dtype: str | None, device: str) -> str | None:
+    """The precision a request will run at, when it is knowable without importing torch: an
+    explicit `--dtype`, or "auto" where no GPU driver exists (fp32); None otherwise."""
+    from pathlib import Path
+
+    from explorer.defaults import precision_name
+
+    if dtype not in (None, "", "auto"):
+        if (name := precision_name(dtype)) is None:
+            raise ExplorerError(
+                f"unknown precision '{dtype}'; use --dtype fp32, bf16 or fp16 (or auto: bf16 on "
+                "CUDA, fp32 on the CPU)"
+            )
+        return name
+    gpu_driver = Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists()
+    return "fp32" if device == "cpu" or not gpu_driver else None
 
 
 def _as_text(value) -> str | None:

@@ -41,6 +41,7 @@ class LoadedModel:
     source: str  # "builtin" | "local" | "hub" | "random"
     path: Path | None = None
     adapter: Adapter | None = None  # None: an unconditional pixel U-Net
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast): part of every feature's cache key
 
     @property
     def family(self) -> Adapter:
@@ -96,6 +97,7 @@ def load_model(
     device: str | torch.device = "cpu",
     prompt: str | None = None,
     class_label: str | int | None = None,
+    dtype: str | None = None,
     compile: bool = False,
 ) -> LoadedModel:
     """Load `spec`: a built-in name, a local folder, a hub id, or `random:` before any of those
@@ -103,10 +105,14 @@ def load_model(
 
     `prompt` (Stable Diffusion) and `class_label` (null | int | true; class-conditional models)
     set the conditioning; the spec may carry one as `#prompt=TEXT` or `#class-label=VALUE`.
+    `dtype` (fp32 | bf16 | fp16 | auto) is the compute precision, see `device.resolve_precision`.
     `explorer.accel.prepare` then makes the denoiser fast on `device` (channels_last on CUDA;
     `compile`: torch.compile per block); neither changes the fingerprint or any cache key.
     """
+    from explorer.device import resolve_precision
     from explorer.families import PIXEL_UNET, build, detect
+
+    precision = resolve_precision(dtype, torch.device(device))
 
     base, opts = split_spec(spec.strip())
     prompt = opts.get("prompt") if prompt is None else prompt
@@ -153,7 +159,7 @@ def load_model(
 
     adapter = adapter.to(device)
     prepare(net, device, compile=compile)
-    return LoadedModel(name, net, sched, fp, source, folder, adapter)
+    return LoadedModel(name, net, sched, fp, source, folder, adapter, precision)
 
 
 MODELS_ENV = "EXPLORER_MODELS"

@@ -95,6 +95,7 @@ class Workspace:
         cache_dir=None,
         trust_pickle: bool = False,
         compile: bool = False,
+        dtype: str | None = None,
         **kw,
     ) -> Workspace:
         from explorer.device import resolve_device
@@ -106,6 +107,7 @@ class Workspace:
             trust_pickle=trust_pickle,
             device=resolve_device(device),
             compile=compile,
+            dtype=dtype,
         )
         return cls(model, dataset, store=FeatureStore(cache_dir), device=device, **kw)
 
@@ -556,6 +558,7 @@ class Workspace:
                 RANDOM_PREFIX + self.model.name,
                 device=next(self.model.unet.parameters()).device,
                 compile=is_compiled(self.model.unet),
+                dtype=self.model.precision,
             )
             controls.append(
                 Workspace(

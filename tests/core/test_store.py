@@ -65,10 +65,10 @@ def _load_all(model, ds, sel, cat, store, timesteps=(10,), pools=POOLS, seed=0) 
 
 
 class CountingForward:
-    """Wraps `explorer.features.forward_features`: counts calls, optionally dies on call `fail_on`."""
+    """Wraps `explorer.features.capture_pass`: counts calls, optionally dies on call `fail_on`."""
 
     def __init__(self, fail_on: int | None = None):
-        self.real, self.calls, self.fail_on = features.forward_features, 0, fail_on
+        self.real, self.calls, self.fail_on = features.capture_pass, 0, fail_on
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -203,7 +203,7 @@ def test_resume_after_kill_computes_only_the_rest(
     keys = [feature_key(model, tiny_dataset, sel, 10, lay.name, p, 0) for lay in cat for p in POOLS]
 
     killer = CountingForward(fail_on=3)  # dies on the 3rd batch: 2 of 6 batches are done
-    monkeypatch.setattr(features, "forward_features", killer)
+    monkeypatch.setattr(features, "capture_pass", killer)
     with pytest.raises(KeyboardInterrupt):
         _ensure(model, tiny_dataset, sel, cat, store)
     assert not any(store.has(k) for k in keys), "an unfinished entry must not be visible"
@@ -222,7 +222,7 @@ def test_resume_after_kill_computes_only_the_rest(
     )
 
     counter = CountingForward()
-    monkeypatch.setattr(features, "forward_features", counter)
+    monkeypatch.setattr(features, "capture_pass", counter)
     rep = _ensure(model, tiny_dataset, sel, cat, store)
     assert counter.calls == 4 and rep.forward_passes == 4, (
         f"resume should run the 4 missing batches, ran {counter.calls}"
@@ -230,7 +230,7 @@ def test_resume_after_kill_computes_only_the_rest(
     assert rep.computed == len(keys), rep
     assert not list(store.partial_dir.glob("*")), "partial files should be gone after commit"
 
-    monkeypatch.setattr(features, "forward_features", counter.real)
+    monkeypatch.setattr(features, "capture_pass", counter.real)
     clean = FeatureStore(tmp_path / "clean")
     _ensure(model, tiny_dataset, sel, cat, clean)
     resumed, fresh = (
@@ -247,18 +247,18 @@ def test_unreadable_progress_starts_the_entry_over(
     model, tiny_dataset, cat, store, monkeypatch, tmp_path
 ):
     sel = Selection.of(tiny_dataset, "train")
-    monkeypatch.setattr(features, "forward_features", CountingForward(fail_on=4))
+    monkeypatch.setattr(features, "capture_pass", CountingForward(fail_on=4))
     with pytest.raises(KeyboardInterrupt):
         _ensure(model, tiny_dataset, sel, cat, store)
     for p in store.partial_dir.glob("*.progress.json"):
         p.write_text("{not json")
     counter = CountingForward()
-    monkeypatch.setattr(features, "forward_features", counter)
+    monkeypatch.setattr(features, "capture_pass", counter)
     _ensure(model, tiny_dataset, sel, cat, store)
     assert counter.calls == 6, (
         f"with unreadable progress the job must start over (6 batches), ran {counter.calls}"
     )
-    monkeypatch.setattr(features, "forward_features", counter.real)
+    monkeypatch.setattr(features, "capture_pass", counter.real)
     clean = FeatureStore(tmp_path / "clean")
     _ensure(model, tiny_dataset, sel, cat, clean)
     a, b = (
@@ -287,11 +287,11 @@ _WORKER = textwrap.dedent("""
                       splits={"train": d["train"], "test": d["test"]}, fingerprint=str(d["fp"]), array=d["images"])
     model = load_model(model_dir)
     cat = build_catalogue(model.unet)
-    real = F.forward_features
+    real = F.capture_pass
     def slow(*a, **k):  # long enough that the two processes surely overlap
         time.sleep(0.1)
         return real(*a, **k)
-    F.forward_features = slow
+    F.capture_pass = slow
     (Path(barrier) / me).touch()
     deadline = time.time() + 120
     while len(list(Path(barrier).iterdir())) < 2 and time.time() < deadline:
