@@ -60,7 +60,10 @@ class ClassLabel(Condition):
                     f"--class-label true: dataset label {int(y.max())} is not one of the "
                     f"model's {self.num_classes} classes; pick a fixed class or null"
                 )
-            return {self.arg: torch.as_tensor(y, device=device)}
+            y = torch.from_numpy(y)
+            if torch.device(device).type == "cuda":  # pinned: the copy does not wait for the GPU
+                y = y.pin_memory()
+            return {self.arg: y.to(device, non_blocking=True)}
         value = self.null_index if self.choice is None else self.choice
         return {self.arg: torch.full((batch,), int(value), dtype=torch.long, device=device)}
 
