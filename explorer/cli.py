@@ -87,6 +87,19 @@ def _limit_arg(raw: str) -> int | None:
         raise argparse.ArgumentTypeError(f"invalid int value: {raw!r} (a number or all)") from None
 
 
+def _workers_arg(raw: str) -> int | None:
+    """`--workers`: a whole number >= 0, or auto (None)."""
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"invalid value: {raw!r} (0 or more, or auto)")
+    return n
+
+
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset",
@@ -103,6 +116,13 @@ def _data_args(p: argparse.ArgumentParser) -> None:
         help="at most N images per split (fixed stratified sample), or all (the default)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    p.add_argument(
+        "--workers",
+        type=_workers_arg,
+        default=None,
+        help="processes decoding and resizing image files ahead of the model (default: min(4, "
+        "CPUs) for folder datasets; 0: in this process; in-memory datasets never use them)",
+    )
     p.add_argument("--seeds", default="0", help="noise seeds, one noise draw each (default: 0)")
     p.add_argument(
         "--cache-dir", default=None, help="feature cache (default: $EXPLORER_CACHE or ~/.cache)"
@@ -252,6 +272,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
         on_open=opened,
         compile=a.compile,
         dtype=a.dtype,
+        workers=a.workers,
     )
     for line in out.lines():
         print(line)
@@ -363,6 +384,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         test_limit=a.test_limit or a.limit,
         batch_size=a.batch_size,
         device=a.device,
+        workers=a.workers,
     )
     ws = Workspace(model, ds, **kw)
     timesteps = check_timesteps(parse_timesteps(a.timesteps), model.num_timesteps)
@@ -479,6 +501,7 @@ def _workspace(a: argparse.Namespace):
         batch_size=a.batch_size,
         device=a.device,
         progress=True,
+        workers=a.workers,
     )
 
 

@@ -114,6 +114,7 @@ def ensure_features(
     store: FeatureStore,
     batch_size: int = 256,
     progress: bool | Progress = True,
+    workers: int | None = None,
 ) -> ExtractReport:
     """Make sure every (t, layer, pool, seed) feature of `sel` is in `store`; compute only what is missing."""
     t0 = time.time()
@@ -153,7 +154,17 @@ def ensure_features(
             report.cached += len(missing) - len(still)
             if still:
                 report.forward_passes += _run_job(
-                    model, dataset, sel, t, seed, layers, still, store, batch_size, meter.advance
+                    model,
+                    dataset,
+                    sel,
+                    t,
+                    seed,
+                    layers,
+                    still,
+                    store,
+                    batch_size,
+                    meter.advance,
+                    workers=workers,
                 )
                 report.computed += len(still)
             else:
@@ -188,7 +199,17 @@ class _Meter:
 
 
 def _run_job(
-    model, dataset, sel, t, seed, layers, keys: dict, store: FeatureStore, batch_size: int, advance
+    model,
+    dataset,
+    sel,
+    t,
+    seed,
+    layers,
+    keys: dict,
+    store: FeatureStore,
+    batch_size: int,
+    advance,
+    workers: int | None = None,
 ) -> int:
     """Compute one (t, seed) job for the missing `keys`, chunk by chunk; returns forward passes run."""
     needed = {name for name, _ in keys}
@@ -231,7 +252,9 @@ def _run_job(
     pending: _HostCopy | None = None
     done, saved = start, time.monotonic()  # rows [0, done) are written
     try:
-        for (s, stop), x in streaming.batches(dataset, sel.indices, spans, model.preprocess):
+        for (s, stop), x in streaming.batches(
+            dataset, sel.indices, spans, model.preprocess, workers=workers, device=device
+        ):
             idx = sel.indices[s:stop]
             x0 = model.family.encode(x.to(device, non_blocking=True))  # pixels, or latents
             noise = image_noise(idx, seed, tuple(x0.shape[1:]), x0.device)  # made on the device
@@ -329,35 +352,63 @@ def ensure_pixels(
     *,
     store: FeatureStore,
     batch_size: int = 1024,
+    workers: int | None = None,
 ) -> np.ndarray:
-    """The raw-pixel baseline at the model's input size: `(N, C*H*W)` for pool "full", else pooled."""
+    """The raw-pixel baseline at the model's input size: `(N, C*H*W)` for pool "full", else pooled.
+
+    Written batch by batch into a partial entry (resumable), so it never sits whole in memory;
+    returned memory-mapped.
+    """
     key = feature_key(model, dataset, sel, None, PIXELS, pool_name, None)
     if not store.has(key):
         with store.lock(f"pixels-{key}"):  # like feature jobs: two processes never write one entry
             if not store.has(key):  # another process may have finished it meanwhile
-                _put_pixels(model, dataset, sel, pool_name, key, store, batch_size)
+                _put_pixels(model, dataset, sel, pool_name, key, store, batch_size, workers)
     return store.load(key)
 
 
+PIXEL_BATCH_BYTES = 64 * 2**20  # float32 pixels per batch: 85 images at 256x256 RGB
+
+
 def _put_pixels(
-    model, dataset, sel: Selection, pool_name: str, key: str, store: FeatureStore, batch_size: int
+    model,
+    dataset,
+    sel: Selection,
+    pool_name: str,
+    key: str,
+    store: FeatureStore,
+    batch_size: int,
+    workers: int | None = None,
 ) -> None:
+    """Compute the pixel entry `key` chunk by chunk (`batch_size` rows, fewer for big images)."""
     prep = model.preprocess
-    chunks = []
-    for s in range(0, len(sel.indices), batch_size):
-        x = prep(dataset.images(sel.indices[s : s + batch_size]))
-        chunks.append(
-            (x.flatten(1) if pool_name == "full" else pool(x, pool_name)).to(torch.float16).numpy()
-        )
-    store.put(
+    n = len(sel.indices)
+    probe = torch.zeros(1, prep.channels, prep.size, prep.size)
+    dim = probe.flatten(1).shape[1] if pool_name == "full" else pool(probe, pool_name).shape[1]
+    entry = store.begin(
         key,
-        np.concatenate(chunks),
+        (n, dim),
         {
             "layer": PIXELS,
             "pool": pool_name,
             "dataset": dataset.name,
             "split": sel.split,
-            "images": len(sel.indices),
+            "images": n,
             "version": EXTRACTION_VERSION,
         },
     )
+    rows = max(1, min(batch_size, PIXEL_BATCH_BYTES // (4 * probe.numel())))
+    spans = [(s, min(s + rows, n)) for s in range(entry.rows_done, n, rows)]
+    done, saved = entry.rows_done, time.monotonic()
+    try:
+        for (s, stop), x in streaming.batches(dataset, sel.indices, spans, prep, workers=workers):
+            feats = x.flatten(1) if pool_name == "full" else pool(x, pool_name)
+            entry.write(s, feats.to(torch.float16).numpy())
+            done = stop
+            if time.monotonic() - saved > CHECKPOINT_SECONDS:
+                entry.checkpoint(done)
+                saved = time.monotonic()
+    except BaseException:  # keep the finished rows for the next try
+        entry.checkpoint(done)
+        raise
+    entry.commit()

@@ -64,6 +64,7 @@ def extract(
     on_open: Callable[[Workspace], None] | None = None,
     compile: bool = False,
     dtype: str | None = "auto",
+    workers: int | None = None,
 ) -> ExtractOutcome:
     """Fill the feature cache for a grid, the job `explorer extract` runs.
 
@@ -72,12 +73,17 @@ def extract(
     without importing torch or opening the model and data. Anything else opens a `Workspace`
     and computes only the missing entries. `on_open(ws)` is called once the inputs are loaded.
     `compile` (torch.compile, `explorer.accel`) is a speed option only: not in the memo id;
-    the precision (`dtype`, see `explorer.device.resolve_precision`) is.
+    the precision (`dtype`, see `explorer.device.resolve_precision`) is. `workers`: image-decoding
+    processes for file datasets (None: `explorer.streaming.default_workers`), also speed only.
     """
     from explorer import request_memo
 
     if batch_size < 1 or (limit is not None and limit < 1):
         raise ExplorerError("--batch-size and --limit must be positive integers")
+    if workers is not None and workers < 0:
+        raise ExplorerError(
+            f"--workers must be 0 or more (0: decode images in this process), not {workers}"
+        )
     store = FeatureStore(cache_dir)
     request = {
         "splits": splits,
@@ -123,6 +129,7 @@ def extract(
         test_limit=limit,
         batch_size=batch_size,
         progress=progress,
+        workers=workers,
     )
     split_list = (
         [sp.strip() for sp in splits.split(",") if sp.strip()]

@@ -74,6 +74,7 @@ class Workspace:
         batch_size: int = 256,
         device: str = "auto",
         progress: bool | Callable[[int, int], None] = False,
+        workers: int | None = None,
     ):
         self.model, self.dataset = model, dataset
         self.progress = progress  # default for extraction started by any view (CLI: a tqdm bar)
@@ -82,6 +83,7 @@ class Workspace:
         self.train = Selection.of(dataset, "train", train_limit)
         self.test = Selection.of(dataset, "test", test_limit)
         self.batch_size, self.device = batch_size, device
+        self.workers = workers  # image-decoding processes (None: `streaming.default_workers`)
         self.limits = {"train_limit": train_limit, "test_limit": test_limit}
         self._other_sels: dict[str, Selection] = {}
 
@@ -263,7 +265,12 @@ class Workspace:
             if s.is_pixels:
                 for split in splits:
                     ensure_pixels(
-                        self.model, self.dataset, self._sel(split), s.pool, store=self.store
+                        self.model,
+                        self.dataset,
+                        self._sel(split),
+                        s.pool,
+                        store=self.store,
+                        workers=self.workers,
                     )
             else:
                 groups.setdefault((s.t, s.seed), []).append(s)
@@ -282,6 +289,7 @@ class Workspace:
                     store=self.store,
                     batch_size=self.batch_size,
                     progress=progress,
+                    workers=self.workers,
                 )
                 computed += rep.computed
         return computed
@@ -319,6 +327,7 @@ class Workspace:
                 store=self.store,
                 batch_size=self.batch_size,
                 progress=progress,
+                workers=self.workers,
             )
             out.keys[split] = [
                 feature_key(self.model, self.dataset, sel, t, lay.name, p, sd)
@@ -567,6 +576,7 @@ class Workspace:
                     store=self.store,
                     batch_size=self.batch_size,
                     device=self.device,
+                    workers=self.workers,
                     **self.limits,
                 )
             )
