@@ -52,6 +52,21 @@ def best_of(fn: Callable[[], object], repeat: int = 3, warmup: bool = True) -> f
     return best
 
 
+def paired(fns: dict[str, Callable[[], object]], rounds: int = 3) -> dict[str, float]:
+    """Smallest wall time of each of `fns`, run in turn round after round (after one untimed
+    round), so that a shared machine's load falls on all of them alike."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, math.inf)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def _sync() -> None:
     import torch
 

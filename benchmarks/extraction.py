@@ -11,7 +11,7 @@ import contextlib
 
 import torch
 
-from benchmarks.common import Context, best_of, figure
+from benchmarks.common import Context, best_of, figure, paired
 from explorer.extract import forward_features
 
 T = 90  # a middle timestep: the cost of a pass does not depend on t
@@ -96,9 +96,10 @@ def fig1_one_pass(ctx: Context) -> dict:
 def fig2_capture_cost(ctx: Context) -> dict:
     cat = ctx.catalogue()
     deepest = max(cat, key=lambda lay: lay.index)
-    reps = ctx.size(5, 1)
-    ours = best_of(lambda: _ours(ctx, cat), reps)
-    bare = best_of(lambda: _bare(ctx, deepest), reps)
+    got = paired(
+        {"ours": lambda: _ours(ctx, cat), "bare": lambda: _bare(ctx, deepest)}, ctx.size(7, 1)
+    )
+    ours, bare = got["ours"], got["bare"]
     ratio = ours / bare
     return figure(
         "2",
@@ -123,15 +124,17 @@ def flops_to(ctx: Context, cut_at=None) -> int:
 
 def fig3_early_exit(ctx: Context) -> dict:
     cat = ctx.catalogue()
-    reps = ctx.size(5, 1)
-    full_s = best_of(lambda: _ours(ctx, cat, stop_early=False), reps)
     full_f = flops_to(ctx)
     picks = sorted(
         {cat[len(cat) // 4], cat[len(cat) // 2], cat[(3 * len(cat)) // 4]}, key=lambda x: x.index
     )
+    fns = {0: lambda: _ours(ctx, cat, stop_early=False)}
+    fns |= {lay.index: (lambda lay=lay: _ours(ctx, [lay])) for lay in picks}
+    got = paired(fns, ctx.size(5, 1))
+    full_s = got[0]
     parts, worst = [], 0.0
     for lay in picks:
-        t_share = best_of(lambda lay=lay: _ours(ctx, [lay]), reps) / full_s
+        t_share = got[lay.index] / full_s
         f_share = flops_to(ctx, lay) / full_f
         worst = max(worst, abs(t_share - f_share))
         parts.append(f"block {lay.index}: time {t_share:.2f} vs FLOPs {f_share:.2f}")
