@@ -4,13 +4,16 @@ BENCHMARKS.md writer (structure only: no timing is asserted)."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import RUNNERS, run_figures, select
-from benchmarks.common import Context, figure
-from benchmarks.table import BEGIN, END, SECTION, markdown, print_table, write_section
-from explorer.models import load_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `benchmarks` is not installed
+from benchmarks.__main__ import RUNNERS, run_figures, select  # noqa: E402
+from benchmarks.common import Context, figure  # noqa: E402
+from benchmarks.table import BEGIN, END, SECTION, markdown, print_table, write_section  # noqa: E402
+from explorer.models import load_model  # noqa: E402
 
 KEYS = {"figure", "name", "value", "unit", "target", "met", "note"}
 
