@@ -193,11 +193,12 @@ def default_timesteps(T: int) -> list[int]:
     return sorted({min(T - 1, max(0, round(t * T / 1000))) for t in DEFAULT_TIMESTEPS})
 
 
-def shown_rows(labels: np.ndarray, cap: int = TIMELAPSE_MAX_POINTS) -> np.ndarray | None:
-    """Test positions animated: a stratified subsample of `cap` (seed 0) when there are more
-    than `cap` points, else None (all of them)."""
+def shown_rows(labels: np.ndarray, cap: int | None = None) -> np.ndarray | None:
+    """Test positions animated: a stratified subsample of `cap` (default `TIMELAPSE_MAX_POINTS`,
+    seed 0) when there are more than `cap` points, else None (all of them)."""
     from explorer.analysis.embed import stratified_subsample
 
+    cap = TIMELAPSE_MAX_POINTS if cap is None else cap
     n = len(labels)
     return None if n <= cap else stratified_subsample(labels, n, cap, seed=0)
 

@@ -185,3 +185,39 @@ def test_every_page_opens_on_the_whole_digits_set(page, monkeypatch):
     if page in ("explore", "compare"):
         n = sum(len(t["customdata"]) for t in clouds)
         assert n == 359 * (2 if page == "compare" else 1), f"{page}: every test point drawn ({n})"
+
+
+class _FakeAligned:
+    """umap.AlignedUMAP stand-in: the first two input dims, shifted by the set's position."""
+
+    sizes: list = []
+
+    def __init__(self, **kwargs):
+        pass
+
+    def fit(self, xs, relations):
+        type(self).sizes.append([len(x) for x in xs])
+        self.embeddings_ = [np.asarray(x[:, :2]) + k for k, x in enumerate(xs)]
+        return self
+
+
+def test_timelapse_animates_a_subsample_of_a_split_over_its_cap(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    monkeypatch.setattr(umap, "AlignedUMAP", _FakeAligned)
+    monkeypatch.setattr(timelapse, "TIMELAPSE_MAX_POINTS", 12)
+    _FakeAligned.sizes = []
+    data = _folder(tmp_path / "imgs")
+    at = AppTest.from_file(APP, default_timeout=600)
+    link = {"model": str(tiny_model_dir), "dataset": data, "train": "all", "test": "all"}
+    at.query_params.update(link | {"t": "10", "proj": "pca", "tl": "1"})
+    at.query_params["ts"] = ["10", "50"]
+    at.run()
+    assert not _errors(at), _errors(at)
+    assert _FakeAligned.sizes == [[12, 12]], "the aligned UMAP is fitted on the subsample"
+    note = [c.value for c in at.caption if "Animated:" in c.value]
+    assert note and "subsample of 12 of the 24 test images" in note[0], note
+    spec = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    ids = sorted(int(i) for t in spec["data"] if t.get("ids") for i in t["ids"])
+    assert len(ids) == 12 and max(ids) < 24, f"12 test positions animated: {ids}"
+    assert len(set(ids)) == 12
