@@ -22,13 +22,15 @@ MAX_ITER, TOL = 500, 1e-6  # fit_linear_grid's defaults, given to scikit-learn t
 
 
 def pick_settings(catalogue, dims=TARGET_DIMS, pools=("1", "2", "4", "8")) -> list[tuple]:
-    """One (layer, pool, D) per target D: the probe point and pooling whose D is closest."""
+    """One (layer, pool, D) per target D: the probe point and pooling whose D is closest, the
+    shallowest on a tie (the early exit keeps the untimed extraction short)."""
     from explorer.extract import pooled_dim
 
-    options = [(lay, p, pooled_dim(lay, p)) for lay in catalogue for p in pools]
+    blocks = [lay for lay in catalogue if lay.kind != "conv"] or list(catalogue)  # not conv_in
+    options = [(lay, p, pooled_dim(lay, p)) for lay in blocks for p in pools]
     out = []
     for want in dims:
-        lay, p, d = min(options, key=lambda o: (abs(np.log(o[2] / want)), -o[0].index))
+        lay, p, d = min(options, key=lambda o: (abs(np.log(o[2] / want)), o[0].index))
         if all(d != o[2] for o in out):
             out.append((lay, p, d))
     return out
