@@ -242,11 +242,19 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
 
 @command("extract", _extract_args)
 def cmd_extract(a: argparse.Namespace) -> int:
-    """Compute pooled features for timesteps x layers into the on-disk cache."""
+    """Compute pooled features for timesteps x layers into the on-disk cache.
+
+    Under torchrun (`torchrun --nproc_per_node=K -m explorer extract ...`) the K ranks share each
+    (t, seed) job by whole batches and write the same entries a single process would (byte for
+    byte on the CPU); the cache must be one folder all ranks see. Only rank 0 prints.
+    """
+    from explorer import distributed
     from explorer.jobs import extract
 
     _default_names(a)
     _fold_condition(a)
+    a.device = distributed.init(a.device)  # torchrun: join the ranks (a plain run: unchanged)
+    main_rank = distributed.current().main
 
     def opened(ws) -> None:
         from explorer.device import describe
@@ -274,6 +282,9 @@ def cmd_extract(a: argparse.Namespace) -> int:
         dtype=a.dtype,
         workers=a.workers,
     )
+    distributed.finish()
+    if not main_rank:
+        return 0
     for line in out.lines():
         print(line)
     if out.skipped_log:
@@ -366,17 +377,25 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", _sweep_args)
 def cmd_sweep(a: argparse.Namespace) -> int:
-    """Probe a grid of timesteps x layers x poolings; writes a tidy results table."""
+    """Probe a grid of timesteps x layers x poolings; writes a tidy results table.
+
+    Under torchrun (`torchrun --nproc_per_node=K -m explorer sweep ...`) every rank first extracts
+    the whole grid's features together (as `explorer extract` does); then rank 0 alone trains the
+    probes and writes the table, while the other ranks exit cleanly.
+    """
+    from explorer import distributed
     from explorer.device import describe
     from explorer.extract import check_timesteps, parse_pools, parse_timesteps
     from explorer.heads import parse_heads
     from explorer.layers import select_layers
     from explorer.models import RANDOM_PREFIX, load_model
     from explorer.store import FeatureStore
-    from explorer.sweep import SweepPlan, describe_best, run_sweep
+    from explorer.sweep import SweepPlan, describe_best, extract_plan, run_sweep
     from explorer.workspace import Workspace
 
     heads = [h.label for h in parse_heads(a.heads)]
+    a.device = distributed.init(a.device)  # torchrun: join the ranks (a plain run: unchanged)
+    ranks = distributed.current()
     model, ds = open_inputs(a)
     kw = dict(
         store=FeatureStore(a.cache_dir),
@@ -417,6 +436,11 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         f"{len(layers)} layers x {len(plan.pools)} poolings x {len(heads)} heads"
         f"{' + baselines' if plan.pixels else ''}"
     )
+    if ranks.active:  # features on every rank together; then the probes on rank 0 alone
+        extract_plan(ws, plan, progress=ranks.main)
+        distributed.finish()
+        if not ranks.main:
+            return 0
     df = run_sweep(
         ws, plan, out=a.out, progress=True, report=lambda event: logger.info(event.text())
     )
@@ -1119,6 +1143,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _not_under_torchrun(command: str) -> None:
+    """Only extract and sweep share their work over torchrun ranks; refuse the rest there."""
+    from explorer import distributed
+    from explorer.distributed import RankFailed
+
+    ranks = distributed.from_env()
+    if ranks.active:
+        raise RankFailed(
+            f"`explorer {command}` does not run under torchrun; only extract and sweep share "
+            "their work over ranks",
+            echo=ranks.main,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
@@ -1129,9 +1167,12 @@ def main(argv: list[str] | None = None) -> int:
     _log.setup(args.verbose, args.quiet)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # the command, for records
     try:
+        if args.command not in ("extract", "sweep"):
+            _not_under_torchrun(args.command)
         return int(args.func(args) or 0)
     except ExplorerError as e:
-        logger.error(f"error: {e}")
+        if getattr(e, "echo", True):  # a torchrun rank's failure is printed by rank 0 only
+            logger.error(f"error: {e}")
         return 2
     except KeyboardInterrupt:
         logger.error("interrupted; finished work is saved and the next run resumes from it")

@@ -8,6 +8,7 @@ processes asking for the same features compute them once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from explorer import streaming
+from explorer import distributed, streaming
 from explorer.data import ImageDataset
 from explorer.defaults import PIXELS  # the pixel pseudo-layer (re-exported: features.PIXELS)
 from explorer.device import autocast_dtype
+from explorer.errors import ExplorerError
 from explorer.extract import (
     EXTRACTION_VERSION,
     capture_pass,
@@ -33,6 +35,7 @@ from explorer.layers import LayerSpec
 from explorer.store import FeatureStore, content_key
 
 Progress = Callable[[int, int], None]  # (images done, images total)
+log = logging.getLogger("explorer.features")
 
 
 @dataclass(frozen=True)
@@ -116,38 +119,39 @@ def ensure_features(
     progress: bool | Progress = True,
     workers: int | None = None,
 ) -> ExtractReport:
-    """Make sure every (t, layer, pool, seed) feature of `sel` is in `store`; compute only what is missing."""
+    """Make sure every (t, layer, pool, seed) feature of `sel` is in `store`; compute only what is missing.
+
+    Under torchrun (`explorer.distributed.init` called) every rank calls this with the same
+    arguments: rank 0 decides the jobs, each job's batches are spread over the ranks, and the
+    entries come out byte for byte as one process would write them (see `_sharded_job`).
+    """
     t0 = time.time()
     ts = check_timesteps(timesteps, model.num_timesteps)
     report = ExtractReport(
         images=len(sel.indices), location=str(store.dir), skipped=list(dataset.skipped)
     )
-    jobs = []
-    for t in ts:
-        for seed in seeds:
-            keys = {
-                (lay.name, p): feature_key(model, dataset, sel, t, lay.name, p, seed)
-                for lay in layers
-                for p in pools
-            }
-            missing = {k: v for k, v in keys.items() if not store.has(v)}
-            report.cached += len(keys) - len(missing)
-            if missing:
-                jobs.append((t, seed, missing))
+    ranks = distributed.current()
+    if ranks.active:
+        return _ensure_sharded(
+            model,
+            dataset,
+            sel,
+            ts,
+            layers,
+            pools,
+            seeds,
+            store,
+            batch_size,
+            progress,
+            workers,
+            report,
+            t0,
+        )
+    jobs = _missing_jobs(model, dataset, sel, ts, layers, pools, seeds, store, report)
     meter = _Meter(len(jobs) * len(sel.indices), progress)
     for t, seed, missing in jobs:
         # one lock per job (not per key set), so overlapping requests never write the same entry twice
-        lock_name = content_key(
-            {
-                "model": model.fingerprint,
-                "dataset": dataset.fingerprint,
-                "selection": sel.fingerprint,
-                "preprocess": model.preprocess.tag,
-                "t": t,
-                "seed": seed,
-            }
-        )
-        with store.lock(lock_name):
+        with store.lock(_lock_name(model, dataset, sel, t, seed)):
             still = {
                 k: v for k, v in missing.items() if not store.has(v)
             }  # another process may have finished
@@ -172,6 +176,165 @@ def ensure_features(
     meter.close()
     report.seconds = time.time() - t0
     return report
+
+
+def _missing_jobs(model, dataset, sel, ts, layers, pools, seeds, store, report) -> list:
+    """`(t, seed, {(layer, pool): key})` of every job with missing entries; counts the cached ones."""
+    jobs = []
+    for t in ts:
+        for seed in seeds:
+            keys = {
+                (lay.name, p): feature_key(model, dataset, sel, t, lay.name, p, seed)
+                for lay in layers
+                for p in pools
+            }
+            missing = {k: v for k, v in keys.items() if not store.has(v)}
+            report.cached += len(keys) - len(missing)
+            if missing:
+                jobs.append((t, seed, missing))
+    return jobs
+
+
+def _lock_name(model, dataset, sel, t: int, seed: int) -> str:
+    """One lock per job (model, data, selection, t, seed), whichever layers a request asks for."""
+    return content_key(
+        {
+            "model": model.fingerprint,
+            "dataset": dataset.fingerprint,
+            "selection": sel.fingerprint,
+            "preprocess": model.preprocess.tag,
+            "t": t,
+            "seed": seed,
+        }
+    )
+
+
+def _ensure_sharded(
+    model, dataset, sel, ts, layers, pools, seeds, store, batch_size, progress, workers, report, t0
+) -> ExtractReport:
+    """`ensure_features` on every torchrun rank: rank 0's job list, each job shared out by batches."""
+    ranks = distributed.current()
+    jobs = _missing_jobs(model, dataset, sel, ts, layers, pools, seeds, store, report)
+    jobs, report.cached = distributed.broadcast((jobs, report.cached))  # ranks never disagree
+    meter = _Meter(len(jobs) * len(sel.indices), progress if ranks.main else False)
+    try:
+        for t, seed, missing in jobs:
+            computed, passes = _sharded_job(
+                model, dataset, sel, t, seed, layers, missing, store, batch_size, meter, workers
+            )
+            report.computed += computed
+            report.cached += len(missing) - computed
+            report.forward_passes += passes
+    finally:
+        meter.close()  # also on a failure, so its one-line message starts a line of its own
+    report.seconds = time.time() - t0
+    return report
+
+
+def _sharded_job(
+    model, dataset, sel, t, seed, layers, missing: dict, store, batch_size, meter, workers
+) -> tuple[int, int]:
+    """One (t, seed) job over all ranks; returns (entries computed, forward passes on all ranks).
+
+    Rank 0 holds the job's lock throughout (a separate run waits; the ranks of this one do not
+    serialise), picks the batches no finished shard holds and deals them out round-robin. Each
+    rank writes its batches into shards of its own (`FeatureStore.begin_shard`), resumable per
+    batch; then each rank assembles some of the entries in grid order and commits them. A failure
+    on any rank ends the job on every rank with that rank's one-line message.
+    """
+    ranks = distributed.current()
+    n = len(sel.indices)
+    with distributed.main_holds(lambda: store.lock(_lock_name(model, dataset, sel, t, seed))):
+        plan, error = None, None
+        if ranks.main:
+            try:
+                plan = _shard_plan(store, missing, n, batch_size, layers, ranks.world)
+            except Exception as e:
+                error = distributed.failure_text(e)
+        distributed.settle(error)
+        still, plan = distributed.broadcast(plan)
+        if not still:
+            meter.advance(n)
+            return 0, 0
+        todo, grid = sum(len(b) for b in plan["batches"]), distributed.n_batches(n, batch_size)
+        if ranks.main and todo < grid:
+            log.info(f"t={t} seed={seed}: resuming, {todo} of {grid} batches left")
+        shown = [0]
+
+        def show(k: int) -> None:  # rank 0's bar stands for every rank's, capped at the job
+            k = min(k, n - shown[0])
+            shown[0] += k
+            meter.advance(k)
+
+        show(n - sum(_rows(b, n, batch_size) for part in plan["batches"] for b in part))
+        mine = plan["batches"][ranks.rank]
+        passes, error = 0, None
+        if mine:
+            fail_after = distributed.injected_failure(ranks)
+            count = [0]
+
+            def advance(k: int) -> None:
+                show(k * ranks.world)
+                count[0] += 1
+                if fail_after is not None and count[0] >= fail_after:
+                    raise ExplorerError(
+                        f"injected failure after {count[0]} batches ({distributed.FAIL_ENV})"
+                    )
+
+            shard = {"tag": f"{plan['nonce']}-{ranks.rank}", "batches": mine}
+            try:
+                passes = _run_job(
+                    model,
+                    dataset,
+                    sel,
+                    t,
+                    seed,
+                    layers,
+                    still,
+                    store,
+                    batch_size,
+                    advance,
+                    workers=workers,
+                    shard=shard,
+                )
+            except Exception as e:
+                error = distributed.failure_text(e)
+        passes = distributed.settle(error, passes)
+        error = None
+        try:
+            by_name = {lay.name: lay for lay in layers}
+            for i, (k, key) in enumerate(sorted(still.items())):
+                if i % ranks.world == ranks.rank:
+                    lay = by_name[k[0]]
+                    store.assemble(
+                        key,
+                        (n, pooled_dim(lay, k[1])),
+                        _entry_meta(model, dataset, sel, t, seed, lay, k[1]),
+                        batch_size,
+                    )
+        except Exception as e:
+            error = distributed.failure_text(e)
+        distributed.settle(error)
+    show(n)  # the bar catches up with the job (its per-batch steps are estimates)
+    return len(still), passes
+
+
+def _rows(b: int, n: int, batch_size: int) -> int:
+    start, stop = distributed.batch_span(b, n, batch_size)
+    return stop - start
+
+
+def _shard_plan(store, missing: dict, n: int, batch_size: int, layers, world: int):
+    """(entries still missing, {"batches": per rank, "nonce"}): the batches of the grid that some
+    still-missing entry lacks in every finished shard, dealt out round-robin."""
+    still = {k: v for k, v in missing.items() if not store.has(v)}  # another run may have finished
+    by_name = {lay.name: lay for lay in layers}
+    todo: set[int] = set()
+    for (name, p), key in still.items():
+        have = store.shard_sources(key, n, batch_size, pooled_dim(by_name[name], p))
+        todo |= set(range(distributed.n_batches(n, batch_size))) - set(have)
+    nonce = f"{time.time_ns():x}"
+    return still, {"batches": distributed.assign(sorted(todo), world), "nonce": nonce}
 
 
 class _Meter:
@@ -210,47 +373,54 @@ def _run_job(
     batch_size: int,
     advance,
     workers: int | None = None,
+    shard: dict | None = None,
 ) -> int:
-    """Compute one (t, seed) job for the missing `keys`, chunk by chunk; returns forward passes run."""
+    """Compute one (t, seed) job for the missing `keys`, chunk by chunk; returns forward passes run.
+
+    `shard` (`{"tag", "batches"}`, torchrun): compute only those grid batches, into this rank's
+    shard files, and leave the commit to `FeatureStore.assemble`.
+    """
     needed = {name for name, _ in keys}
     lays = [lay for lay in layers if lay.name in needed]
     pools_needed = sorted({p for _, p in keys})
     by_name = {lay.name: lay for lay in lays}
     n = len(sel.indices)
-    entries = {
-        k: store.begin(
-            key,
-            (n, pooled_dim(by_name[k[0]], k[1])),
-            {
-                "model": model.name,
-                "model_fingerprint": model.fingerprint,
-                "dataset": dataset.name,
-                "dataset_fingerprint": dataset.fingerprint,
-                "split": sel.split,
-                "images": n,
-                "t": t,
-                "layer": k[0],
-                "layer_index": by_name[k[0]].index,
-                "pool": k[1],
-                "seed": seed,
-                "preprocess": model.preprocess.tag,
-                "version": EXTRACTION_VERSION,
-                **model.family.key_parts(),
-                "label_leaking": model.family.leaks_label,
-            },
-        )
-        for k, key in keys.items()
-    }
-    start = min(e.rows_done for e in entries.values())
-    if start:
-        advance(start)
-    spans = [(s, min(s + batch_size, n)) for s in range(start, n, batch_size)]
+    if shard is None:
+        entries = {
+            k: store.begin(
+                key,
+                (n, pooled_dim(by_name[k[0]], k[1])),
+                _entry_meta(model, dataset, sel, t, seed, by_name[k[0]], k[1]),
+            )
+            for k, key in keys.items()
+        }
+        start = min(e.rows_done for e in entries.values())
+        if start:
+            advance(start)
+        spans = [(s, min(s + batch_size, n)) for s in range(start, n, batch_size)]
+        at = {s: s for s, _ in spans}  # where a span's rows go in the partial
+    else:
+        b_list = shard["batches"]
+        entries = {
+            k: store.begin_shard(
+                key,
+                pooled_dim(by_name[k[0]], k[1]),
+                _entry_meta(model, dataset, sel, t, seed, by_name[k[0]], k[1]),
+                tag=shard["tag"],
+                n=n,
+                batch_size=batch_size,
+                batches=b_list,
+            )
+            for k, key in keys.items()
+        }
+        start = 0
+        spans = [distributed.batch_span(b, n, batch_size) for b in b_list]
+        offsets = np.cumsum([0] + [stop - s for s, stop in spans])
+        at = {s: int(o) for (s, _), o in zip(spans, offsets, strict=False)}
     device = next(model.unet.parameters()).device
     ac = autocast_dtype(model.precision)
-    for e in entries.values():
-        e.meta["precision"] = model.precision
     pending: _HostCopy | None = None
-    done, saved = start, time.monotonic()  # rows [0, done) are written
+    done, saved = start, time.monotonic()  # rows [0, done) of the partial are written
     try:
         for (s, stop), x in streaming.batches(
             dataset, sel.indices, spans, model.preprocess, workers=workers, device=device
@@ -269,7 +439,7 @@ def _run_job(
                 autocast=ac,
                 net_kwargs=model.family.net_kwargs(len(idx), dataset.labels[idx]),
             )
-            copy = _HostCopy(feats, s, stop)  # queued; the device moves on to the next batch
+            copy = _HostCopy(feats, at[s], at[s] + stop - s)  # queued; the device moves on
             if pending is not None:
                 done = pending.write(entries, lays, t, ac)
             pending = copy
@@ -285,9 +455,34 @@ def _run_job(
                 done = pending.write(entries, lays, t, ac)
         _checkpoint(entries, done)
         raise
+    if shard is not None:
+        _checkpoint(entries, done)  # the shard is finished; a rank assembles the entry
+        return len(spans)
     for e in entries.values():
         e.commit()
     return len(spans)
+
+
+def _entry_meta(model, dataset, sel, t: int, seed: int, lay: LayerSpec, pool_name: str) -> dict:
+    """The manifest fields of one feature entry (the store adds shape, dtype and checksum)."""
+    return {
+        "model": model.name,
+        "model_fingerprint": model.fingerprint,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": sel.split,
+        "images": len(sel.indices),
+        "t": t,
+        "layer": lay.name,
+        "layer_index": lay.index,
+        "pool": pool_name,
+        "seed": seed,
+        "preprocess": model.preprocess.tag,
+        "version": EXTRACTION_VERSION,
+        **model.family.key_parts(),
+        "label_leaking": model.family.leaks_label,
+        "precision": model.precision,
+    }
 
 
 CHECKPOINT_SECONDS = 2.0  # a kill loses at most this much finished work per job

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from explorer import distributed
 from explorer.errors import ExplorerError
 from explorer.store import FeatureStore
 
@@ -104,7 +105,8 @@ def extract(
 
     precision = _known_precision(dtype, device)  # None: only torch can tell (a GPU may be here)
     rid = request_id(precision) if precision else None
-    if rid and (memo := request_memo.lookup(store, rid)):
+    ranks = distributed.current()  # torchrun: every rank computes (rank 0 decides what is missing)
+    if rid and not ranks.active and (memo := request_memo.lookup(store, rid)):
         return ExtractOutcome(
             {sp: None for sp in memo["splits"]},
             memo["splits"],
@@ -158,7 +160,10 @@ def extract(
         atomic_write(log, "\n".join(ws.dataset.skipped) + "\n")
         out.skipped, out.skipped_log = len(ws.dataset.skipped), str(log)
     else:
-        request_memo.record(store, request_id(ws.model.precision), out.keys, {"images": out.images})
+        if ranks.main:
+            request_memo.record(
+                store, request_id(ws.model.precision), out.keys, {"images": out.images}
+            )
     return out
 
 

@@ -5,6 +5,8 @@ Layout under `<cache>/features/`:
     <kk>/<key>.json  manifest with the sha256 of the .npy file; written last, so an entry
                      exists only once it is complete
     partial/<key>.npy + <key>.progress.json   an entry being written, chunk by chunk
+    partial/<key>.shard-<tag>.*                one torchrun rank's batches of an entry (see
+                                               `FeatureStore.shard_sources` and `assemble`)
     quarantine/<key>.*                         damaged entries moved aside (never served)
     locks/<name>.lock                          one process computes a job, others wait
 
@@ -35,6 +37,7 @@ from explorer.paths import cache_dir
 
 log = logging.getLogger("explorer.store")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+SHARD_MARK = ".shard-"  # partial/<key>.shard-<tag>.npy: one torchrun rank's batches of an entry
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,10 +79,22 @@ class PartialEntry:
     float32 (earlier rows keep their float16 values), recorded in the manifest.
     """
 
-    def __init__(self, store: FeatureStore, key: str, shape: tuple[int, int], meta: dict):
+    def __init__(
+        self,
+        store: FeatureStore,
+        key: str,
+        shape: tuple[int, int],
+        meta: dict,
+        *,
+        shard: dict | None = None,
+    ):
+        """`shard`: a torchrun rank's part of entry `key` (`{"tag", "n", "batch_size", "batches"}`),
+        its batches' rows stored one after another in a file of its own; None for the whole entry."""
         self.store, self.key, self.shape, self.meta = store, key, tuple(shape), meta
-        self.npy = store.partial_dir / f"{key}.npy"
-        self.progress = store.partial_dir / f"{key}.progress.json"
+        self.shard = shard
+        stem = key if shard is None else f"{key}{SHARD_MARK}{shard['tag']}"
+        self.npy = store.partial_dir / f"{stem}.npy"
+        self.progress = store.partial_dir / f"{stem}.progress.json"
         self.rows_done = 0
         if self.npy.exists() and self.progress.exists():
             try:
@@ -137,6 +152,8 @@ class PartialEntry:
         prog = {"rows_done": rows_done, "shape": list(self.shape), "dtype": str(self.mm.dtype)}
         if "widened_at_row" in self.meta:
             prog["widened_at_row"] = self.meta["widened_at_row"]
+        if self.shard is not None:
+            prog["shard"] = self.shard
         atomic_write_text(self.progress, json.dumps(prog))
 
     def commit(self) -> None:
@@ -163,6 +180,7 @@ class PartialEntry:
             atomic_write_text(manifest, json.dumps(meta, indent=1, default=str))
             self.store._remember(npy)
         self.progress.unlink(missing_ok=True)
+        self.store.drop_shards(self.key)  # a torchrun run's leftovers of this entry, if any
 
 
 class FeatureStore:
@@ -324,6 +342,87 @@ class FeatureStore:
     def begin(self, key: str, shape: tuple[int, int], meta: dict) -> PartialEntry:
         """Start, or resume, writing entry `key`."""
         return PartialEntry(self, key, shape, meta)
+
+    def begin_shard(
+        self, key: str, width: int, meta: dict, *, tag: str, n: int, batch_size: int, batches: list
+    ) -> PartialEntry:
+        """Start one rank's shard of entry `key` (n x `width`): the rows of grid `batches`
+        (of `range(0, n, batch_size)`), in that order, in a file of their own."""
+        rows = sum(min((b + 1) * batch_size, n) - b * batch_size for b in batches)
+        shard = {"tag": tag, "n": n, "batch_size": batch_size, "batches": [int(b) for b in batches]}
+        return PartialEntry(self, key, (rows, width), meta, shard=shard)
+
+    def _shards(self, key: str) -> list[tuple[Path, dict]]:
+        """(array file, progress) of every readable shard of entry `key`."""
+        out = []
+        for prog_file in sorted(self.partial_dir.glob(f"{key}{SHARD_MARK}*.progress.json")):
+            try:
+                prog = json.loads(prog_file.read_text())
+                shard = prog["shard"]
+                int(prog["rows_done"]), int(shard["n"]), int(shard["batch_size"]), shard["batches"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # unreadable: its batches are simply computed again
+            npy = prog_file.with_name(prog_file.name.removesuffix(".progress.json") + ".npy")
+            if npy.exists():
+                out.append((npy, prog))
+        return out
+
+    def shard_sources(
+        self, key: str, n: int, batch_size: int, width: int
+    ) -> dict[int, tuple[Path, int]]:
+        """The finished batches of entry `key` held in shards of the same grid and width:
+        batch -> (shard file, its first row there)."""
+        out: dict[int, tuple[Path, int]] = {}
+        for npy, prog in self._shards(key):
+            sh = prog["shard"]
+            if (int(sh["n"]), int(sh["batch_size"])) != (n, batch_size):
+                continue
+            if len(prog.get("shape", ())) != 2 or int(prog["shape"][1]) != width:
+                continue
+            row, done = 0, int(prog["rows_done"])
+            for b in sh["batches"]:
+                stop = row + min((b + 1) * batch_size, n) - b * batch_size
+                if stop > done:
+                    break
+                out.setdefault(int(b), (npy, row))
+                row = stop
+        return out
+
+    def assemble(self, key: str, shape: tuple[int, int], meta: dict, batch_size: int) -> None:
+        """Write entry `key` from its shards in grid order and commit it (checksum manifest).
+
+        Rows pass through `PartialEntry.write` batch by batch in grid order, so the entry widens
+        to float32 exactly where a one-process run would: the bytes equal that run's.
+        """
+        n, width = shape
+        sources = self.shard_sources(key, n, batch_size, width)
+        grid = range(0, -(-n // batch_size))
+        if lost := [b for b in grid if b not in sources]:
+            raise ExplorerError(
+                f"cannot assemble features {key}: {len(lost)} batches (first: {lost[0]}) are in "
+                "no finished shard; run the same command again to compute them"
+            )
+        self.discard_partial(key)  # a stale one-process partial must not set the dtype
+        entry = self.begin(key, shape, meta)
+        opened: dict[Path, np.ndarray] = {}
+        for b in grid:
+            npy, row = sources[b]
+            if npy not in opened:
+                opened[npy] = np.load(npy, mmap_mode="r")
+            start, stop = b * batch_size, min((b + 1) * batch_size, n)
+            entry.write(start, np.asarray(opened[npy][row : row + stop - start]))
+        opened.clear()
+        entry.commit()
+
+    def drop_shards(self, key: str) -> None:
+        """Delete every shard of entry `key` (once the entry is committed)."""
+        for f in self.partial_dir.glob(f"{key}{SHARD_MARK}*"):
+            f.unlink(missing_ok=True)
+
+    def discard_partial(self, key: str) -> None:
+        """Delete the one-process partial of entry `key`, if any."""
+        for f in (self.partial_dir / f"{key}.npy", self.partial_dir / f"{key}.progress.json"):
+            f.unlink(missing_ok=True)
 
     def lock(self, name: str) -> FileLock:
         return FileLock(str(self.lock_dir / f"{name}.lock"))

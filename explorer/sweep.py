@@ -237,6 +237,24 @@ def run_sweep(
     return to_frame(rows)
 
 
+def extract_plan(
+    ws: Workspace, plan: SweepPlan, progress: bool | Callable[[int, int], None] = False
+) -> int:
+    """Compute every model feature `plan` reads (its controls' and fused members' too), raw pixels
+    excepted; returns entries computed. Under torchrun all ranks call this together, then rank 0
+    alone runs `run_sweep`, which finds them cached."""
+    grid = [
+        Setting(t, lay, p, s)
+        for t in plan.timesteps
+        for lay in plan.layers
+        for p in plan.pools
+        for s in plan.seeds
+    ]
+    computed = sum(m.ensure(grid, progress=progress) for m in [ws, *plan.controls])
+    members = [m for f in plan.fused for m in ws._members(ws._norm(f)) if not m.is_pixels]
+    return computed + (ws.ensure(members, progress=progress) if members else 0)
+
+
 def describe_best(df: pd.DataFrame) -> str:
     """Lines naming the best setting per (model, head), chosen on validation top-1, with its test
     top-1, 95% interval, and its paired differences vs raw pixels and random weights in words."""
