@@ -7,6 +7,7 @@ Every command turns bad input into one line on stderr and a non-zero exit, never
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 import sys
@@ -1119,7 +1120,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=(fn.__doc__ or "").strip().splitlines()[0],
-            description=fn.__doc__,
+            description=inspect.cleandoc(fn.__doc__ or ""),
             formatter_class=HelpFormatter,
             epilog=f"example:\n  {example}" if example else None,
         )

@@ -189,17 +189,24 @@ def main_holds(make_lock):
     polling so the other ranks wait in short broadcasts, not in one long collective."""
     from filelock import Timeout
 
-    lock = make_lock() if _current.main else None
+    lock = None
     while True:
-        got = False
-        if lock is not None:
+        state = "wait"
+        if _current.main:
             try:
+                if lock is None:
+                    lock = make_lock()
                 lock.acquire(timeout=LOCK_POLL_SECONDS)
-                got = True
+                state = "held"
             except Timeout:
                 pass
-        if broadcast(got):
+            except Exception as e:  # e.g. an unwritable cache: every rank stops with it
+                state = failure_text(e)
+        state = broadcast(state)
+        if state == "held":
             break
+        if state != "wait":
+            raise RankFailed(state, echo=_current.main)
     try:
         yield
     finally:

@@ -214,8 +214,10 @@ def _ensure_sharded(
 ) -> ExtractReport:
     """`ensure_features` on every torchrun rank: rank 0's job list, each job shared out by batches."""
     ranks = distributed.current()
-    jobs = _missing_jobs(model, dataset, sel, ts, layers, pools, seeds, store, report)
-    jobs, report.cached = distributed.broadcast((jobs, report.cached))  # ranks never disagree
+    jobs = None  # decided on rank 0 alone (it verifies the cached entries), so ranks never disagree
+    if ranks.main:
+        jobs = _missing_jobs(model, dataset, sel, ts, layers, pools, seeds, store, report)
+    jobs, report.cached = distributed.broadcast((jobs, report.cached))
     meter = _Meter(len(jobs) * len(sel.indices), progress if ranks.main else False)
     try:
         for t, seed, missing in jobs:
