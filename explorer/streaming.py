@@ -18,9 +18,12 @@ workers are then forked from it in milliseconds and receive only the small pickl
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import pickle
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -33,6 +36,7 @@ Span = tuple[int, int]  # rows [start, stop) of a selection
 PREP_CHUNK = 32  # images decoded and resized at a time inside one batch (bounds the transients)
 IN_FLIGHT_BYTES = 1 << 30  # batches decoded ahead of the forward pass stay under this (float32)
 MAX_AUTO_WORKERS = 4
+WATCH_SECONDS = 1.0  # how often a worker checks that the main process still runs
 _PRELOAD = ["explorer.streaming", "explorer.data.folders", "explorer.data.preprocess"]
 
 
@@ -80,6 +84,7 @@ def batches(
         prefetch_factor=max(1, min(2, IN_FLIGHT_BYTES // (per_batch * workers))),
         pin_memory=pin,
         multiprocessing_context=_context(),
+        worker_init_fn=functools.partial(_watch_main, os.getpid()),
     )
     it = iter(loader)
     try:
@@ -129,6 +134,38 @@ def _context():
         ctx.set_forkserver_preload(_PRELOAD)  # used when the server starts (once per process)
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _watch_main(main_pid: int, _worker_id: int) -> None:
+    """In a worker: exit once the main process is gone (killed by SIGKILL, say).
+
+    DataLoader's own watchdog watches the worker's parent, which under forkserver is the fork
+    server, and the fork server lives as long as any worker does: without this, a killed run
+    would leave its workers and fork server behind for good.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            if not _alive(main_pid):
+                os._exit(1)
+
+    threading.Thread(target=watch, name="explorer-watch-main", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): os.kill said it exists
 
 
 class _Failure:

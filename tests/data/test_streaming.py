@@ -241,3 +241,55 @@ def test_workers_flag_reaches_the_stream_and_changes_no_result(
     assert cli.parse(["sweep", "--workers", "3"]).workers == 3
     with pytest.raises(SystemExit):
         cli.parse(["extract", "--workers", "-1"])
+
+
+KILLED_RUN = """
+import os, sys, time
+import numpy as np
+from explorer import streaming
+from explorer.data.folders import load_image_folder
+from explorer.data.preprocess import Preprocess
+
+if __name__ == "__main__":
+    ds = load_image_folder(sys.argv[1])
+    idx = np.concatenate([ds.splits["train"]] * 50)
+    spans = [(s, s + 2) for s in range(0, len(idx) - 1, 2)]
+    for k, _ in enumerate(streaming.batches(ds, idx, spans, Preprocess(8, 3), workers=2)):
+        if k == 0:
+            kids = [int(line.split()[0]) for line in os.popen("ps -e -o pid= -o ppid=")
+                    if int(line.split()[1]) == os.getpid()]
+            print(" ".join(map(str, kids)), flush=True)
+        time.sleep(0.5)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_workers_and_fork_server_end_when_the_run_is_killed(tmp_path, folder):
+    """A run killed by SIGKILL leaves no worker or fork server behind (they would otherwise
+    keep each other alive: a worker watches its parent, the fork server, not the run)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(KILLED_RUN)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    kids = [int(p) for p in proc.stdout.readline().split()]
+    tree = kids + [
+        int(line.split()[0])
+        for line in os.popen("ps -e -o pid= -o ppid=")
+        if int(line.split()[1]) in kids
+    ]
+    assert len(tree) >= 3, f"a fork server and 2 workers were running: {tree}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60  # a bound for a loaded machine, not a speed claim
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in tree):
+        time.sleep(0.2)
+    left = [p for p in tree if Path(f"/proc/{p}").exists()]
+    for p in left:  # never leave them behind, even when the assertion fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"processes outlived the killed run: {left}"
