@@ -73,18 +73,11 @@ def cloud(n: int = POINTS, classes: int = CLASSES, seed: int = 0):
 
 def build_figure(n: int = POINTS, webgl: bool = True):
     """The app's embedding scatter of `n` points (SVG traces instead when `webgl` is False)."""
-    import plotly.graph_objects as go
-
     from explorer.ui.figures import embedding_scatter
 
     xy, labels, pred = cloud(n)
     names = [f"class {c}" for c in range(CLASSES)]
-    fig = embedding_scatter(xy, labels, names, pred, title=f"{n:,} points")
-    if not webgl:
-        fig = go.Figure(
-            fig.to_dict() | {"data": [t | {"type": "scatter"} for t in fig.to_dict()["data"]]}
-        )
-    return fig
+    return embedding_scatter(xy, labels, names, pred, title=f"{n:,} points", webgl=webgl)
 
 
 def _write_page(folder: Path, fig) -> int:

@@ -2,9 +2,8 @@
 
 Accuracies arrive as fractions (0-1) and are drawn as percentages. Class colours come
 from `class_colors`, so the same class has the same colour on every figure and page.
-Point clouds (embeddings) of `WEBGL_MIN_POINTS` points or more are drawn with WebGL
-(`go.Scattergl`), so tens of thousands of points render without freezing the browser;
-smaller ones, and line charts (a point per t or block), stay SVG (plotly express's own rule).
+Embedding scatters are drawn with WebGL (`go.Scattergl`), so tens of thousands of points
+render without freezing the browser; line charts (a point per t or block) stay SVG.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from plotly.colors import qualitative, sample_colorscale
 from explorer.defaults import PIXELS
 from explorer.results import beats, best_on_validation, paired_words
 
-WEBGL_MIN_POINTS = 1_000  # point clouds this large are drawn with WebGL (plotly express's switch)
+WEBGL_MIN_POINTS = 1_000  # the timelapse turns WebGL from here (SVG below glides between frames)
 _BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
 _LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white", font=dict(size=12))
 
@@ -172,14 +171,13 @@ def embedding_scatter(
     predictions: np.ndarray | None = None,
     title: str = "UMAP of test features",
     marker_size: int = 6,
-    webgl: bool | None = None,
+    webgl: bool = True,
 ) -> go.Figure:
-    """`(N, 2)` points, one trace per class (WebGL from `WEBGL_MIN_POINTS` points, or as
-    `webgl` says); `customdata` holds each point's test position and predicted class name
-    (lasso and box selections return them)."""
+    """`(N, 2)` points, one trace per class, WebGL unless `webgl` is False; `customdata`
+    holds each point's test position and predicted class name (lasso and box selections
+    return them)."""
     labels = np.asarray(labels)
-    gl = len(xy) >= WEBGL_MIN_POINTS if webgl is None else webgl
-    trace = go.Scattergl if gl else go.Scatter
+    trace = go.Scattergl if webgl else go.Scatter
     colors = class_colors(len(class_names))
     fig = go.Figure()
     for c, name in enumerate(class_names):

@@ -58,10 +58,10 @@ def test_embedding_scatter_is_webgl_and_keeps_every_point():
     names = [f"c{i}" for i in range(10)]
     fig = figures.embedding_scatter(xy, y, names, (y + 1) % 10)
     assert all(isinstance(t, go.Scattergl) for t in fig.data), "point clouds are WebGL"
-    few = figures.embedding_scatter(xy[:999], y[:999], names)
-    assert all(type(t) is go.Scatter for t in few.data), "under WEBGL_MIN_POINTS: SVG"
-    forced = figures.embedding_scatter(xy[:50], y[:50], names, webgl=True)
-    assert all(isinstance(t, go.Scattergl) for t in forced.data)
+    few = figures.embedding_scatter(xy[:50], y[:50], names)
+    assert all(isinstance(t, go.Scattergl) for t in few.data), "small clouds too"
+    svg = figures.embedding_scatter(xy[:50], y[:50], names, webgl=False)
+    assert all(type(t) is go.Scatter for t in svg.data), "SVG on request"
     positions = sorted(int(c[0]) for t in fig.data for c in t.customdata)
     assert positions == list(range(n)), "every point once, by test position"
     assert fig.data[0].marker.size < 6, "markers shrink for a big cloud"
@@ -165,7 +165,6 @@ def test_every_page_opens_on_the_whole_digits_set(page, monkeypatch):
     from explorer.ui.common import PAGES
 
     monkeypatch.setattr(umap, "UMAP", _FakeUMAP)
-    monkeypatch.setattr(figures, "WEBGL_MIN_POINTS", 300)  # 359 test points: WebGL here
     at = AppTest.from_file(APP, default_timeout=900)
     at.query_params.update({"model": "ddpm-digits", "dataset": "digits"})
     at.query_params.update({"train": "all", "test": "all"})
