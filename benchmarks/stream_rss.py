@@ -114,18 +114,29 @@ def tree_memory(pid: int | None = None) -> tuple[int, int, int]:
 
 
 class Sampler(threading.Thread):
-    """Samples `tree_memory()` every `every` seconds; keeps the peaks."""
+    """Samples `tree_memory()` every `every` seconds; keeps the peaks (and prints them to
+    stderr every `report` seconds, over `base` bytes, so a long run shows where it stands)."""
 
-    def __init__(self, every: float = 0.05):
+    def __init__(self, every: float = 0.05, base: int = 0, report: float = 60.0):
         super().__init__(daemon=True)
-        self.every, self.stopped = every, threading.Event()
+        self.every, self.base, self.report = every, base, report
+        self.stopped = threading.Event()
         self.peak_rss = self.peak_pss = self.peak_procs = self.samples = 0
 
     def run(self) -> None:
+        t0 = last = time.monotonic()
         while not self.stopped.is_set():
             rss, pss, procs = tree_memory()
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self.peak_procs, self.samples = max(self.peak_procs, procs), self.samples + 1
+            if time.monotonic() - last > self.report:
+                last = time.monotonic()
+                print(
+                    f"{last - t0:.0f} s: peak tree RSS +{(self.peak_rss - self.base) / 1e9:.2f} GB "
+                    f"over the model, {procs} processes",
+                    file=sys.stderr,
+                    flush=True,
+                )
             self.stopped.wait(self.every)
 
     def stop(self) -> None:
@@ -158,7 +169,7 @@ def measure(images: int = IMAGES, workers: int | None = None, keep: Path | None 
         DDPMScheduler(num_train_timesteps=1000).save_pretrained(tmp / "model")
         model = load_model(str(tmp / "model"), device=torch.device("cpu"))
         base_rss, base_pss, _ = tree_memory()
-        sampler = Sampler()
+        sampler = Sampler(base=base_rss)
         sampler.start()
         t1 = time.perf_counter()
         try:

@@ -18,6 +18,7 @@ workers are then forked from it in milliseconds and receive only the small pickl
 
 from __future__ import annotations
 
+import copy
 import functools
 import multiprocessing
 import os
@@ -185,6 +186,9 @@ class _Spans(torch.utils.data.Dataset):
 
     def __init__(self, loader, indices: np.ndarray, spans: list[Span], prep):
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if getattr(loader, "cache_bytes", 0):  # a job reads each image once: no decoded-image LRU
+            loader = copy.copy(loader)
+            loader.cache_bytes = 0
         self.loader, self.prep = loader, prep
         self.indices = np.ascontiguousarray(indices[lo:hi])  # only the rows this job reads
         self.spans = [(a - lo, b - lo) for a, b in spans]
