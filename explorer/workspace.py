@@ -467,7 +467,9 @@ class Workspace:
         x = np.asarray(self.features(s, split), dtype=np.float32)
         if method == "pca":
             return pca_embed(x)
-        return umap_embed(x, cache_key=self.key(s, split), cache_root=self.store.root)
+        return umap_embed(  # labels: a set over the fit cap is subsampled by class, as in the app
+            x, cache_key=self.key(s, split), cache_root=self.store.root, labels=self.labels(split)
+        )
 
     def aligned_embedding(self, settings: Sequence[Setting], split: str = "test") -> np.ndarray:
         """`(K, N, 2) float32` aligned UMAP of K settings (e.g. one block over K timesteps) on
