@@ -75,12 +75,12 @@ def timestep_defaults(num_timesteps: int, n: int = SWEEP_TIMESTEP_COUNT) -> list
 
 
 def compare_block(n_blocks: int) -> int:
-    """Position of Compare's block B (block A is `default_block`): the middle block."""
-    return n_blocks // 2
+    """Position of Compare's block B (block A is `default_block`): two blocks past the middle
+    (block 9 of 13: the second up block of the shipped models)."""
+    return min(n_blocks - 1, n_blocks // 2 + 2)
 
 
 def default_block(stages: Sequence[str]) -> int:
     """Position of the app's first block among blocks of these stages ("down", "mid", "up"):
-    the second up block (block 9 of the shipped models, best on validation), else the middle."""
-    ups = [i for i, s in enumerate(stages) if s == "up"]
-    return ups[min(1, len(ups) - 1)] if ups else len(stages) // 2
+    the mid block (block 7 of the shipped models, best on validation), else the middle."""
+    return stages.index("mid") if "mid" in stages else len(stages) // 2

@@ -153,7 +153,7 @@ def layer_choice(catalogue, key: str, name: str, default_index: int | None = Non
 
 
 def default_block(catalogue) -> int:
-    """Position of the app's first block in `catalogue` (`defaults.default_block`: the second up block)."""
+    """Position of the app's first block in `catalogue` (`defaults.default_block`: the mid block)."""
     return D.default_block([lay.stage for lay in catalogue])
 
 

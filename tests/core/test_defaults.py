@@ -53,10 +53,11 @@ def test_default_t_and_timestep_lists_fit_any_schedule():
 
 def test_default_blocks():
     stages = ["down"] * 6 + ["mid"] + ["up"] * 6
-    assert D.default_block(stages) == 8, "block 9: the second up block"
-    assert D.default_block(["down", "mid", "up"]) == 2, "a single up block"
-    assert D.default_block(["down", "mid", "down"]) == 1, "no up blocks: the middle"
-    assert D.compare_block(13) == 6, "Compare's block B: block 7 (mid) of 13"
+    assert D.default_block(stages) == 6, "block 7: the mid block"
+    assert D.default_block(["down", "down", "mid", "up"]) == 2, "wherever the mid block is"
+    assert D.default_block(["down", "down", "up", "up", "up"]) == 2, "no mid block: the middle"
+    assert D.compare_block(13) == 8, "Compare's block B: block 9 of 13"
+    assert D.compare_block(2) == 1 and D.compare_block(1) == 0, "clamped to the blocks there are"
 
 
 def test_the_app_default_is_the_shipped_sweep_s_best_setting_on_validation():

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.slow
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100", "proj": "pca"}
-BLOCK = "up_blocks.0.resnets.1"  # the Explore page's default block on ddpm-digits
+BLOCK = "mid_block"  # the Explore page's default block on ddpm-digits
+OTHER = "up_blocks.0.resnets.1"  # a block to move to
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +110,14 @@ def test_explore_shows_the_core_numbers_and_switching_back_recomputes_nothing(sh
     )
 
     at.slider(key="explore_t").set_value(50)
-    at.selectbox(key="explore_block").set_value("mid_block")
+    at.selectbox(key="explore_block").set_value(OTHER)
     at.selectbox(key="explore_pool").set_value("2").run()
     assert_clean(at, "explore after changes")
-    r2 = reference(50, "mid_block", "2")
+    r2 = reference(50, OTHER, "2")
     assert metric(at, "Top-1 (test)") == f"{100 * r2.top1:.2f}%", "the metric follows the widgets"
     assert (at.query_params["t"], at.query_params["block"], at.query_params["pool"]) == (
         "50",
-        "mid_block",
+        OTHER,
         "2",
     )
 
@@ -138,7 +139,7 @@ def test_umap_is_cached_on_disk(shared_cache):
     at.run()
     made = set((shared_cache / "embeddings").glob("umap-*.npy"))
     assert made, "the UMAP is written to the embeddings cache"
-    at.selectbox(key="explore_block").set_value("mid_block").run()
+    at.selectbox(key="explore_block").set_value(OTHER).run()
     wait_for_umaps()
     at.selectbox(key="explore_block").set_value(BLOCK).run()
     now = set((shared_cache / "embeddings").glob("umap-*.npy"))
@@ -146,15 +147,13 @@ def test_umap_is_cached_on_disk(shared_cache):
 
 
 def test_a_copied_link_restores_the_view():
-    at = open_page(t="50", block="mid_block", pool="2", head="linear", proj="pca")
+    at = open_page(t="50", block=OTHER, pool="2", head="linear", proj="pca")
     assert_clean(at, "link")
     assert at.slider(key="explore_t").value == 50, "timestep from the link"
-    assert at.selectbox(key="explore_block").value == "mid_block", "block from the link"
-    assert metric(at, "Top-1 (test)") == f"{100 * reference(50, 'mid_block', '2').top1:.2f}%"
-    at = open_page(block="7")  # blocks can be given by index too
-    assert at.selectbox(key="explore_block").value == "mid_block", (
-        "block 7 is mid_block on ddpm-digits"
-    )
+    assert at.selectbox(key="explore_block").value == OTHER, "block from the link"
+    assert metric(at, "Top-1 (test)") == f"{100 * reference(50, OTHER, '2').top1:.2f}%"
+    at = open_page(block="9")  # blocks can be given by index too
+    assert at.selectbox(key="explore_block").value == OTHER, "block 9 on ddpm-digits"
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path):
@@ -177,7 +176,7 @@ def test_sweep_computes_saves_reloads_and_opens_a_cell_in_explore(shared_cache):
     at = open_page("sweep")
     assert_clean(at, "sweep")
     at.multiselect(key="sweep_ts").set_value([10, 100])
-    at.multiselect(key="sweep_blocks").set_value(["mid_block", BLOCK])
+    at.multiselect(key="sweep_blocks").set_value([OTHER, BLOCK])
     at.button(key="sweep_run").click().run()
     assert_clean(at, "sweep after compute")
     assert any("Sweep finished" in s.value for s in at.success), "the run reports its end"
