@@ -19,6 +19,7 @@ workers are then forked from it in milliseconds and receive only the small pickl
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
 import multiprocessing
 import os
@@ -34,7 +35,7 @@ from explorer.errors import ExplorerError
 
 Span = tuple[int, int]  # rows [start, stop) of a selection
 
-PREP_CHUNK = 32  # images decoded and resized at a time inside one batch (bounds the transients)
+PREP_CHUNK = 8  # images decoded and resized at a time inside one batch (bounds the transients)
 IN_FLIGHT_BYTES = 1 << 30  # batches decoded ahead of the forward pass stay under this (float32)
 MAX_AUTO_WORKERS = 4
 WATCH_SECONDS = 1.0  # how often a worker checks that the main process still runs
@@ -202,3 +203,21 @@ class _Spans(torch.utils.data.Dataset):
             return _prepare(self.loader, self.indices[a:b], self.prep, share=True)
         except Exception as e:
             return _Failure(e)
+        finally:
+            _trim()
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the system (glibc): a worker's decode buffers come and go
+    by the megabyte, and glibc would otherwise keep them, growing the worker image by image."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
