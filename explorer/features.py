@@ -447,6 +447,7 @@ def _run_job(
             pending = copy
             if time.monotonic() - saved > CHECKPOINT_SECONDS:  # durable, but not every batch
                 _checkpoint(entries, done)
+                streaming.release_memory()  # freed batch buffers go back to the system
                 saved = time.monotonic()
             advance(len(idx))
         if pending is not None:

@@ -204,12 +204,12 @@ class _Spans(torch.utils.data.Dataset):
         except Exception as e:
             return _Failure(e)
         finally:
-            _trim()
+            release_memory()
 
 
-def _trim() -> None:
-    """Hand freed heap memory back to the system (glibc): a worker's decode buffers come and go
-    by the megabyte, and glibc would otherwise keep them, growing the worker image by image."""
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc): decode and batch buffers come and go
+    by the megabyte, and glibc would otherwise keep them, growing the process image by image."""
     global _malloc_trim
     if _malloc_trim is None:
         try:
