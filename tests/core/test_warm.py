@@ -78,8 +78,8 @@ def test_the_default_view_follows_the_defaults():
     names = [f"b{i}" for i in range(1, 14)]
     stages = ["down"] * 6 + ["mid"] + ["up"] * 6
     v = warm.default_view(names, stages, 1000)
-    assert v.explore == (D.DEFAULT_T, "b9", D.DEFAULT_POOL) and v.head == D.DEFAULT_HEAD
-    assert v.compare == ((10, "b9", "2"), (10, "b7", "2")), "block 9 against block 7 (mid)"
+    assert v.explore == (D.DEFAULT_T, "b7", D.DEFAULT_POOL) and v.head == D.DEFAULT_HEAD
+    assert v.compare == ((10, "b7", "2"), (10, "b9", "2")), "block 7 (mid) against block 9"
     assert [s[1] for s in v.sim_blocks] == names and {s[0] for s in v.sim_blocks} == {10}
     assert [s[0] for s in v.sim_times] == [10, 50, 100, 200, 400, 700]
     assert v.sim_images == D.DEFAULT_SIMILARITY_IMAGES
