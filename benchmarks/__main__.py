@@ -52,8 +52,11 @@ def _theirs(module: str, fig: str, name: str, target: str, needs_gpu: bool = Fal
         fn = getattr(mod, "figures", None) or getattr(mod, "figure", None)
         if fn is None:
             return not_run(fig, name, target, f"benchmarks/{module}.py has no figure()/figures()")
-        takes_quick = "quick" in inspect.signature(fn).parameters
-        return fn(quick=ctx.quick) if takes_quick else fn()
+        params = inspect.signature(fn).parameters
+        kw = {"quick": ctx.quick} if "quick" in params else {}
+        if "images" in params and ctx.rss_images:
+            kw["images"] = ctx.rss_images
+        return fn(**kw)
 
     return run
 
@@ -112,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help=argparse.SUPPRESS)
     ap.add_argument("--model", default=None, help="model spec (default: the dataset's built-in)")
     ap.add_argument("--dataset", default=None, help="dataset (default: fashion-mnist or digits)")
+    ap.add_argument(
+        "--rss-images",
+        type=int,
+        default=None,
+        help="figure 3b: images in the synthetic ImageFolder (default 50,000)",
+    )
     a = ap.parse_args(argv)
     ids = select(a.only)
 
@@ -129,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )
-        ctx = Context(model=model, dataset=dataset, quick=a.quick, workdir=Path(tmp))
+        ctx = Context(
+            model=model, dataset=dataset, quick=a.quick, workdir=Path(tmp), rss_images=a.rss_images
+        )
         figs = run_figures(ids, ctx)
     load_end = load_average()
 

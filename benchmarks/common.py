@@ -116,6 +116,7 @@ class Context:
     quick: bool = False
     workdir: Path | None = None
     device: str = "cpu"
+    rss_images: int | None = None  # figure 3b's image count (None: the module's 50,000)
     _cache: dict = field(default_factory=dict)
 
     def size(self, full: int, quick: int) -> int:
