@@ -152,7 +152,7 @@ def test_stored_feature_equals_a_pass_by_hand_and_early_exit_equals_full(folders
 
 
 def test_pixel_unet_keys_are_unchanged_and_families_differ(folders, tiny_model_dir):
-    """The old key of a plain pixel U-Net has no family part, so existing caches stay valid."""
+    """The key of a plain pixel U-Net has no family part (only the precision beside the setting)."""
     from explorer.extract import EXTRACTION_VERSION
     from explorer.store import content_key
 
@@ -170,6 +170,7 @@ def test_pixel_unet_keys_are_unchanged_and_families_differ(folders, tiny_model_d
             "model": m.fingerprint,
             "t": 10,
             "seed": 0,
+            "precision": "fp32",
         }
     )
     assert feature_key(m, ds, sel, 10, "mid_block", "2", 0) == old
