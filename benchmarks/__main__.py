@@ -102,6 +102,8 @@ def run_figures(ids: list[str], ctx: Context, echo: Callable[[str], None] = prin
             traceback.print_exc()
             got = not_run(fid, f"figure {fid}", "", f"failed: {type(e).__name__}: {e}")
         rows = got if isinstance(got, list) else [got]
+        for r in rows:  # a row without a target reports a figure
+            r["target"] = r.get("target") or "report"
         echo(print_table(rows))
         out += rows
     return out

@@ -33,7 +33,7 @@ def print_table(figs: list[dict]) -> str:
     lines = []
     for f in figs:
         lines.append(
-            f"{f['figure']:>3}  {verdict(f):8} {value_text(f):>10}  target {f['target']:<26} "
+            f"{f['figure']:>3}  {verdict(f):8} {value_text(f):>10}  target {f['target'] or 'report':<26} "
             f"{f['name']}"
         )
         if f.get("note"):
@@ -52,7 +52,7 @@ def markdown(figs: list[dict], *, date: str, machine: str, command: str, load: s
         "|---|---|---|---|---|---|",
     ]
     rows += [
-        f"| {f['figure']} | {_cell(f['name'])} | {value_text(f)} | {_cell(f['target'])} "
+        f"| {f['figure']} | {_cell(f['name'])} | {value_text(f)} | {_cell(f['target'] or 'report')} "
         f"| {'**MISSED**' if f.get('met') is False else verdict(f)} | {_cell(f.get('note', ''))} |"
         for f in figs
     ]
