@@ -14,11 +14,18 @@ PRECISION_NAMES = ("fp32", "bf16", "fp16")  # `--dtype`: the compute precision, 
 _PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
 
 
-def precision_name(name: str) -> str | None:
-    """A `--dtype` value ("bf16", "bfloat16", ...) -> its canonical name; None if unknown."""
+def precision_name(name: str) -> str:
+    """A `--dtype` value ("bf16", "bfloat16", ...) -> its canonical name; ExplorerError if unknown."""
+    from explorer.errors import ExplorerError
+
     key = str(name).strip().lower()
     key = _PRECISION_ALIASES.get(key, key)
-    return key if key in PRECISION_NAMES else None
+    if key not in PRECISION_NAMES:
+        raise ExplorerError(
+            f"unknown precision '{name}'; use --dtype fp32, bf16 or fp16 (or auto: bf16 on "
+            "CUDA, fp32 on the CPU)"
+        )
+    return key
 
 
 # --- names ---------------------------------------------------------------------------------------

@@ -33,13 +33,7 @@ def resolve_precision(name: str | None, device: torch.device) -> str:
         if device.type != "cuda":
             return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    key = precision_name(name)
-    if key is None:
-        raise ExplorerError(
-            f"unknown precision '{name}'; use --dtype fp32, bf16 or fp16 (or auto: bf16 on "
-            "CUDA, fp32 on the CPU)"
-        )
-    return key
+    return precision_name(name)
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -175,12 +175,7 @@ def _known_precision(dtype: str | None, device: str) -> str | None:
     from explorer.defaults import precision_name
 
     if dtype not in (None, "", "auto"):
-        if (name := precision_name(dtype)) is None:
-            raise ExplorerError(
-                f"unknown precision '{dtype}'; use --dtype fp32, bf16 or fp16 (or auto: bf16 on "
-                "CUDA, fp32 on the CPU)"
-            )
-        return name
+        return precision_name(dtype)
     gpu_driver = Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists()
     return "fp32" if device == "cpu" or not gpu_driver else None
 
