@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 from explorer import defaults as D
+from explorer import host_memory
 from explorer import log as _log
 from explorer.errors import ExplorerError
 
@@ -1159,6 +1160,7 @@ def _not_under_torchrun(command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    host_memory.tune()  # before any thread starts: CPU passes reuse freed heap pages
     try:
         args = parse(argv)
     except ExplorerError as e:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from explorer import host_memory
 from explorer.defaults import POOLS
 from explorer.errors import ExplorerError
 from explorer.hooks import listen
@@ -125,6 +126,8 @@ def capture_pass(
     device. Nothing here waits for the device, so the caller can queue the next batch first.
     """
     device = next(unet.parameters()).device
+    if device.type == "cpu":
+        host_memory.tune()  # activations reuse freed heap pages instead of fresh mappings
     t = torch.full((x0.shape[0],), int(timestep), dtype=torch.long, device=device)
     x0, noise = x0.to(device, non_blocking=True), noise.to(device, non_blocking=True)
     xt = scheduler.add_noise(x0, noise, t)

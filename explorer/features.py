@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from explorer import distributed, streaming
+from explorer import distributed, host_memory, streaming
 from explorer.data import ImageDataset
 from explorer.defaults import PIXELS  # the pixel pseudo-layer (re-exported: features.PIXELS)
 from explorer.device import autocast_dtype
@@ -447,7 +447,7 @@ def _run_job(
             pending = copy
             if time.monotonic() - saved > CHECKPOINT_SECONDS:  # durable, but not every batch
                 _checkpoint(entries, done)
-                streaming.release_memory()  # freed batch buffers go back to the system
+                host_memory.release()  # free heap beyond what the next batch reuses
                 saved = time.monotonic()
             advance(len(idx))
         if pending is not None:

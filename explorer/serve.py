@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+from explorer import host_memory
 from explorer.paths import cache_dir
 
 log = logging.getLogger("explorer.serve")
@@ -44,6 +45,7 @@ def warm(timeout_s: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    host_memory.tune()  # before Streamlit's threads: they share the tuned main heap
     # numba (UMAP) keeps its compiled functions in the cache root, as app.py sets it
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
     try:

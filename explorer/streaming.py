@@ -19,7 +19,6 @@ workers are then forked from it in milliseconds and receive only the small pickl
 from __future__ import annotations
 
 import copy
-import ctypes
 import functools
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from explorer import host_memory
 from explorer.errors import ExplorerError
 
 Span = tuple[int, int]  # rows [start, stop) of a selection
@@ -204,20 +204,4 @@ class _Spans(torch.utils.data.Dataset):
         except Exception as e:
             return _Failure(e)
         finally:
-            release_memory()
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the system (glibc): decode and batch buffers come and go
-    by the megabyte, and glibc would otherwise keep them, growing the process image by image."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
+            host_memory.release()
