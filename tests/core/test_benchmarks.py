@@ -104,3 +104,23 @@ def test_benchmarks_md_section_is_written_then_replaced(tmp_path):
 
     text = print_table(figs)
     assert "MET" in text and "MISSED" in text and "NOT RUN" in text
+
+
+def test_full_dataset_run_calls_a_freeze_only_what_the_full_set_caused():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from full_dataset import frozen_pages  # a script of benchmarks/, as its siblings import it
+
+    def row(page, limits, load, after):
+        return {"page": page, "limits": limits, "load_ms": load, "after_ms": after}
+
+    rows = [
+        row("Explore", "default", 750, 760),
+        row("Explore", "all again", 170, 880),  # under 1 s
+        row("Data", "default", 1380, 0),
+        row("Data", "all again", 120, 1420),  # the page's own start
+        row("Compare", "default", 800, 0),
+        row("Compare", "all", 900, 1900),  # first open, beside a computing server: not judged
+        row("Compare", "all again", 700, 2400),  # 3x the default: a freeze
+        row("Sweep", "all again", 1200, 0),  # nothing to compare with: a long task is a freeze
+    ]
+    assert frozen_pages(rows) == ["Compare", "Sweep"]
