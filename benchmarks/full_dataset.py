@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "longest main-thread task per page, default sizes -> all 70,000 images (re-open): "
         + "; ".join(
-            f"{page} {longest[page, 'default']:.0f} -> {longest[page, 'all']:.0f} ms"
+            f"{page} {longest[page, 'default']:.0f} -> {longest[page, limits]:.0f} ms"
             for page, limits in longest
             if limits == "all again" and (page, "default") in longest
         ),
