@@ -175,6 +175,7 @@ def test_explore_sweep_and_every_page_in_chromium(server, shots):
             print(f"\nfirst setting computed and shown in {time.time() - t0:.1f}s: top-1 {first}")
             assert re.fullmatch(r"\d+\.\d\d%", first), f"top-1 looks like a percentage: {first}"
             assert_no_traceback(page, "explore")
+            shoot(page, shots, "explore")  # the README's first picture: the default setting
             block0 = re.search(r"block=([^&]+)", page.url).group(1).replace("%2E", ".")
 
             # Pick a timestep far from the default: click the slider's track at 30% of its width.
@@ -208,7 +209,6 @@ def test_explore_sweep_and_every_page_in_chromium(server, shots):
                 f"t={t_new}, {other} computed in {time.time() - t1:.1f}s: top-1 {metric(page, 'Top-1 (test)')}"
             )
             assert_no_traceback(page, f"explore, {other}")
-            shoot(page, shots, "explore")
 
             # Select points with a drag over the embedding: their images appear in a grid.
             picked = select_points(page)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from explorer import defaults as D
 from explorer import shipped
 from explorer.extract import EXTRACTION_VERSION
 from explorer.ui.common import PAGES
@@ -85,6 +86,9 @@ def test_sweep_opens_on_the_shipped_sweep_without_compute():
     ), f"labelled as shipped, with its provenance: {notes}"
     assert len(at.get("plotly_chart")) == 3, "the heatmap and both curves, before any Compute"
     assert "ddpm-fashion-mnist" in at.code[0].value, "best settings named from the shipped table"
+    shown = at.selectbox(key="sweep_vhead")
+    assert set(shown.options) >= {"knn", "linear"}
+    assert shown.value == D.DEFAULT_HEAD, "the heatmap opens on the app's head, as Explore does"
 
 
 def test_sweep_labels_a_stale_shipped_table(tmp_path, monkeypatch):

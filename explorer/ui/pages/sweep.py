@@ -83,7 +83,10 @@ def results_section(ctx, ws, table, path) -> None:
     mine = sweep_slice(wide, ws.model_name)
     c = st.columns([2, 2, 4])
     h_opts = sorted(mine["head"].unique()) or list(HEADS)
-    view_head = state.choice("sweep_vhead", "vhead", h_opts, h_opts[0])(
+    first = (
+        D.DEFAULT_HEAD if D.DEFAULT_HEAD in h_opts else h_opts[0]
+    )  # the app's head, not "knn" by name
+    view_head = state.choice("sweep_vhead", "vhead", h_opts, first)(
         c[0].selectbox, "Show head", options=h_opts
     )
     p_opts = sorted(sweep_slice(mine, ws.model_name, view_head)["pool"].unique()) or ["1"]
