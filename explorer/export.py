@@ -9,10 +9,11 @@ downloads; `write` puts them on disk atomically.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,8 @@ class ExportData:
 
     `features[split]`: `(N, D)` float array; `labels[split]`: `(N,)` int class indices;
     `indices[split]`: `(N,)` positions in the dataset; `images[split]`: N uint8 `(H, W, C)`
-    thumbnails, or a function returning them (read only for the Projector's sprite).
+    thumbnails, or a function returning them as an iterable read once (only for the
+    Projector's sprite, which shrinks each into its cell as it arrives).
     `metadata`: JSON-serialisable facts (model, dataset, t, layer, pool, fingerprints).
     """
 
@@ -146,29 +148,50 @@ def _tsv_cell(text) -> str:
     return str(text).replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
-def sprite(images: Sequence[np.ndarray], side: int | None = None) -> tuple[np.ndarray, int]:
+def sprite(
+    images: Iterable[np.ndarray], side: int | None = None, count: int | None = None
+) -> tuple[np.ndarray, int]:
     """`N` uint8 thumbnails (`(H, W)` or `(H, W, C)`, sizes may differ) tiled row-major into a
     square grid of `ceil(sqrt(N))` cells per side; returns `(S, S, C)` uint8 and the cell side
-    (the first image's height unless given, shrunk so the sprite fits `SPRITE_MAX`)."""
+    (the first image's height unless given, shrunk so the sprite fits `SPRITE_MAX`).
+
+    With `count` (= N), `images` may be a one-pass iterator: each image is shrunk into its cell
+    as it arrives, so only the sprite itself is held, never the N full-size images.
+    """
     from PIL import Image
 
-    ims = [np.asarray(im, np.uint8) for im in images]
-    ims = [im[..., None] if im.ndim == 2 else im for im in ims]
-    if not ims:
+    if count is None:
+        images = list(images)
+        count = len(images)
+    it = iter(images)
+    first = next(it, None)
+    if first is None or count < 1:
         raise ExplorerError("no images for the sprite")
-    c = 3 if any(im.shape[-1] == 3 for im in ims) else 1
-    grid = math.ceil(math.sqrt(len(ims)))
-    side = max(1, min(side or ims[0].shape[0], SPRITE_MAX // grid))
+    first = np.asarray(first, np.uint8)
+    c = 3 if first.ndim == 3 and first.shape[-1] == 3 else 1
+    grid = math.ceil(math.sqrt(count))
+    side = max(1, min(side or first.shape[0], SPRITE_MAX // grid))
     canvas = np.zeros((grid * side, grid * side, c), np.uint8)
-    for i, im in enumerate(ims):
-        if im.shape[-1] != c:
-            im = np.repeat(im[..., :1], c, axis=-1)
-        if im.shape[:2] != (side, side):
-            pil = Image.fromarray(im[..., 0] if c == 1 else im).resize((side, side), Image.BILINEAR)
-            im = np.asarray(pil).reshape(side, side, c)
+    for i, im in enumerate(itertools.chain([first], it)):
+        if i >= count:
+            raise ExplorerError(f"more than the {count} images announced for the sprite")
+        im = _hwc(im)
+        pil = Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im)
+        pil = pil.convert("RGB" if c == 3 else "L")
+        if pil.size != (side, side):
+            pil = pil.resize((side, side), Image.BILINEAR)
         r, q = divmod(i, grid)
-        canvas[r * side : (r + 1) * side, q * side : (q + 1) * side] = im
+        canvas[r * side : (r + 1) * side, q * side : (q + 1) * side] = np.asarray(pil).reshape(
+            side, side, c
+        )
     return canvas, side
+
+
+def _hwc(im) -> np.ndarray:
+    """A thumbnail as `(H, W, C)` uint8 with C 1 or 3 (an alpha channel is dropped)."""
+    im = np.asarray(im, np.uint8)
+    im = im[..., None] if im.ndim == 2 else im
+    return im[..., :3] if im.shape[-1] >= 3 else im[..., :1]
 
 
 def projector_files(data: ExportData, name: str = "features") -> dict[str, bytes]:
@@ -200,7 +223,8 @@ def projector_files(data: ExportData, name: str = "features") -> dict[str, bytes
         '  metadata_path: "metadata.tsv"',
     ]
     if all(t is not None for t in thumbs):
-        canvas, side = sprite([im for t in thumbs for im in t])
+        count = sum(len(data.labels[s]) for s in data.splits)
+        canvas, side = sprite(itertools.chain.from_iterable(thumbs), count=count)
         img = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
         buf = io.BytesIO()
         img.save(buf, format="PNG")
@@ -281,5 +305,15 @@ def from_workspace(ws, s, splits: Sequence[str] = ("test",), images: bool = True
         labels[split], idx[split] = ws.labels(split), np.asarray(sel.indices)
         meta[f"feature_key_{split}"] = ws.key(s, split)
         if images:
-            thumbs[split] = lambda i=idx[split]: ws.dataset.images(i)
+            thumbs[split] = lambda i=idx[split]: _read_in_chunks(ws.dataset, i)
     return ExportData(feats, labels, [str(c) for c in ws.dataset.class_names], meta, idx, thumbs)
+
+
+THUMB_CHUNK = 1024  # images read from the dataset at a time for the sprite
+
+
+def _read_in_chunks(dataset, indices: np.ndarray) -> Iterator[np.ndarray]:
+    """The images at `indices`, one by one, read `THUMB_CHUNK` at a time: a split of any size
+    becomes a sprite without being held in memory whole."""
+    for a in range(0, len(indices), THUMB_CHUNK):
+        yield from dataset.images(indices[a : a + THUMB_CHUNK])

@@ -149,8 +149,45 @@ def test_from_workspace_matches_the_cache(tiny_model_dir, tiny_dataset, tmp_path
         "the export names its cache entry"
     )
     assert data.metadata["model_fingerprint"] == ws.model.fingerprint
-    thumbs = data.images["test"]()
+    thumbs = np.stack(list(data.images["test"]()))
     np.testing.assert_array_equal(thumbs, tiny_dataset.images(ws.test.indices))
+
+
+def test_projector_sprite_reads_a_split_in_chunks(tiny_model_dir, tmp_path, monkeypatch):
+    """A split of any size becomes a sprite without being held whole: the dataset is asked
+    for at most THUMB_CHUNK images at a time, and the sprite is the same."""
+    from tests.conftest import make_tiny_dataset
+
+    monkeypatch.setattr(export, "THUMB_CHUNK", 16)
+    ds = make_tiny_dataset(n=300, classes=3, size=16)
+    asked = []
+    read = ds.images
+
+    def spy(indices):
+        asked.append(len(indices))
+        return read(indices)
+
+    monkeypatch.setattr(ds, "images", spy)
+    ws = Workspace(load_model(str(tiny_model_dir)), ds, store=FeatureStore(tmp_path / "c"))
+    data = export.from_workspace(ws, Setting(10, "mid_block", "2"), ["train", "test"])
+    asked.clear()
+    files = export.projector_files(data)
+    n = len(ws.train.indices) + len(ws.test.indices)
+    assert sum(asked) == n and max(asked) <= 16, asked
+    got = np.asarray(Image.open(io.BytesIO(files["sprite.png"])))
+    whole = np.concatenate([read(ws.train.indices), read(ws.test.indices)])
+    want, side = export.sprite(list(whole))
+    np.testing.assert_array_equal(got, want[..., 0])
+    assert side == 16 and got.shape == (18 * 16, 18 * 16), "300 thumbnails: an 18 x 18 grid"
+
+
+def test_sprite_from_a_one_pass_iterator_needs_its_count():
+    ims = [np.full((8, 8), i, np.uint8) for i in range(5)]
+    canvas, side = export.sprite(iter(ims), count=5)
+    assert side == 8 and canvas.shape == (24, 24, 1)
+    assert canvas[8:16, 0:8].max() == 3 and canvas[16:24].max() == 0, "row-major, rest empty"
+    with pytest.raises(ExplorerError, match="more than the 2 images announced"):
+        export.sprite(iter(ims), count=2)
 
 
 @pytest.mark.parametrize("fmt", export.FORMATS)
