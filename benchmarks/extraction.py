@@ -122,22 +122,26 @@ def flops_to(ctx: Context, cut_at=None) -> int:
     return counter.get_total_flops()
 
 
+def early_exit_shares(ctx: Context, picks, rounds: int) -> tuple[dict, float, int]:
+    """`({layer index: (time share, FLOPs share)}, full-pass seconds, full-pass FLOPs)`: our
+    pass stopped right after each of `picks`, against the full pass, timed in turn."""
+    cat = ctx.catalogue()
+    fns = {0: lambda: _ours(ctx, cat, stop_early=False)}
+    fns |= {lay.index: (lambda lay=lay: _ours(ctx, [lay])) for lay in picks}
+    got = paired(fns, rounds)
+    full_f = flops_to(ctx)
+    shares = {lay.index: (got[lay.index] / got[0], flops_to(ctx, lay) / full_f) for lay in picks}
+    return shares, got[0], full_f
+
+
 def fig3_early_exit(ctx: Context) -> dict:
     cat = ctx.catalogue()
-    full_f = flops_to(ctx)
     picks = sorted(
         {cat[len(cat) // 4], cat[len(cat) // 2], cat[(3 * len(cat)) // 4]}, key=lambda x: x.index
     )
-    fns = {0: lambda: _ours(ctx, cat, stop_early=False)}
-    fns |= {lay.index: (lambda lay=lay: _ours(ctx, [lay])) for lay in picks}
-    got = paired(fns, ctx.size(5, 1))
-    full_s = got[0]
-    parts, worst = [], 0.0
-    for lay in picks:
-        t_share = got[lay.index] / full_s
-        f_share = flops_to(ctx, lay) / full_f
-        worst = max(worst, abs(t_share - f_share))
-        parts.append(f"block {lay.index}: time {t_share:.2f} vs FLOPs {f_share:.2f}")
+    shares, full_s, full_f = early_exit_shares(ctx, picks, ctx.size(5, 1))
+    worst = max(abs(t - f) for t, f in shares.values())
+    parts = [f"block {k}: time {t:.2f} vs FLOPs {f:.2f}" for k, (t, f) in shares.items()]
     return figure(
         "3",
         "early exit at block k vs the full pass: |time share − FLOPs share|, worst k",

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from first_view import PAGES, explorer_app, machine  # noqa: E402
-from load_test import CHROMIUM, CHROMIUM_ARGS, ROOT  # noqa: E402
+from load_test import APP_STATE, CHROMIUM, CHROMIUM_ARGS, ROOT  # noqa: E402
 
 FREEZE_MS = 1000  # a main-thread task at least this long is felt as the tab freezing...
 GROWTH = 1.25  # ...and is the full set's doing when it is this much longer than at default sizes
@@ -47,15 +47,18 @@ new PerformanceObserver((list) => {
   for (const e of list.getEntries()) window.__tasks.push([e.startTime, e.duration]);
 }).observe({type: "longtask", buffered: true});
 """
-STATE = "document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
 # points in each scatter trace drawn (Plotly's decoded data: typed arrays have no .length)
 POINTS = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(
   gd => (gd._fullData || []).filter(t => String(t.type).startsWith('scatter')).map(t => t._length || 0))"""
 FRAME = """async () => { const t0 = performance.now();
   for (let i = 0; i < 2; i++) await new Promise(r => requestAnimationFrame(() => r()));
   return performance.now() - t0; }"""
-SIZES = {"default": "default", "all": "70,000", "all again": "70,000, re-open"}
-LIMITS = {"default": "", "all": "?train=all&test=all", "all again": "?train=all&test=all"}
+# visit -> (query string, images shown in the table)
+VISITS = {
+    "default": ("", "default"),
+    "all": ("?train=all&test=all", "70,000"),
+    "all again": ("?train=all&test=all", "70,000, re-open"),
+}
 
 
 def prefill(cache: Path) -> float:
@@ -82,7 +85,7 @@ def settle(page, timeout_s: float) -> float:
     run for 3 s in a row; seconds waited, up to the last run's end."""
     t0 = quiet = time.perf_counter()
     while time.perf_counter() - t0 < timeout_s:
-        if page.evaluate(f"() => {STATE}") != "notRunning":
+        if page.evaluate(f"() => {APP_STATE}") != "notRunning":
             quiet = time.perf_counter()
         elif time.perf_counter() - quiet > 3:
             return quiet - t0
@@ -97,7 +100,7 @@ def visit(browser, url: str, name: str, limits: str, timeout_s: float) -> dict:
     page.add_init_script(WATCH)
     try:
         t0 = time.perf_counter()
-        page.goto(f"{url}/{path}{LIMITS[limits]}")
+        page.goto(f"{url}/{path}{VISITS[limits][0]}")
         find(page).wait_for(state="visible", timeout=timeout_s * 1000)
         shown, shown_at = time.perf_counter() - t0, page.evaluate("performance.now()")
         idle = shown + settle(page, timeout_s)
@@ -162,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 for name in [n.strip() for n in a.pages.split(",")]:
-                    for limits in LIMITS:
+                    for limits in VISITS:
+                        print(f"{name}, {limits}: opening…", flush=True)
                         r = visit(browser, url, name, limits, a.timeout)
                         rows.append(r)
                         print(
@@ -188,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "| scatter points | errors |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {r['page']} | {SIZES[r['limits']]} | {r['what']} "
+            f"| {r['page']} | {VISITS[r['limits']][1]} | {r['what']} "
             f"| {r['shown']:.1f} | {r['idle']:.1f} | {r['load_ms']:.0f} | {r['after_ms']:.0f} "
             f"| {r['blocking_ms']:.0f} | {r['frame_ms']:.0f} "
             f"| {', '.join(f'{n:,}' for n in r['points']) or '-'} | {r['errors']} |"

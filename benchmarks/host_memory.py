@@ -19,25 +19,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
-import json, resource, sys, time
+import json, resource
 from explorer import host_memory
-from benchmarks.common import Context, paired
+from benchmarks.common import Context
 from benchmarks import extraction as E
 
 tuned = host_memory.tune()  # does nothing under EXPLORER_HOST_MALLOC=system
 ctx = Context()
 cat = ctx.catalogue()
 picks = [cat[len(cat) // 4], cat[len(cat) // 2], cat[len(cat) // 2 + 2], cat[(3 * len(cat)) // 4]]
-fns = {0: lambda: E._ours(ctx, cat, stop_early=False)}
-fns |= {lay.index: (lambda lay=lay: E._ours(ctx, [lay])) for lay in picks}
-got = paired(fns, 3)
+shares, full_s, _ = E.early_exit_shares(ctx, picks, 3)
 flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 E._ours(ctx, cat, stop_early=False)
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt
-full_f = E.flops_to(ctx)
-shares = {f"{lay.index} {lay.name}": [got[lay.index] / got[0], E.flops_to(ctx, lay) / full_f]
-          for lay in picks}
-print(json.dumps({"tuned": tuned, "full_s": got[0], "faults": faults, "shares": shares}))
+names = {lay.index: lay.name for lay in picks}
+shares = {f"{k} {names[k]}": list(v) for k, v in shares.items()}
+print(json.dumps({"tuned": tuned, "full_s": full_s, "faults": faults, "shares": shares}))
 """
 
 

@@ -12,12 +12,13 @@ freed (`mallopt`: no mmap, one arena so that Streamlit's threads share that heap
 threshold `KEEP_BYTES`). `release()` hands free heap memory back to the system only when
 more than `KEEP_BYTES` of it is free, so a long run keeps at most that beyond what is live.
 Only where buffers come from changes; every number computed is the same.
-`EXPLORER_HOST_MALLOC=system` keeps glibc's defaults.
+`EXPLORER_HOST_MALLOC=system` keeps glibc's defaults (`tuned`, or unset, tunes).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 
@@ -60,8 +61,14 @@ def tune() -> bool:
     global _tuned
     if _tuned:
         return True
-    if os.environ.get(ENV, "").strip().lower() == "system":
+    mode = os.environ.get(ENV, "").strip().lower()
+    if mode == "system":
         return False
+    if mode not in ("", "tuned"):
+        logging.getLogger("explorer.host_memory").warning(
+            f"{ENV}={mode!r} is not a choice; tuning glibc's allocator (set {ENV}=system for "
+            "glibc's defaults)"
+        )
     lib = _glibc()
     if lib is None:
         return False

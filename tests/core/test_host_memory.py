@@ -145,3 +145,18 @@ def test_opt_out_and_repeat_calls():
     """
     assert _run(code) == {"first": True, "again": True, "is": True}
     assert _run(code, system=True) == {"first": False, "again": False, "is": False}
+
+
+def test_an_unknown_choice_says_so_in_one_line_and_tunes():
+    env = dict(os.environ, **{host_memory.ENV: "off"})
+    out = subprocess.run(
+        [sys.executable, "-c", "from explorer import host_memory; print(host_memory.tune())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "True"
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "EXPLORER_HOST_MALLOC='off' is not a choice" in lines[0], lines

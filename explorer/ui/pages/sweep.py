@@ -83,9 +83,8 @@ def results_section(ctx, ws, table, path) -> None:
     mine = sweep_slice(wide, ws.model_name)
     c = st.columns([2, 2, 4])
     h_opts = sorted(mine["head"].unique()) or list(HEADS)
-    first = (
-        D.DEFAULT_HEAD if D.DEFAULT_HEAD in h_opts else h_opts[0]
-    )  # the app's head, not "knn" by name
+    # the app's head first (as on Explore), not the alphabetically first ("knn")
+    first = D.DEFAULT_HEAD if D.DEFAULT_HEAD in h_opts else h_opts[0]
     view_head = state.choice("sweep_vhead", "vhead", h_opts, first)(
         c[0].selectbox, "Show head", options=h_opts
     )
