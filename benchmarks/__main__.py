@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     ids = select(a.only)
-    from explorer import host_memory
+    from explorer.features import host_memory
 
     host_memory.tune()  # as the explorer's own commands do, for every pass timed below
 

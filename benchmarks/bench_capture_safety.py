@@ -2,7 +2,7 @@
 
 The old `capture` registered plain forward hooks for the duration of one call, which any
 other thread's pass on the same model also fired (wrong features, spurious early exits).
-The new one (`explorer.hooks.listen`) dispatches by ContextVar. Measured here, same images:
+The new one (`explorer.models.hooks.listen`) dispatches by ContextVar. Measured here, same images:
 
 1. serial: `forward_features` with the new capture vs a re-creation of the old one
 2. parallel: the new capture with N threads on one model vs the same calls run serially
@@ -23,9 +23,9 @@ import time
 import numpy as np
 import torch
 
-import explorer.extract as ex
-from explorer.layers import build_catalogue, first_tensor
-from explorer.models import load_model
+import explorer.features.capture as ex
+from explorer.models.layers import build_catalogue, first_tensor
+from explorer.models.loader import load_model
 
 
 @contextlib.contextmanager
@@ -81,15 +81,15 @@ def main() -> None:
 
     torch.set_num_threads(a.torch_threads)
     model = load_model(a.model)
-    cat = build_catalogue(model.unet)
-    x0 = torch.rand(a.n, model.unet.config.in_channels, model.resolution, model.resolution) * 2 - 1
+    cat = build_catalogue(model.denoiser)
+    x0 = torch.rand(a.n, model.denoiser.config.in_channels, model.resolution, model.resolution) * 2 - 1
     noise = ex.image_noise(np.arange(a.n), 0, tuple(x0.shape[1:]))
     jobs = [(10, cat, ["2"]), (500, cat[: len(cat) // 2], ["1", "max"]), (150, cat[-3:], ["4"])]
 
     def run(job):
         t, layers, pools = job
         return ex.forward_features(
-            model.unet, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools
+            model.denoiser, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools
         )
 
     def serial():

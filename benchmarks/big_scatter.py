@@ -1,6 +1,6 @@
 """Figure 7b: in-browser render time of a 70,000-point WebGL scatter (the full Fashion-MNIST).
 
-The figure is the app's own `explorer.ui.figures.embedding_scatter` (one `go.Scattergl` trace
+The figure is the app's own `explorer.figures.embedding_scatter` (one `go.Scattergl` trace
 per class, customdata and hover text as on the Explore page) of 70,000 points in 10 classes.
 It is written to a page next to plotly.js and opened in Debian's headless Chromium through
 Playwright (`/usr/bin/chromium`, never `playwright install`; software WebGL, as `--disable-gpu`
@@ -73,7 +73,7 @@ def cloud(n: int = POINTS, classes: int = CLASSES, seed: int = 0):
 
 def build_figure(n: int = POINTS, webgl: bool = True):
     """The app's embedding scatter of `n` points (SVG traces instead when `webgl` is False)."""
-    from explorer.ui.figures import embedding_scatter
+    from explorer.figures import embedding_scatter
 
     xy, labels, pred = cloud(n)
     names = [f"class {c}" for c in range(CLASSES)]
@@ -141,7 +141,7 @@ def figure(n: int = POINTS, repeats: int = REPEATS) -> dict:
         "target": None,
         "met": None,
         "note": (
-            f"explorer.ui.figures.embedding_scatter of {n:,} points in {CLASSES} classes "
+            f"explorer.figures.embedding_scatter of {n:,} points in {CLASSES} classes "
             f"(go.Scattergl, {size / 2**20:.1f} MiB of figure JSON), headless Chromium with "
             f"software WebGL (--disable-gpu); navigation start to the first frame painted "
             f"after plotly_afterplot, median of {len(runs)} fresh pages "

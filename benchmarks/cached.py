@@ -43,7 +43,7 @@ def _workspace(ctx: Context):
     seconds its first `features` call took (the recompute)."""
     if "cached_ws" not in ctx._cache:
         from explorer.defaults import default_block
-        from explorer.store import FeatureStore
+        from explorer.features.store import FeatureStore
         from explorer.workspace import Workspace
 
         n = ctx.size(10_000, 1_000)

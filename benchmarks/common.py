@@ -124,7 +124,7 @@ class Context:
 
     def loaded_model(self):
         if "model" not in self._cache:
-            from explorer.models import load_model
+            from explorer.models.loader import load_model
 
             m = self.model
             self._cache["model"] = load_model(m, device=self.device) if isinstance(m, str) else m
@@ -140,9 +140,9 @@ class Context:
 
     def catalogue(self):
         if "catalogue" not in self._cache:
-            from explorer.layers import build_catalogue
+            from explorer.models.layers import build_catalogue
 
-            self._cache["catalogue"] = build_catalogue(self.loaded_model().unet)
+            self._cache["catalogue"] = build_catalogue(self.loaded_model().denoiser)
         return self._cache["catalogue"]
 
     def cache_root(self, name: str) -> Path:

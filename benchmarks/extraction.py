@@ -12,7 +12,7 @@ import contextlib
 import torch
 
 from benchmarks.common import Context, best_of, figure, paired
-from explorer.extract import forward_features
+from explorer.features.capture import forward_features
 
 T = 90  # a middle timestep: the cost of a pass does not depend on t
 POOLS = ["2"]
@@ -25,15 +25,15 @@ class _Cut(Exception):
 def _batch(ctx: Context) -> dict:
     """One batch of test images `x0 (B, C, H, W)`, noise, and the model's call arguments."""
     if "batch" not in ctx._cache:
-        from explorer.features import Selection
+        from explorer.features.keys import Selection
 
         model, ds = ctx.loaded_model(), ctx.loaded_dataset()
         n = ctx.size(256, 32)
         sel = Selection.of(ds, "test", n)
-        x0 = model.family.encode(model.preprocess(ds.images(sel.indices)))
+        x0 = model.adapter.encode(model.preprocess(ds.images(sel.indices)))
         gen = torch.Generator().manual_seed(0)
         noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-        kw = model.family.net_kwargs(len(x0), None)
+        kw = model.adapter.net_kwargs(len(x0), None)
         ctx._cache["batch"] = dict(x0=x0, noise=noise, net_kwargs=kw)
     return ctx._cache["batch"]
 
@@ -41,7 +41,7 @@ def _batch(ctx: Context) -> dict:
 def _ours(ctx: Context, layers, stop_early: bool = True):
     m, b = ctx.loaded_model(), _batch(ctx)
     return forward_features(
-        m.unet,
+        m.denoiser,
         m.scheduler,
         b["x0"],
         b["noise"],
@@ -66,10 +66,10 @@ def _bare(ctx: Context, cut_at=None) -> None:
         def stop(*_):
             raise _Cut
 
-        handle = m.unet.get_submodule(cut_at.hook).register_forward_hook(stop)
+        handle = m.denoiser.get_submodule(cut_at.hook).register_forward_hook(stop)
     try:
         with contextlib.suppress(_Cut):
-            m.unet(xt, t, **b["net_kwargs"])
+            m.denoiser(xt, t, **b["net_kwargs"])
     finally:
         if handle is not None:
             handle.remove()

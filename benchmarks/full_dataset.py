@@ -65,10 +65,10 @@ def prefill(cache: Path) -> float:
     """Explore's and Compare's default settings on every image, by the CLI; seconds taken."""
     from explorer import defaults as D
     from explorer.data import load_dataset
-    from explorer.layers import build_catalogue
-    from explorer.models import load_model
+    from explorer.models.layers import build_catalogue
+    from explorer.models.loader import load_model
 
-    cat = build_catalogue(load_model("ddpm-fashion-mnist").unet)
+    cat = build_catalogue(load_model("ddpm-fashion-mnist").denoiser)
     load_dataset("fashion-mnist")  # fails early, in one line, where the dataset is missing
     a, b = D.default_block([lay.stage for lay in cat]), D.compare_block(len(cat))
     layers = sorted({cat[a].index, cat[b].index})

@@ -11,7 +11,7 @@ For the ADM-256 layout (guided-diffusion's imagenet256-uncond preset as a diffus
 - compiled features against eager ones (worst per-image cosine similarity over all blocks).
 
 All in bf16 autocast with channels_last, batches sized to fill the card, eager and with
-`--compile` (`explorer.accel`). About 6 minutes on an H100 from a cold compile cache.
+`--compile` (`explorer.models.accel`). About 6 minutes on an H100 from a cold compile cache.
 
     python -m benchmarks.gpu_check [--quick] [--compile both|on|off] [--peak TFLOPS]
     python benchmarks/gpu_check.py --device cpu --quick     # CPU smoke of the same code (tiny)
@@ -35,14 +35,15 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `explorer` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from explorer import accel
 from explorer.data.base import ImageDataset
 from explorer.defaults import DEFAULT_POOL
-from explorer.extract import _StopForward, capture
-from explorer.features import Selection, ensure_features
-from explorer.layers import build_catalogue
-from explorer.models import LoadedModel
-from explorer.store import FeatureStore
+from explorer.features.capture import _StopForward, capture
+from explorer.features.extract import ensure_features
+from explorer.features.keys import Selection
+from explorer.features.store import FeatureStore
+from explorer.models import accel
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import LoadedModel
 
 T = 90  # the one timestep measured
 FORWARD_SHARE = 0.40  # target: achieved / dense bf16 peak
@@ -90,8 +91,8 @@ DDPM_CIFAR10_32 = dict(  # google/ddpm-cifar10-32's config.json, its values
 
 def adm256_config() -> dict:
     """The converter's UNet2DModel config for guided-diffusion's imagenet256-uncond."""
-    from explorer.convert.adm import diffusers_config
-    from explorer.convert.adm_presets import preset
+    from explorer.models.convert.adm import diffusers_config
+    from explorer.models.convert.adm_presets import preset
 
     return diffusers_config(preset("imagenet256-uncond"))
 
@@ -169,8 +170,8 @@ class Passes:
     """The three forward passes of one model on one batch `x_t (B, C, H, W)` at t=T."""
 
     def __init__(self, model: LoadedModel, x0: torch.Tensor, device: torch.device):
-        self.unet, self.device = model.unet, device
-        self.cat = build_catalogue(model.unet)
+        self.net, self.device = model.denoiser, device
+        self.cat = build_catalogue(model.denoiser)
         self.t = torch.full((len(x0),), T, dtype=torch.long, device=device)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1)).to(device)
         self.xt = model.scheduler.add_noise(x0.to(device), noise, self.t)
@@ -185,7 +186,7 @@ class Passes:
 
     def bare(self, block: int) -> None:
         """The net run until block `block`'s module returns (a plain hook raises there)."""
-        module = self.unet.get_submodule(self.cat[block - 1].hook)
+        module = self.net.get_submodule(self.cat[block - 1].hook)
 
         def stop(*_):
             raise _StopForward
@@ -193,7 +194,7 @@ class Passes:
         handle = module.register_forward_hook(stop)
         try:
             with torch.inference_mode(), self._ctx(), contextlib.suppress(_StopForward):
-                self.unet(self.xt, self.t)
+                self.net(self.xt, self.t)
         finally:
             handle.remove()
 
@@ -202,21 +203,21 @@ class Passes:
         lay = self.cat[block - 1]
         with (
             torch.inference_mode(),
-            capture(self.unet, [lay], []),
+            capture(self.net, [lay], []),
             self._ctx(),
             contextlib.suppress(_StopForward),
         ):
-            self.unet(self.xt, self.t)
+            self.net(self.xt, self.t)
 
     def features(self) -> dict:
         """Every block pooled 2x2, as float32 on the host (for the eager/compiled comparison)."""
         with (
             torch.inference_mode(),
-            capture(self.unet, self.cat, ["2"]) as store,
+            capture(self.net, self.cat, ["2"]) as store,
             self._ctx(),
             contextlib.suppress(_StopForward),
         ):
-            self.unet(self.xt, self.t)
+            self.net(self.xt, self.t)
         return {k: v.float().cpu() for k, v in store.items()}
 
     def flops(self, block: int) -> float:
@@ -246,14 +247,14 @@ def fit_batch(model: LoadedModel, layout: Layout, device: torch.device) -> int:
 
 
 def synthetic_x0(model: LoadedModel, n: int) -> torch.Tensor:
-    c, s = model.family.image_channels, model.resolution
+    c, s = model.adapter.image_channels, model.resolution
     return torch.rand(n, c, s, s, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
 def synthetic_dataset(model: LoadedModel, n: int) -> ImageDataset:
     """`n` random uint8 images at the model's size, in memory, all in "train"."""
     rng = np.random.default_rng(0)
-    s, c = model.resolution, model.family.image_channels
+    s, c = model.resolution, model.adapter.image_channels
     labels = (np.arange(n) % 10).astype(np.int64)
     return ImageDataset(
         name=f"synthetic-{n}",
@@ -269,10 +270,10 @@ def synthetic_dataset(model: LoadedModel, n: int) -> ImageDataset:
 def end_to_end(model: LoadedModel, ds: ImageDataset, batch: int, root: Path) -> float:
     """Images/s of `ensure_features` for every block at t=T (pool DEFAULT_POOL) into the new
     store `root`; every entry must be computed here (none served from a cache)."""
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     sel = Selection.of(ds, "train")
     store = FeatureStore(root)
-    sync(next(model.unet.parameters()).device)
+    sync(next(model.denoiser.parameters()).device)
     t0 = time.perf_counter()
     report = ensure_features(
         model, ds, sel, timesteps=[T], layers=cat, pools=[DEFAULT_POOL], store=store,
@@ -309,7 +310,7 @@ def measure(
     deepest = len(passes.cat)
     cut = layout.cut or deepest
     flops = passes.flops(cut) / batch  # eager and uncompiled: the counter sees every op
-    accel.prepare(model.unet, device, compile=compiled, backend=backend)
+    accel.prepare(model.denoiser, device, compile=compiled, backend=backend)
     if device.type == "cuda":
         passes.xt = passes.xt.contiguous(memory_format=torch.channels_last)
     seconds = seconds or (0.5 if quick else 2.0)  # timed per rate

@@ -1,4 +1,4 @@
-"""The host allocator tuning of CPU passes (`explorer.host_memory`) vs glibc's defaults, in one
+"""The host allocator tuning of CPU passes (`explorer.features.host_memory`) vs glibc's defaults, in one
 run: full-pass time, page faults per pass and the early-exit time shares of figure 3.
 
 Each side runs in its own interpreter (the tuning is process-wide and one-way), the two
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource
-from explorer import host_memory
+from explorer.features import host_memory
 from benchmarks.common import Context
 from benchmarks import extraction as E
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {label} | {r['full_s']:.3f} | {r['faults']:,} | "
             + " | ".join(f"{ts:.2f} / {fs:.2f}" for ts, fs in r["shares"].values())
             + " |"
-            for label, r in (("glibc defaults", s), ("tuned (explorer.host_memory)", t))
+            for label, r in (("glibc defaults", s), ("tuned (explorer.features.host_memory)", t))
         ),
         "",
         f"full pass: glibc defaults / tuned = {s['full_s'] / t['full_s']:.2f}x",

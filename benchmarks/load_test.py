@@ -278,9 +278,10 @@ def serial_run(
             raise RuntimeError(f"{' '.join(cmd)} failed: {(done.stderr or done.stdout)[-1000:]}")
     if pixels:
         from explorer.data import load_dataset
-        from explorer.features import Selection, ensure_pixels
-        from explorer.models import load_model
-        from explorer.store import FeatureStore
+        from explorer.features.keys import Selection
+        from explorer.features.pixels import ensure_pixels
+        from explorer.features.store import FeatureStore
+        from explorer.models.loader import load_model
 
         m, ds, store = load_model(model, device="cpu"), load_dataset(dataset), FeatureStore(fresh)
         for split, images, pool in sorted(pixels):

@@ -24,7 +24,7 @@ MAX_ITER, TOL = 500, 1e-6  # fit_linear_grid's defaults, given to scikit-learn t
 def pick_settings(catalogue, dims=TARGET_DIMS, pools=("1", "2", "4", "8")) -> list[tuple]:
     """One (layer, pool, D) per target D: the probe point and pooling whose D is closest, the
     shallowest on a tie (the early exit keeps the untimed extraction short)."""
-    from explorer.extract import pooled_dim
+    from explorer.features.sizes import pooled_dim
 
     blocks = [lay for lay in catalogue if lay.kind != "conv"] or list(catalogue)  # not conv_in
     options = [(lay, p, pooled_dim(lay, p)) for lay in blocks for p in pools]
@@ -42,7 +42,8 @@ def sklearn_one_by_one(train: dict, test: dict, regs, max_iter: int, tol: float)
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from explorer.probes import sklearn_C, validation_split
+    from explorer.probes.linear import sklearn_C
+    from explorer.probes.metrics import validation_split
 
     accs = {}
     with warnings.catch_warnings():
@@ -69,7 +70,7 @@ def real_features(ctx: Context) -> tuple[dict, dict, list[int]]:
     """`(train, test, dims)`: `{key: (X (N, D) float16, y (N,))}` per setting, extracted from the
     context's model and dataset into the run's cache (not timed)."""
     from explorer.defaults import DEFAULT_TEST_LIMIT, DEFAULT_TRAIN_LIMIT
-    from explorer.store import FeatureStore
+    from explorer.features.store import FeatureStore
     from explorer.workspace import Workspace
 
     n_train, n_test = ctx.size(DEFAULT_TRAIN_LIMIT, 200), ctx.size(DEFAULT_TEST_LIMIT, 100)
@@ -95,7 +96,7 @@ def real_features(ctx: Context) -> tuple[dict, dict, list[int]]:
 
 
 def fig5_probe_grid(ctx: Context) -> dict:
-    from explorer.probes import DEFAULT_REGS, fit_linear_grid
+    from explorer.probes.linear import DEFAULT_REGS, fit_linear_grid
 
     train, test, dims = real_features(ctx)
     warm = {"warm-up": next(iter(train.values()))}  # first-call costs, untimed on both sides

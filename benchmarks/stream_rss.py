@@ -154,9 +154,9 @@ def measure(images: int = IMAGES, workers: int | None = None, keep: Path | None 
         from diffusers import DDPMScheduler, UNet2DModel
 
         from explorer.data import load_dataset
-        from explorer.models import load_model
-        from explorer.store import FeatureStore
-        from explorer.streaming import default_workers
+        from explorer.features.store import FeatureStore
+        from explorer.features.streaming import default_workers
+        from explorer.models.loader import load_model
         from explorer.workspace import Workspace
 
         t0 = time.perf_counter()

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from explorer.errors import ExplorerError
 
 if TYPE_CHECKING:
-    from explorer.workspace import Setting, Workspace
+    from explorer.settings import Setting
+    from explorer.workspace import Workspace
 
 __all__ = ["ExplorerError", "Setting", "Workspace", "__version__", "open"]
 __version__ = "0.1.0"

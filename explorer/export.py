@@ -300,7 +300,7 @@ def from_workspace(ws, s, splits: Sequence[str] = ("test",), images: bool = True
         meta["layer_index"] = ws.layer(s.layer).index
     feats, labels, idx, thumbs = {}, {}, {}, {}
     for split in splits:
-        sel = ws._sel(split)
+        sel = ws.selection(split)
         feats[split] = np.asarray(ws.features(s, split), np.float32)
         labels[split], idx[split] = ws.labels(split), np.asarray(sel.indices)
         meta[f"feature_key_{split}"] = ws.key(s, split)

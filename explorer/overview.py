@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from explorer.cache_admin import inventory
-from explorer.store import FeatureStore
+from explorer.features.cache_admin import inventory
+from explorer.features.store import FeatureStore
 
 LAYER_COLUMNS = ["index", "name", "stage", "kind", "channels", "height", "width"]
 ENTRY_COLUMNS = [
@@ -53,7 +53,7 @@ def describe_dataset(ds, n_train: int, n_test: int) -> dict:
 
 def describe_model(model) -> dict:
     """Name, size in parameters, input, timesteps, family words, scheduler, provenance."""
-    fam = model.family
+    fam = model.adapter
     c, h, w = fam.input_shape
     info = fam.describe()
     return {

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from explorer.defaults import RANDOM_PREFIX  # noqa: F401 - re-exported under its old path
-
 _PACKAGE = Path(__file__).resolve().parent
 BUNDLE = (
     _PACKAGE / "_bundle"

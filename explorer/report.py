@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from explorer.features import PIXELS
-from explorer.paths import RANDOM_PREFIX
+from explorer.atomic import atomic_write
+from explorer.defaults import PIXELS, RANDOM_PREFIX
+from explorer.errors import ExplorerError
 from explorer.results import accuracy_view, best_settings, load_table
+from explorer.settings import Setting
 
 
 def _pct(x: float) -> str:
@@ -202,8 +204,6 @@ def _main_models(df: pd.DataFrame) -> list[str]:
 
 
 def _pick(options: list[str], wanted: str | None, prefer: str, what: str) -> str:
-    from explorer.errors import ExplorerError
-
     if wanted is not None and wanted not in options:
         raise ExplorerError(
             f"the table has no {what} '{wanted}'; it has {', '.join(options) or 'none'}"
@@ -228,7 +228,7 @@ class _Figures:
 
 
 def _sweep_section(df: pd.DataFrame, model: str, head: str, pool: str, fig_html: _Figures) -> str:
-    from explorer.ui import figures
+    from explorer import figures  # plotly: only for the HTML report, not the Markdown tables
 
     wide = accuracy_view(df)
     wide = wide.assign(t=wide["t"].astype(float))
@@ -250,8 +250,7 @@ def _sweep_section(df: pd.DataFrame, model: str, head: str, pool: str, fig_html:
 
 def _workspace_section(df: pd.DataFrame, ws, head: str, fig_html: _Figures, compute: bool) -> str:
     """Per-class results, confusions and a UMAP of the best setting of `ws`'s model."""
-    from explorer.ui import figures
-    from explorer.workspace import Setting
+    from explorer import figures  # plotly: only for the HTML report, not the Markdown tables
 
     name = ws.model.name
     best = best_settings(df[(df["model"] == name) & (df["head"] == head)])
@@ -316,8 +315,6 @@ def html_report(
     curves with intervals per main model, per-class results and a UMAP of the best setting when a
     `workspace` is given (from the caches; computed if missing unless `compute` is False), and
     the exact settings and package versions. plotly.js is inline: no network, no server."""
-    from explorer.errors import ExplorerError
-
     wide = accuracy_view(df)
     if wide.empty:
         raise ExplorerError("the results table has no test accuracies; nothing to report")
@@ -375,8 +372,6 @@ def html_report(
 
 def write_html_report(df: pd.DataFrame, out: str | Path, **kw) -> Path:
     """`html_report(df, **kw)` written atomically to `out`."""
-    from explorer.atomic import atomic_write
-
     return atomic_write(Path(out), html_report(df, **kw))
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from explorer.atomic import atomic_write
+from explorer.errors import ExplorerError
+from explorer.features.store import content_key
 from explorer.paths import cache_dir
 from explorer.probes.metrics import ProbeResult
-from explorer.store import content_key
 
 PROBE_VERSION = 1
 # a head whose stored results changed gets its own version, so only its cached results go stale
@@ -176,8 +177,6 @@ def load_table(path: str | os.PathLike) -> pd.DataFrame:
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=text_cols)
     missing = set(COLUMNS) - set(df.columns)
     if missing:
-        from explorer.errors import ExplorerError
-
         raise ExplorerError(f"{path} is not a results table: missing columns {sorted(missing)}")
     return df
 

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from explorer import host_memory
+from explorer.features import host_memory
 from explorer.paths import cache_dir
 
 log = logging.getLogger("explorer.serve")

@@ -162,9 +162,10 @@ def provenance(
     """The sidecar of `csv`: checksum, date, command, versions and the model's fingerprint."""
     import pandas as pd
 
+    # the model (torch) loads only to write provenance, never to check the shipped table
     from explorer.data import load_dataset
-    from explorer.extract import EXTRACTION_VERSION
-    from explorer.models import load_model
+    from explorer.features.keys import EXTRACTION_VERSION
+    from explorer.models.loader import load_model
 
     m = load_model(model, device="cpu")
     ds = load_dataset(dataset)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--command", default=COMMAND, help="the command that regenerates it")
     a = ap.parse_args(argv)
-    from explorer.extract import EXTRACTION_VERSION
+    from explorer.features.keys import EXTRACTION_VERSION
 
     for (model, dataset), csv in TABLES.items():
         if a.write:

@@ -13,18 +13,19 @@ interval, so "beats pixels" can be read from the table without predictions.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from explorer.features import PIXELS
-from explorer.fusion import Fused, format_fused, is_fused_text, shared_pool
-from explorer.heads import parse_head
-from explorer.paths import RANDOM_PREFIX
+from explorer.defaults import PIXEL_POOL, PIXELS, RANDOM_PREFIX
+from explorer.errors import ExplorerError
+from explorer.models.layers import select_layers
 from explorer.probes.metrics import paired_bootstrap_diff
+from explorer.probes.registry import parse_head, parse_heads
 from explorer.results import (
     accuracy_view,
     best_on_validation,
@@ -35,7 +36,20 @@ from explorer.results import (
     tidy_rows,
     to_frame,
 )
-from explorer.workspace import PIXEL_POOL, Setting, Workspace
+from explorer.settings import (
+    Fused,
+    Setting,
+    check_timesteps,
+    format_fused,
+    is_fused_text,
+    parse_pools,
+    parse_seeds,
+    parse_timesteps,
+    shared_pool,
+)
+
+if TYPE_CHECKING:  # sweeps run over workspaces; the workspace builds its sweep through here
+    from explorer.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -97,13 +111,58 @@ class SweepPlan:
         return (1 + len(self.controls)) * len(self.timesteps) + (1 if self.pixels else 0)
 
 
+def plan_for(
+    ws: Workspace,
+    *,
+    timesteps: str | int | Sequence[int],
+    layers: str | int | Sequence = "all",
+    pools: str | int | Sequence = 2,
+    heads: str | Sequence[str] = "linear",
+    seeds: str | int | Sequence[int] = 0,
+    baselines: bool = True,
+    fuse: Sequence = (),
+    seed_average: str = "accuracy",
+    control: Callable[[str], Workspace] | None = None,
+) -> SweepPlan:
+    """The one sweep plan from what a user typed, as the CLI, the notebook and the Sweep page build it.
+
+    Timesteps, layers, pools, heads and seeds take any spelling `explorer.settings` reads.
+    `baselines` adds raw pixels and, unless the model already has random weights, its
+    random-weights twin `random:<model name>` (conditioning kept), made by `control(spec)`
+    (default `ws.twin`; the app passes its cached workspaces).
+    """
+    ts = check_timesteps(parse_timesteps(timesteps), ws.num_timesteps)
+    names = [lay.name for lay in select_layers(ws.catalogue, layers)]
+    head_text = heads if isinstance(heads, str) else ",".join(heads)
+    head_labels = [h.label for h in parse_heads(head_text)]
+    pool_names = parse_pools(pools)
+    if seed_average not in ("accuracy", "features"):
+        raise ExplorerError(f"seed_average is 'accuracy' or 'features', not {seed_average!r}")
+    controls = []
+    if baselines and not ws.model.name.startswith(RANDOM_PREFIX):
+        controls.append((control or ws.twin)(RANDOM_PREFIX + ws.model.name))
+    return SweepPlan(
+        ts,
+        names,
+        pool_names,
+        head_labels,
+        parse_seeds(seeds),
+        pixels=baselines,
+        controls=controls,
+        fused=[
+            ws.canonical(f if isinstance(f, Fused) else ws.fused(f, pool_names[0])) for f in fuse
+        ],
+        seed_average=seed_average,
+    )
+
+
 Point = tuple  # (t, layer, pool, head)
 
 
 def table_point(ws: Workspace, s: Setting | Fused) -> tuple:
     """`(t, layer, pool)` of a setting's table rows. A DIFT ensemble sits at its members' point; another
     fused setting has t None (NaN in the table) and its text form in `layer` (`"24@150+19@90"`, see
-    `explorer.fusion`), with the members' shared pooling (or theirs joined by `+`) in `pool`."""
+    `explorer.settings`), with the members' shared pooling (or theirs joined by `+`) in `pool`."""
     if not isinstance(s, Fused):
         return s.t, s.layer, s.pool
     if s.is_ensemble:
@@ -251,7 +310,7 @@ def extract_plan(
         for s in plan.seeds
     ]
     computed = sum(m.ensure(grid, progress=progress) for m in [ws, *plan.controls])
-    members = [m for f in plan.fused for m in ws._members(ws._norm(f)) if not m.is_pixels]
+    members = [m for f in plan.fused for m in ws.members(ws.canonical(f)) if not m.is_pixels]
     return computed + (ws.ensure(members, progress=progress) if members else 0)
 
 

@@ -2,7 +2,7 @@
 
 The app opens Explore, Compare and Similarity on one default view (`default_view`). Its
 features, probe results, UMAPs and CKA matrices ship in `assets/warm/`, laid out exactly like
-the user's cache root (`features/`, `results/`, `embeddings/`; see `explorer.cache_admin`),
+the user's cache root (`features/`, `results/`, `embeddings/`; see `explorer.features.cache_admin`),
 with `manifest.json` holding every file's sha256. `import_seed` copies the files the cache
 lacks into it, each verified against that checksum first (and feature entries again by the
 store when opened), so the first views are served by the ordinary content-addressed caches,
@@ -30,8 +30,8 @@ import numpy as np
 
 from explorer import defaults as D
 from explorer.atomic import atomic_write
+from explorer.features.store import content_key, file_checksum
 from explorer.paths import ASSETS, cache_dir
-from explorer.store import content_key, file_checksum
 
 log = logging.getLogger("explorer.warm")
 SEED = ASSETS / "warm"
@@ -91,7 +91,7 @@ def cka_view(
     """`(K, K)` linear CKA between `settings` on `split`, cached under `embeddings/` like a UMAP
     (keyed by the features' content keys), so a repeated view needs no features at all.
     `ensure(missing_settings)` is called before computing, e.g. to show a progress bar."""
-    from explorer.analysis.embed import cached_matrix, cached_only
+    from explorer.analysis.embed import cached_matrix, cached_only  # umap/numba: on use only
 
     keys = [ws.key(s, split) for s in settings]
     key, params, shape = (
@@ -208,8 +208,9 @@ def import_seed(root: str | os.PathLike | None = None, seed: Path = SEED) -> dic
 def compute_view(ws, ws_sim, view: DefaultView) -> dict[str, list[str]]:
     """Compute everything `view` shows (probe results, UMAPs, CKA) in the workspaces' caches;
     returns the feature keys that the seed keeps (train and test of every probed setting)."""
-    from explorer.analysis.embed import umap_or_pca
-    from explorer.workspace import PIXEL_POOL, Setting
+    from explorer.analysis.embed import umap_or_pca  # umap/numba: on use only
+    from explorer.defaults import PIXEL_POOL
+    from explorer.settings import Setting
 
     probed = [Setting(*view.explore), *(Setting(*s) for s in view.compare)]
     probed = list(dict.fromkeys(probed))
@@ -229,9 +230,10 @@ def compute_view(ws, ws_sim, view: DefaultView) -> dict[str, list[str]]:
 
 def workspaces(root: str | os.PathLike | None = None, *, device: str = "cpu"):
     """The app's default workspaces on the seed's pair: (main, Similarity's smaller test split)."""
+    # torch and the models load here, not when the app imports warm.py for its seed check
     from explorer.data import load_dataset
-    from explorer.models import load_model
-    from explorer.store import FeatureStore
+    from explorer.features.store import FeatureStore
+    from explorer.models.loader import load_model
     from explorer.workspace import Workspace
 
     model, ds = load_model(MODEL, device=device), load_dataset(DATASET)
@@ -246,7 +248,7 @@ def workspaces(root: str | os.PathLike | None = None, *, device: str = "cpu"):
 
 def write_seed(seed: Path = SEED) -> dict:
     """Recompute the default view in an empty cache and keep its files as the seed."""
-    from explorer.extract import EXTRACTION_VERSION
+    from explorer.features.keys import EXTRACTION_VERSION
 
     with tempfile.TemporaryDirectory() as tmp:
         ws, sim = workspaces(tmp)

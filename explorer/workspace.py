@@ -7,47 +7,39 @@ from disk everywhere after.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
+from explorer import overview
+from explorer.analysis.cka import cka_matrix
 from explorer.data import ImageDataset, load_dataset
+from explorer.defaults import PIXEL_POOL, PIXELS, POOLS
 from explorer.errors import ExplorerError
-from explorer.extract import POOLS, check_timesteps, parse_pools
-from explorer.features import (
-    PIXELS,
-    Selection,
-    ensure_features,
-    ensure_pixels,
-    feature_key,
-)
-from explorer.fusion import Fused, fuse_features, parse_fused
-from explorer.heads import HEAD_NAMES, Head, parse_head
-from explorer.jobs import ExtractOutcome
-from explorer.layers import LayerSpec, build_catalogue, select_layers
+from explorer.features.extract import ensure_features
+from explorer.features.keys import Selection, feature_key
+from explorer.features.pixels import ensure_pixels
+from explorer.features.reports import ExtractOutcome
+from explorer.features.sizes import pooled_shape
+from explorer.features.store import FeatureStore
+from explorer.models.accel import is_compiled
+from explorer.models.device import resolve_device
+from explorer.models.layers import LayerSpec, build_catalogue, select_layers
+from explorer.models.loader import load_model
+from explorer.probes.combine import fuse_features
 from explorer.probes.metrics import ProbeResult
+from explorer.probes.registry import Head, parse_head
 from explorer.results import ResultStore
-from explorer.store import FeatureStore
-
-HEADS = HEAD_NAMES  # the registry's names (explorer.heads.HEADS has the specs)
-PIXEL_POOL = "full"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """Where features are read: timestep, layer name (or "pixels"), pooling, noise seed."""
-
-    t: int | None
-    layer: str
-    pool: str
-    seed: int = 0
-
-    @property
-    def is_pixels(self) -> bool:
-        return self.layer == PIXELS
+from explorer.settings import (
+    Fused,
+    Setting,
+    as_int,
+    check_timesteps,
+    parse_fused,
+    parse_pools,
+)
+from explorer.sweep import plan_for, run_sweep
 
 
 def _map_side(s: Setting | Fused) -> int:
@@ -75,8 +67,10 @@ class Workspace:
         device: str = "auto",
         progress: bool | Callable[[int, int], None] = False,
         workers: int | None = None,
+        trust_pickle: bool = False,
     ):
         self.model, self.dataset = model, dataset
+        self.trust_pickle = trust_pickle  # for `twin`: a control loads as this model did
         self.progress = progress  # default for extraction started by any view (CLI: a tqdm bar)
         self.store = store or FeatureStore()
         self.results = ResultStore(self.store.root)
@@ -100,9 +94,6 @@ class Workspace:
         dtype: str | None = None,
         **kw,
     ) -> Workspace:
-        from explorer.device import resolve_device
-        from explorer.models import load_model
-
         dataset = load_dataset(dataset_spec)
         model = load_model(
             model_spec,
@@ -111,7 +102,14 @@ class Workspace:
             compile=compile,
             dtype=dtype,
         )
-        return cls(model, dataset, store=FeatureStore(cache_dir), device=device, **kw)
+        return cls(
+            model,
+            dataset,
+            store=FeatureStore(cache_dir),
+            device=device,
+            trust_pickle=trust_pickle,
+            **kw,
+        )
 
     # --- what the views show (plain values: views never touch the model object or the caches) -
 
@@ -125,8 +123,6 @@ class Workspace:
 
     def describe(self) -> dict:
         """{"dataset": ..., "model": ...}: plain facts (`overview.describe_dataset/_model`)."""
-        from explorer import overview
-
         return {
             "dataset": overview.describe_dataset(
                 self.dataset, len(self.train.indices), len(self.test.indices)
@@ -136,9 +132,7 @@ class Workspace:
 
     def cache_overview(self):
         """`overview.CacheOverview` of this workspace's cache root."""
-        from explorer.overview import cache_overview
-
-        return cache_overview(self.store.root)
+        return overview.cache_overview(self.store.root)
 
     def clear_features(self) -> None:
         """Delete every cached feature entry (probe results, UMAPs and sweep tables stay)."""
@@ -148,7 +142,7 @@ class Workspace:
 
     @cached_property
     def catalogue(self) -> list[LayerSpec]:
-        return build_catalogue(self.model.unet)
+        return build_catalogue(self.model.denoiser)
 
     def layer(self, spec: str | int) -> LayerSpec:
         return select_layers(self.catalogue, [spec])[0]
@@ -173,16 +167,16 @@ class Workspace:
         pools = parse_pools(pool)
         if len(pools) != 1:
             raise ExplorerError(f"give one pooling, not '{pool}'")
-        t = check_timesteps([_integer(t, "timestep")], self.model.num_timesteps)[0]
-        return Setting(t, lay.name, pools[0], _integer(seed, "seed"))
+        t = check_timesteps([as_int(t, "timestep")], self.model.num_timesteps)[0]
+        return Setting(t, lay.name, pools[0], as_int(seed, "seed"))
 
-    def _norm(self, s: Setting | Fused | tuple) -> Setting | Fused:
+    def canonical(self, s: Setting | Fused | tuple) -> Setting | Fused:
         """`s` in canonical form (every entry point reads and writes the caches through this); a
         plain tuple of settings is a `Fused` concatenation."""
         if isinstance(s, tuple) and not isinstance(s, Setting):
             s = Fused(tuple(s))
         if isinstance(s, Fused):
-            members = tuple(self._norm(m) for m in s.members)
+            members = tuple(self.canonical(m) for m in s.members)
             return s if members == s.members else Fused(members, s.mode)
         if s.is_pixels or (
             s.layer in self._layer_names
@@ -202,7 +196,7 @@ class Workspace:
         seed: int | str = 0,
     ) -> Fused:
         """A canonical `Fused` from its text (`"24@150+19@90"`, `"mean:24@150~0+24@150~1"`, see
-        `explorer.fusion`) or from `(t, layer)` pairs (`[(150, 24), (90, 19)]`); members take
+        `explorer.settings`) or from `(t, layer)` pairs (`[(150, 24), (90, 19)]`); members take
         `pool` and `seed` unless they name theirs; `mode` "concat" (default) or "mean"."""
         if isinstance(members, str):
             parts, text_mode = parse_fused(members)
@@ -215,7 +209,7 @@ class Workspace:
             made = []
             for m in members:
                 if isinstance(m, Setting):
-                    made.append(self._norm(m))
+                    made.append(self.canonical(m))
                 elif isinstance(m, Sequence) and len(m) in (2, 3, 4):
                     made.append(
                         self.setting(
@@ -226,13 +220,13 @@ class Workspace:
                     raise ExplorerError(f"a fused member is (t, layer) or a Setting, not {m!r}")
         return Fused(tuple(made), mode or "concat")
 
-    def _members(self, s: Setting | Fused) -> tuple[Setting, ...]:
+    def members(self, s: Setting | Fused) -> tuple[Setting, ...]:
         return s.members if isinstance(s, Fused) else (s,)
 
     def labels(self, split: str) -> np.ndarray:
-        return self.dataset.labels[self._sel(split).indices]
+        return self.dataset.labels[self.selection(split).indices]
 
-    def _sel(self, split: str) -> Selection:
+    def selection(self, split: str) -> Selection:
         """The fixed image selection of `split` (train and test capped by their limits; any other
         split of the dataset by the test limit)."""
         if split in ("train", "test"):
@@ -258,7 +252,7 @@ class Workspace:
         Returns the number of feature entries computed.
         """
         progress = self.progress if progress is None else progress
-        settings = [m for s in settings for m in self._members(self._norm(s))]
+        settings = [m for s in settings for m in self.members(self.canonical(s))]
         computed = 0
         groups: dict[tuple[int, int], list[Setting]] = {}
         for s in settings:
@@ -267,7 +261,7 @@ class Workspace:
                     ensure_pixels(
                         self.model,
                         self.dataset,
-                        self._sel(split),
+                        self.selection(split),
                         s.pool,
                         store=self.store,
                         workers=self.workers,
@@ -281,7 +275,7 @@ class Workspace:
                 rep = ensure_features(
                     self.model,
                     self.dataset,
-                    self._sel(split),
+                    self.selection(split),
                     timesteps=[t],
                     layers=layers,
                     pools=pools,
@@ -309,13 +303,13 @@ class Workspace:
         `ExtractReport` and the grid's feature keys per split.
         """
         progress = self.progress if progress is None else progress
-        ts = check_timesteps([_integer(t, "timestep") for t in timesteps], self.model.num_timesteps)
+        ts = check_timesteps([as_int(t, "timestep") for t in timesteps], self.model.num_timesteps)
         lays = select_layers(self.catalogue, layers)
         pool_names = parse_pools(pools)
-        seed_list = [_integer(x, "seed") for x in seeds]
+        seed_list = [as_int(x, "seed") for x in seeds]
         out = ExtractOutcome({}, {}, {}, str(self.store.dir))
         for split in splits:
-            sel = self._sel(split)
+            sel = self.selection(split)
             out.reports[split] = ensure_features(
                 self.model,
                 self.dataset,
@@ -340,17 +334,19 @@ class Workspace:
         return out
 
     def key(self, s: Setting, split: str) -> str:
-        s = self._norm(s)
+        s = self.canonical(s)
         if s.is_pixels:
             return feature_key(
-                self.model, self.dataset, self._sel(split), None, PIXELS, s.pool, None
+                self.model, self.dataset, self.selection(split), None, PIXELS, s.pool, None
             )
-        return feature_key(self.model, self.dataset, self._sel(split), s.t, s.layer, s.pool, s.seed)
+        return feature_key(
+            self.model, self.dataset, self.selection(split), s.t, s.layer, s.pool, s.seed
+        )
 
     def is_cached(self, s: Setting | Fused) -> bool:
         return all(
             self.store.has(self.key(m, sp))
-            for m in self._members(self._norm(s))
+            for m in self.members(self.canonical(s))
             for sp in ("train", "test")
         )
 
@@ -376,7 +372,7 @@ class Workspace:
             return np.asarray(self.features(s, split), dtype=np.float32), self.labels(split).astype(
                 np.int64
             )
-        s = self._norm(s)
+        s = self.canonical(s)
         if isinstance(s, Fused):  # computed from its members' cached features, not stored
             return fuse_features([self.features(m, split) for m in s.members], s.mode)
         if not self.store.has(self.key(s, split)):
@@ -391,14 +387,14 @@ class Workspace:
         head: str | Head = "linear",
         progress: bool | Callable[[int, int], None] | None = None,
     ) -> dict[Setting, ProbeResult]:
-        """Probe results per setting for `head` (e.g. "knn:k=10", see `explorer.heads`).
+        """Probe results per setting for `head` (e.g. "knn:k=10", see `explorer.probes.registry`).
 
         Cached ones are read, the rest trained together. The cache key holds every parameter
         of the head, defaults included. A `Fused` (or a tuple of settings) is keyed by its
         members' feature keys in order plus its mode.
         """
         asked = list(settings)
-        canon = {s: self._norm(s) for s in asked}
+        canon = {s: self.canonical(s) for s in asked}
         if any(c != s for s, c in canon.items()):
             res = self.evaluate(list(dict.fromkeys(canon.values())), head, progress)
             return {s: res[canon[s]] for s in asked}
@@ -409,7 +405,7 @@ class Workspace:
                 f"the {head.name} head needs spatial maps: use pool 2, 4, 8 or map16, "
                 f"not {'raw pixels' if flat[0].is_pixels else 'pool ' + flat[0].pool}"
             )
-        keys = {s: self._result_key(head, s) for s in settings}
+        keys = {s: self.result_key(head, s) for s in settings}
         out = {s: r for s, k in keys.items() if (r := self.results.get(k)) is not None}
         todo = [s for s in settings if s not in out]
         if not todo:
@@ -420,8 +416,8 @@ class Workspace:
             self.results.put(keys[s], r)
         return out | fresh
 
-    def _result_key(self, head: Head, s: Setting | Fused) -> str:
-        members = self._members(s)
+    def result_key(self, head: Head, s: Setting | Fused) -> str:
+        members = self.members(s)
         params = head.params | ({"fusion": s.mode} if isinstance(s, Fused) else {})
         return ResultStore.key(
             head.name,
@@ -450,8 +446,6 @@ class Workspace:
     def _maps(self, s: Setting | Fused, split: str) -> np.ndarray:
         """`(N, C, h, w)` features of a setting as maps (for heads that read positions); of a
         mean `Fused`, the mean of its members' maps."""
-        from explorer.extract import pooled_shape
-
         if isinstance(s, Fused):
             return fuse_features([self._maps(m, split) for m in s.members], s.mode)
         x = np.asarray(self.features(s, split))
@@ -461,9 +455,9 @@ class Workspace:
 
     def embedding(self, s: Setting, method: str = "umap", split: str = "test") -> np.ndarray:
         """`(N, 2) float32` UMAP (cached on disk) or PCA of one setting's features."""
-        from explorer.analysis.embed import pca_embed, umap_embed
+        from explorer.analysis.embed import pca_embed, umap_embed  # umap/numba: on use only
 
-        s = self._norm(s)
+        s = self.canonical(s)
         x = np.asarray(self.features(s, split), dtype=np.float32)
         if method == "pca":
             return pca_embed(x)
@@ -474,9 +468,9 @@ class Workspace:
     def aligned_embedding(self, settings: Sequence[Setting], split: str = "test") -> np.ndarray:
         """`(K, N, 2) float32` aligned UMAP of K settings (e.g. one block over K timesteps) on
         the same images, cached on disk under their feature keys: reopening it computes nothing."""
-        from explorer.analysis.embed import aligned_umap
+        from explorer.analysis.embed import aligned_umap  # umap/numba: on use only
 
-        settings = [self._norm(s) for s in settings]
+        settings = [self.canonical(s) for s in settings]
         if len(settings) < 2:
             raise ExplorerError("an aligned embedding needs at least 2 settings")
         self.ensure([s for s in settings if not self.store.has(self.key(s, split))], splits=[split])
@@ -488,9 +482,7 @@ class Workspace:
         self, settings: Sequence[Setting], split: str = "test", debiased: bool = False
     ) -> np.ndarray:
         """`(K, K)` linear CKA between the features of `settings` on the same images."""
-        from explorer.analysis.cka import cka_matrix
-
-        settings = [self._norm(s) for s in settings]
+        settings = [self.canonical(s) for s in settings]
         self.ensure(settings, splits=[split])
         return cka_matrix(
             [np.asarray(self.features(s, split), dtype=np.float32) for s in settings],
@@ -524,6 +516,27 @@ class Workspace:
             s = self.setting(t, layer, pool, seed)
         return self.evaluate([s], head)[s]
 
+    def twin(self, model_spec: str) -> Workspace:
+        """Another model (e.g. `random:<this model>`) on the same dataset, selections, store and
+        device settings: a sweep's control."""
+        model = load_model(
+            model_spec,
+            trust_pickle=self.trust_pickle,
+            device=next(self.model.denoiser.parameters()).device,
+            compile=is_compiled(self.model.denoiser),
+            dtype=self.model.precision,
+        )
+        return Workspace(
+            model,
+            self.dataset,
+            store=self.store,
+            batch_size=self.batch_size,
+            device=self.device,
+            workers=self.workers,
+            trust_pickle=self.trust_pickle,
+            **self.limits,
+        )
+
     def sweep(
         self,
         timesteps: Sequence[int] | int | str = (10, 90, 150),
@@ -540,61 +553,20 @@ class Workspace:
     ):
         """A grid of probes as the tidy results table (a `pandas.DataFrame`, as `explorer sweep` writes).
 
-        `baselines` adds raw pixels and the same U-Net with random weights; `out` also saves the table.
-        `fuse`: fused settings also probed (texts like "24@150+19@90", pair lists or `Fused`, pool the
-        first of `pools`); `seed_average="features"` probes the mean features over `seeds` (DIFT).
+        `baselines` adds raw pixels and the same model with random weights; `out` also saves the
+        table. `fuse`: fused settings also probed (texts like "24@150+19@90", pair lists or
+        `Fused`, pool the first of `pools`); `seed_average="features"` probes the mean features
+        over `seeds` (DIFT). The plan is `explorer.sweep.plan_for`'s, as in the CLI and the app.
         """
-        from explorer.accel import is_compiled
-        from explorer.extract import parse_timesteps
-        from explorer.heads import parse_heads
-        from explorer.models import RANDOM_PREFIX, load_model
-        from explorer.sweep import SweepPlan, run_sweep
-
-        ts = (
-            parse_timesteps(timesteps)
-            if isinstance(timesteps, str)
-            else ([timesteps] if isinstance(timesteps, int) else list(timesteps))
-        )
-        ts = check_timesteps([_integer(t, "timestep") for t in ts], self.model.num_timesteps)
-        names = [lay.name for lay in select_layers(self.catalogue, layers)]
-        head_labels = [
-            h.label for h in parse_heads(heads if isinstance(heads, str) else ",".join(heads))
-        ]
-        seed_list = [
-            _integer(x, "seed") for x in ([seeds] if isinstance(seeds, int | str) else seeds)
-        ]
-        controls = []
-        if baselines and not self.model.name.startswith(RANDOM_PREFIX):
-            rnd = load_model(
-                RANDOM_PREFIX + self.model.name,
-                device=next(self.model.unet.parameters()).device,
-                compile=is_compiled(self.model.unet),
-                dtype=self.model.precision,
-            )
-            controls.append(
-                Workspace(
-                    rnd,
-                    self.dataset,
-                    store=self.store,
-                    batch_size=self.batch_size,
-                    device=self.device,
-                    workers=self.workers,
-                    **self.limits,
-                )
-            )
-        pool_names = parse_pools(pools)
-        fused = [f if isinstance(f, Fused) else self.fused(f, pool_names[0]) for f in fuse]
-        if seed_average not in ("accuracy", "features"):
-            raise ExplorerError(f"seed_average is 'accuracy' or 'features', not {seed_average!r}")
-        plan = SweepPlan(
-            ts,
-            names,
-            pool_names,
-            head_labels,
-            seed_list,
-            pixels=baselines,
-            controls=controls,
-            fused=[self._norm(f) for f in fused],
+        plan = plan_for(
+            self,
+            timesteps=timesteps,
+            layers=layers,
+            pools=pools,
+            heads=heads,
+            seeds=seeds,
+            baselines=baselines,
+            fuse=fuse,
             seed_average=seed_average,
         )
         return run_sweep(self, plan, out=out, progress=progress)
@@ -608,13 +580,3 @@ def _check_fusion(head: Head, settings) -> None:
                 f"the {head.name} head reads one map; fuse settings with linear, knn, "
                 "mlp (concatenated) or fusion (a token set), or use mode mean"
             )
-
-
-def _integer(value, what: str) -> int:
-    """An int from an int-like value or a digit string; a clear error otherwise."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ExplorerError(f"{what} must be an integer, not {value!r}") from None

@@ -14,6 +14,7 @@ import numpy as np
 from explorer.atomic import atomic_write
 from explorer.data.base import ImageDataset, fingerprint_arrays, stratified_split
 from explorer.errors import ExplorerError
+from explorer.paths import cache_dir
 
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -133,8 +134,6 @@ def load_idx_folder(
 
 def fashion_mnist_dirs() -> list[Path]:
     """Where Fashion-MNIST is looked for, in order."""
-    from explorer.paths import cache_dir
-
     dirs = []
     if os.environ.get("FASHION_MNIST_DIR"):
         dirs.append(Path(os.environ["FASHION_MNIST_DIR"]))

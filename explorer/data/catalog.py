@@ -6,7 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from explorer.data.builtin import fashion_mnist_available, is_idx_folder
+from explorer.data.folders import HF_MARKERS, class_dirs, find_cifar, is_image, split_dirs
+from explorer.data.splits import describe_splits, find_split_files
 from explorer.errors import ExplorerError
+from explorer.exposure import ROOTS_ENV, parse_roots
 
 
 @dataclass(frozen=True)
@@ -18,8 +22,6 @@ class DatasetEntry:
 
 
 def _builtins() -> list[DatasetEntry]:
-    from explorer.data.builtin import fashion_mnist_available
-
     fm = fashion_mnist_available()
     return [
         DatasetEntry(
@@ -37,19 +39,13 @@ def _builtins() -> list[DatasetEntry]:
 def _direct_images(path: Path) -> bool:
     """Some subfolder holds image files itself: `path/<class>/<image>` (a folder of datasets
     holds them one level deeper, and is listed dataset by dataset instead)."""
-    from explorer.data.folders import _class_dirs, _is_image
-
     return (
-        sum(any(_is_image(f) for f in d.iterdir() if f.is_file()) for d in _class_dirs(path)) >= 2
+        sum(any(is_image(f) for f in d.iterdir() if f.is_file()) for d in class_dirs(path)) >= 2
     )
 
 
 def describe_path(path: Path) -> DatasetEntry | None:
     """The entry for a dataset folder or zip at `path`, or None when it is not one."""
-    from explorer.data.builtin import is_idx_folder
-    from explorer.data.folders import HF_MARKERS, _split_dirs, find_cifar
-    from explorer.data.splits import describe_splits, find_split_files
-
     path = Path(path).expanduser()
     if path.is_file():
         return (
@@ -65,15 +61,13 @@ def describe_path(path: Path) -> DatasetEntry | None:
         return DatasetEntry(str(path), "hf", True, "its train/test splits, else stratified 80/20")
     if is_idx_folder(path):
         return DatasetEntry(str(path), "idx", True, "official train/test files")
-    if _split_dirs(path) is not None or find_split_files(path) or _direct_images(path):
+    if split_dirs(path) is not None or find_split_files(path) or _direct_images(path):
         return DatasetEntry(str(path), "imagefolder", True, describe_splits(path))
     return None
 
 
 def list_datasets(paths: list[str] | None = None) -> list[DatasetEntry]:
     """Built-ins, then datasets at `paths` and one level under them and under `EXPLORER_DATA_ROOTS`."""
-    from explorer.access import ROOTS_ENV, parse_roots
-
     out = _builtins()
     seen: set[str] = set()
     for given in paths or []:

@@ -18,11 +18,13 @@ from PIL import Image, ImageOps
 
 from explorer.atomic import atomic_write
 from explorer.data.base import ImageDataset, fingerprint_arrays, stratified_split
+from explorer.data.builtin import is_idx_folder, load_idx_folder
+from explorer.data.splits import TEST_DIR_NAMES, apply_split_files
 from explorer.data.upload import IMAGE_EXTS, extract_zip
 from explorer.errors import ExplorerError
+from explorer.paths import cache_dir
 
 SCAN_VERSION = 1
-TEST_DIR_NAMES = ("test", "val", "valid", "validation")
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 NOT_A_DATASET = (
@@ -49,8 +51,6 @@ def load_path(path: Path) -> ImageDataset:
         return load_cifar(cifar[0], cifar[1], name=path.name, source=str(path.resolve()))
     if any((path / m).is_file() for m in HF_MARKERS):
         return load_hf_dataset(path)
-    from explorer.data.builtin import is_idx_folder, load_idx_folder
-
     if is_idx_folder(path):
         return load_idx_folder(path, name=path.name)
     return load_image_folder(path)
@@ -58,8 +58,6 @@ def load_path(path: Path) -> ImageDataset:
 
 def load_zip(zip_path: Path) -> ImageDataset:
     """A zip of class folders, extracted once into the cache and loaded as an ImageFolder."""
-    from explorer.paths import cache_dir
-
     root, _ = extract_zip(zip_path, cache_dir() / "uploads")
     return load_image_folder(root, name=Path(zip_path).stem, source=str(Path(zip_path).resolve()))
 
@@ -173,7 +171,7 @@ def load_cifar(folder: Path, kind: str, name: str | None = None, source: str = "
 # ---------------------------------------------------------------- ImageFolder
 
 
-def _is_image(p: Path) -> bool:
+def is_image(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTS
 
 
@@ -181,7 +179,7 @@ def _visible(p: Path) -> bool:
     return not p.name.startswith(".") and p.name != "__MACOSX"
 
 
-def _class_dirs(root: Path) -> list[Path]:
+def class_dirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and _visible(d))
 
 
@@ -193,16 +191,16 @@ def _class_files(d: Path) -> list[Path]:
         out += [
             Path(dirpath) / n
             for n in sorted(filenames)
-            if not n.startswith(".") and _is_image(Path(n))
+            if not n.startswith(".") and is_image(Path(n))
         ]
     return out
 
 
 def _has_images(d: Path) -> bool:
-    return any(_class_files(c) for c in _class_dirs(d)) if d.is_dir() else False
+    return any(_class_files(c) for c in class_dirs(d)) if d.is_dir() else False
 
 
-def _split_dirs(root: Path) -> tuple[Path, Path] | None:
+def split_dirs(root: Path) -> tuple[Path, Path] | None:
     """`(train, test)` folders when `root` is split into ImageFolders, else None."""
     train = root / "train"
     if not (train.is_dir() and _has_images(train)):
@@ -242,8 +240,6 @@ def _scan_one(path: Path) -> dict:
 
 
 def _scan_cache_dir() -> Path:
-    from explorer.paths import cache_dir
-
     d = cache_dir() / "scans"
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -388,19 +384,19 @@ def load_image_folder(
     """
     root = Path(root).resolve()
     name = name or root.name
-    split_dirs = _split_dirs(root)
-    bases = list(split_dirs) if split_dirs else [root]
+    tree_splits = split_dirs(root)
+    bases = list(tree_splits) if tree_splits else [root]
     skipped: list[str] = []
     # (split or None, class name, file)
     items: list[tuple[str | None, str, Path]] = []
-    for base, split in zip(bases, ("train", "test") if split_dirs else (None,), strict=True):
-        for d in _class_dirs(base):
+    for base, split in zip(bases, ("train", "test") if tree_splits else (None,), strict=True):
+        for d in class_dirs(base):
             items += [(split, d.name, p) for p in _class_files(d)]
-        if not split_dirs:
+        if not tree_splits:
             skipped += [
                 f"{p.name}: not inside a class folder"
                 for p in sorted(base.iterdir())
-                if p.is_file() and _visible(p) and _is_image(p)
+                if p.is_file() and _visible(p) and is_image(p)
             ]
     if not items:
         raise ExplorerError(NOT_A_DATASET.format(path=root))
@@ -418,11 +414,9 @@ def load_image_folder(
         raise ExplorerError(
             f"no readable images in {root} ({len(items)} files skipped, e.g. {skipped[0]}); check the files"
         )
-    from explorer.data.splits import apply_split_files
-
-    names = {"train": split_dirs[0].name, "test": split_dirs[1].name} if split_dirs else {}
+    names = {"train": tree_splits[0].name, "test": tree_splits[1].name} if tree_splits else {}
     folder_splits = None
-    if split_dirs:
+    if tree_splits:
         is_train = np.array([s == "train" for s, _, _, _ in kept])
         folder_splits = {"train": np.flatnonzero(is_train), "test": np.flatnonzero(~is_train)}
     listed = apply_split_files(

@@ -36,7 +36,7 @@ class Preprocess:
     def __call__(self, images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
         """`(B, H, W, C) uint8` array or list of `(H, W, C) uint8` -> `(B, channels, size, size)` float32."""
         if isinstance(images, np.ndarray):
-            batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+            batch = _float_tensor(images).permute(0, 3, 1, 2)
             if batch.shape[-1] != self.size or batch.shape[-2] != self.size:
                 batch = _resize_square(batch, self.size)
         else:
@@ -87,7 +87,21 @@ def adm_resize(image: np.ndarray, size: int) -> np.ndarray:
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     """`(H, W, C) uint8` -> `(1, C, H, W)` float32 in [0, 255]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None]
+    return _float_tensor(image).permute(2, 0, 1)[None]
+
+
+def _float_tensor(array: np.ndarray) -> torch.Tensor:
+    """`array` as a float32 tensor of its shape, laid out C-contiguously, never warning.
+
+    `torch.from_numpy` warns on a read-only array (PIL's pixels from `np.asarray`, a
+    memory-mapped or shared batch). Such an array is converted to float32 in NumPy instead:
+    the one copy `.float()` makes anyway, so nothing is copied twice. A writable array is
+    wrapped without a copy and converted by torch, as before.
+    """
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:
+        array = array.astype(np.float32)  # a new, writable array
+    return torch.from_numpy(array).float()
 
 
 def _match_channels(batch: torch.Tensor, channels: int) -> torch.Tensor:

@@ -21,6 +21,8 @@ import numpy as np
 
 from explorer.errors import ExplorerError
 
+TEST_DIR_NAMES = ("test", "val", "valid", "validation")  # a tree's test split folder
+
 SPLIT_FILES = {"train": ("train.txt",), "test": ("test.txt", "val.txt")}
 
 
@@ -141,8 +143,6 @@ def apply_split_files(
 
 def describe_splits(root: Path) -> str:
     """How an ImageFolder tree at `root` is split, in words (for `explorer datasets`)."""
-    from explorer.data.folders import TEST_DIR_NAMES
-
     files = find_split_files(root)
     if files:
         return "split files: " + ", ".join(f"{s}={p.name}" for s, p in files.items())

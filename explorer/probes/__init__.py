@@ -6,19 +6,39 @@
 - `fit_knn`, `fit_mlp`, `fit_attention`: score one setting on test.
 """
 
-from explorer.probes.attention import AttentionHead, AttentionProbe, fit_attention, pool_tokens
-from explorer.probes.base import ProbeEstimator, TorchProbe
-from explorer.probes.knn import fit_knn, knn_predict
-from explorer.probes.linear import DEFAULT_REGS, LinearProbe, fit_linear_grid, sklearn_C
-from explorer.probes.metrics import (
-    NotFittedError,
-    ProbeResult,
-    bootstrap_ci,
-    confusion_matrix,
-    per_class_accuracy,
-    validation_split,
-)
-from explorer.probes.mlp import MLPProbe, fit_mlp
+from importlib import import_module
+
+# name -> submodule. Imported on first use (PEP 562), so `explorer.probes.registry` (the head
+# names the CLI's help lists) loads without torch, which the torch probes would pull in.
+_WHERE = {
+    "AttentionHead": "attention",
+    "AttentionProbe": "attention",
+    "fit_attention": "attention",
+    "pool_tokens": "attention",
+    "ProbeEstimator": "base",
+    "TorchProbe": "base",
+    "fit_knn": "knn",
+    "knn_predict": "knn",
+    "DEFAULT_REGS": "linear",
+    "LinearProbe": "linear",
+    "fit_linear_grid": "linear",
+    "sklearn_C": "linear",
+    "NotFittedError": "metrics",
+    "ProbeResult": "metrics",
+    "bootstrap_ci": "metrics",
+    "confusion_matrix": "metrics",
+    "per_class_accuracy": "metrics",
+    "validation_split": "metrics",
+    "MLPProbe": "mlp",
+    "fit_mlp": "mlp",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"explorer.probes.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'explorer.probes' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_REGS",

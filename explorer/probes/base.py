@@ -1,6 +1,7 @@
 """The estimator bases the probes share, and the minibatch training loop of the torch probes.
 
-- `ProbeEstimator`: scikit-learn's `get_params`/`set_params` (so `sklearn.base.clone` works)
+- `ProbeEstimator`: scikit-learn's `BaseEstimator` and `ClassifierMixin` (so `clone`,
+  `get_params`/`set_params` work and `is_classifier` is True: cross-validation stratifies),
   plus `predict`/`score` from `predict_proba` and `classes_`.
 - `TorchProbe`: one `fit` flow for minibatch-trained heads (MLP, attention, CNN): labels
   to codes, a stratified validation split of train, a seeded model, early stopping.
@@ -16,13 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
-from explorer.device import resolve_device
 from explorer.errors import ExplorerError
+from explorer.models.device import resolve_device
 from explorer.probes.metrics import (
-    ClassifierMixin,
     ProbeResult,
     as_device_tensor,
     check_fitted,
@@ -128,7 +128,22 @@ def train_classifier(
 
 
 class ProbeEstimator(ClassifierMixin, BaseEstimator):
-    """A scikit-learn-shaped probe: `__init__` only stores its (named) arguments."""
+    """A scikit-learn classifier: `__init__` only stores its (named) arguments; subclasses
+    define `fit` and `predict_proba` (setting `classes_`), and get `predict` and `score` here.
+
+    scikit-learn's `ClassifierMixin` makes `is_classifier` True (so `cross_val_score` and
+    `GridSearchCV` with an integer `cv` use `StratifiedKFold`) and tags it a classifier.
+    """
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted labels `(N,)`, taken from `classes_`."""
+        codes = self.predict_proba(X).argmax(1)  # raises "not fitted yet" before classes_ is read
+        return self.classes_[codes]
+
+    def score(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """Top-1 accuracy in [0, 1] (weighted by `sample_weight` `(N,)` when given)."""
+        correct = self.predict(X) == np.asarray(y)
+        return float(np.average(correct, weights=sample_weight))
 
     def _store(self, args: dict) -> None:
         """Keep every `__init__` argument as an attribute: call as `self._store(locals())`."""

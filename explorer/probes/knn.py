@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from explorer.device import resolve_device
 from explorer.errors import ExplorerError
+from explorer.models.device import resolve_device
 from explorer.probes.metrics import ProbeResult, as_device_tensor, check_xy, fit_val_split
 
 DEFAULT_KS = (10, 20)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from explorer.device import resolve_device
 from explorer.errors import ExplorerError
+from explorer.models.device import resolve_device
 from explorer.probes.base import ProbeEstimator
 from explorer.probes.metrics import (
     ProbeResult,

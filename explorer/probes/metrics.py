@@ -203,19 +203,6 @@ def fit_val_split(
     return np.arange(len(codes)), np.empty(0, dtype=np.int64)
 
 
-class ClassifierMixin:
-    """`predict` and `score` for probes that define `predict_proba` and `classes_`."""
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted labels `(N,)`."""
-        codes = self.predict_proba(X).argmax(1)  # raises "not fitted yet" before classes_ is read
-        return self.classes_[codes]
-
-    def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Top-1 accuracy in [0, 1]."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
-
-
 # --- paired comparisons ----------------------------------------------------------------------
 
 

@@ -10,15 +10,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from explorer import access
 from explorer import defaults as D
+from explorer import exposure
 from explorer.errors import ExplorerError
-from explorer.heads import HEADS
+from explorer.probes.registry import HEADS
 from explorer.ui import services, state
 
 CONTEXT_KEY = "_context"
 HEADS_HELP = "\n".join(f"- **{h.name}**: {h.description}" for h in HEADS.values())
-POOLS = D.APP_POOLS  # the old name
 POOL_LABELS = D.POOL_LABELS  # one set of labels, shared with the CLI's help
 _PAGE_DIR = (
     Path(__file__).resolve().parent / "pages"
@@ -41,9 +40,9 @@ def context() -> services.Context:
     return ctx
 
 
-def policy() -> access.Policy:
+def policy() -> exposure.Policy:
     """This server's access policy: the CLI's environment, or the address Streamlit listens on."""
-    return access.Policy.from_env(st.get_option("server.address"))
+    return exposure.Policy.from_env(st.get_option("server.address"))
 
 
 def show_error(e: BaseException) -> None:
@@ -75,7 +74,7 @@ def guard() -> Iterator[None]:
 
 def pool_control(bound: state.Bound, label: str = "Pooling") -> str:
     return bound(
-        st.selectbox, label, options=list(POOLS), format_func=lambda p: POOL_LABELS.get(p, p)
+        st.selectbox, label, options=list(D.APP_POOLS), format_func=lambda p: POOL_LABELS.get(p, p)
     )
 
 
@@ -159,13 +158,6 @@ def default_block(catalogue) -> int:
 
 def label_of(catalogue) -> dict[str, str]:
     return {lay.name: lay.label for lay in catalogue}
-
-
-def timestep_defaults(T: int, n: int = 5) -> list[int]:
-    """A spread of timesteps over [0, T): early ones densely, where features are usually best."""
-    base = [10, 50, 100, 200, 400, 700]
-    out = sorted({min(T - 1, max(0, round(b * T / 1000))) for b in base})
-    return out[:n]
 
 
 def timestep_options(T: int) -> list[int]:

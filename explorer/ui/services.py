@@ -2,12 +2,16 @@
 bars over long jobs (evaluate, sweep, UMAP), images and the sweep tables on disk.
 
 Pages call these for anything that loads, computes or caches, and pure core functions
-(`probes.metrics`, `results`, `overview`, `ui.figures`) for the numbers they show; they never
+(`probes.metrics`, `results`, `overview`, `explorer.figures`) for the numbers they show; they never
 touch a workspace's stores or model object.
 
 Models and datasets live in `st.cache_resource` (one copy per server process); features,
 probe results and UMAPs live in the core's on-disk stores, so a setting computed once by
 the app, `explorer extract` or `explorer sweep` renders again without any computation.
+
+umap (seconds to import, through numba) is imported inside the functions that draw
+embeddings; `serve.py`'s warm-up thread imports it, and loads the default model and views,
+before the first page is answered.
 """
 
 from __future__ import annotations
@@ -25,13 +29,20 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from explorer import defaults
+from explorer import defaults, shipped
 from explorer.data import ImageDataset, load_dataset
 from explorer.defaults import RANDOM_PREFIX
+from explorer.features.keys import EXTRACTION_VERSION
+from explorer.features.store import FeatureStore
+from explorer.models.device import describe, resolve_device
+from explorer.models.loader import load_model
+from explorer.overview import class_rows
 from explorer.paths import BUILTIN_MODEL_DIRS, cache_dir
-from explorer.results import COLUMNS, load_table, save_table, with_text_columns
-from explorer.warm import preloaded
-from explorer.workspace import Setting, Workspace
+from explorer.results import COLUMNS, accuracy_view, load_table, save_table, with_text_columns
+from explorer.settings import Setting
+from explorer.sweep import SweepProgress, run_sweep
+from explorer.warm import cka_view, import_seed, preload, preloaded
+from explorer.workspace import Workspace
 
 BATCH_SIZE = 256
 DEFAULT_TRAIN_LIMIT = defaults.DEFAULT_TRAIN_LIMIT
@@ -70,9 +81,6 @@ def builtin_models() -> list[str]:
 
 
 def _make_model(spec: str, device: str):
-    from explorer.device import resolve_device
-    from explorer.models import load_model
-
     return load_model(spec, device=resolve_device(device))
 
 
@@ -85,16 +93,9 @@ def _load_dataset(spec: str) -> ImageDataset:
     return preloaded(("dataset", spec), lambda: load_dataset(spec))
 
 
-def _new_workspace(
-    model: str,
-    dataset: str,
-    train_limit: int | None,
-    test_limit: int | None,
-    root: str,
-    device: str,
-) -> Workspace:
-    from explorer.store import FeatureStore
-
+def _new_workspace(*key) -> Workspace:
+    """The workspace of `_workspace`'s key: (model, dataset, train_limit, test_limit, root, device)."""
+    model, dataset, train_limit, test_limit, root, device = key
     return Workspace(
         _load_model(model, device),
         _load_dataset(dataset),
@@ -145,7 +146,6 @@ def warm_up() -> threading.Thread:
     import pkgutil
 
     from explorer import ui
-    from explorer.warm import import_seed, preload
 
     model, dataset = SEED_PAIR
     root, device = str(cache_dir()), "auto"
@@ -157,8 +157,8 @@ def warm_up() -> threading.Thread:
             *mods,
             "explorer.analysis.embed",
             "explorer.probes.metrics",
-            "explorer.heads",
-            "explorer.models",
+            "explorer.probes.registry",
+            "explorer.models.loader",
             "explorer.shipped",
             "plotly.graph_objects",
         ]:
@@ -193,8 +193,6 @@ def warm_up() -> threading.Thread:
 def warm_cache(root: str) -> dict[str, int]:
     """Import the shipped seed of the default views into cache `root`, once per process
     (checksummed files only; see `explorer.warm`)."""
-    from explorer.warm import import_seed
-
     return import_seed(root)
 
 
@@ -211,8 +209,6 @@ def workspace(
 
 @st.cache_resource(show_spinner=False)
 def device_text() -> str:
-    from explorer.device import describe, resolve_device
-
     return describe(resolve_device("auto"))
 
 
@@ -281,7 +277,6 @@ def _await_umap(shape: tuple[int, int], key: str, root: str) -> None:
 
 def cka(ws: Workspace, settings: Sequence[Setting], debiased: bool, label: str) -> np.ndarray:
     """`(K, K)` CKA on the test split (cached on disk), with a progress bar while features are missing."""
-    from explorer.warm import cka_view
 
     def ensure(missing: list[Setting]) -> None:
         bar = st.progress(0.0, text=label)
@@ -330,8 +325,6 @@ def images(
 
 def class_samples(ws: Workspace, per: int, size: int = 56) -> list[list[np.ndarray]]:
     """`per` display-size training images of every class, one list a class (in class order)."""
-    from explorer.overview import class_rows
-
     ds = ws.dataset
     rows = class_rows(ds.labels, ds.splits["train"], ds.num_classes, per)
     return [images(ds, r, size=size) for r in rows]
@@ -385,9 +378,6 @@ def merge_tables(*frames: pd.DataFrame) -> pd.DataFrame:
 def sweep(ws: Workspace, plan, path: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, int, float]:
     """Run `plan` with a progress bar and ETA, rows saved as they arrive; returns the merged
     table, the number of new results and the seconds spent. A failure keeps finished rows."""
-    from explorer.results import accuracy_view
-    from explorer.sweep import SweepProgress, run_sweep
-
     bar, t0 = st.progress(0.0, text="Starting the sweep…"), time.time()
     now = {"event": SweepProgress(0, plan.steps, "Starting the sweep…", 0.0)}
 
@@ -419,9 +409,6 @@ def shipped_sweep(ctx: Context):
     """The shipped sweep of this built-in model and dataset, checked against its checksum, the
     extraction version and the model's weights (`explorer.shipped.Shipped`, with `.table`),
     or None when there is none."""
-    from explorer import shipped
-    from explorer.extract import EXTRACTION_VERSION
-
     path = shipped.table_for(ctx.base_model, ctx.dataset)
     if path is None:
         return None

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from explorer import access
 from explorer import defaults as D
+from explorer import exposure
 from explorer.data import BUILTIN_DATASETS, default_dataset
 from explorer.defaults import RANDOM_PREFIX
 from explorer.errors import ExplorerError
@@ -89,7 +89,7 @@ def _picker(p: Picker, default: str) -> str:
 
 
 def _model_picker(default: str) -> str:
-    from explorer.models import local_models
+    from explorer.models.loader import local_models
 
     names = services.builtin_models()
     options = names + [RANDOM_PREFIX + n for n in names] + local_models() + [CUSTOM_MODEL]
@@ -220,8 +220,8 @@ def render() -> services.Context:
     if bad:
         raise ExplorerError(bad[0])
     rules = policy()
-    access.check_dataset(dataset, rules, builtins=tuple(BUILTIN_DATASETS))
-    access.check_model(model, rules)
+    exposure.check_dataset(dataset, rules, builtins=tuple(BUILTIN_DATASETS))
+    exposure.check_model(model, rules)
     ctx = services.Context(model, dataset, train, test)
     st.session_state[CONTEXT_KEY] = ctx
     return ctx

@@ -18,9 +18,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from explorer.defaults import DEFAULT_T
+from explorer.figures import WEBGL_MIN_POINTS, class_colors
+from explorer.settings import Setting
 from explorer.ui import common, services, state
-from explorer.ui.figures import WEBGL_MIN_POINTS, class_colors
-from explorer.workspace import Setting, Workspace
+from explorer.workspace import Workspace
 
 DEFAULT_TIMESTEPS = (DEFAULT_T, 50, 150, 300, 500)  # for 1000 steps; scaled to the model's T
 PROBE = "linear"  # the accuracy beside the animation: the cheap probe, whatever head Explore shows

@@ -8,7 +8,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from explorer.convert.adm import convert_adm
+from explorer.models.convert.adm import convert_adm
 
 from .test_adm_exact import VARIANTS, reference_for
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from explorer.cli import build_parser, main
-from explorer.convert.adm import diffusers_config, split_qkv
-from explorer.convert.adm_presets import PRESETS, ADMConfig
 from explorer.errors import ExplorerError
+from explorer.models.convert.adm import diffusers_config, split_qkv
+from explorer.models.convert.adm_presets import PRESETS, ADMConfig
 
 from .adm_reference import ADMReference, randomise
 
@@ -101,7 +101,7 @@ def _error_line(err: str) -> str:
 
 
 def test_extra_and_misshapen_keys(tmp_path):
-    from explorer.convert.adm import convert_adm
+    from explorer.models.convert.adm import convert_adm
 
     state = save_reference(tmp_path / "m.pt")
     cfg = ADMConfig(
@@ -154,7 +154,7 @@ def test_refuses_pickled_objects(tmp_path, capsys):
 
 def test_flags_and_presets():
     p = build_parser()
-    from explorer.cli import adm_config_from_args
+    from explorer.cli.convert import adm_config_from_args
 
     default = adm_config_from_args(p.parse_args(["convert", "adm", "x.pt", "--out", "o"]))
     assert default == PRESETS["imagenet256-uncond"]
@@ -219,8 +219,8 @@ def test_split_qkv_layouts():
 
 
 def test_class_cond_cli_notes_missing_labels(tmp_path, capsys):
-    from explorer.cli import adm_config_from_args
-    from explorer.convert.adm import module_pairs
+    from explorer.cli.convert import adm_config_from_args
+    from explorer.models.convert.adm import module_pairs
 
     save_reference(tmp_path / "c.pt", num_classes=1000)
     argv = [

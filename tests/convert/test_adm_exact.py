@@ -8,10 +8,15 @@ from dataclasses import replace
 import pytest
 import torch
 
-from explorer.convert.adm import convert_adm, convert_state_dict, diffusers_config, empty_unet
-from explorer.convert.adm_presets import ADMConfig, preset
-from explorer.layers import build_catalogue, first_tensor
-from explorer.models import load_model
+from explorer.models.convert.adm import (
+    convert_adm,
+    convert_state_dict,
+    diffusers_config,
+    empty_unet,
+)
+from explorer.models.convert.adm_presets import ADMConfig, preset
+from explorer.models.layers import build_catalogue, first_tensor
+from explorer.models.loader import load_model
 
 from .adm_reference import ADMReference, randomise
 
@@ -82,7 +87,7 @@ def test_whole_net_matches_reference(small):
     t = torch.tensor(TIMESTEPS)
     with torch.no_grad():
         want = ref(x, t)
-        got = model.unet(x, t).sample
+        got = model.denoiser(x, t).sample
     assert got.shape == (4, 6, 64, 64)  # learn_sigma keeps its 6 output channels
     for i, step in enumerate(TIMESTEPS):
         assert rel_err(got[i], want[i]) < 1e-4, f"t={step}"
@@ -92,14 +97,14 @@ def test_whole_net_matches_reference(small):
 def test_every_block_matches_adm_modules(small):
     """Probe point i+1 = input_blocks[i], 19 = middle_block, 20+j = output_blocks[j]."""
     ref, model, _ = small
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     assert len(cat) == 37
     names = (
         [f"input_blocks.{i}" for i in range(18)]
         + ["middle_block"]
         + [f"output_blocks.{j}" for j in range(18)]
     )
-    modules = dict(model.unet.named_modules())
+    modules = dict(model.denoiser.named_modules())
     got = {}
     handles = [
         modules[lay.hook].register_forward_hook(
@@ -111,7 +116,7 @@ def test_every_block_matches_adm_modules(small):
     x, t = torch.randn(2, 3, 64, 64), torch.tensor([150, 999])
     try:
         with torch.no_grad():
-            model.unet(x, t)
+            model.denoiser(x, t)
             ref(x, t, record=True)
     finally:
         for h in handles:
@@ -130,7 +135,7 @@ def test_every_block_matches_adm_modules(small):
 def test_sigma_channels_do_not_change_features(small):
     """Only conv_out's last 3 rows produce the sigma channels; no probe point depends on them."""
     _, model, _ = small
-    unet = model.unet
+    unet = model.denoiser
     cat = build_catalogue(unet)
     modules = dict(unet.named_modules())
     x, t = torch.randn(1, 3, 64, 64), torch.tensor([90])
@@ -200,12 +205,12 @@ def test_variants_match_reference(name, tmp_path):
     y = torch.tensor([0, 7, 500, 999]) if cfg.class_cond else None
     with torch.no_grad():
         want = ref(x, t, y)
-        got = model.unet(x, t, class_labels=y).sample
+        got = model.denoiser(x, t, class_labels=y).sample
     assert got.shape == want.shape == (4, cfg.out_channels, cfg.image_size, cfg.image_size)
     assert rel_err(got, want) < 1e-4
     if cfg.class_cond:  # the label embedding really is used
         with torch.no_grad():
-            other = model.unet(x, t, class_labels=torch.tensor([1, 8, 501, 998])).sample
+            other = model.denoiser(x, t, class_labels=torch.tensor([1, 8, 501, 998])).sample
         assert rel_err(other, want) > 1e-3
         assert not (out / "model_index.json").exists()
 

@@ -1,4 +1,4 @@
-"""Speed options (`explorer.accel`): compiled units keep the capture hooks and early exit exact,
+"""Speed options (`explorer.models.accel`): compiled units keep the capture hooks and early exit exact,
 channels_last changes no value, the Inductor cache goes under the explorer cache, and neither
 option enters a key. Compile is traced with Dynamo's `aot_eager` backend (same graphs and
 graph breaks as Inductor, no C++ toolchain or minutes of codegen); the GPU check compares
@@ -12,10 +12,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from explorer import accel
-from explorer.extract import forward_features
-from explorer.hooks import listen
-from explorer.layers import _points, build_catalogue
+from explorer.features.capture import forward_features
+from explorer.models import accel
+from explorer.models.hooks import listen
+from explorer.models.layers import build_catalogue, probe_points
 from tests.conftest import build_tiny_unet
 
 
@@ -38,7 +38,7 @@ def _feats(unet, sched, cat, layers, batch=4, **kw):
 
 def test_units_hold_no_hook_target_below_them():
     unet = build_tiny_unet()
-    hooked = {hook for _, hook, _, _ in _points(unet)}
+    hooked = {hook for _, hook, _, _ in probe_points(unet)}
     units = dict(accel.compile_units(unet))
     assert hooked <= units.keys(), f"hook targets not compiled: {sorted(hooked - units.keys())}"
     for path in units:
@@ -111,11 +111,11 @@ def test_inductor_cache_under_explorer_cache_unless_user_chose(monkeypatch, tmp_
 
 
 def test_compile_is_not_in_the_fingerprint(tiny_model_dir):
-    from explorer.models import load_model
+    from explorer.models.loader import load_model
 
     plain = load_model(str(tiny_model_dir))
     fast = load_model(str(tiny_model_dir), compile=True)  # compiles lazily: no pass is run here
-    assert accel.is_compiled(fast.unet) and not accel.is_compiled(plain.unet)
+    assert accel.is_compiled(fast.denoiser) and not accel.is_compiled(plain.denoiser)
     assert fast.fingerprint == plain.fingerprint
 
 

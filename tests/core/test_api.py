@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import explorer
-from explorer.models import load_model
-from explorer.store import FeatureStore
-from explorer.workspace import Setting, Workspace
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
+from explorer.settings import Setting
+from explorer.workspace import Workspace
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

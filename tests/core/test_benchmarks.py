@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `benchmarks` is 
 from benchmarks.__main__ import RUNNERS, run_figures, select  # noqa: E402
 from benchmarks.common import Context, figure  # noqa: E402
 from benchmarks.table import BEGIN, END, SECTION, markdown, print_table, write_section  # noqa: E402
-from explorer.models import load_model  # noqa: E402
+from explorer.models.loader import load_model  # noqa: E402
 
 KEYS = {"figure", "name", "value", "unit", "target", "met", "note"}
 

@@ -10,11 +10,10 @@ import sys
 import pytest
 import torch
 
-import explorer.cli as cli
-from explorer.cli import main
-from explorer.layers import build_catalogue
-from explorer.models import load_model
-from explorer.store import FeatureStore
+from explorer.cli import main, options
+from explorer.features.store import FeatureStore
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import load_model
 
 
 def _extract_args(model_dir, cache, *extra):
@@ -41,7 +40,7 @@ def _extract_args(model_dir, cache, *extra):
 def test_layers_prints_every_point(tiny_model_dir, capsys):
     assert main(["layers", "--model", str(tiny_model_dir)]) == 0, "layers should succeed"
     out = capsys.readouterr().out
-    cat = build_catalogue(load_model(str(tiny_model_dir)).unet)
+    cat = build_catalogue(load_model(str(tiny_model_dir)).denoiser)
     for lay in cat:
         assert lay.name in out, f"{lay.name} missing from the table:\n{out}"
     assert "16x8x8" in out and "fingerprint" in out, (
@@ -58,6 +57,33 @@ def test_layers_json(tiny_model_dir, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["index"] for r in rows] == list(range(1, 10)), rows
     assert rows[4]["name"] == "mid_block" and rows[4]["channels"] == 16, rows[4]
+
+
+def _layer_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.strip()[:1].isdigit()]
+
+
+def test_layers_of_a_class_conditional_model_need_no_class_label(tmp_path, capsys):
+    """The catalogue does not depend on the class, so `explorer layers` asks for none; extraction
+    still refuses to guess one."""
+    from tests.families.tiny import save_family
+
+    folder = str(save_family("class-cond", tmp_path / "class-cond"))
+    assert main(["layers", "--model", folder]) == 0, capsys.readouterr().err
+    unlabelled = capsys.readouterr().out
+    assert main(["layers", "--model", folder, "--class-label", "3"]) == 0
+    labelled = capsys.readouterr().out
+    assert len(_layer_rows(unlabelled)) == len(_layer_rows(labelled)) > 0, (
+        f"same points with and without a label:\n{unlabelled}\n{labelled}"
+    )
+    assert _layer_rows(unlabelled) == _layer_rows(labelled), "same names and shapes"
+    assert "no --class-label given" in unlabelled, "the header says no class was chosen"
+
+    args = ["extract", "--model", folder, "--dataset", "digits", "--timesteps", "10"]
+    rc = main([*args, "--layers", "1", "--limit", "20", "--cache-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error:"), err
+    assert "pick --class-label N" in err[0], err
 
 
 def test_extract_then_identical_run_is_served_from_the_memo(
@@ -78,7 +104,8 @@ def test_extract_then_identical_run_is_served_from_the_memo(
     def no_model(*_a, **_k):
         raise AssertionError("an identical run must not open the model or the dataset")
 
-    monkeypatch.setattr(cli, "open_inputs", no_model)
+    monkeypatch.setattr(options, "open_inputs", no_model)
+    monkeypatch.setattr("explorer.workspace.Workspace.open", no_model)
     assert main(_extract_args(tiny_model_dir, cache)) == 0
     out = capsys.readouterr().out
     assert out.count("0 computed, 18 from cache") == 2, f"second run should compute nothing:\n{out}"
@@ -90,8 +117,8 @@ def test_memo_is_ignored_when_the_model_changes(tiny_model_dir, tmp_path, capsys
     capsys.readouterr()
     model = load_model(str(tiny_model_dir))
     with torch.no_grad():
-        model.unet.conv_in.bias.add_(0.5)
-    model.unet.save_pretrained(tiny_model_dir)
+        model.denoiser.conv_in.bias.add_(0.5)
+    model.denoiser.save_pretrained(tiny_model_dir)
     assert main(_extract_args(tiny_model_dir, cache, "--splits", "test")) == 0
     out = capsys.readouterr().out
     assert "18 computed" in out, (

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.extract import forward_features, image_noise
-from explorer.layers import build_catalogue
-from explorer.models import LoadedModel
+from explorer.features.capture import forward_features, image_noise
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import LoadedModel
 from tests.core.racing import race_two_workers
 
 # (t, layer indices, pools): different depths, so early exits differ between threads
@@ -39,13 +39,13 @@ def _run(model, cat, job, x0):
     noise = image_noise(np.arange(len(x0)), 0, tuple(x0.shape[1:]))
     layers = [cat[i - 1] for i in idx]
     out = forward_features(
-        model.unet, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools
+        model.denoiser, model.scheduler, x0, noise, timestep=t, layers=layers, pools=pools
     )
     return {k: v.numpy().copy() for k, v in out.items()}
 
 
 def test_threads_sharing_a_model_get_their_serial_features(model):
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     x0 = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
     serial = [_run(model, cat, job, x0) for job in JOBS]
     barrier = threading.Barrier(len(JOBS) + 1)
@@ -65,7 +65,7 @@ def test_threads_sharing_a_model_get_their_serial_features(model):
         try:
             barrier.wait()
             for _ in range(CALLS):
-                catalogues.append(build_catalogue(model.unet))
+                catalogues.append(build_catalogue(model.denoiser))
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
@@ -89,20 +89,20 @@ def test_threads_sharing_a_model_get_their_serial_features(model):
                 assert r[k].tobytes() == serial[i][k].tobytes(), (
                     f"thread {i} {k}: features differ from the serial run"
                 )
-    leftover = [n for n, m in model.unet.named_modules() if m._forward_hooks]
-    assert not leftover and not model.unet.training, f"hooks left behind: {leftover}"
+    leftover = [n for n, m in model.denoiser.named_modules() if m._forward_hooks]
+    assert not leftover and not model.denoiser.training, f"hooks left behind: {leftover}"
 
 
 def test_a_plain_forward_in_another_thread_is_not_captured(model):
     """A thread that opened no capture runs the whole model even while another thread captures."""
-    from explorer.extract import capture
+    from explorer.features.capture import capture
 
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     x = torch.zeros(2, 1, 16, 16)
     t = torch.zeros(2, dtype=torch.long)
     out = {}
-    with capture(model.unet, [cat[0]], ["1"]) as store:  # would stop any pass at conv_in
-        th = threading.Thread(target=lambda: out.setdefault("y", model.unet(x, t).sample))
+    with capture(model.denoiser, [cat[0]], ["1"]) as store:  # would stop any pass at conv_in
+        th = threading.Thread(target=lambda: out.setdefault("y", model.denoiser(x, t).sample))
         th.start()
         th.join()
     assert "y" in out and out["y"].shape == (2, 1, 16, 16), "the other thread's pass was stopped"
@@ -114,37 +114,40 @@ _RACER = textwrap.dedent("""
     from pathlib import Path
     import numpy as np, torch
     torch.set_num_threads(1)
-    import explorer.features as F
+    import explorer.features.extract as F
+    import explorer.features.job as J
+    import explorer.features.pixels as P
+    from explorer.features.keys import Selection
     from explorer.data.base import ImageDataset
-    from explorer.layers import build_catalogue
-    from explorer.models import load_model
-    from explorer.store import FeatureStore
+    from explorer.models.layers import build_catalogue
+    from explorer.models.loader import load_model
+    from explorer.features.store import FeatureStore
 
     model_dir, store_dir, data, barrier, me = sys.argv[1:]
     d = np.load(data)
     ds = ImageDataset(name="tiny", labels=d["labels"], class_names=["a", "b", "c"],
                       splits={"train": d["train"], "test": d["test"]}, fingerprint=str(d["fp"]), array=d["images"])
     model = load_model(model_dir)
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     puts = []
-    real_put = F._put_pixels
+    real_put = P._put_pixels
     def slow_put(*a, **k):  # widen the window between "missing?" and "written"
         puts.append(1)
         time.sleep(0.5)
         return real_put(*a, **k)
-    F._put_pixels = slow_put
-    real_fwd = F.capture_pass
+    P._put_pixels = slow_put
+    real_fwd = J.capture_pass
     def slow_fwd(*a, **k):
         time.sleep(0.1)
         return real_fwd(*a, **k)
-    F.capture_pass = slow_fwd
+    J.capture_pass = slow_fwd
     (Path(barrier) / me).touch()
     deadline = time.time() + 120
     while len(list(Path(barrier).iterdir())) < 2 and time.time() < deadline:
         time.sleep(0.005)
     store = FeatureStore(store_dir)
-    sel = F.Selection.of(ds, "train")
-    px = np.asarray(F.ensure_pixels(model, ds, sel, "2", store=store))
+    sel = Selection.of(ds, "train")
+    px = np.asarray(P.ensure_pixels(model, ds, sel, "2", store=store))
     rep = F.ensure_features(model, ds, sel, timesteps=[90], layers=[cat[4]], pools=["2"], store=store,
                             batch_size=16, progress=False)
     print(json.dumps({"pixel_puts": len(puts), "computed": rep.computed, "cached": rep.cached,
@@ -156,10 +159,12 @@ _RACER = textwrap.dedent("""
 def test_two_processes_race_on_one_pixel_and_one_feature_entry(
     tiny_model_dir, tiny_dataset, tmp_path
 ):
-    from explorer.extract import extract_features
-    from explorer.features import Selection, ensure_pixels, load_features
-    from explorer.models import load_model
-    from explorer.store import FeatureStore
+    from explorer.features.capture import extract_features
+    from explorer.features.extract import load_features
+    from explorer.features.keys import Selection
+    from explorer.features.pixels import ensure_pixels
+    from explorer.features.store import FeatureStore
+    from explorer.models.loader import load_model
 
     ds = tiny_dataset
     store_dir = tmp_path / "raced"
@@ -186,7 +191,7 @@ def test_two_processes_race_on_one_pixel_and_one_feature_entry(
         bytes.fromhex(results[0]["px"])
         == np.asarray(ensure_pixels(model, ds, sel, "2", store=fresh)).tobytes()
     )
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     x0 = model.preprocess(ds.images(sel.indices))
     mem = extract_features(
         model, x0, timesteps=[90], layers=[cat[4]], pools=["2"], indices=sel.indices, batch_size=16

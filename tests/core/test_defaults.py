@@ -10,14 +10,12 @@ from explorer.paths import ASSETS
 
 
 def test_shared_names_are_the_defaults_module_s():
-    from explorer import extract, features, paths, workspace
-    from explorer.heads import parse_head
-    from explorer.ui import common, services
+    from explorer.probes.registry import parse_head
+    from explorer.settings import parse_pools
+    from explorer.ui import services
 
-    assert extract.POOLS is D.POOLS, "the extractor's poolings are the defaults module's tuple"
-    assert features.PIXELS == D.PIXELS and workspace.PIXEL_POOL == D.PIXEL_POOL
-    assert paths.RANDOM_PREFIX == D.RANDOM_PREFIX
-    assert tuple(common.POOLS) == D.APP_POOLS and set(D.APP_POOLS) <= set(D.POOLS)
+    assert parse_pools(",".join(D.POOLS)) == list(D.POOLS), "settings read every pooling named"
+    assert set(D.APP_POOLS) <= set(D.POOLS)
     assert set(D.POOL_LABELS) == set(D.POOLS), "every pooling has a label"
     assert dict(parse_head("knn").items)["k"] == D.DEFAULT_K, "knn's k is the documented default"
     assert (services.DEFAULT_TRAIN_LIMIT, services.DEFAULT_TEST_LIMIT) == (

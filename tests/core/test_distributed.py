@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer import distributed
 from explorer.cli import main
-from explorer.distributed import Ranks
 from explorer.errors import ExplorerError
-from explorer.store import FeatureStore
+from explorer.features import torchrun
+from explorer.features.store import FeatureStore
+from explorer.features.torchrun import Ranks
 
 BATCH = 8  # 40 images: batches 0..4; rank 0 gets 0, 2, 4 and rank 1 gets 1, 3
 
@@ -98,7 +98,7 @@ def test_a_failed_rank_ends_the_job_and_the_rerun_computes_only_its_batches(
 ):
     cache, ref = tmp_path / "two", tmp_path / "one"
     args = _extract(tiny_model_dir, cache, timesteps="90", splits="test")
-    r = _torchrun(args, {distributed.FAIL_ENV: "1:1"})  # rank 1 dies after its first batch
+    r = _torchrun(args, {torchrun.FAIL_ENV: "1:1"})  # rank 1 dies after its first batch
     assert r.returncode != 0, "a failed rank fails the job"
     ours = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert ours == [
@@ -161,41 +161,41 @@ def test_sweep_on_two_ranks_gives_one_process_table(tiny_model_dir, tmp_path):
 
 
 def test_ranks_from_env_and_devices():
-    assert distributed.from_env({}) == Ranks(0, 1, 0) and not distributed.launched({})
-    r = distributed.from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"})
+    assert torchrun.from_env({}) == Ranks(0, 1, 0) and not torchrun.launched({})
+    r = torchrun.from_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"})
     assert r == Ranks(3, 8, 1) and r.active and not r.main
-    assert distributed.rank_device("auto", r, cuda_available=True) == "cuda:1"
-    assert distributed.rank_device("cuda", r, cuda_available=True) == "cuda:1"
-    assert distributed.rank_device("auto", r, cuda_available=False) == "cpu"
-    assert distributed.rank_device("cpu", r, cuda_available=True) == "cpu"
+    assert torchrun.rank_device("auto", r, cuda_available=True) == "cuda:1"
+    assert torchrun.rank_device("cuda", r, cuda_available=True) == "cuda:1"
+    assert torchrun.rank_device("auto", r, cuda_available=False) == "cpu"
+    assert torchrun.rank_device("cpu", r, cuda_available=True) == "cpu"
     with pytest.raises(ExplorerError, match="makes no sense"):
-        distributed.from_env({"RANK": "2", "WORLD_SIZE": "2"})
+        torchrun.from_env({"RANK": "2", "WORLD_SIZE": "2"})
     with pytest.raises(ExplorerError, match="integers"):
-        distributed.from_env({"WORLD_SIZE": "two"})
+        torchrun.from_env({"WORLD_SIZE": "two"})
 
 
 def test_batches_are_dealt_round_robin_from_the_one_process_grid():
-    assert distributed.n_batches(40, 8) == 5 and distributed.n_batches(41, 8) == 6
-    assert distributed.batch_span(5, 41, 8) == (40, 41)
-    assert distributed.assign(range(5), 2) == [[0, 2, 4], [1, 3]]
-    assert distributed.assign([3], 2) == [[3], []], "a resume spreads what is left again"
-    assert distributed.assign([1, 4, 7], 4) == [[1], [4], [7], []]
+    assert torchrun.n_batches(40, 8) == 5 and torchrun.n_batches(41, 8) == 6
+    assert torchrun.batch_span(5, 41, 8) == (40, 41)
+    assert torchrun.assign(range(5), 2) == [[0, 2, 4], [1, 3]]
+    assert torchrun.assign([3], 2) == [[3], []], "a resume spreads what is left again"
+    assert torchrun.assign([1, 4, 7], 4) == [[1], [4], [7], []]
 
 
 def test_plain_process_collectives_are_identities():
-    assert not distributed.current().active
-    assert distributed.broadcast({"a": 1}) == {"a": 1}
-    assert distributed.gather(5) == [5]
-    assert distributed.settle(None, 7) == 7
-    with pytest.raises(distributed.RankFailed, match="boom"):
-        distributed.settle("boom")
+    assert not torchrun.current().active
+    assert torchrun.broadcast({"a": 1}) == {"a": 1}
+    assert torchrun.gather(5) == [5]
+    assert torchrun.settle(None, 7) == 7
+    with pytest.raises(torchrun.RankFailed, match="boom"):
+        torchrun.settle("boom")
 
 
 def test_injected_failure_hook_is_per_rank():
-    env = {distributed.FAIL_ENV: "1:2"}
-    assert distributed.injected_failure(Ranks(1, 2, 1), env) == 2
-    assert distributed.injected_failure(Ranks(0, 2, 0), env) is None
-    assert distributed.injected_failure(Ranks(1, 2, 1), {}) is None
+    env = {torchrun.FAIL_ENV: "1:2"}
+    assert torchrun.injected_failure(Ranks(1, 2, 1), env) == 2
+    assert torchrun.injected_failure(Ranks(0, 2, 0), env) is None
+    assert torchrun.injected_failure(Ranks(1, 2, 1), {}) is None
 
 
 def _one_process(store, key, batches, n, width):

@@ -15,9 +15,10 @@ from explorer import export
 from explorer.cli import main
 from explorer.errors import ExplorerError
 from explorer.export import ExportData
-from explorer.models import load_model
-from explorer.store import FeatureStore
-from explorer.workspace import Setting, Workspace
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
+from explorer.settings import Setting
+from explorer.workspace import Workspace
 
 
 def _data(n_test: int = 7, n_train: int = 5, d: int = 6, images: bool = True) -> ExportData:

@@ -8,18 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from explorer.errors import ExplorerError
-from explorer.extract import (
-    capture,
-    check_timesteps,
-    extract_features,
-    forward_features,
-    image_noise,
-    parse_pools,
-    parse_timesteps,
-    pooled_dim,
-)
-from explorer.layers import build_catalogue, first_tensor
-from explorer.models import LoadedModel
+from explorer.features.capture import capture, extract_features, forward_features, image_noise
+from explorer.features.sizes import pooled_dim
+from explorer.models.layers import build_catalogue, first_tensor
+from explorer.models.loader import LoadedModel
+from explorer.settings import check_timesteps, parse_pools, parse_timesteps
 
 POOLS = ["1", "2", "4", "8", "max"]
 
@@ -35,7 +28,7 @@ def model(tiny_unet_config) -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def cat(model):
-    return build_catalogue(model.unet)
+    return build_catalogue(model.denoiser)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def images() -> torch.Tensor:
 def _forward(model, x0, layers, *, t=90, seed=0, pools=("2",), stop_early=True):
     noise = image_noise(np.arange(len(x0)), seed, tuple(x0.shape[1:]))
     return forward_features(
-        model.unet,
+        model.denoiser,
         model.scheduler,
         x0,
         noise,
@@ -96,27 +89,27 @@ def test_early_exit_equals_full_pass_for_every_layer(model, cat, images):
 
 def test_early_exit_really_stops(model, cat, images):
     shallow = cat[2]  # down_blocks.0.downsamplers.0
-    with CallCounter(model.unet, ["conv_out", "mid_block", shallow.hook]) as c:
+    with CallCounter(model.denoiser, ["conv_out", "mid_block", shallow.hook]) as c:
         _forward(model, images[:4], [cat[0], shallow], stop_early=True)
     assert c.calls[shallow.hook] == 1, f"the deepest requested layer should run once: {c.calls}"
     assert c.calls["mid_block"] == 0 and c.calls["conv_out"] == 0, (
         f"the pass ran past layer 3: {c.calls}"
     )
 
-    with CallCounter(model.unet, ["conv_out", "conv_norm_out"]) as c:
+    with CallCounter(model.denoiser, ["conv_out", "conv_norm_out"]) as c:
         _forward(model, images[:4], [cat[-1]], stop_early=True)
     assert c.calls == {"conv_out": 0, "conv_norm_out": 0}, (
         f"even the last point should skip the output head: {c.calls}"
     )
 
-    with CallCounter(model.unet, ["conv_out"]) as c:
+    with CallCounter(model.denoiser, ["conv_out"]) as c:
         _forward(model, images[:4], [shallow], stop_early=False)
     assert c.calls["conv_out"] == 1, f"stop_early=False should run the whole U-Net: {c.calls}"
 
 
 def test_one_forward_per_timestep_and_batch_serves_every_layer(model, cat, images):
     calls = []
-    handle = model.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    handle = model.denoiser.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     try:
         extract_features(
             model, images, timesteps=[10, 90, 150], layers=cat, pools=["1", "2"], batch_size=8
@@ -224,7 +217,7 @@ def test_every_timestep_sees_the_same_noise(model, cat, images, monkeypatch):
 def test_pooling_shapes_and_values(model, cat, images, how):
     lay = cat[4]  # mid_block, 16 x 8 x 8
     maps = {}
-    handle = dict(model.unet.named_modules())[lay.hook].register_forward_hook(
+    handle = dict(model.denoiser.named_modules())[lay.hook].register_forward_hook(
         lambda m, i, o: maps.__setitem__("x", first_tensor(o).detach().clone())
     )
     try:
@@ -248,7 +241,7 @@ def test_pooling_shapes_and_values(model, cat, images, how):
 
 
 def test_capture_restores_mode_and_removes_hooks_on_error(model, cat):
-    unet = model.unet
+    unet = model.denoiser
     unet.train()
     try:
         with pytest.raises(ValueError, match="boom"), capture(unet, cat, ["1"]) as store:
@@ -263,16 +256,16 @@ def test_capture_restores_mode_and_removes_hooks_on_error(model, cat):
 
 
 def test_forward_features_leaves_model_clean(model, cat, images):
-    model.unet.train()
+    model.denoiser.train()
     try:
         _forward(model, images[:2], [cat[2]], stop_early=True)
-        assert model.unet.training, (
+        assert model.denoiser.training, (
             "forward_features must restore the caller's mode after an early exit"
         )
     finally:
-        model.unet.eval()
+        model.denoiser.eval()
     leftover = [
-        n for n, m in model.unet.named_modules() if m._forward_hooks or m._forward_pre_hooks
+        n for n, m in model.denoiser.named_modules() if m._forward_hooks or m._forward_pre_hooks
     ]
     assert not leftover, f"hooks left behind after an early exit: {leftover}"
 

@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from explorer import host_memory
+from explorer.features import host_memory
 
 pytestmark = pytest.mark.skipif(
     host_memory._glibc() is None, reason="glibc's allocator only (Linux)"
@@ -40,7 +40,7 @@ def _run(code: str, *, system: bool = False, timeout: int = 120) -> dict:
 
 FAULTS = """
 import json, resource, torch
-from explorer import host_memory
+from explorer.features import host_memory
 tuned = host_memory.tune()
 torch.manual_seed(0)
 net = torch.nn.Sequential(  # a U-Net-like stretch: activations of 8-32 MiB, made and freed in turn
@@ -74,7 +74,7 @@ def test_freed_activations_are_reused_instead_of_faulted_in_again():
 
 RELEASE = """
 import json, torch
-from explorer import host_memory
+from explorer.features import host_memory
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -105,18 +105,18 @@ def test_release_keeps_free_memory_up_to_the_bound_and_hands_back_the_rest():
 FEATURES = """
 import json, sys, torch
 import numpy as np
-from explorer.extract import forward_features
-from explorer.layers import build_catalogue
-from explorer.models import load_model
+from explorer.features.capture import forward_features
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import load_model
 
 m = load_model(sys.argv[1])
-layers = build_catalogue(m.unet)
+layers = build_catalogue(m.denoiser)
 g = torch.Generator().manual_seed(0)
 x0 = torch.rand((12, 1, 16, 16), generator=g) * 2 - 1
 noise = torch.randn(x0.shape, generator=g)
 out = []
 for _ in range(3):  # later passes run on reused (dirty) buffers when tuned
-    feats = forward_features(m.unet, m.scheduler, x0, noise, timestep=300, layers=layers,
+    feats = forward_features(m.denoiser, m.scheduler, x0, noise, timestep=300, layers=layers,
                              pools=["1", "2", "max"], stop_early=False)
     out.append({f"{k[0]}|{k[1]}": v.numpy().tobytes().hex() for k, v in sorted(feats.items())})
 np.save(sys.argv[2], np.array([json.dumps(o, sort_keys=True) for o in out]))
@@ -139,7 +139,7 @@ def test_features_are_byte_identical_with_the_tuned_allocator(tiny_model_dir, tm
 def test_opt_out_and_repeat_calls():
     code = """
     import json
-    from explorer import host_memory
+    from explorer.features import host_memory
     print(json.dumps({"first": host_memory.tune(), "again": host_memory.tune(),
                       "is": host_memory.is_tuned()}))
     """
@@ -150,7 +150,7 @@ def test_opt_out_and_repeat_calls():
 def test_an_unknown_choice_says_so_in_one_line_and_tunes():
     env = dict(os.environ, **{host_memory.ENV: "off"})
     out = subprocess.run(
-        [sys.executable, "-c", "from explorer import host_memory; print(host_memory.tune())"],
+        [sys.executable, "-c", "from explorer.features import host_memory; print(host_memory.tune())"],
         env=env,
         capture_output=True,
         text=True,

@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import cache_admin, request_memo
 from explorer.cli import main
 from explorer.errors import ExplorerError
-from explorer.extract import extract_features
-from explorer.features import Selection, ensure_features, ensure_pixels, feature_key, load_features
-from explorer.layers import build_catalogue
-from explorer.models import load_model
-from explorer.store import FeatureStore
+from explorer.features import cache_admin, request_memo
+from explorer.features.capture import extract_features
+from explorer.features.extract import ensure_features, load_features
+from explorer.features.keys import Selection, feature_key
+from explorer.features.pixels import ensure_pixels
+from explorer.features.store import FeatureStore
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import load_model
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def store(tmp_path) -> FeatureStore:
 
 def _one(model, ds, store, t=90, layer_idx=5):
     sel = Selection.of(ds, "test")
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     rep = ensure_features(
         model,
         ds,
@@ -80,7 +82,7 @@ def test_damaged_entry_is_caught_moved_aside_and_recomputed(
         "manifest must carry a checksum"
     )
     _damage(npy, how)
-    with caplog.at_level(logging.WARNING, logger="explorer.store"):
+    with caplog.at_level(logging.WARNING, logger="explorer.features.store"):
         assert not store.has(key), f"a {how} entry must not be served"
     assert any("damaged" in r.getMessage() and key in r.getMessage() for r in caplog.records), (
         caplog.text
@@ -171,8 +173,8 @@ def test_cli_cache_verify_and_clear(model, tiny_dataset, store, capsys):
 
 def _huge(model, scale):
     with torch.no_grad():
-        model.unet.conv_in.weight.mul_(scale)
-        model.unet.conv_in.bias.mul_(scale)
+        model.denoiser.conv_in.weight.mul_(scale)
+        model.denoiser.conv_in.bias.mul_(scale)
     return model
 
 
@@ -191,7 +193,7 @@ def test_float16_overflow_is_stored_in_float32(model, tiny_dataset, store):
         model,
         x0,
         timesteps=[90],
-        layers=[build_catalogue(model.unet)[0]],
+        layers=[build_catalogue(model.denoiser)[0]],
         pools=["2"],
         indices=sel.indices,
         batch_size=8,
@@ -204,7 +206,7 @@ def test_float16_overflow_is_stored_in_float32(model, tiny_dataset, store):
 
 def test_nan_from_the_model_names_layer_and_timestep(model, tiny_dataset, store):
     with torch.no_grad():
-        model.unet.mid_block.resnets[0].conv1.weight[0, 0, 0, 0] = float("nan")
+        model.denoiser.mid_block.resnets[0].conv1.weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(ExplorerError, match=r"layer 5 \(mid_block\) at t=90"):
         _one(model, tiny_dataset, store, layer_idx=5)
     assert store.entries() == [], "nothing may be cached from a NaN pass"
@@ -222,7 +224,7 @@ import json, os, signal, sys, time
 import torch
 torch.set_num_threads(1)
 import diffusers  # noqa: F401
-import explorer.cli, explorer.features, explorer.models  # noqa: F401
+import explorer.cli, explorer.features.extract, explorer.models.loader  # noqa: F401
 
 for line in sys.stdin:
     req = json.loads(line)

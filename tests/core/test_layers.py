@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from explorer.errors import ExplorerError
-from explorer.layers import LayerSpec, build_catalogue, first_tensor, select_layers
+from explorer.models.layers import LayerSpec, build_catalogue, first_tensor, select_layers
 
 # The tiny U-Net of conftest.TINY_UNET, written out by hand once to pin the numbering rule.
 TINY_EXPECTED = [

@@ -8,17 +8,18 @@ import pytest
 import torch
 
 from explorer.errors import ExplorerError
-from explorer.models import BUILTIN, load_model
+from explorer.models.loader import load_model
+from explorer.paths import BUILTIN_MODEL_DIRS
 
 _IGNORED = ("_diffusers_version", "_name_or_path", "_use_default_values", "_class_name")
 
 
 def _config(model) -> dict:
-    return {k: v for k, v in dict(model.unet.config).items() if k not in _IGNORED}
+    return {k: v for k, v in dict(model.denoiser.config).items() if k not in _IGNORED}
 
 
 def _same_weights(a, b) -> bool:
-    sa, sb = a.unet.state_dict(), b.unet.state_dict()
+    sa, sb = a.denoiser.state_dict(), b.denoiser.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -30,10 +31,10 @@ def test_local_folder_loads_with_stable_fingerprint(tiny_model_dir, tiny_unet_co
     assert a.fingerprint == b.fingerprint, (
         "two loads of the same folder must give the same fingerprint"
     )
-    assert not a.unet.training, "a loaded U-Net must be in eval mode"
+    assert not a.denoiser.training, "a loaded U-Net must be in eval mode"
     assert a.resolution == 16 and a.num_timesteps == 1000, (a.resolution, a.num_timesteps)
     assert a.preprocess.size == 16 and a.preprocess.channels == 1, a.preprocess
-    got = list(a.unet.config.block_out_channels)
+    got = list(a.denoiser.config.block_out_channels)
     assert got == list(tiny_unet_config["block_out_channels"]), (
         f"config not read from the folder: {got}"
     )
@@ -41,7 +42,7 @@ def test_local_folder_loads_with_stable_fingerprint(tiny_model_dir, tiny_unet_co
 
 def test_fingerprint_changes_with_one_weight(tiny_model_dir, model_factory):
     before = load_model(str(tiny_model_dir))
-    unet = before.unet
+    unet = before.denoiser
     with torch.no_grad():
         unet.conv_in.weight[0, 0, 0, 0] += 1.0
     unet.save_pretrained(tiny_model_dir)
@@ -49,7 +50,7 @@ def test_fingerprint_changes_with_one_weight(tiny_model_dir, model_factory):
     assert after.fingerprint != before.fingerprint, (
         "changing one weight and re-saving must change the fingerprint"
     )
-    assert torch.equal(after.unet.conv_in.weight, unet.conv_in.weight), (
+    assert torch.equal(after.denoiser.conv_in.weight, unet.conv_in.weight), (
         "the re-saved weight should be loaded"
     )
 
@@ -71,7 +72,7 @@ def test_random_control_same_config_fixed_weights(tmp_path, model_factory):
         "random: fingerprint must differ from the trained model's"
     )
     assert r1.num_timesteps == trained.num_timesteps, "random: keeps the model's scheduler"
-    assert not r1.unet.training, "random: U-Net must be in eval mode"
+    assert not r1.denoiser.training, "random: U-Net must be in eval mode"
 
 
 def test_random_control_leaves_global_rng_alone(tiny_model_dir):
@@ -172,7 +173,7 @@ def test_pipeline_layout_loads(tmp_path, tiny_model_dir):
 
     flat = load_model(str(tiny_model_dir))
     pipe = tmp_path / "pipeline"
-    flat.unet.save_pretrained(pipe / "unet")
+    flat.denoiser.save_pretrained(pipe / "unet")
     DDPMScheduler(num_train_timesteps=500).save_pretrained(pipe / "scheduler")
     (pipe / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
     m = load_model(str(pipe))
@@ -185,7 +186,7 @@ def test_pipeline_layout_loads(tmp_path, tiny_model_dir):
 
 def test_missing_scheduler_defaults_to_ddpm_1000(tmp_path, tiny_model_dir):
     folder = tmp_path / "unet-only"
-    load_model(str(tiny_model_dir)).unet.save_pretrained(folder)
+    load_model(str(tiny_model_dir)).denoiser.save_pretrained(folder)
     assert not (folder / "scheduler_config.json").exists()
     assert load_model(str(folder)).num_timesteps == 1000, (
         "no scheduler config -> DDPM with 1000 steps"
@@ -193,13 +194,13 @@ def test_missing_scheduler_defaults_to_ddpm_1000(tmp_path, tiny_model_dir):
 
 
 def test_builtin_digits_model_loads():
-    if not (BUILTIN["ddpm-digits"] / "config.json").exists():
+    if not (BUILTIN_MODEL_DIRS["ddpm-digits"] / "config.json").exists():
         pytest.skip("assets/models/ddpm-digits is not present")
     m = load_model("ddpm-digits")
     assert m.source == "builtin", m.source
-    assert m.resolution == 16 and m.unet.config.in_channels == 1, (
+    assert m.resolution == 16 and m.denoiser.config.in_channels == 1, (
         m.resolution,
-        m.unet.config.in_channels,
+        m.denoiser.config.in_channels,
     )
     assert m.num_timesteps == 1000, m.num_timesteps
     assert m.parameters > 100_000, (

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from explorer.noise import device_noise
+from explorer.features.noise import device_noise
 
 
 def _mix(x: int) -> int:
@@ -22,7 +22,7 @@ def _mix(x: int) -> int:
 
 
 def reference_noise(index: int, seed: int, n: int) -> np.ndarray:
-    """Element by element, with Python ints and math: the definition in `explorer.noise`."""
+    """Element by element, with Python ints and math: the definition in `explorer.features.noise`."""
     s = _mix((seed & 0xFFFFFFFF) ^ 0x9E3779B9)
     s = _mix(s ^ ((seed >> 32) & 0xFFFFFFFF))
     key = _mix(_mix((index & 0xFFFFFFFF) ^ s) ^ ((index >> 32) & 0xFFFFFFFF) ^ 0x85EBCA6B)
@@ -59,7 +59,7 @@ def test_same_seed_and_index_give_the_same_noise_across_batches_and_orders():
 
 
 def test_chunked_generation_equals_one_step(monkeypatch):
-    from explorer import noise
+    from explorer.features import noise
 
     whole = device_noise(np.arange(9), 1, (4, 4))
     monkeypatch.setattr(noise, "_CHUNK_CPU", 8)  # one image per generation step

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from explorer.models import load_model
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
 from explorer.overview import (
     LAYER_COLUMNS,
     cache_overview,
@@ -14,8 +15,8 @@ from explorer.overview import (
     layer_table,
     size_text,
 )
-from explorer.store import FeatureStore
-from explorer.workspace import Setting, Workspace
+from explorer.settings import Setting
+from explorer.workspace import Workspace
 
 
 def test_size_text():
@@ -41,7 +42,7 @@ def test_describe_dataset_and_model(tiny_model_dir, tiny_dataset):
     model = load_model(str(tiny_model_dir))
     m = describe_model(model)
     assert m["timesteps"] == 1000 and m["input"].startswith("1×16×16")
-    assert m["parameters"] == sum(p.numel() for p in model.unet.parameters())
+    assert m["parameters"] == sum(p.numel() for p in model.denoiser.parameters())
     assert m["fingerprint"] == model.fingerprint and not m["leaks_label"] and not m["transformer"]
     ws = Workspace(model, tiny_dataset, train_limit=30, test_limit=6)
     facts = ws.describe()

@@ -6,8 +6,10 @@ Also runs the app's pages on the lowest Streamlit that pyproject.toml allows.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import site
 import socket
 import subprocess
 import sys
@@ -47,13 +49,39 @@ def _sources(dest: Path) -> Path:
     return dest
 
 
+def _outer_site_dirs() -> list[str]:
+    """This interpreter's site directories, user site first as `site` adds them.
+
+    Inside a virtualenv these are the venv's own (and, if it has them, the system's), which
+    `venv --system-site-packages` would miss: that reaches the *base* interpreter's only.
+    """
+    user = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []
+    return [d for d in dict.fromkeys([*user, *site.getsitepackages()]) if os.path.isdir(d)]
+
+
 def _venv(path: Path) -> Path:
-    """A fresh venv that reuses this interpreter's packages (torch etc.); returns its bin folder."""
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
+    """A fresh venv that reuses this interpreter's packages (torch etc.); returns its bin folder.
+
+    A `.pth` file in the new venv adds this interpreter's site directories (their own `.pth`
+    files run too, as for site-packages) after the venv's site-packages, so what is installed
+    into the venv shadows the outer packages, the editable install of this clone included.
+    This works whether or not the tests run inside a virtualenv.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    bin_dir = path / "bin"
+    purelib = subprocess.run(
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        capture_output=True,
+        text=True,
         check=True,
-    )
-    return path / "bin"
+    ).stdout.strip()
+    adds = "; ".join(f"site.addsitedir({d!r})" for d in _outer_site_dirs())
+    (Path(purelib) / "_outer_site_packages.pth").write_text(f"import site; {adds}\n")
+    return bin_dir
 
 
 def _pip(bin_dir: Path, *args: str) -> None:
@@ -130,8 +158,8 @@ def test_installed_wheel_runs_from_any_folder(installed, tmp_path):
     assert layers.returncode == 0, layers.stderr
     assert layers.stdout.startswith("ddpm-digits:") and "mid_block" in layers.stdout
     opens_full = (
-        "import sys; from explorer import shipped, warm; from explorer.extract import EXTRACTION_VERSION\n"
-        "from explorer.models import load_model\n"
+        "import sys; from explorer import shipped, warm; from explorer.features.keys import EXTRACTION_VERSION\n"
+        "from explorer.models.loader import load_model\n"
         "fp = load_model('ddpm-fashion-mnist').fingerprint\n"
         "table = shipped.table_for('ddpm-fashion-mnist', 'fashion-mnist')\n"
         "print(table); print(shipped.check(table, extraction_version=EXTRACTION_VERSION,"

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from explorer.cli import main
-from explorer.device import resolve_precision
 from explorer.errors import ExplorerError
-from explorer.features import Selection, ensure_features, feature_key, load_features
-from explorer.layers import build_catalogue
-from explorer.models import load_model
-from explorer.store import FeatureStore
+from explorer.features.extract import ensure_features, load_features
+from explorer.features.keys import Selection, feature_key
+from explorer.features.store import FeatureStore
+from explorer.models.device import resolve_precision
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import load_model
 
 
 def test_default_precision_is_fp32_on_the_cpu_and_names_are_checked():
@@ -33,7 +34,7 @@ def test_mixed_precision_features_get_their_own_entries(tiny_model_dir, tiny_dat
         "bf16",
     )
     sel = Selection.of(tiny_dataset, "train", 12)
-    lay = build_catalogue(fp32.unet)[3]
+    lay = build_catalogue(fp32.denoiser)[3]
     k32 = feature_key(fp32, tiny_dataset, sel, 10, lay.name, "2", 0)
     k16 = feature_key(bf16, tiny_dataset, sel, 10, lay.name, "2", 0)
     assert k32 != k16, "precision must be part of the key"

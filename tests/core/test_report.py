@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 
 from explorer.cli import main
+from explorer.defaults import PIXELS
 from explorer.errors import ExplorerError
-from explorer.features import PIXELS
-from explorer.models import load_model
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
 from explorer.report import html_report, write_html_report
 from explorer.results import COLUMNS
-from explorer.store import FeatureStore
-from explorer.workspace import Setting, Workspace
+from explorer.settings import Setting
+from explorer.workspace import Workspace
 from tests.conftest import make_tiny_dataset
 
 

@@ -8,16 +8,18 @@ import pytest
 from explorer.cli import main
 from explorer.data import load_dataset
 from explorer.data.builtin import DEBIAN_FASHION_DIR, is_idx_folder
-from explorer.extract import pooled_dim
-from explorer.features import Selection, load_features
-from explorer.layers import build_catalogue
-from explorer.models import BUILTIN, load_model
-from explorer.store import FeatureStore
+from explorer.features.extract import load_features
+from explorer.features.keys import Selection
+from explorer.features.sizes import pooled_dim
+from explorer.features.store import FeatureStore
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import load_model
+from explorer.paths import BUILTIN_MODEL_DIRS
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (BUILTIN["ddpm-digits"] / "config.json").exists(), reason="ddpm-digits not shipped"
+        not (BUILTIN_MODEL_DIRS["ddpm-digits"] / "config.json").exists(), reason="ddpm-digits not shipped"
     ),
 ]
 
@@ -52,7 +54,7 @@ def test_extract_digits_with_the_builtin_model(tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     model, ds = load_model("ddpm-digits"), load_dataset("digits")
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     assert len(cat) == 13, f"ddpm-digits should have 13 probe points, has {len(cat)}"
     n = 2 * 2 * len(cat)
     assert out.count(f"{n // 2} computed") == 2, (

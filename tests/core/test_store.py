@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import explorer.features as features
+import explorer.features.job as job
 from explorer.data.base import fingerprint_arrays
-from explorer.extract import extract_features, pooled_dim
-from explorer.features import Selection, ensure_features, ensure_pixels, feature_key, load_features
-from explorer.layers import build_catalogue
-from explorer.models import load_model
-from explorer.store import FeatureStore
+from explorer.defaults import PIXELS
+from explorer.features.capture import extract_features
+from explorer.features.extract import ensure_features, load_features
+from explorer.features.keys import Selection, feature_key
+from explorer.features.pixels import ensure_pixels
+from explorer.features.sizes import pooled_dim
+from explorer.features.store import FeatureStore
+from explorer.models.layers import build_catalogue
+from explorer.models.loader import load_model
 from tests.core.racing import race_two_workers
 
 POOLS = ["1", "2"]
@@ -30,7 +34,7 @@ def model(tiny_model_dir):
 
 @pytest.fixture
 def cat(model):
-    return build_catalogue(model.unet)
+    return build_catalogue(model.denoiser)
 
 
 @pytest.fixture
@@ -65,10 +69,10 @@ def _load_all(model, ds, sel, cat, store, timesteps=(10,), pools=POOLS, seed=0) 
 
 
 class CountingForward:
-    """Wraps `explorer.features.capture_pass`: counts calls, optionally dies on call `fail_on`."""
+    """Wraps `explorer.features.job.capture_pass`: counts calls, optionally dies on call `fail_on`."""
 
     def __init__(self, fail_on: int | None = None):
-        self.real, self.calls, self.fail_on = features.capture_pass, 0, fail_on
+        self.real, self.calls, self.fail_on = job.capture_pass, 0, fail_on
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -190,8 +194,8 @@ def test_keys_change_with_every_input(model, tiny_dataset, tmp_path, model_facto
     for what, k in variants.items():
         assert k != ref, f"changing the {what} must change the feature key"
     assert len(set(variants.values())) == len(variants), "every variant should get its own key"
-    px = feature_key(model, ds, sel, None, features.PIXELS, "2", None)
-    assert px == feature_key(other_model, ds, sel, None, features.PIXELS, "2", None), (
+    px = feature_key(model, ds, sel, None, PIXELS, "2", None)
+    assert px == feature_key(other_model, ds, sel, None, PIXELS, "2", None), (
         "pixels ignore model weights"
     )
 
@@ -203,7 +207,7 @@ def test_resume_after_kill_computes_only_the_rest(
     keys = [feature_key(model, tiny_dataset, sel, 10, lay.name, p, 0) for lay in cat for p in POOLS]
 
     killer = CountingForward(fail_on=3)  # dies on the 3rd batch: 2 of 6 batches are done
-    monkeypatch.setattr(features, "capture_pass", killer)
+    monkeypatch.setattr(job, "capture_pass", killer)
     with pytest.raises(KeyboardInterrupt):
         _ensure(model, tiny_dataset, sel, cat, store)
     assert not any(store.has(k) for k in keys), "an unfinished entry must not be visible"
@@ -222,7 +226,7 @@ def test_resume_after_kill_computes_only_the_rest(
     )
 
     counter = CountingForward()
-    monkeypatch.setattr(features, "capture_pass", counter)
+    monkeypatch.setattr(job, "capture_pass", counter)
     rep = _ensure(model, tiny_dataset, sel, cat, store)
     assert counter.calls == 4 and rep.forward_passes == 4, (
         f"resume should run the 4 missing batches, ran {counter.calls}"
@@ -230,7 +234,7 @@ def test_resume_after_kill_computes_only_the_rest(
     assert rep.computed == len(keys), rep
     assert not list(store.partial_dir.glob("*")), "partial files should be gone after commit"
 
-    monkeypatch.setattr(features, "capture_pass", counter.real)
+    monkeypatch.setattr(job, "capture_pass", counter.real)
     clean = FeatureStore(tmp_path / "clean")
     _ensure(model, tiny_dataset, sel, cat, clean)
     resumed, fresh = (
@@ -247,18 +251,18 @@ def test_unreadable_progress_starts_the_entry_over(
     model, tiny_dataset, cat, store, monkeypatch, tmp_path
 ):
     sel = Selection.of(tiny_dataset, "train")
-    monkeypatch.setattr(features, "capture_pass", CountingForward(fail_on=4))
+    monkeypatch.setattr(job, "capture_pass", CountingForward(fail_on=4))
     with pytest.raises(KeyboardInterrupt):
         _ensure(model, tiny_dataset, sel, cat, store)
     for p in store.partial_dir.glob("*.progress.json"):
         p.write_text("{not json")
     counter = CountingForward()
-    monkeypatch.setattr(features, "capture_pass", counter)
+    monkeypatch.setattr(job, "capture_pass", counter)
     _ensure(model, tiny_dataset, sel, cat, store)
     assert counter.calls == 6, (
         f"with unreadable progress the job must start over (6 batches), ran {counter.calls}"
     )
-    monkeypatch.setattr(features, "capture_pass", counter.real)
+    monkeypatch.setattr(job, "capture_pass", counter.real)
     clean = FeatureStore(tmp_path / "clean")
     _ensure(model, tiny_dataset, sel, cat, clean)
     a, b = (
@@ -275,23 +279,24 @@ _WORKER = textwrap.dedent("""
     from pathlib import Path
     import numpy as np, torch
     torch.set_num_threads(1)
-    import explorer.features as F
+    import explorer.features.extract as F
+    import explorer.features.job as J
     from explorer.data.base import ImageDataset
-    from explorer.layers import build_catalogue
-    from explorer.models import load_model
-    from explorer.store import FeatureStore
+    from explorer.models.layers import build_catalogue
+    from explorer.models.loader import load_model
+    from explorer.features.store import FeatureStore
 
     model_dir, store_dir, data, barrier, me = sys.argv[1:]
     d = np.load(data)
     ds = ImageDataset(name="tiny", labels=d["labels"], class_names=["a", "b", "c"],
                       splits={"train": d["train"], "test": d["test"]}, fingerprint=str(d["fp"]), array=d["images"])
     model = load_model(model_dir)
-    cat = build_catalogue(model.unet)
-    real = F.capture_pass
+    cat = build_catalogue(model.denoiser)
+    real = J.capture_pass
     def slow(*a, **k):  # long enough that the two processes surely overlap
         time.sleep(0.1)
         return real(*a, **k)
-    F.capture_pass = slow
+    J.capture_pass = slow
     (Path(barrier) / me).touch()
     deadline = time.time() + 120
     while len(list(Path(barrier).iterdir())) < 2 and time.time() < deadline:

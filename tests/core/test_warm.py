@@ -11,10 +11,12 @@ import pytest
 from explorer import defaults as D
 from explorer import warm
 from explorer.analysis import embed
-from explorer.extract import EXTRACTION_VERSION
+from explorer.defaults import PIXEL_POOL
+from explorer.features.keys import EXTRACTION_VERSION
+from explorer.features.store import FeatureStore, file_checksum
 from explorer.paths import cache_dir
-from explorer.store import FeatureStore, file_checksum
-from explorer.workspace import PIXEL_POOL, Setting, Workspace
+from explorer.settings import Setting
+from explorer.workspace import Workspace
 
 # --- UMAP without the wait ------------------------------------------------------------------------
 
@@ -54,7 +56,7 @@ def test_a_failed_background_umap_is_raised_once(tmp_path, monkeypatch):
 
 
 def test_cka_view_is_cached_and_needs_no_features_after(tiny_model_dir, tiny_dataset, tmp_path):
-    from explorer.models import load_model
+    from explorer.models.loader import load_model
 
     ws = Workspace(load_model(str(tiny_model_dir)), tiny_dataset, store=FeatureStore(tmp_path))
     names = [lay.name for lay in ws.catalogue][:3]

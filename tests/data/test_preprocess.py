@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +100,73 @@ def test_tag_and_to_pil():
     assert to_pil(np.zeros((4, 5, 3), np.uint8)).size == (5, 4), "PIL size is (W, H)"
     with pytest.raises(ValueError):
         Preprocess(4, 3)(np.zeros((1, 4, 4, 2), np.uint8))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def _read_only_inputs() -> list[tuple[Preprocess, np.ndarray | list[np.ndarray]]]:
+    """Inputs whose arrays reach `torch.from_numpy` read-only unless preprocess copes.
+
+    The list path turns each image into PIL's pixels (`np.asarray` of a PIL image is
+    read-only); a square image already at size, or one cropped whole, stays that array.
+    """
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    return [
+        (Preprocess(16, 3), [rgb[0], rgb[1]]),  # decoded files: the per-worker path
+        (Preprocess(8, 3), [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)]),
+        (Preprocess(16, 1), [rng.integers(0, 256, (16, 16), dtype=np.uint8)]),
+        (Preprocess(16, 3), _read_only(rgb)),  # a read-only (e.g. memory-mapped) batch
+        (Preprocess(8, 3), _read_only(rgb)),
+    ]
+
+
+def test_read_only_arrays_reach_torch_writable(monkeypatch):
+    """Every array handed to torch.from_numpy is writable (so torch cannot warn), and the
+    values are those of a writable copy of the input."""
+    real = torch.from_numpy
+    seen = []
+
+    def checked(a):
+        seen.append(a.flags.writeable)
+        return real(a)
+
+    monkeypatch.setattr(torch, "from_numpy", checked)
+    for prep, images in _read_only_inputs():
+        out = prep(images)
+        writable = [im.copy() for im in images] if isinstance(images, list) else images.copy()
+        monkeypatch.setattr(torch, "from_numpy", real)
+        assert torch.equal(out, prep(writable)), "read-only input gives the same batch"
+        monkeypatch.setattr(torch, "from_numpy", checked)
+    assert seen and all(seen), f"torch.from_numpy got a read-only array: {seen}"
+
+
+def test_no_not_writable_warning_in_a_fresh_process():
+    """torch warns about a non-writable array once per process (then stays silent), so the
+    check runs where nothing has triggered it yet, as in a decoding worker, with warnings as errors."""
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('error')\n"
+        "from tests.data.test_preprocess import _read_only_inputs\n"
+        "for prep, images in _read_only_inputs():\n"
+        "    prep(images)\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
+
+
+def test_no_warning_in_this_process(recwarn):
+    for prep, images in _read_only_inputs():
+        prep(images)
+    assert not [str(w.message) for w in recwarn], "preprocessing warns"

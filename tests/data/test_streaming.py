@@ -12,11 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer import streaming
 from explorer.data.base import ImageDataset, stratified_split
 from explorer.data.folders import load_image_folder
 from explorer.data.preprocess import Preprocess
+from explorer.defaults import PIXELS
 from explorer.errors import ExplorerError
+from explorer.features import streaming
+from explorer.features.keys import feature_key
 
 
 def write_folder(root: Path, per_class: int = 12, classes: int = 3, seed: int = 0) -> Path:
@@ -153,11 +155,11 @@ def test_workers_default_to_zero_for_arrays_and_a_few_for_files(dataset, tiny_da
 def test_pixels_are_written_in_chunks_equal_to_the_whole_array(
     tmp_path, tiny_model_dir, dataset, pool_name, monkeypatch
 ):
-    from explorer import features
-    from explorer.extract import pool
-    from explorer.features import Selection, ensure_pixels
-    from explorer.models import load_model
-    from explorer.store import FeatureStore
+    from explorer.features.capture import pool
+    from explorer.features.keys import Selection
+    from explorer.features.pixels import ensure_pixels
+    from explorer.features.store import FeatureStore
+    from explorer.models.loader import load_model
 
     model = load_model(str(tiny_model_dir), device=torch.device("cpu"))
     sel = Selection.of(dataset, "train")
@@ -172,23 +174,24 @@ def test_pixels_are_written_in_chunks_equal_to_the_whole_array(
         seen.extend(spans)
         return real(ds, idx, spans, prep, **kw)
 
-    monkeypatch.setattr(features.streaming, "batches", spy)
+    monkeypatch.setattr(streaming, "batches", spy)
     store = FeatureStore(tmp_path / "cache")
     got = ensure_pixels(model, dataset, sel, pool_name, store=store, batch_size=7, workers=2)
     assert seen == spans_of(len(sel.indices), 7), f"written 7 rows at a time, got spans {seen}"
     assert not isinstance(got, np.memmap) or got.dtype == np.float16
     np.testing.assert_array_equal(np.asarray(got), whole)
     assert got.dtype == np.float16 and got.shape == whole.shape
-    key = features.feature_key(model, dataset, sel, None, features.PIXELS, pool_name, None)
+    key = feature_key(model, dataset, sel, None, PIXELS, pool_name, None)
     assert store.has(key) and store.manifest(key)["images"] == len(sel.indices)
     assert not list(store.partial_dir.glob("*.npy")), "the partial entry was committed"
 
 
 def test_pixel_batches_shrink_for_big_images(tmp_path, dataset, monkeypatch):
     """A full-resolution baseline of big images is read a bounded number of bytes at a time."""
-    from explorer import features
-    from explorer.features import Selection, ensure_pixels
-    from explorer.store import FeatureStore
+    import explorer.features.pixels as features
+    from explorer.features.keys import Selection
+    from explorer.features.pixels import ensure_pixels
+    from explorer.features.store import FeatureStore
 
     class Big:  # a model stand-in: only its preprocess matters to the pixel baseline
         preprocess = Preprocess(256, 3)
@@ -197,7 +200,7 @@ def test_pixel_batches_shrink_for_big_images(tmp_path, dataset, monkeypatch):
     seen = []
     real = streaming.batches
     monkeypatch.setattr(
-        features.streaming, "batches", lambda *a, **k: seen.extend(a[2]) or real(*a, **k)
+        streaming, "batches", lambda *a, **k: seen.extend(a[2]) or real(*a, **k)
     )
     sel = Selection.of(dataset, "test")
     got = ensure_pixels(Big(), dataset, sel, "4", store=FeatureStore(tmp_path / "c"), batch_size=64)
@@ -211,8 +214,8 @@ def test_pixel_batches_shrink_for_big_images(tmp_path, dataset, monkeypatch):
 def test_workers_flag_reaches_the_stream_and_changes_no_result(
     tmp_path, tiny_model_dir, folder, monkeypatch
 ):
-    from explorer import cli, features
-    from explorer.store import FeatureStore
+    from explorer import cli
+    from explorer.features.store import FeatureStore
 
     asked = []
     real = streaming.batches
@@ -221,7 +224,7 @@ def test_workers_flag_reaches_the_stream_and_changes_no_result(
         asked.append(k.get("workers"))
         return real(*a, **k)
 
-    monkeypatch.setattr(features.streaming, "batches", spy)
+    monkeypatch.setattr(streaming, "batches", spy)
     arrays = {}
     for workers in ("2", "0"):
         cache = tmp_path / f"cache-w{workers}"
@@ -246,7 +249,7 @@ def test_workers_flag_reaches_the_stream_and_changes_no_result(
 KILLED_RUN = """
 import os, sys, time
 import numpy as np
-from explorer import streaming
+from explorer.features import streaming
 from explorer.data.folders import load_image_folder
 from explorer.data.preprocess import Preprocess
 

@@ -10,11 +10,12 @@ import torch.nn.functional as F
 
 from explorer.cli import main
 from explorer.errors import ExplorerError
-from explorer.extract import extract_features, image_noise
-from explorer.features import Selection, ensure_features, feature_key, load_features
-from explorer.layers import build_catalogue, first_tensor
-from explorer.models import load_model
-from explorer.store import FeatureStore
+from explorer.features.capture import extract_features, image_noise
+from explorer.features.extract import ensure_features, load_features
+from explorer.features.keys import Selection, feature_key
+from explorer.features.store import FeatureStore
+from explorer.models.layers import build_catalogue, first_tensor
+from explorer.models.loader import load_model
 from tests.conftest import make_tiny_dataset
 from tests.families.tiny import FAMILIES, save_family
 
@@ -48,7 +49,7 @@ def _hand_features(kind, folder, images, idx, t, lay, labels=None, class_label=N
         if class_label is None
         else load_model(str(folder), class_label=class_label)
     )
-    net = m.unet
+    net = m.denoiser
     x = m.preprocess(images)
     sub = folder / "scheduler" if (folder / "scheduler").is_dir() else folder
     import json
@@ -101,7 +102,7 @@ def test_layers_cli_prints_catalogue_and_family(folders, kind, capsys):
     )
     assert main(args) == 0
     out = capsys.readouterr().out
-    cat = build_catalogue(_load(folders, kind).unet)
+    cat = build_catalogue(_load(folders, kind).denoiser)
     assert all(lay.name in out for lay in cat), out
     assert f"family: {FAMILY[kind]}" in out and "scheduler:" in out, out
     if kind == "dit":
@@ -117,7 +118,7 @@ def test_layers_cli_prints_catalogue_and_family(folders, kind, capsys):
 def test_stored_feature_equals_a_pass_by_hand_and_early_exit_equals_full(folders, kind, tmp_path):
     ds = make_tiny_dataset(n=20)
     model = _load(folders, kind)
-    cat = build_catalogue(model.unet)
+    cat = build_catalogue(model.denoiser)
     lay = cat[len(cat) // 2]
     sel = Selection.of(ds, "train", 8)
     store = FeatureStore(tmp_path / "c")
@@ -153,8 +154,8 @@ def test_stored_feature_equals_a_pass_by_hand_and_early_exit_equals_full(folders
 
 def test_pixel_unet_keys_are_unchanged_and_families_differ(folders, tiny_model_dir):
     """The key of a plain pixel U-Net has no family part (only the precision beside the setting)."""
-    from explorer.extract import EXTRACTION_VERSION
-    from explorer.store import content_key
+    from explorer.features.keys import EXTRACTION_VERSION
+    from explorer.features.store import content_key
 
     ds = make_tiny_dataset()
     sel = Selection.of(ds, "train", 8)
@@ -182,8 +183,8 @@ def test_pixel_unet_keys_are_unchanged_and_families_differ(folders, tiny_model_d
 def test_class_label_true_uses_each_label_and_is_marked(folders, tmp_path, capsys):
     ds = make_tiny_dataset(n=20)
     model = _load(folders, "class-cond", class_label="true")
-    assert model.family.leaks_label and model.name.endswith("#class-label=true")
-    cat = build_catalogue(model.unet)
+    assert model.adapter.leaks_label and model.name.endswith("#class-label=true")
+    cat = build_catalogue(model.denoiser)
     sel = Selection.of(ds, "train", 8)
     store = FeatureStore(tmp_path / "c")
     ensure_features(
@@ -233,9 +234,9 @@ def test_conditioning_options_are_checked(folders, tiny_model_dir):
     with pytest.raises(ExplorerError, match="not class-conditional"):
         load_model(str(tiny_model_dir), class_label="3")
     dit = load_model(str(folders["dit"]), class_label="2")
-    assert dit.family.key_parts()["cond"] == "class:2"
+    assert dit.adapter.key_parts()["cond"] == "class:2"
     a, b = load_model(str(folders["sd"])), load_model(str(folders["sd"]), prompt="cat")
-    assert not torch.equal(a.family.condition.embedding, b.family.condition.embedding), (
+    assert not torch.equal(a.adapter.condition.embedding, b.adapter.condition.embedding), (
         "the prompt is used"
     )
 
@@ -271,9 +272,9 @@ def test_sd_without_transformers_names_the_extra(folders, monkeypatch):
 def test_random_weights_keep_the_autoencoder(tmp_path):
     folder = save_family("dit", tmp_path / "dit", seed=3)  # seed 0 is the random: seed
     trained, rnd = load_model(str(folder)), load_model("random:" + str(folder))
-    assert rnd.fingerprint != trained.fingerprint and rnd.family.family == "dit"
-    assert not torch.equal(rnd.unet.pos_embed.proj.weight, trained.unet.pos_embed.proj.weight)
-    enc_a, enc_b = trained.family.encoder.vae, rnd.family.encoder.vae
+    assert rnd.fingerprint != trained.fingerprint and rnd.family == "dit"
+    assert not torch.equal(rnd.denoiser.pos_embed.proj.weight, trained.denoiser.pos_embed.proj.weight)
+    enc_a, enc_b = trained.adapter.encoder.vae, rnd.adapter.encoder.vae
     assert all(
         torch.equal(p, q) for p, q in zip(enc_a.parameters(), enc_b.parameters(), strict=True)
     )
@@ -326,7 +327,7 @@ def test_extract_and_sweep_cli(folders, kind, tmp_path):
 
 
 def test_models_under_explorer_models_are_listed(folders, monkeypatch, tmp_path):
-    from explorer.models import local_models
+    from explorer.models.loader import local_models
 
     monkeypatch.setenv("EXPLORER_MODELS", str(folders["sd"].parent))
     assert local_models() == sorted(str(folders[k]) for k in FAMILIES)

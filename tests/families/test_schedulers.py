@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from explorer.errors import ExplorerError
-from explorer.families.schedulers import vp_scheduler
-from explorer.models import load_model
+from explorer.models.families.schedulers import vp_scheduler
+from explorer.models.loader import load_model
 
 
 def _own(cls_name: str, **cfg):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from explorer.errors import ExplorerError
-from explorer.fusion import Fused, format_fused, fuse_features, parse_fused
-from explorer.heads import parse_head
-from explorer.models import load_model
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
+from explorer.probes.combine import fuse_features
 from explorer.probes.fusion import FusionProbe, fit_fusion, pack_maps
-from explorer.store import FeatureStore
+from explorer.probes.registry import parse_head
+from explorer.settings import Fused, format_fused, parse_fused
 from explorer.workspace import Workspace
 
 
@@ -45,7 +46,7 @@ def test_fused_key_changes_with_membership_order_and_mode(ws):
     a, b, c = ws.setting(150, 4, 2), ws.setting(90, 7, 2), ws.setting(90, 6, 2)
     head = parse_head("linear")
     keys = [
-        ws._result_key(head, f)
+        ws.result_key(head, f)
         for f in (
             Fused((a, b)),
             Fused((b, a)),
@@ -55,8 +56,8 @@ def test_fused_key_changes_with_membership_order_and_mode(ws):
         )
     ]
     assert len(set(keys)) == len(keys)
-    assert ws._result_key(head, Fused((a, b))) == ws._result_key(head, ws._norm((a, b)))
-    assert ws._result_key(head, a) not in keys
+    assert ws.result_key(head, Fused((a, b))) == ws.result_key(head, ws.canonical((a, b)))
+    assert ws.result_key(head, a) not in keys
 
 
 def test_fused_probe_is_cached_like_any_other(ws):
@@ -147,7 +148,7 @@ def test_fusion_head_through_the_workspace(ws):
 
 
 def test_fused_gain_pairs_the_fused_result_with_each_member():
-    from explorer.fusion import fused_gain
+    from explorer.probes.combine import fused_gain
     from explorer.probes.metrics import ProbeResult
 
     y = np.arange(200) % 2

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer import heads as hmod
 from explorer.cli import main
 from explorer.errors import ExplorerError
-from explorer.heads import HEADS, Head, Param, describe_heads, parse_head, parse_heads
+from explorer.probes import registry as hmod
+from explorer.probes.registry import HEADS, Head, Param, describe_heads, parse_head, parse_heads
 
 # Small settings so every head trains in well under a second.
 FAST = {
@@ -152,8 +152,8 @@ def test_registry_defaults_match_the_probes():
 
 @pytest.fixture
 def ws(tiny_model_dir, tiny_dataset):
-    from explorer.models import load_model
-    from explorer.store import FeatureStore
+    from explorer.features.store import FeatureStore
+    from explorer.models.loader import load_model
     from explorer.workspace import Workspace
 
     return Workspace(
@@ -166,7 +166,7 @@ def ws(tiny_model_dir, tiny_dataset):
 
 
 def test_workspace_evaluate_rejects_unknown_heads(ws):
-    from explorer.workspace import Setting
+    from explorer.settings import Setting
 
     with pytest.raises(ExplorerError, match="unknown head 'knnx'"):
         ws.evaluate([Setting(10, "mid_block", "2")], "knnx")
@@ -176,7 +176,8 @@ def test_workspace_evaluate_rejects_unknown_heads(ws):
 
 
 def test_result_key_holds_every_parameter(ws, monkeypatch):
-    from explorer.workspace import Setting, Workspace
+    from explorer.settings import Setting
+    from explorer.workspace import Workspace
 
     s = Setting(10, "mid_block", "2")
     fits = []
@@ -201,7 +202,7 @@ def test_result_key_holds_every_parameter(ws, monkeypatch):
 
 def test_adding_a_head_is_one_entry(ws, monkeypatch):
     from explorer.probes.metrics import ProbeResult
-    from explorer.workspace import Setting
+    from explorer.settings import Setting
 
     def fit_majority(tasks, *, n_classes, device, vote):
         return {

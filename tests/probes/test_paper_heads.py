@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.disk import feature_bytes, human_bytes
 from explorer.errors import ExplorerError
-from explorer.extract import parse_pools, pool, pooled_dim, pooled_shape
-from explorer.heads import parse_head
-from explorer.layers import LayerSpec
+from explorer.features.capture import pool
+from explorer.features.sizes import feature_bytes, human_bytes, pooled_dim, pooled_shape
+from explorer.models.layers import LayerSpec
 from explorer.probes.base import train_classifier
 from explorer.probes.paper_heads import (
     CNNHead,
@@ -20,6 +19,8 @@ from explorer.probes.paper_heads import (
     fit_attention_paper,
     fit_cnn,
 )
+from explorer.probes.registry import parse_head
+from explorer.settings import parse_pools
 
 
 def _layer(c: int, h: int, w: int | None = None) -> LayerSpec:

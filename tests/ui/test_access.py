@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from explorer import access, cli
-from explorer.access import Policy, check_dataset, check_model
+from explorer import cli, exposure
 from explorer.errors import ExplorerError
+from explorer.exposure import Policy, check_dataset, check_model
 from explorer.paths import cache_dir
 
 
@@ -73,7 +73,7 @@ def test_a_root_that_is_a_symlink_still_matches(tmp_path):
     real = tmp_path / "real"
     (real / "ds").mkdir(parents=True)
     (tmp_path / "alias").symlink_to(real)
-    p = Policy(exposed=True, roots=access.parse_roots(str(tmp_path / "alias")))
+    p = Policy(exposed=True, roots=exposure.parse_roots(str(tmp_path / "alias")))
     check_dataset(str(tmp_path / "alias" / "ds"), p)
     check_dataset(str(real / "ds"), p)
 
@@ -94,21 +94,23 @@ def test_crafted_text_is_refused_in_any_mode(spec):
 
 
 def test_policy_from_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(access.EXPOSED_ENV, raising=False)
-    monkeypatch.delenv(access.ADMIN_ENV, raising=False)
+    monkeypatch.delenv(exposure.EXPOSED_ENV, raising=False)
+    monkeypatch.delenv(exposure.ADMIN_ENV, raising=False)
     assert not Policy.from_env().exposed, "unknown address, no flag: local"
     assert not Policy.from_env("127.0.0.1").exposed and not Policy.from_env("localhost").exposed
     assert Policy.from_env("0.0.0.0").exposed, "all interfaces is exposed"
     assert Policy.from_env("").exposed, "Streamlit's empty address listens everywhere"
     assert Policy.from_env("192.168.1.5").exposed
-    monkeypatch.setenv(access.EXPOSED_ENV, "1")
-    monkeypatch.setenv(access.ADMIN_ENV, "1")
-    monkeypatch.setenv(access.ROOTS_ENV, f"{tmp_path}{os.pathsep}{os.pathsep}~")
+    monkeypatch.setenv(exposure.EXPOSED_ENV, "1")
+    monkeypatch.setenv(exposure.ADMIN_ENV, "1")
+    monkeypatch.setenv(exposure.ROOTS_ENV, f"{tmp_path}{os.pathsep}{os.pathsep}~")
     p = Policy.from_env("127.0.0.1")
-    assert p.exposed and p.admin and access.can_clear(p)
+    assert p.exposed and p.admin and exposure.can_clear(p)
     home = Path(os.path.realpath(os.path.expanduser("~")))
     assert p.roots == (tmp_path.resolve(), home), "empty parts skipped, `~` expanded"
-    assert not access.can_clear(Policy(exposed=False)), "clearing needs --allow-admin, even locally"
+    assert not exposure.can_clear(Policy(exposed=False)), (
+        "clearing needs --allow-admin, even locally"
+    )
 
 
 def _run_app(monkeypatch, capsys, *args) -> tuple[list[str], dict, str]:
@@ -134,10 +136,10 @@ def _run_app(monkeypatch, capsys, *args) -> tuple[list[str], dict, str]:
 
 
 def test_explorer_app_binds_to_localhost_by_default(monkeypatch, capsys):
-    monkeypatch.setenv(access.ADMIN_ENV, "1")  # a stale shell variable does not grant admin
+    monkeypatch.setenv(exposure.ADMIN_ENV, "1")  # a stale shell variable does not grant admin
     cmd, env, err = _run_app(monkeypatch, capsys, "--headless")
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
-    assert env[access.EXPOSED_ENV] == "0" and env[access.ADMIN_ENV] == "0"
+    assert env[exposure.EXPOSED_ENV] == "0" and env[exposure.ADMIN_ENV] == "0"
     assert "anyone who can reach" not in err, "nothing to warn about locally"
 
 
@@ -146,13 +148,13 @@ def test_explorer_app_share_exposes_and_says_what_that_allows(monkeypatch, capsy
         monkeypatch, capsys, "--share", "--data-root", str(tmp_path), "--allow-admin"
     )
     assert cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
-    assert env[access.EXPOSED_ENV] == "1" and env[access.ADMIN_ENV] == "1"
-    assert str(tmp_path.resolve()) in env[access.ROOTS_ENV].split(os.pathsep)
+    assert env[exposure.EXPOSED_ENV] == "1" and env[exposure.ADMIN_ENV] == "1"
+    assert str(tmp_path.resolve()) in env[exposure.ROOTS_ENV].split(os.pathsep)
     assert "anyone who can reach this machine on port 8501" in err
     assert str(tmp_path.resolve()) in err and "can clear the feature cache" in err
 
     cmd, env, err = _run_app(monkeypatch, capsys, "--host", "192.168.0.7", "--port", "9000")
-    assert env[access.EXPOSED_ENV] == "1" and "cannot clear the cache" in err
+    assert env[exposure.EXPOSED_ENV] == "1" and "cannot clear the cache" in err
     assert "192.168.0.7:9000" in err
 
 
@@ -216,9 +218,9 @@ def metric(at, label: str) -> str:
 @pytest.fixture
 def exposed(monkeypatch, roots):
     inside, _ = roots
-    monkeypatch.setenv(access.EXPOSED_ENV, "1")
-    monkeypatch.setenv(access.ROOTS_ENV, str(inside))
-    monkeypatch.delenv(access.ADMIN_ENV, raising=False)
+    monkeypatch.setenv(exposure.EXPOSED_ENV, "1")
+    monkeypatch.setenv(exposure.ROOTS_ENV, str(inside))
+    monkeypatch.delenv(exposure.ADMIN_ENV, raising=False)
     return roots
 
 
@@ -262,8 +264,8 @@ def test_app_exposed_refuses_a_typed_path_and_accepts_one_under_a_root(exposed):
 
 @pytest.mark.slow
 def test_app_local_mode_accepts_any_path(monkeypatch, roots):
-    monkeypatch.delenv(access.EXPOSED_ENV, raising=False)
-    monkeypatch.delenv(access.ROOTS_ENV, raising=False)
+    monkeypatch.delenv(exposure.EXPOSED_ENV, raising=False)
+    monkeypatch.delenv(exposure.ROOTS_ENV, raising=False)
     _, outside = roots
     folder = image_folder(outside / "photos")
     at = data_page(dataset=str(folder))
@@ -273,11 +275,11 @@ def test_app_local_mode_accepts_any_path(monkeypatch, roots):
 
 @pytest.mark.slow
 def test_app_clearing_the_cache_needs_admin(monkeypatch):
-    monkeypatch.delenv(access.ADMIN_ENV, raising=False)
+    monkeypatch.delenv(exposure.ADMIN_ENV, raising=False)
     at = data_page()
     assert not at.exception and not errors(at)
     assert not [b for b in at.button if b.key == "data_clear"], "no Clear button without admin"
-    assert access.CLEAR_NOTE in [c.value for c in at.caption], "the page says how to enable it"
-    monkeypatch.setenv(access.ADMIN_ENV, "1")
+    assert exposure.CLEAR_NOTE in [c.value for c in at.caption], "the page says how to enable it"
+    monkeypatch.setenv(exposure.ADMIN_ENV, "1")
     at = data_page()
     assert at.button(key="data_clear").disabled, "with admin: present, behind the confirmation"

@@ -14,9 +14,9 @@ import umap
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from explorer import cli
+from explorer import cli, figures
 from explorer.analysis import embed
-from explorer.ui import figures, sidebar, timelapse
+from explorer.ui import sidebar, timelapse
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 

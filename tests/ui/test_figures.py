@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from explorer.ui import figures
+from explorer import figures
 from explorer.ui.hover import hover_scatter_html
 
 NAMES = ["cat", "dog", "fox"]

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer import defaults as D
 from explorer import shipped
-from explorer.extract import EXTRACTION_VERSION
+from explorer.features.keys import EXTRACTION_VERSION
 from explorer.ui.common import PAGES
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def test_committed_sidecar_matches_the_committed_table():
     )
     assert prov["extraction_version"] == EXTRACTION_VERSION
     assert prov["test_images"] == 10_000 and prov["command"].startswith("explorer sweep ")
-    from explorer.models import load_model
+    from explorer.models.loader import load_model
 
     fp = load_model("ddpm-fashion-mnist", device="cpu").fingerprint
     found = shipped.check(CSV, extraction_version=EXTRACTION_VERSION, model_fingerprint=fp)

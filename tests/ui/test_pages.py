@@ -21,13 +21,14 @@ from streamlit.testing.v1 import AppTest
 from explorer.analysis.embed import wait_for_umaps
 from explorer.data import load_dataset
 from explorer.defaults import DEFAULT_POOL, DEFAULT_T
-from explorer.models import load_model
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
 from explorer.results import accuracy_view
-from explorer.store import FeatureStore
+from explorer.settings import Setting
 from explorer.ui import services
 from explorer.ui.common import PAGES
 from explorer.ui.sidebar import UPLOAD_DATASET
-from explorer.workspace import Setting, Workspace
+from explorer.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,11 @@ import pytest
 import umap
 
 from explorer.errors import ExplorerError
-from explorer.models import load_model
-from explorer.store import FeatureStore
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
+from explorer.settings import Setting
 from explorer.ui.timelapse import default_timesteps, timelapse_figure
-from explorer.workspace import Setting, Workspace
+from explorer.workspace import Workspace
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100", "proj": "pca"}

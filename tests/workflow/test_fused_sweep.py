@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from explorer.cli import main
-from explorer.fusion import Fused, is_fused_text
-from explorer.models import load_model
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
 from explorer.results import accuracy_view, load_table
-from explorer.store import FeatureStore
+from explorer.settings import Fused, is_fused_text
 from explorer.sweep import describe_best
 from explorer.workspace import Workspace
 
@@ -150,8 +150,8 @@ def test_compare_page_adds_the_fused_setting_as_a_third_column():
 
     from explorer.data import load_dataset
     from explorer.defaults import DEFAULT_POOL
+    from explorer.settings import Setting
     from explorer.ui.common import PAGES
-    from explorer.workspace import Setting
 
     app = str(Path(__file__).resolve().parents[2] / "app.py")
     at = AppTest.from_file(app, default_timeout=600)

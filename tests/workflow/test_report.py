@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from explorer.features import PIXELS
+from explorer.defaults import PIXELS
 from explorer.report import best_table, grid_table, main, report
 from explorer.results import COLUMNS
 

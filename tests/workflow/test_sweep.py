@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from explorer.cli import main
-from explorer.features import PIXELS
-from explorer.models import RANDOM_PREFIX, load_model
+from explorer.defaults import PIXELS, RANDOM_PREFIX
+from explorer.features.store import FeatureStore
+from explorer.models.loader import load_model
 from explorer.results import COLUMNS, accuracy_view, best_settings, load_table
-from explorer.store import FeatureStore
+from explorer.settings import Setting
 from explorer.sweep import SweepPlan, describe_best, run_sweep, summary_lines
-from explorer.workspace import Setting, Workspace
+from explorer.workspace import Workspace
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-import explorer.train as train_mod
+import explorer.models.train as train_mod
 from explorer.data import load_dataset
-from explorer.models import load_model
+from explorer.models.loader import load_model
+from explorer.models.train import TrainConfig, model_card, refresh_card, train
 from explorer.paths import BUILTIN_MODEL_DIRS
 from explorer.results import COLUMNS, load_table
-from explorer.train import TrainConfig, model_card, refresh_card, train
 
 SWEEP = BUILTIN_MODEL_DIRS["ddpm-fashion-mnist"].parents[1] / "results" / "fashion-mnist-sweep.csv"
 
@@ -62,11 +62,11 @@ def test_train_resumes_and_saves_a_loadable_model(tmp_path, monkeypatch, capsys)
     assert model.num_timesteps == 1000 and model.scheduler.config.beta_schedule == "linear", (
         "DDPM, 1000 linear steps"
     )
-    assert model.unet.config.sample_size == 16 and model.unet.config.in_channels == 1, (
+    assert model.denoiser.config.sample_size == 16 and model.denoiser.config.in_channels == 1, (
         "digits at 16x16 gray"
     )
     pipe = _pipeline(out)
-    assert torch.equal(pipe.unet.conv_in.weight, model.unet.conv_in.weight), (
+    assert torch.equal(pipe.unet.conv_in.weight, model.denoiser.conv_in.weight), (
         "the pipeline has the same U-Net"
     )
     assert pipe.scheduler.config.num_train_timesteps == 1000
@@ -123,7 +123,7 @@ def test_shipped_models_load_as_pipelines_and_keep_their_fingerprint(name, tmp_p
     assert (folder / "model_index.json").exists(), "shipped with model_index.json"
     pipe = _pipeline(folder)
     model = load_model(name)
-    assert torch.equal(pipe.unet.conv_in.weight, model.unet.conv_in.weight)
+    assert torch.equal(pipe.unet.conv_in.weight, model.denoiser.conv_in.weight)
     bare = shutil.copytree(
         folder, tmp_path / name, ignore=shutil.ignore_patterns("model_index.json")
     )

@@ -3,11 +3,12 @@
 import streamlit as st
 
 from explorer import defaults as D
-from explorer.fusion import Fused, fused_gain
-from explorer.heads import HEADS, parse_head
+from explorer import figures
+from explorer.probes.combine import fused_gain
 from explorer.probes.metrics import SideBySide, side_by_side, worst_class
-from explorer.ui import common, figures, services, state
-from explorer.workspace import Setting
+from explorer.probes.registry import HEADS, parse_head
+from explorer.settings import Fused, Setting
+from explorer.ui import common, services, state
 
 MODES = {
     "blocks": "Two blocks",

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from explorer import access
+from explorer import exposure, figures
 from explorer.overview import LAYER_COLUMNS, layer_table, size_text
-from explorer.ui import common, figures, services, state
+from explorer.ui import common, services, state
 
 
 def dataset_section(d: dict) -> None:
@@ -75,8 +75,8 @@ def catalogue_section(layers, transformer: bool) -> None:
 
 def clear_control(ws) -> None:
     """The confirm box and button that empty the feature cache (admins only)."""
-    if not access.can_clear(common.policy()):
-        st.caption(access.CLEAR_NOTE)
+    if not exposure.can_clear(common.policy()):
+        st.caption(exposure.CLEAR_NOTE)
         return
     c = st.columns([3, 1])
     sure = c[0].checkbox(
@@ -85,7 +85,7 @@ def clear_control(ws) -> None:
     )
 
     def clear() -> None:
-        if not access.can_clear(common.policy()):  # re-checked when the click arrives
+        if not exposure.can_clear(common.policy()):  # re-checked when the click arrives
             return
         ws.clear_features()
         st.session_state["data_confirm"] = False

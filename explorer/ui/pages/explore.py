@@ -4,13 +4,15 @@ import numpy as np
 import streamlit as st
 
 from explorer import defaults as D
+from explorer import figures
 from explorer.analysis.embed import stratified_subsample
-from explorer.disk import feature_bytes, human_bytes
-from explorer.heads import HEADS, canonical_name
+from explorer.defaults import PIXEL_POOL
+from explorer.features.sizes import feature_bytes, human_bytes
 from explorer.probes.metrics import confused_positions, per_class_table, predictions_table
-from explorer.ui import common, downloads, figures, services, state, timelapse
+from explorer.probes.registry import HEADS, canonical_name
+from explorer.settings import Setting
+from explorer.ui import common, downloads, services, state, timelapse
 from explorer.ui.hover import hover_scatter_html
-from explorer.workspace import PIXEL_POOL, Setting
 
 EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
 GRID = 48  # images shown for a selection

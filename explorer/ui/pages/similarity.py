@@ -4,9 +4,10 @@ import pandas as pd
 import streamlit as st
 
 from explorer import defaults as D
+from explorer import figures
 from explorer.analysis.cka import neighbour_mean
-from explorer.ui import common, figures, services, state
-from explorer.workspace import Setting
+from explorer.settings import Setting
+from explorer.ui import common, services, state
 
 IMAGES = list(D.SIMILARITY_IMAGES)
 

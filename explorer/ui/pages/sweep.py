@@ -3,10 +3,11 @@
 import streamlit as st
 
 from explorer import defaults as D
-from explorer.heads import HEADS
+from explorer import figures
+from explorer.probes.registry import HEADS
 from explorer.results import accuracy_view, ranked_cells, sweep_slice
 from explorer.sweep import SweepPlan, describe_best, summary_lines
-from explorer.ui import common, downloads, figures, services, state
+from explorer.ui import common, downloads, services, state
 
 
 def plan_controls(ctx, ws, path):
