@@ -82,7 +82,10 @@ def main() -> None:
     torch.set_num_threads(a.torch_threads)
     model = load_model(a.model)
     cat = build_catalogue(model.denoiser)
-    x0 = torch.rand(a.n, model.denoiser.config.in_channels, model.resolution, model.resolution) * 2 - 1
+    x0 = (
+        torch.rand(a.n, model.denoiser.config.in_channels, model.resolution, model.resolution) * 2
+        - 1
+    )
     noise = ex.image_noise(np.arange(a.n), 0, tuple(x0.shape[1:]))
     jobs = [(10, cat, ["2"]), (500, cat[: len(cat) // 2], ["1", "max"]), (150, cat[-3:], ["4"])]
 

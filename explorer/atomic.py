@@ -1,7 +1,10 @@
 """Atomic file writes: a temporary file beside the target, then one `os.replace`.
 
 A reader sees the old file or the new one, never a half-written one, and a killed writer
-leaves only a hidden `.tmp` behind. Every file the explorer writes goes through here.
+leaves only a hidden `.tmp` behind. Files a reader may see while they are written (cache
+entries' manifests, memos, tables, reports, exports) go through here; files written inside a
+private temporary folder that is renamed into place as a whole (a converted model, an unpacked
+upload, a warm seed being built) and streamed downloads checked before use do not need to.
 """
 
 from __future__ import annotations

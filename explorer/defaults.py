@@ -2,8 +2,8 @@
 
 Free of torch and of every other explorer module, so anything (the CLI's fast path included)
 can import it. The defaults show the project's finding on the shipped model: the best linear
-setting on validation in `assets/results/fashion-mnist-sweep.csv` is t=10, pool 2, block 9
-(`up_blocks.0.resnets.1`, the second up block).
+setting on validation in `assets/results/fashion-mnist-sweep.csv` is t=10, pool 2, block 7
+(`mid_block`, the bottleneck; `default_block`).
 """
 
 from __future__ import annotations

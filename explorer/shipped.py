@@ -22,6 +22,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from explorer.atomic import atomic_write
 from explorer.paths import ASSETS
 
 RESULTS = ASSETS / "results"
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     for (model, dataset), csv in TABLES.items():
         if a.write:
             prov = provenance(csv, date=a.date, command=a.command, model=model, dataset=dataset)
-            sidecar_path(csv).write_text(json.dumps(prov, indent=1) + "\n")
+            atomic_write(sidecar_path(csv), json.dumps(prov, indent=1) + "\n")
             print(f"wrote {sidecar_path(csv)}")
         s = check(
             csv, extraction_version=EXTRACTION_VERSION, model_fingerprint=None

@@ -30,14 +30,13 @@ import numpy as np
 
 from explorer import defaults as D
 from explorer.atomic import atomic_write
-from explorer.features.store import content_key, file_checksum
+from explorer.features.store import file_checksum
 from explorer.paths import ASSETS, cache_dir
 
 log = logging.getLogger("explorer.warm")
 SEED = ASSETS / "warm"
 MODEL, DATASET = "ddpm-fashion-mnist", "fashion-mnist"  # the pair the seed is made for
 SEED_VERSION = 1
-CKA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -75,45 +74,6 @@ def view_of(ws) -> DefaultView:
     """`default_view` of a Workspace's model."""
     cat = ws.catalogue
     return default_view([x.name for x in cat], [x.stage for x in cat], ws.model.num_timesteps)
-
-
-# --- the cached views behind the pages ------------------------------------------------------------
-
-
-def cka_view(
-    ws,
-    settings: Sequence,
-    *,
-    split: str = "test",
-    debiased: bool = False,
-    ensure: Callable[[list], None] | None = None,
-) -> np.ndarray:
-    """`(K, K)` linear CKA between `settings` on `split`, cached under `embeddings/` like a UMAP
-    (keyed by the features' content keys), so a repeated view needs no features at all.
-    `ensure(missing_settings)` is called before computing, e.g. to show a progress bar."""
-    from explorer.analysis.embed import cached_matrix, cached_only  # umap/numba: on use only
-
-    keys = [ws.key(s, split) for s in settings]
-    key, params, shape = (
-        content_key({"features": keys}),
-        {"debiased": bool(debiased), "v": CKA_VERSION},
-        (len(keys), len(keys)),
-    )
-    hit = cached_only("cka", key, params, shape, ws.store.root)
-    if hit is not None:
-        return hit
-    if ensure is not None:
-        missing = [s for s, k in zip(settings, keys, strict=True) if not ws.store.has(k)]
-        if missing:
-            ensure(missing)
-    return cached_matrix(
-        "cka",
-        key,
-        params,
-        shape,
-        lambda: ws.cka(list(settings), split=split, debiased=debiased),
-        ws.store.root,
-    )
 
 
 # --- process-level preload (the server's warm-up) --------------------------------------------------
@@ -222,9 +182,9 @@ def compute_view(ws, ws_sim, view: DefaultView) -> dict[str, list[str]]:
             cache_root=ws.store.root,
             background=False,
         )
-    cka_view(ws_sim, [Setting(*s) for s in view.sim_blocks])
+    ws_sim.cka([Setting(*s) for s in view.sim_blocks])
     if view.sim_times:
-        cka_view(ws_sim, [Setting(*s) for s in view.sim_times])
+        ws_sim.cka([Setting(*s) for s in view.sim_times])
     return {"features": sorted({ws.key(s, sp) for s in probed for sp in ("train", "test")})}
 
 

@@ -22,7 +22,7 @@ from explorer.features.keys import Selection, feature_key
 from explorer.features.pixels import ensure_pixels
 from explorer.features.reports import ExtractOutcome
 from explorer.features.sizes import pooled_shape
-from explorer.features.store import FeatureStore
+from explorer.features.store import FeatureStore, content_key
 from explorer.models.accel import is_compiled
 from explorer.models.device import resolve_device
 from explorer.models.layers import LayerSpec, build_catalogue, select_layers
@@ -40,6 +40,8 @@ from explorer.settings import (
     parse_pools,
 )
 from explorer.sweep import plan_for, run_sweep
+
+CKA_VERSION = 1  # part of a cached CKA matrix's key
 
 
 def _map_side(s: Setting | Fused) -> int:
@@ -479,15 +481,35 @@ class Workspace:
         return np.stack(aligned_umap(xs, cache_key=keys, cache_root=self.store.root))
 
     def cka(
-        self, settings: Sequence[Setting], split: str = "test", debiased: bool = False
+        self,
+        settings: Sequence[Setting],
+        split: str = "test",
+        debiased: bool = False,
+        *,
+        ensure: Callable[[list], None] | None = None,
     ) -> np.ndarray:
-        """`(K, K)` linear CKA between the features of `settings` on the same images."""
+        """`(K, K)` linear CKA between the features of `settings` on the same images, cached on
+        disk under `embeddings/` (keyed by the features' content keys), so a repeated map needs
+        no features at all. `ensure(missing_settings)` runs first, e.g. to show a progress bar."""
+        from explorer.analysis.embed import cached_matrix, cached_only  # umap/numba: on use only
+
         settings = [self.canonical(s) for s in settings]
-        self.ensure(settings, splits=[split])
-        return cka_matrix(
-            [np.asarray(self.features(s, split), dtype=np.float32) for s in settings],
-            debiased=debiased,
-        )
+        keys = [self.key(s, split) for s in settings]
+        key = content_key({"features": keys})
+        params, shape = {"debiased": bool(debiased), "v": CKA_VERSION}, (len(keys), len(keys))
+        hit = cached_only("cka", key, params, shape, self.store.root)
+        if hit is not None:
+            return hit
+        missing = [s for s, k in zip(settings, keys, strict=True) if not self.store.has(k)]
+        if missing and ensure is not None:
+            ensure(missing)
+
+        def compute() -> np.ndarray:
+            self.ensure(settings, splits=[split])
+            feats = [np.asarray(self.features(s, split), dtype=np.float32) for s in settings]
+            return cka_matrix(feats, debiased=debiased)
+
+        return cached_matrix("cka", key, params, shape, compute, self.store.root)
 
     # --- notebook conveniences ------------------------------------------------------------------
 

@@ -39,9 +39,7 @@ def _builtins() -> list[DatasetEntry]:
 def _direct_images(path: Path) -> bool:
     """Some subfolder holds image files itself: `path/<class>/<image>` (a folder of datasets
     holds them one level deeper, and is listed dataset by dataset instead)."""
-    return (
-        sum(any(is_image(f) for f in d.iterdir() if f.is_file()) for d in class_dirs(path)) >= 2
-    )
+    return sum(any(is_image(f) for f in d.iterdir() if f.is_file()) for d in class_dirs(path)) >= 2
 
 
 def describe_path(path: Path) -> DatasetEntry | None:

@@ -323,7 +323,7 @@ class FeatureStore:
                 if src.exists():
                     os.replace(src, self.quarantine_dir / f"{stem}{src.suffix}")
                     moved.append(src.suffix)
-            (self.quarantine_dir / f"{stem}.reason.txt").write_text(reason + "\n")
+            atomic_write(self.quarantine_dir / f"{stem}.reason.txt", reason + "\n")
             self._forget(npy)
         log.warning(
             "damaged cache entry %s (%s) moved to %s; it will be recomputed",

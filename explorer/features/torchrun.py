@@ -7,7 +7,7 @@ batches of the single-process grid `range(0, n, batch_size)`, never by contiguou
 batch computes the same bytes whichever rank runs it, so the assembled entry equals a
 one-process run's. Everything but `init`, the collectives and `finish` is pure.
 
-Torch is imported lazily, so `explorer.cli.extract_job` stays torch-free at import time.
+Torch is imported lazily, so `explorer.cli.extract` stays torch-free at import time.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SPEC_OPTIONS = ("class-label", "prompt")
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a loaded model is one object (memos key on it)
 class LoadedModel:
     """A denoiser with its scheduler and family adapter, the name it was asked by, and a content fingerprint."""
 

@@ -41,16 +41,13 @@ from explorer.paths import BUILTIN_MODEL_DIRS, cache_dir
 from explorer.results import COLUMNS, accuracy_view, load_table, save_table, with_text_columns
 from explorer.settings import Setting
 from explorer.sweep import SweepProgress, run_sweep
-from explorer.warm import cka_view, import_seed, preload, preloaded
+from explorer.warm import import_seed, preload, preloaded
 from explorer.workspace import Workspace
 
 BATCH_SIZE = 256
 DEFAULT_TRAIN_LIMIT = defaults.DEFAULT_TRAIN_LIMIT
 DEFAULT_TEST_LIMIT = defaults.DEFAULT_TEST_LIMIT
-SEED_PAIR = (
-    "ddpm-fashion-mnist",
-    "fashion-mnist",
-)  # explorer.warm's MODEL, DATASET (no torch here)
+SEED_PAIR = ("ddpm-fashion-mnist", "fashion-mnist")  # explorer.warm's MODEL, DATASET
 SWEEP_KEYS = ["model", "dataset", "t", "layer", "pool", "head", "split", "metric"]
 
 
@@ -289,7 +286,7 @@ def cka(ws: Workspace, settings: Sequence[Setting], debiased: bool, label: str) 
         finally:
             bar.empty()
 
-    return cka_view(ws, list(settings), split="test", debiased=debiased, ensure=ensure)
+    return ws.cka(list(settings), split="test", debiased=debiased, ensure=ensure)
 
 
 # --- images ---------------------------------------------------------------------------------------

@@ -118,7 +118,9 @@ def test_the_cycle_finder_finds_a_planted_circle():
 
 def test_top_level_is_short():
     top = sorted(p.stem for p in PKG.glob("*.py"))
-    assert len(top) <= MAX_TOP_LEVEL, f"{len(top)} top-level modules (at most {MAX_TOP_LEVEL}): {top}"
+    assert len(top) <= MAX_TOP_LEVEL, (
+        f"{len(top)} top-level modules (at most {MAX_TOP_LEVEL}): {top}"
+    )
 
 
 def test_no_private_name_crosses_a_module():

@@ -109,7 +109,9 @@ def test_early_exit_really_stops(model, cat, images):
 
 def test_one_forward_per_timestep_and_batch_serves_every_layer(model, cat, images):
     calls = []
-    handle = model.denoiser.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    handle = model.denoiser.register_forward_pre_hook(
+        lambda m, args: calls.append(args[0].shape[0])
+    )
     try:
         extract_features(
             model, images, timesteps=[10, 90, 150], layers=cat, pools=["1", "2"], batch_size=8

@@ -150,7 +150,11 @@ def test_opt_out_and_repeat_calls():
 def test_an_unknown_choice_says_so_in_one_line_and_tunes():
     env = dict(os.environ, **{host_memory.ENV: "off"})
     out = subprocess.run(
-        [sys.executable, "-c", "from explorer.features import host_memory; print(host_memory.tune())"],
+        [
+            sys.executable,
+            "-c",
+            "from explorer.features import host_memory; print(host_memory.tune())",
+        ],
         env=env,
         capture_output=True,
         text=True,

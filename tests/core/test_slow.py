@@ -19,7 +19,8 @@ from explorer.paths import BUILTIN_MODEL_DIRS
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not (BUILTIN_MODEL_DIRS["ddpm-digits"] / "config.json").exists(), reason="ddpm-digits not shipped"
+        not (BUILTIN_MODEL_DIRS["ddpm-digits"] / "config.json").exists(),
+        reason="ddpm-digits not shipped",
     ),
 ]
 

@@ -62,14 +62,14 @@ def test_cka_view_is_cached_and_needs_no_features_after(tiny_model_dir, tiny_dat
     names = [lay.name for lay in ws.catalogue][:3]
     settings = [Setting(10, n, "1") for n in names]
     asked = []
-    m = warm.cka_view(ws, settings, ensure=lambda missing: asked.append(len(missing)))
+    m = ws.cka(settings, ensure=lambda missing: asked.append(len(missing)))
     assert asked == [3], "missing features are reported before computing (progress bar)"
     assert m.shape == (3, 3) and np.allclose(np.diag(m), 1, atol=1e-4)
     assert np.allclose(m, ws.cka(settings)), "the cached matrix is the core's CKA"
     ws.store.clear()  # features gone: the matrix still comes from its cache
-    again = warm.cka_view(ws, settings, ensure=lambda missing: pytest.fail("recomputed"))
+    again = ws.cka(settings, ensure=lambda missing: pytest.fail("recomputed"))
     assert np.array_equal(m, again)
-    other = warm.cka_view(ws, settings, debiased=True)
+    other = ws.cka(settings, debiased=True)
     assert not np.array_equal(m, other), "debiased is a different entry"
 
 
@@ -144,7 +144,7 @@ def test_the_seed_serves_exactly_the_app_default_view(tmp_path, monkeypatch):
             embed.umap_or_pca(x, cache_key=ws.key(s, "test"), cache_root=ws.store.root)[1] == "umap"
         )
     for group in (view.sim_blocks, view.sim_times):
-        m = warm.cka_view(sim, [Setting(*s) for s in group], ensure=no)
+        m = sim.cka([Setting(*s) for s in group], ensure=no)
         assert m.shape == (len(group), len(group))
 
 

@@ -199,9 +199,7 @@ def test_pixel_batches_shrink_for_big_images(tmp_path, dataset, monkeypatch):
     monkeypatch.setattr(features, "PIXEL_BATCH_BYTES", 4 * 3 * 256 * 256 * 5)  # 5 images
     seen = []
     real = streaming.batches
-    monkeypatch.setattr(
-        streaming, "batches", lambda *a, **k: seen.extend(a[2]) or real(*a, **k)
-    )
+    monkeypatch.setattr(streaming, "batches", lambda *a, **k: seen.extend(a[2]) or real(*a, **k))
     sel = Selection.of(dataset, "test")
     got = ensure_pixels(Big(), dataset, sel, "4", store=FeatureStore(tmp_path / "c"), batch_size=64)
     assert max(b - a for a, b in seen) == 5, f"spans capped at 5 images, got {seen}"

@@ -273,7 +273,9 @@ def test_random_weights_keep_the_autoencoder(tmp_path):
     folder = save_family("dit", tmp_path / "dit", seed=3)  # seed 0 is the random: seed
     trained, rnd = load_model(str(folder)), load_model("random:" + str(folder))
     assert rnd.fingerprint != trained.fingerprint and rnd.family == "dit"
-    assert not torch.equal(rnd.denoiser.pos_embed.proj.weight, trained.denoiser.pos_embed.proj.weight)
+    assert not torch.equal(
+        rnd.denoiser.pos_embed.proj.weight, trained.denoiser.pos_embed.proj.weight
+    )
     enc_a, enc_b = trained.adapter.encoder.vae, rnd.adapter.encoder.vae
     assert all(
         torch.equal(p, q) for p, q in zip(enc_a.parameters(), enc_b.parameters(), strict=True)

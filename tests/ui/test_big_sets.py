@@ -14,8 +14,9 @@ import umap
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from explorer import cli, figures
+from explorer import figures
 from explorer.analysis import embed
+from explorer.cli import options
 from explorer.ui import sidebar, timelapse
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -39,7 +40,7 @@ def test_limit_text_accepts_all_and_says_why_not():
 
 def test_cli_limit_accepts_all():
     p = argparse.ArgumentParser()
-    cli._data_args(p)
+    options.data_args(p)
     assert p.parse_args(["--limit", "all"]).limit is None
     assert p.parse_args(["--limit", "ALL"]).limit is None
     assert p.parse_args(["--limit", "500"]).limit == 500

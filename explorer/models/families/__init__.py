@@ -118,7 +118,7 @@ def build(
         class_cond.unet_classes(dict(net.config))  # refuses float-input class embeddings
         return class_cond.adapter(net, class_label, required=condition_required), []
     if family == "latent-unet":
-        return latent.ldm_adapter(folder, net, trust_pickle, class_label)
+        return latent.ldm_adapter(folder, net, trust_pickle, class_label, condition_required)
     if family == "stable-diffusion":
         if class_label is not None:
             raise ExplorerError(

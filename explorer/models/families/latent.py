@@ -92,12 +92,14 @@ def _class_name(config_path: Path, default: str) -> str:
         raise ExplorerError(f"cannot read {config_path}: {e}") from e
 
 
-def ldm_adapter(folder: Path, unet, trust_pickle: bool, class_label) -> tuple[Adapter, list[str]]:
+def ldm_adapter(
+    folder: Path, unet, trust_pickle: bool, class_label, required: bool = True
+) -> tuple[Adapter, list[str]]:
     """A latent `UNet2DModel` behind its `vqvae/` or `vae/` (diffusers `LDMPipeline` layout)."""
     enc, parts = load_encoder(folder, trust_pickle)
     n = class_cond.unet_classes(dict(unet.config))
     if n:
-        cond = class_cond.condition(class_label, n, None, "latent U-Net")
+        cond = class_cond.condition(class_label, n, None, "latent U-Net", required=required)
     elif class_label is not None:
         raise ExplorerError(
             "--class-label was given but this latent U-Net is not class-conditional"
