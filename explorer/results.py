@@ -4,6 +4,8 @@ A probe result is cached under `<cache>/results/<key>.npz` (arrays) with its sca
 JSON inside the same file, keyed by the feature keys it was trained on plus the head, its
 parameters and its version, so a result is never recomputed. A reload gives back the
 arrays, the scalars and every scalar entry of `extra`; non-scalar extras are not stored.
+Each file has its checksum beside it (`explorer.features.checked`): a damaged one is
+recomputed, never served.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ import io
 import json
 import os
 from pathlib import Path
+from zipfile import BadZipFile
 
 import numpy as np
 import pandas as pd
 
 from explorer.atomic import atomic_write
 from explorer.errors import ExplorerError
+from explorer.features.checked import read_checked, write_checked
 from explorer.features.store import content_key
 from explorer.paths import cache_dir
 from explorer.probes.metrics import ProbeResult
@@ -73,24 +77,9 @@ class ResultStore:
         return self.dir / f"{key}.npz"
 
     def get(self, key: str) -> ProbeResult | None:
-        p = self.path(key)
-        if not p.exists():
-            return None
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                return ProbeResult(
-                    head=meta["head"],
-                    top1=meta["top1"],
-                    ci_low=meta["ci_low"],
-                    ci_high=meta["ci_high"],
-                    per_class=z["per_class"],
-                    confusion=z["confusion"],
-                    predictions=z["predictions"],
-                    extra=meta["extra"],
-                )
-        except (OSError, ValueError, KeyError):
-            return None  # unreadable: recompute
+        """The cached result, or None when it is missing or damaged (then it is recomputed)."""
+        data = read_checked(self.path(key), lambda b: _parse_result(b) is not None)
+        return None if data is None else _parse_result(data)
 
     def put(self, key: str, r: ProbeResult) -> None:
         meta = {
@@ -112,7 +101,26 @@ class ResultStore:
             predictions=r.predictions,
             meta=np.array(json.dumps(meta, default=float)),
         )
-        atomic_write(self.path(key), buf.getvalue())
+        write_checked(self.path(key), buf.getvalue())
+
+
+def _parse_result(data: bytes) -> ProbeResult | None:
+    """A `ProbeResult` from the bytes of a result file; None when they cannot be read whole."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return ProbeResult(
+                head=meta["head"],
+                top1=meta["top1"],
+                ci_low=meta["ci_low"],
+                ci_high=meta["ci_high"],
+                per_class=z["per_class"],
+                confusion=z["confusion"],
+                predictions=z["predictions"],
+                extra=dict(meta["extra"]),
+            )
+    except (OSError, ValueError, KeyError, TypeError, EOFError, NotImplementedError, BadZipFile):
+        return None  # unreadable (a damaged zip fails in many ways): recompute
 
 
 def tidy_rows(base: dict, results: list[ProbeResult]) -> list[dict]:

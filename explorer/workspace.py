@@ -31,6 +31,7 @@ from explorer.probes.combine import fuse_features
 from explorer.probes.metrics import ProbeResult
 from explorer.probes.registry import Head, parse_head
 from explorer.results import ResultStore
+from explorer.search import search
 from explorer.settings import (
     Fused,
     Setting,
@@ -558,6 +559,17 @@ class Workspace:
             trust_pickle=self.trust_pickle,
             **self.limits,
         )
+
+    def search(
+        self,
+        timesteps: Sequence[int] | int | str = (10, 50, 90, 150, 300),
+        layers: str | int | Sequence = "all",
+        pools: str | int | Sequence = 2,
+        **kw,
+    ):
+        """The validation-best linear setting of the grid without computing the grid
+        (`explorer.search.search`: successive halving; `eta`, `first`, `final`, `progress`)."""
+        return search(self, timesteps=timesteps, layers=layers, pools=pools, **kw)
 
     def sweep(
         self,

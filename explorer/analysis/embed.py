@@ -2,7 +2,8 @@
 
 UMAP results are cached as `.npy` under `cache_dir()/"embeddings"`, named by
 sha256(cache_key, data shape, parameters): the caller's `cache_key` must identify the
-features (e.g. the feature store's key). Writes are atomic (temporary file + rename).
+features (e.g. the feature store's key). Writes are atomic (temporary file + rename), with a
+checksum beside each file: a damaged entry is recomputed, never served.
 
 Big sets: UMAP is fitted on a stratified subsample of at most `UMAP_FIT_CAP` rows and the
 other rows are placed with `umap.UMAP.transform`; the subsample policy is part of the cache
@@ -12,6 +13,7 @@ name of such an entry (an entry of a set no larger than the cap, fitted whole, k
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 import warnings
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import PCA
 
-from explorer.atomic import atomic_write
+from explorer.features.checked import read_checked, write_checked
 from explorer.errors import ExplorerError
 from explorer.paths import cache_dir
 
@@ -63,25 +65,37 @@ def _cache_file(kind: str, key: str, params: dict, cache_root: Path | None) -> P
     return folder / f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:40]}.npy"
 
 
+def _parse(data: bytes, shape: tuple[int, ...], finite: bool = False) -> np.ndarray | None:
+    """The float array of `shape` held in the bytes of a cached `.npy` (and finite, if asked);
+    None if it is not one."""
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if arr.shape != shape or not np.issubdtype(arr.dtype, np.floating):
+        return None
+    return arr if not finite or np.isfinite(arr).all() else None
+
+
+def _load(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached array of `shape` at `path` when it is there and intact (its checksum matches);
+    None when missing or damaged (`explorer.features.checked`: never served, recomputed)."""
+    data = read_checked(path, lambda b: _parse(b, shape, finite=True) is not None)
+    return None if data is None else _parse(data, shape)
+
+
 def _cached(
     path: Path | None, shape: tuple[int, ...], compute: Callable[[], np.ndarray]
 ) -> np.ndarray:
-    """Load `path` if it holds an array of `shape`, else compute it and write it atomically."""
-    if path is not None and path.exists():
-        try:
-            arr = np.load(path)
-            if arr.shape == shape:
-                return arr
-        except (OSError, ValueError):
-            pass  # a damaged entry is recomputed and replaced
+    """Load `path` if it holds an intact array of `shape`, else compute it and write it
+    atomically with its checksum."""
+    if path is not None and (arr := _load(path, shape)) is not None:
+        return arr
     arr = np.ascontiguousarray(compute(), dtype=np.float32)
     if path is not None:
-
-        def save(tmp: Path) -> None:
-            with tmp.open("wb") as f:  # a file object: np.save would add ".npy" to a bare path
-                np.save(f, arr)
-
-        atomic_write(path, save)
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        write_checked(path, buf.getvalue())
     return arr
 
 
@@ -102,12 +116,7 @@ def cached_only(
     kind: str, key: str, params: dict, shape: tuple[int, ...], cache_root: Path | None = None
 ) -> np.ndarray | None:
     """The cached array of `cached_matrix`'s arguments, or None when it is not on disk (no compute)."""
-    path = _cache_file(kind, key, params, cache_root)
-    try:
-        arr = np.load(path)
-    except (OSError, ValueError):
-        return None
-    return arr if arr.shape == shape else None
+    return _load(_cache_file(kind, key, params, cache_root), shape)
 
 
 def _umap_kwargs(n: int, n_neighbors: int, min_dist: float, seed: int) -> dict:

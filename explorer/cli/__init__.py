@@ -1,11 +1,12 @@
-"""The `explorer` command: layers, extract, sweep, embed, cka, train, convert, cache, export,
-report, datasets and app (`explorer COMMAND --help` for each).
+"""The `explorer` command: layers, extract, sweep, search, embed, cka, train, convert, cache,
+export, report, datasets and app (`explorer COMMAND --help` for each).
 
 This module is the dispatcher only: each command lives in its own module, which declares it as
 a `Command` (options, handler, example); the option groups they share are in `options`:
 
 - `listing`: layers, datasets          - `extract`: extract (answered from the cache without torch)
 - `sweep`: sweep, its --config, provenance - `analysis`: embed, cka
+- `search`: search (the best setting without the grid)
 - `train`: train                       - `convert`: convert (guided-diffusion flags)
 - `cache`: cache                       - `share`: export, report
 - `app`: app (the web server)
@@ -21,8 +22,19 @@ import inspect
 import os
 import sys
 
-from explorer import log as _log
-from explorer.cli import analysis, app, cache, convert, extract, listing, share, sweep, train
+from explorer.cli import (
+    analysis,
+    app,
+    cache,
+    convert,
+    extract,
+    listing,
+    search,
+    share,
+    sweep,
+    train,
+)
+from explorer.cli import log as _log
 from explorer.cli.options import Command
 from explorer.errors import ExplorerError
 from explorer.features import host_memory
@@ -35,6 +47,7 @@ COMMANDS: dict[str, Command] = {
         listing.LAYERS,
         extract.EXTRACT,
         sweep.SWEEP,
+        search.SEARCH,
         analysis.EMBED,
         analysis.CKA,
         train.TRAIN,

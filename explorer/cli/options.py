@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from explorer import defaults as D
-from explorer import log
+from explorer.cli import log
 
 logger = log.get("cli")
 

@@ -8,17 +8,17 @@ Parts of `<cache>/` (see `paths.cache_dir`):
     requests/    request memos of `explorer extract` (`request_memo`)
     scans/ logs/ image-folder scan cache, logs of skipped images
     uploads/     datasets unpacked from uploaded zips (user data: cleared only when named)
+    .trash/      parts being cleared: renamed here whole, then deleted (see `store.remove_tree`)
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from explorer.errors import ExplorerError
-from explorer.features.store import FeatureStore
+from explorer.features.store import FeatureStore, empty_trash, remove_tree
 from explorer.paths import cache_dir
 
 PARTS = {
@@ -112,12 +112,13 @@ def clear(
     if unknown:
         raise ExplorerError(f"unknown cache part '{unknown[0]}'; choose from {', '.join(PARTS)}")
     base = cache_dir(root)
+    empty_trash(base)  # what an interrupted clear left
     freed = {}
     for name in parts:
         path = base / PARTS[name]
         freed[name] = _du(path)[1]
         if name == "features":
             FeatureStore(base).clear()
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+        else:  # whole or gone for any reader, even if this process is killed meanwhile
+            remove_tree(path, base)
     return freed

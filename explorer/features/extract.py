@@ -61,17 +61,19 @@ def ensure_features(
         return report
     jobs = plan()
     meter = Meter(len(jobs) * len(sel.indices), progress)
-    for job in jobs:
-        # one lock per job (not per key set), so overlapping requests never write the same entry twice
-        with store.lock(job.lock_name):
-            still = {k: v for k, v in job.keys.items() if not store.has(v)}  # another process
-            report.cached += len(job.keys) - len(still)  # may have finished some meanwhile
-            if still:
-                report.forward_passes += run_job(job.with_keys(still), meter.advance)
-                report.computed += len(still)
-            else:
-                meter.advance(len(sel.indices))
-    meter.close()
+    try:
+        for job in jobs:
+            # one lock per job (not per key set), so overlapping requests never write the same entry twice
+            with store.lock(job.lock_name):
+                still = {k: v for k, v in job.keys.items() if not store.has(v)}  # another process
+                report.cached += len(job.keys) - len(still)  # may have finished some meanwhile
+                if still:
+                    report.forward_passes += run_job(job.with_keys(still), meter.advance)
+                    report.computed += len(still)
+                else:
+                    meter.advance(len(sel.indices))
+    finally:
+        meter.close()  # also on a failure, so its one-line message starts a line of its own
     report.seconds = time.time() - t0
     return report
 

@@ -4,11 +4,15 @@ A request (model files, dataset files, splits, settings) is identified by the pa
 sizes and mtimes of its inputs. The first run records which feature keys it resolved
 to; an identical later run finds them all in the store and answers in milliseconds.
 Any change to the inputs changes the identity, so a stale memo is never used. Entries are
-verified (checksums) before the memo answers, so it never answers from a damaged entry.
+verified (checksums) before the memo answers, so it never answers from a damaged entry; the
+memo itself carries the checksum of its content, so a damaged memo (or one written before
+memos had checksums) is not used either: the request then takes the ordinary path, which
+finds its features cached and records the memo again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import metadata
 from pathlib import Path
@@ -74,13 +78,27 @@ def lookup(store: FeatureStore, rid: str | None) -> dict | None:
         return None
     try:
         memo = json.loads(_memo_path(store, rid).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if all(store.has(k) for keys in memo["splits"].values() for k in keys):
-        return memo
+        body, checksum = memo["memo"], memo["checksum"]
+        if _checksum(body) != checksum:
+            return None  # damaged: not used (the ordinary path records it again)
+        splits = body["splits"]
+        keys = [k for keys in splits.values() for k in keys]
+        if not all(isinstance(k, str) for k in keys):
+            return None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable, damaged, or written before memos had checksums
+    if all(store.has(k) for k in keys):
+        return body
     return None
 
 
 def record(store: FeatureStore, rid: str | None, splits: dict[str, list[str]], info: dict) -> None:
     if rid is not None:
-        atomic_write_text(_memo_path(store, rid), json.dumps({"splits": splits, **info}))
+        body = {"splits": splits, **info}
+        text = json.dumps({"memo": body, "checksum": _checksum(body)})
+        atomic_write_text(_memo_path(store, rid), text)
+
+
+def _checksum(body: dict) -> str:
+    """sha256 of a memo's content, in its canonical JSON form."""
+    return "sha256:" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

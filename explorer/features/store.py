@@ -9,6 +9,7 @@ Layout under `<cache>/features/`:
                                                `FeatureStore.shard_sources` and `assemble`)
     quarantine/<key>.*                         damaged entries moved aside (never served)
     locks/<name>.lock                          one process computes a job, others wait
+`<cache>/.trash/` holds folders being cleared (renamed there whole, then deleted).
 
 Integrity: an entry is verified when opened (`has`, `load`): its file must hash to the
 manifest's checksum. Verification is memoised per process by (path, size, mtime, inode).
@@ -19,6 +20,8 @@ for size, shape, dtype and finiteness instead, then adopted: their checksum is r
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -38,6 +41,43 @@ from explorer.paths import cache_dir
 log = logging.getLogger("explorer.features.store")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 SHARD_MARK = ".shard-"  # partial/<key>.shard-<tag>.npy: one torchrun rank's batches of an entry
+
+
+TRASH = ".trash"  # <cache>/.trash/: folders being deleted, moved there whole first
+
+
+def remove_tree(path: Path, root: Path) -> None:
+    """Delete folder `path` of cache root `root` so that readers see all of it or none of it:
+    it is renamed into `<root>/.trash/` (one atomic step), then deleted there. A process killed
+    meanwhile leaves only trash behind, which `empty_trash` (every clear) removes."""
+    trash = root / TRASH
+    trash.mkdir(parents=True, exist_ok=True)
+    target = trash / f"{path.name}.{os.getpid()}.{time.time_ns()}"
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return  # nothing to delete
+    shutil.rmtree(target, ignore_errors=True)
+
+
+def empty_trash(root: Path) -> None:
+    """Delete what interrupted clears left in `<root>/.trash/`."""
+    shutil.rmtree(root / TRASH, ignore_errors=True)
+
+
+def reserve(path: Path) -> None:
+    """Allocate the disk blocks of a new (sparse) array file now, so that a full disk is an
+    OSError (ENOSPC) here instead of a SIGBUS when a memory-mapped write finds no room."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise  # ENOSPC, EDQUOT, EIO: the caller reports it
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -113,6 +153,12 @@ class PartialEntry:
             except (OSError, ValueError, KeyError):
                 pass  # unreadable partial: start this entry over
         self.mm = np.lib.format.open_memmap(self.npy, mode="w+", dtype=np.float16, shape=self.shape)
+        try:
+            reserve(self.npy)
+        except OSError:  # e.g. a full disk: leave nothing behind
+            del self.mm
+            self.npy.unlink(missing_ok=True)
+            raise
         self._mark(0)
 
     def write(self, start: int, rows: np.ndarray) -> None:
@@ -131,6 +177,7 @@ class PartialEntry:
 
         def widen(tmp: Path) -> None:
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=self.shape)
+            reserve(tmp)
             mm[:] = self.mm
             mm.flush()
             del mm
@@ -147,9 +194,13 @@ class PartialEntry:
         self.mm.flush()
         self._mark(rows_done)
 
-    def _mark(self, rows_done: int) -> None:
+    def _mark(self, rows_done: int, dtype: str | None = None) -> None:
         self.rows_done = rows_done
-        prog = {"rows_done": rows_done, "shape": list(self.shape), "dtype": str(self.mm.dtype)}
+        prog = {
+            "rows_done": rows_done,
+            "shape": list(self.shape),
+            "dtype": dtype or str(self.mm.dtype),
+        }
         if "widened_at_row" in self.meta:
             prog["widened_at_row"] = self.meta["widened_at_row"]
         if self.shard is not None:
@@ -177,7 +228,13 @@ class PartialEntry:
                 "bytes": npy.stat().st_size,
                 "created": time.time(),
             }
-            atomic_write_text(manifest, json.dumps(meta, indent=1, default=str))
+            try:
+                atomic_write_text(manifest, json.dumps(meta, indent=1, default=str))
+            except BaseException:  # e.g. a full disk: keep the rows as a partial to resume from
+                os.replace(npy, self.npy)
+                with contextlib.suppress(OSError):
+                    self._mark(self.shape[0], dtype)
+                raise
             self.store._remember(npy)
         self.progress.unlink(missing_ok=True)
         self.store.drop_shards(self.key)  # a torchrun run's leftovers of this entry, if any
@@ -451,8 +508,9 @@ class FeatureStore:
         return sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file())
 
     def clear(self) -> None:
-        """Delete every entry (partials and quarantine included)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Delete every entry (partials and quarantine included): all at once for any reader,
+        even if this process is killed meanwhile (`remove_tree`)."""
+        remove_tree(self.dir, self.root)
         with self._verified_lock:
             for k in [k for k in self._verified if k.startswith(str(self.dir))]:
                 del self._verified[k]

@@ -200,3 +200,27 @@ def select_layers(catalogue: list[LayerSpec], spec: str | int | list | None) -> 
                 + " Run `explorer layers --model M` to list the layers."
             )
     return [chosen[k] for k in sorted(chosen)]
+
+
+def layer_flops(unet) -> list[int]:
+    """FLOPs of one image's forward pass up to each probe point (the cost of an early exit
+    there), in catalogue order; from one pass of a weightless copy on the meta device, so even
+    a huge model costs no compute."""
+    from torch.utils.flop_counter import FlopCounterMode  # torch's counter: on use only
+
+    with torch.device("meta"):
+        ghost = type(unet).from_config(unet.config)
+    pts = probe_points(ghost)
+    cfg = ghost.config
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    x = torch.zeros(1, cfg.in_channels, size, size, device="meta")
+    t = torch.zeros(1, dtype=torch.long, device="meta")
+    counter = FlopCounterMode(display=False)
+    at: dict[str, int] = {}
+
+    def record(hook: str, _output) -> None:
+        at.setdefault(hook, counter.get_total_flops())
+
+    with listen(ghost, {hook for _, hook, _, _ in pts}, record), torch.no_grad(), counter:
+        ghost(x, t, **probe_kwargs(ghost, 1, "meta"))
+    return [at[hook] for _, hook, _, _ in pts]

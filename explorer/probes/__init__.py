@@ -2,7 +2,7 @@
 
 - `fit_linear_grid`: many linear heads at once, reg chosen on validation, scored on test.
 - `LinearProbe`, `MLPProbe`, `AttentionProbe`: scikit-learn-shaped single probes (`clone`-able);
-  the two torch probes share `TorchProbe`'s fit flow (`explorer.probes.base`).
+  the torch probes share `TorchProbe`'s fit flow (`explorer.probes.base`).
 - `fit_knn`, `fit_mlp`, `fit_attention`: score one setting on test.
 """
 

@@ -11,6 +11,8 @@ It differs from the paper's head in width (128 vs 1024), token count (<= 64 vs u
 normalisation (per position vs over the whole [C, H, W] map), the position embedding, qkv
 bias, the final norm and the optimiser. The faithful head is `attention-paper`
 (`explorer.probes.paper_heads`).
+
+`MapProbe` (checks, pooling, `map_shape_`) is shared with the paper's map heads.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from explorer.errors import ExplorerError
-from explorer.probes.base import TorchProbe, scorer
+from explorer.probes.base import TorchProbe, early_stopping_defaults, estimator_init, scorer
 
 MAX_SIDE = 8
+# The training arguments of the small transformer heads (`attention-small`, `fusion`).
+TRANSFORMER_TRAINING = early_stopping_defaults(30, 128, 5e-4, 0.05, 8)
 
 
 def pool_tokens(x: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
@@ -92,43 +96,54 @@ class AttentionHead(nn.Module):
         return self.fc(self.norm_out(tokens[:, 0]))
 
 
-class AttentionProbe(TorchProbe):
-    """The `attention-small` head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`.
+class MapProbe(TorchProbe):
+    """A `TorchProbe` on maps `(N, C, h, w)`, average-pooled to at most `MAX_SIDE` per side first.
 
-    Maps larger than 8 per side are average-pooled to 8 (`pool_tokens`) first.
-
-    `fit` holds out a stratified `val_fraction` of train for early stopping (best epoch
-    kept). Learned: `classes_`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
+    Subclasses set `NAME` (for messages) and define `_head(n_classes)`, the `nn.Module` for the
+    maps' `map_shape_`. Learned besides: `map_shape_ (C, h, w)`.
     """
 
-    def __init__(
-        self,
-        *,
-        dim: int = 128,
-        depth: int = 2,
-        heads: int = 8,
-        dropout: float = 0.0,
-        epochs: int = 30,
-        batch_size: int = 128,
-        lr: float = 5e-4,
-        weight_decay: float = 0.05,
-        patience: int = 8,
-        val_fraction: float = 0.1,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._store(locals())
+    NAME = "map"
+    MAX_SIDE = MAX_SIDE
 
     def _check(self, X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        X, y = _check_maps(X, y)
+        X = np.asarray(X)
+        if X.ndim != 4:
+            raise ExplorerError(
+                f"the {self.NAME} head takes maps (N, C, h, w), got shape {X.shape}"
+            )
+        X = pool_tokens(X, self.MAX_SIDE)
+        if y is not None and np.asarray(y).shape != (X.shape[0],):
+            raise ExplorerError(f"{X.shape[0]} maps but labels have shape {np.asarray(y).shape}")
         fitted = getattr(self, "map_shape_", None)
         if y is None and fitted is not None and X.shape[1:] != fitted:
             raise ExplorerError(f"maps are {X.shape[1:]} but the head was fitted on {fitted}")
         return X, y
 
     def _build(self, x: torch.Tensor, fit_idx: torch.Tensor, n_classes: int) -> nn.Module:
-        n, c, h, w = x.shape
-        self.map_shape_ = (c, h, w)
+        self.map_shape_ = tuple(x.shape[1:])
+        return self._head(n_classes)
+
+    def _head(self, n_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+
+class AttentionProbe(MapProbe):
+    """The `attention-small` head as a scikit-learn-shaped estimator on maps `(N, C, h, w)`.
+
+    Maps larger than 8 per side are average-pooled to 8 (`pool_tokens`) first.
+
+    `fit` holds out a stratified `val_fraction` of train for early stopping (best epoch
+    kept). Learned: `classes_`, `map_shape_`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
+    """
+
+    NAME = "attention"
+    __init__ = estimator_init(
+        {"dim": 128, "depth": 2, "heads": 8, "dropout": 0.0, **TRANSFORMER_TRAINING}
+    )
+
+    def _head(self, n_classes: int) -> nn.Module:
+        c, h, w = self.map_shape_
         return AttentionHead(
             c,
             h * w,
@@ -138,16 +153,6 @@ class AttentionProbe(TorchProbe):
             heads=self.heads,
             dropout=self.dropout,
         )
-
-
-def _check_maps(X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    X = np.asarray(X)
-    if X.ndim != 4:
-        raise ExplorerError(f"the attention head takes maps (N, C, h, w), got shape {X.shape}")
-    X = pool_tokens(X)  # larger maps (pool map16) are averaged down to 8x8
-    if y is not None and np.asarray(y).shape != (X.shape[0],):
-        raise ExplorerError(f"{X.shape[0]} maps but labels have shape {np.asarray(y).shape}")
-    return X, y
 
 
 fit_attention = scorer(

@@ -3,8 +3,10 @@
 - `ProbeEstimator`: scikit-learn's `BaseEstimator` and `ClassifierMixin` (so `clone`,
   `get_params`/`set_params` work and `is_classifier` is True: cross-validation stratifies),
   plus `predict`/`score` from `predict_proba` and `classes_`.
-- `TorchProbe`: one `fit` flow for minibatch-trained heads (MLP, attention, CNN): labels
-  to codes, a stratified validation split of train, a seeded model, early stopping.
+- `estimator_init`: the `__init__` of every probe, built from its arguments' defaults.
+- `TorchProbe`: one `fit` flow for minibatch-trained heads (MLP, attention, CNN, fusion):
+  labels to codes, a stratified validation split of train, a seeded model, early stopping;
+  `scorer` turns one into a head function scored on test.
 - `train_classifier`: AdamW/Adam with a cosine schedule, or the reference code's plain SGD
   with step decay (x`gamma` every `step` epochs).
 """
@@ -12,8 +14,11 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,20 +150,69 @@ class ProbeEstimator(ClassifierMixin, BaseEstimator):
         correct = self.predict(X) == np.asarray(y)
         return float(np.average(correct, weights=sample_weight))
 
-    def _store(self, args: dict) -> None:
-        """Keep every `__init__` argument as an attribute: call as `self._store(locals())`."""
-        for name in self._get_param_names():
-            setattr(self, name, args[name])
+
+def estimator_init(
+    defaults: Mapping[str, Any], positional: tuple[str, ...] = ()
+) -> Callable[..., None]:
+    """A scikit-learn `__init__` that only stores its arguments as attributes of the same names.
+
+    Its signature (read by `get_params`, `clone` and `repr`) lists `defaults` in order, each
+    annotated with its default's type, keyword-only but for the leading `positional` names:
+    `estimator_init({"hidden": 512, "lr": 1e-3}, ("hidden",))` is
+    `__init__(self, hidden: int = 512, *, lr: float = 1e-3)`.
+    """
+    kind = inspect.Parameter
+    params = [kind("self", kind.POSITIONAL_OR_KEYWORD)] + [
+        kind(
+            name,
+            kind.POSITIONAL_OR_KEYWORD if name in positional else kind.KEYWORD_ONLY,
+            default=value,
+            annotation=type(value).__name__,
+        )
+        for name, value in defaults.items()
+    ]
+    signature = inspect.Signature(params, return_annotation="None")
+
+    def __init__(self, *args, **kwargs) -> None:
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as e:  # as Python words it: "MLPProbe.__init__() got an unexpected ..."
+            raise TypeError(f"{type(self).__name__}.__init__() {e}") from None
+        bound.apply_defaults()
+        for name in defaults:
+            setattr(self, name, bound.arguments[name])
+
+    __init__.__signature__ = signature
+    return __init__
+
+
+def early_stopping_defaults(
+    epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int, **more: Any
+) -> dict[str, Any]:
+    """The training arguments of an early-stopped `TorchProbe`, in `__init__` order: these five,
+    `val_fraction` 0.1, then `more`, `device` "auto" and `seed` 0."""
+    return {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "patience": patience,
+        "val_fraction": 0.1,
+        **more,
+        "device": "auto",
+        "seed": 0,
+    }
 
 
 class TorchProbe(ProbeEstimator):
     """`fit`/`predict_proba` for minibatch-trained torch heads.
 
-    Subclasses take `epochs, batch_size, lr, weight_decay, patience, val_fraction, device,
-    seed` (and their own arguments) in `__init__`, `_store` them, and define `_check(X, y)`
-    (validated arrays), `_build(x, fit_idx, n_classes)` (a fresh `nn.Module`; may fit
-    preprocessing state such as `mean_`), if batches need it `_prep(xb)`, and if they do not
-    train with AdamW `_train_options()`. `fit` holds out a stratified `val_fraction` of train for
+    Subclasses set `__init__ = estimator_init(...)` with their own arguments and `epochs,
+    batch_size, lr, weight_decay, patience, val_fraction, device, seed` (see
+    `early_stopping_defaults`), and define `_check(X, y)` (validated arrays),
+    `_build(x, fit_idx, n_classes)` (a fresh `nn.Module`; may fit preprocessing state such as
+    `mean_`), if batches need it `_prep(xb)`, if they do not train with AdamW `_train_options()`,
+    and for results `_result_extra()`. `fit` holds out a stratified `val_fraction` of train for
     early stopping (best epoch kept). Learned: `classes_`, `model_`, `best_epoch_`,
     `epochs_run_`, `val_top1_`.
     """
@@ -175,6 +229,10 @@ class TorchProbe(ProbeEstimator):
     def _train_options(self) -> dict:
         """Optimiser settings for `train_classifier` (defaults: AdamW, cosine, early stopping)."""
         return {"weight_decay": self.weight_decay, "patience": self.patience, "optimizer": "adamw"}
+
+    def _result_extra(self) -> dict:
+        """Learned details a head's `ProbeResult.extra` reports (after its shown parameters)."""
+        return {}
 
     def fit(self, X: np.ndarray, y: np.ndarray):
         X, y = self._check(X, y)
@@ -214,8 +272,12 @@ class TorchProbe(ProbeEstimator):
 
 
 def scorer(cls: type[TorchProbe], head: str, shown: tuple[str, ...]):
-    """The head function `fit(x_train, y_train, x_test, y_test, *, n_classes=None, **params)` that
-    fits a `cls(**params)` and scores it on test (see `fit_and_score`)."""
+    """The head function `fit(x_train, y_train, x_test, y_test, *, n_classes=None, **params)`.
+
+    It fits a `cls(**params)` on train and scores it on test as `head`; `extra` holds the
+    `shown` parameters, the probe's `_result_extra()`, the best epoch, the epochs run and the
+    validation top-1.
+    """
 
     def fit(
         x_train: np.ndarray,
@@ -226,31 +288,14 @@ def scorer(cls: type[TorchProbe], head: str, shown: tuple[str, ...]):
         n_classes: int | None = None,
         **params,
     ) -> ProbeResult:
-        return fit_and_score(
-            cls(**params), head, shown, x_train, y_train, x_test, y_test, n_classes
-        )
+        probe = cls(**params).fit(x_train, y_train)
+        extra = {name: getattr(probe, name) for name in shown} | probe._result_extra()
+        extra |= {
+            "best_epoch": probe.best_epoch_,
+            "epochs_run": probe.epochs_run_,
+            "val_top1": probe.val_top1_,
+        }
+        return ProbeResult.from_predictions(head, y_test, probe.predict(x_test), n_classes, extra)
 
     fit.__doc__ = f"Fit a `{cls.__name__}(**params)` on train and score it on test (head `{head}`)."
     return fit
-
-
-def fit_and_score(
-    probe: TorchProbe,
-    head: str,
-    shown: tuple[str, ...],
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
-    n_classes: int | None = None,
-) -> ProbeResult:
-    """Fit `probe` on train, score it on test as `head`; `extra` holds the `shown` parameters,
-    the best epoch, the epochs run and the validation top-1."""
-    probe.fit(x_train, y_train)
-    extra = {name: getattr(probe, name) for name in shown}
-    extra |= {
-        "best_epoch": probe.best_epoch_,
-        "epochs_run": probe.epochs_run_,
-        "val_top1": probe.val_top1_,
-    }
-    return ProbeResult.from_predictions(head, y_test, probe.predict(x_test), n_classes, extra)

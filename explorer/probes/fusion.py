@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from explorer.errors import ExplorerError
-from explorer.probes.attention import pool_tokens
-from explorer.probes.base import TorchProbe
-from explorer.probes.metrics import ProbeResult
+from explorer.probes.attention import TRANSFORMER_TRAINING, pool_tokens
+from explorer.probes.base import TorchProbe, estimator_init, scorer
 from explorer.probes.paper_heads import ViTBlock
 
 MAX_SIDE = 8
@@ -82,22 +81,7 @@ class FusionProbe(TorchProbe):
     Learned: `classes_`, `shapes_`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
     """
 
-    def __init__(
-        self,
-        *,
-        dim: int = 128,
-        depth: int = 2,
-        heads: int = 4,
-        epochs: int = 30,
-        batch_size: int = 128,
-        lr: float = 5e-4,
-        weight_decay: float = 0.05,
-        patience: int = 8,
-        val_fraction: float = 0.1,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._store(locals())
+    __init__ = estimator_init({"dim": 128, "depth": 2, "heads": 4, **TRANSFORMER_TRAINING})
 
     def _check(self, X, y):
         rows, shapes = pack_maps(X)
@@ -113,18 +97,8 @@ class FusionProbe(TorchProbe):
         self.shapes_ = self._shapes_seen
         return FusionHead(self.shapes_, n_classes, dim=self.dim, depth=self.depth, heads=self.heads)
 
+    def _result_extra(self) -> dict:
+        return {"members": len(self.shapes_)}
 
-def fit_fusion(
-    x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs
-) -> ProbeResult:
-    """Fit `FusionProbe(**kwargs)` on lists of member maps and score it on test (head `fusion`)."""
-    probe = FusionProbe(**kwargs).fit(x_train, y_train)
-    pred = probe.predict(x_test)
-    extra = {
-        "dim": probe.dim,
-        "members": len(probe.shapes_),
-        "best_epoch": probe.best_epoch_,
-        "epochs_run": probe.epochs_run_,
-        "val_top1": probe.val_top1_,
-    }
-    return ProbeResult.from_predictions("fusion", y_test, pred, n_classes, extra)
+
+fit_fusion = scorer(FusionProbe, "fusion", ("dim",))  # the head `fusion`, on lists of member maps

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from explorer.errors import ExplorerError
-from explorer.probes.base import TorchProbe, scorer
+from explorer.probes.base import TorchProbe, early_stopping_defaults, estimator_init, scorer
 from explorer.probes.metrics import check_xy, standardise_stats
 
 
@@ -35,22 +35,14 @@ class MLPProbe(TorchProbe):
     `model_`, `best_epoch_`, `val_top1_`.
     """
 
-    def __init__(
-        self,
-        hidden: int = 512,
-        *,
-        dropout: float = 0.2,
-        epochs: int = 100,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-2,
-        patience: int = 10,
-        val_fraction: float = 0.1,
-        optimizer: str = "adamw",
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._store(locals())
+    __init__ = estimator_init(
+        {
+            "hidden": 512,
+            "dropout": 0.2,
+            **early_stopping_defaults(100, 256, 1e-3, 1e-2, 10, optimizer="adamw"),
+        },
+        positional=("hidden",),
+    )
 
     def _train_options(self) -> dict:
         return {**super()._train_options(), "optimizer": self.optimizer}

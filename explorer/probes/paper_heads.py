@@ -18,17 +18,28 @@ Both take maps `(N, C, h, w)`; maps larger than `MAX_SIDE` per side are average-
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from explorer.errors import ExplorerError
-from explorer.probes.attention import pool_tokens
-from explorer.probes.base import TorchProbe
-from explorer.probes.metrics import ProbeResult
+from explorer.probes.attention import MapProbe
+from explorer.probes.base import estimator_init, scorer
 
 MAX_SIDE = 16
+# The released code's training arguments: plain SGD, lr x`gamma` every `step` epochs, no
+# validation split (the last epoch is kept).
+PAPER_TRAINING = {
+    "epochs": 28,
+    "batch_size": 64,
+    "lr": 0.05,
+    "step": 7,
+    "gamma": 0.1,
+    "weight_decay": 0.0,
+    "val_fraction": 0.0,
+    "device": "auto",
+    "seed": 0,
+}
 
 
 class ViTBlock(nn.Module):
@@ -103,22 +114,11 @@ class CNNHead(nn.Module):
         return self.fc(self.features(x).mean((2, 3)))
 
 
-class _MapProbe(TorchProbe):
-    """Shared flow of the map heads: check `(N, C, h, w)`, pool to <= 16 per side, SGD + step decay."""
+class _PaperMapProbe(MapProbe):
+    """Shared flow of the map heads: pool to <= 16 per side, SGD + step decay; results report
+    `map_shape` ("CxHxW")."""
 
-    def _check(self, X: np.ndarray, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        X = np.asarray(X)
-        if X.ndim != 4:
-            raise ExplorerError(
-                f"the {self.NAME} head takes maps (N, C, h, w), got shape {X.shape}"
-            )
-        X = pool_tokens(X, MAX_SIDE)
-        if y is not None and np.asarray(y).shape != (X.shape[0],):
-            raise ExplorerError(f"{X.shape[0]} maps but labels have shape {np.asarray(y).shape}")
-        fitted = getattr(self, "map_shape_", None)
-        if y is None and fitted is not None and X.shape[1:] != fitted:
-            raise ExplorerError(f"maps are {X.shape[1:]} but the head was fitted on {fitted}")
-        return X, y
+    MAX_SIDE = MAX_SIDE
 
     def _train_options(self) -> dict:
         # No early stopping: with a validation split the best epoch is kept, else the last one.
@@ -130,100 +130,34 @@ class _MapProbe(TorchProbe):
             "gamma": self.gamma,
         }
 
+    def _result_extra(self) -> dict:
+        return {"map_shape": "x".join(map(str, self.map_shape_))}
 
-class PaperAttentionProbe(_MapProbe):
+
+class PaperAttentionProbe(_PaperMapProbe):
     """`attention-paper` as a scikit-learn-shaped estimator on maps `(N, C, h, w)`.
 
     Learned: `classes_`, `map_shape_ (C, h, w)`, `model_`, `best_epoch_`, `epochs_run_`, `val_top1_`.
     """
 
     NAME = "attention-paper"
+    __init__ = estimator_init({"dim": 1024, "depth": 2, "heads": 8, **PAPER_TRAINING})
 
-    def __init__(
-        self,
-        *,
-        dim: int = 1024,
-        depth: int = 2,
-        heads: int = 8,
-        epochs: int = 28,
-        batch_size: int = 64,
-        lr: float = 0.05,
-        step: int = 7,
-        gamma: float = 0.1,
-        weight_decay: float = 0.0,
-        val_fraction: float = 0.0,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._store(locals())
-
-    def _build(self, x: torch.Tensor, fit_idx: torch.Tensor, n_classes: int) -> nn.Module:
-        self.map_shape_ = tuple(x.shape[1:])
+    def _head(self, n_classes: int) -> nn.Module:
         return PaperAttentionHead(
             self.map_shape_, n_classes, dim=self.dim, depth=self.depth, heads=self.heads
         )
 
 
-class CNNProbe(_MapProbe):
+class CNNProbe(_PaperMapProbe):
     """`cnn` as a scikit-learn-shaped estimator on maps `(N, C, h, w)` (learned as above)."""
 
     NAME = "cnn"
+    __init__ = estimator_init({"hidden": 256, **PAPER_TRAINING})
 
-    def __init__(
-        self,
-        *,
-        hidden: int = 256,
-        epochs: int = 28,
-        batch_size: int = 64,
-        lr: float = 0.05,
-        step: int = 7,
-        gamma: float = 0.1,
-        weight_decay: float = 0.0,
-        val_fraction: float = 0.0,
-        device: str = "auto",
-        seed: int = 0,
-    ) -> None:
-        self._store(locals())
-
-    def _build(self, x: torch.Tensor, fit_idx: torch.Tensor, n_classes: int) -> nn.Module:
-        self.map_shape_ = tuple(x.shape[1:])
+    def _head(self, n_classes: int) -> nn.Module:
         return CNNHead(self.map_shape_[0], n_classes, hidden=self.hidden)
 
 
-def _score(
-    probe: _MapProbe, x_train, y_train, x_test, y_test, n_classes, extra: dict
-) -> ProbeResult:
-    probe.fit(x_train, y_train)
-    pred = probe.predict(x_test)
-    extra = {
-        **extra,
-        "map_shape": "x".join(map(str, probe.map_shape_)),
-        "best_epoch": probe.best_epoch_,
-        "epochs_run": probe.epochs_run_,
-        "val_top1": probe.val_top1_,
-    }
-    return ProbeResult.from_predictions(probe.NAME, y_test, pred, n_classes, extra)
-
-
-def fit_attention_paper(
-    x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs
-) -> ProbeResult:
-    """Fit `PaperAttentionProbe(**kwargs)` on train maps, score on test (head `attention-paper`)."""
-    probe = PaperAttentionProbe(**kwargs)
-    return _score(
-        probe,
-        x_train,
-        y_train,
-        x_test,
-        y_test,
-        n_classes,
-        {"dim": probe.dim, "heads": probe.heads, "depth": probe.depth},
-    )
-
-
-def fit_cnn(
-    x_train, y_train, x_test, y_test, *, n_classes: int | None = None, **kwargs
-) -> ProbeResult:
-    """Fit `CNNProbe(**kwargs)` on train maps and score it on test (head `cnn`)."""
-    probe = CNNProbe(**kwargs)
-    return _score(probe, x_train, y_train, x_test, y_test, n_classes, {"hidden": probe.hidden})
+fit_attention_paper = scorer(PaperAttentionProbe, "attention-paper", ("dim", "heads", "depth"))
+fit_cnn = scorer(CNNProbe, "cnn", ("hidden",))

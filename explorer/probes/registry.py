@@ -191,17 +191,35 @@ def _seed(default: int = 0) -> Param:
     return Param(default, int, lambda v: v >= 0, "a non-negative integer")
 
 
+def _non_neg(default: float) -> Param:
+    return Param(default, float, lambda v: v >= 0, "a non-negative number")
+
+
+def _minibatch(epochs: int, batch_size: int, lr: float) -> dict:
+    return {"epochs": _pos_int(epochs), "batch_size": _pos_int(batch_size), "lr": _pos_float(lr)}
+
+
 def _train_params(
     epochs: int, batch_size: int, lr: float, weight_decay: float, patience: int
 ) -> dict:
-    """The minibatch-training parameters shared by the neural heads."""
+    """The minibatch-training parameters shared by the early-stopped neural heads."""
     return {
-        "epochs": _pos_int(epochs),
-        "batch_size": _pos_int(batch_size),
-        "lr": _pos_float(lr),
-        "weight_decay": Param(weight_decay, float, lambda v: v >= 0, "a non-negative number"),
+        **_minibatch(epochs, batch_size, lr),
+        "weight_decay": _non_neg(weight_decay),
         "patience": _pos_int(patience),
         "val_fraction": _unit(0.1),
+        "seed": _seed(),
+    }
+
+
+def _sgd_params(epochs: int, batch_size: int, lr: float) -> dict:
+    """The paper's recipe: plain SGD, lr x`gamma` every `step` epochs, no early stopping."""
+    return {
+        **_minibatch(epochs, batch_size, lr),
+        "step": _pos_int(7),
+        "gamma": Param(0.1, float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+        "weight_decay": _non_neg(0.0),
+        "val_fraction": _unit(0.0),
         "seed": _seed(),
     }
 
@@ -250,20 +268,6 @@ _fit_cnn = _one_by_one("probes.paper_heads", "fit_cnn")
 _fit_fusion = _one_by_one("probes.fusion", "fit_fusion")
 
 
-def _sgd_params(epochs: int, batch_size: int, lr: float) -> dict:
-    """The paper's recipe: plain SGD, lr x`gamma` every `step` epochs, no early stopping."""
-    return {
-        "epochs": _pos_int(epochs),
-        "batch_size": _pos_int(batch_size),
-        "lr": _pos_float(lr),
-        "step": _pos_int(7),
-        "gamma": Param(0.1, float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
-        "weight_decay": Param(0.0, float, lambda v: v >= 0, "a non-negative number"),
-        "val_fraction": _unit(0.0),
-        "seed": _seed(),
-    }
-
-
 OPTIMIZERS = ("adamw", "adam", "sgd")
 
 
@@ -271,6 +275,22 @@ def _dim_splits(params: dict) -> str | None:
     if params["dim"] % params["heads"]:
         return f"dim ({params['dim']}) must be a multiple of heads ({params['heads']})"
     return None
+
+
+def _transformer(
+    name: str,
+    description: str,
+    fit: FitFn,
+    *,
+    dim: int,
+    heads: int,
+    params: dict,
+    sets: bool = False,
+) -> HeadSpec:
+    """A transformer head on maps: `dim`, `depth` (2) and `heads` (`dim` a multiple of `heads`),
+    then `params`."""
+    sizes = {"dim": _pos_int(dim), "depth": _pos_int(2), "heads": _pos_int(heads)}
+    return HeadSpec(name, description, fit, sizes | params, maps=True, sets=sets, check=_dim_splits)
 
 
 # --- the registry -------------------------------------------------------------------------------
@@ -315,32 +335,21 @@ HEADS: dict[str, HeadSpec] = {
                 ),
             },
         ),
-        HeadSpec(
+        _transformer(
             "attention-small",
             "small transformer (dim 128, position embedding) over pool 2/4/8 maps; not the paper's head",
             _fit_attention,
-            {
-                "dim": _pos_int(128),
-                "depth": _pos_int(2),
-                "heads": _pos_int(8),
-                "dropout": _unit(0.0),
-                **_train_params(30, 128, 5e-4, 0.05, 8),
-            },
-            maps=True,
-            check=_dim_splits,
+            dim=128,
+            heads=8,
+            params={"dropout": _unit(0.0), **_train_params(30, 128, 5e-4, 0.05, 8)},
         ),
-        HeadSpec(
+        _transformer(
             "attention-paper",
             "the paper's attention head: map up to 16x16, 1x1 conv to 1024, 2 ViT blocks, SGD (pool map16)",
             _fit_attention_paper,
-            {
-                "dim": _pos_int(1024),
-                "depth": _pos_int(2),
-                "heads": _pos_int(8),
-                **_sgd_params(28, 64, 0.05),
-            },
-            maps=True,
-            check=_dim_splits,
+            dim=1024,
+            heads=8,
+            params=_sgd_params(28, 64, 0.05),
         ),
         HeadSpec(
             "cnn",
@@ -349,19 +358,14 @@ HEADS: dict[str, HeadSpec] = {
             {"hidden": _pos_int(256), **_sgd_params(28, 64, 0.05)},
             maps=True,
         ),
-        HeadSpec(
+        _transformer(
             "fusion",
             "transformer over the tokens of several settings (fused, e.g. 24@150+19@90), source embeddings",
             _fit_fusion,
-            {
-                "dim": _pos_int(128),
-                "depth": _pos_int(2),
-                "heads": _pos_int(4),
-                **_train_params(30, 128, 5e-4, 0.05, 8),
-            },
-            maps=True,
+            dim=128,
+            heads=4,
+            params=_train_params(30, 128, 5e-4, 0.05, 8),
             sets=True,
-            check=_dim_splits,
         ),
     ]
 }

@@ -1,0 +1,336 @@
+"""Find the validation-best setting without the full grid: successive halving over t x block x pool.
+
+The full grid extracts every timestep for every train and test image, to the deepest block.
+The search instead scores every setting on a small, class-balanced slice of the train images,
+keeps the best third (ties at the cut are kept), scores the survivors on three times as many
+images, and so on; only the last survivor (or the settings tied with it) is extracted on the
+whole train and test selections and probed exactly as `explorer sweep` does, so its row is the
+sweep's row and a later sweep reuses it.
+
+Scores are validation top-1 only: the validation images are the linear probe's own held-out
+10% of the train selection (`probes.metrics.validation_split`, the images the sweep picks its
+best setting on); test images are read once, for the pick. The fitting slices are nested
+prefixes of the other train images, each slice a cached feature entry of its own, so a round
+extracts only the images the previous round had not seen, and only to the deepest surviving
+block of each timestep (early exit): the cost of a setting is its FLOPs share
+(`models.layers.layer_flops`). Everything lands in the usual feature and result caches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from explorer.errors import ExplorerError
+from explorer.features.extract import ensure_features, load_features
+from explorer.features.keys import Selection, feature_key
+from explorer.models.layers import layer_flops, select_layers
+from explorer.probes.linear import fit_linear_grid
+from explorer.probes.metrics import ProbeResult, validation_split
+from explorer.settings import Setting, check_timesteps, parse_pools, parse_timesteps
+
+if TYPE_CHECKING:  # the workspace offers `Workspace.search` through this module
+    from explorer.workspace import Workspace
+
+VAL_FRACTION = 0.1  # the linear probe's own validation share (`fit_linear_grid`)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: `images` fitting images per probe; every scored setting's validation top-1."""
+
+    images: int
+    scores: dict[Setting, float]
+    kept: tuple[Setting, ...]
+
+    @property
+    def dropped(self) -> tuple[Setting, ...]:
+        return tuple(s for s in self.scores if s not in self.kept)
+
+
+def keep_best(scores: dict[Setting, float], k: int, cost: Callable[[Setting], float]) -> list:
+    """The `k` best settings by score (then the cheaper first), plus any tied with the k-th."""
+    ranked = sorted(scores, key=lambda s: (-scores[s], cost(s)))
+    if k >= len(ranked):
+        return ranked
+    cut = scores[ranked[k - 1]]
+    return [s for s in ranked if scores[s] >= cut]
+
+
+def halving(
+    settings: Sequence[Setting],
+    score: Callable[[list[Setting], int], dict[Setting, float]],
+    sizes: Sequence[int],
+    *,
+    eta: int = 3,
+    cost: Callable[[Setting], float] = lambda s: 0.0,
+) -> list[Round]:
+    """Successive halving: round r scores the survivors with `score(survivors, sizes[r])` and
+    keeps the best `ceil(n / eta)` (ties at the cut kept); it stops when one setting (or one
+    tied group) is left or the sizes run out. Pure: `score` does all the work."""
+    if eta < 2:
+        raise ExplorerError(f"eta must be 2 or more (keep 1/eta each round), not {eta}")
+    alive, rounds = list(settings), []
+    for n in sizes:
+        scores = score(alive, n)
+        kept = keep_best(scores, max(1, math.ceil(len(alive) / eta)), cost)
+        rounds.append(Round(n, scores, tuple(kept)))
+        top = max(scores.values())
+        if len(kept) == 1 or all(scores[s] == top for s in kept):
+            break
+        alive = kept
+    return rounds
+
+
+def round_sizes(
+    fit_images: int, n_settings: int, eta: int, first: int | None, min_first: int = 1
+) -> list[int]:
+    """Fitting images per round: `first` (default: so that growing x eta per round, the last
+    round uses all `fit_images`; never below `min_first`), then x eta each round."""
+    rounds = max(1, math.ceil(math.log(max(n_settings, 2), eta)))
+    chosen = first or max(min_first, fit_images // eta ** (rounds - 1))
+    sizes = [min(fit_images, chosen * eta**r) for r in range(rounds)]
+    if first is None:
+        sizes[-1] = fit_images
+    return sorted(set(sizes))
+
+
+def balanced_order(y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A permutation of `y (N,)` whose every prefix keeps the classes in proportion."""
+    rng = np.random.default_rng(seed)
+    place = np.empty(len(y))
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        place[rng.permutation(idx)] = (np.arange(idx.size) + rng.random()) / idx.size
+    return np.argsort(place, kind="stable")
+
+
+@dataclass
+class SearchResult:
+    """The pick, its final probe on the whole selections, the rounds and what they cost."""
+
+    pick: Setting
+    result: ProbeResult  # the pick's linear probe on ws.train / ws.test (the sweep's row)
+    finalists: dict[Setting, ProbeResult]
+    rounds: list[Round]
+    passes: float  # image-forward passes computed, weighted by the FLOPs to the deepest block
+    grid_passes: float  # the same for the full grid (train + test, every t, deepest block)
+    feature_sets: int  # feature entries computed
+    grid_feature_sets: int
+    seconds: float
+    final_images: int = 0  # train images of the final probes (the workspace's selection)
+    labels: dict[str, str] = field(default_factory=dict)  # layer name -> "7 · mid_block"
+
+    @property
+    def tie(self) -> tuple[Setting, ...]:
+        """Finalists whose validation top-1 equals the pick's (the pick is then the cheapest)."""
+        top = self.result.extra.get("val_top1")
+        return tuple(s for s, r in self.finalists.items() if r.extra.get("val_top1") == top)
+
+    @property
+    def saving(self) -> float:
+        """How many times fewer weighted forward passes than the full grid."""
+        return self.grid_passes / self.passes if self.passes else float("inf")
+
+    def name(self, s: Setting) -> str:
+        return f"block {self.labels.get(s.layer, s.layer)}, t={s.t}, pool {s.pool}"
+
+    def lines(self) -> list[str]:
+        r = self.result
+        val = r.extra.get("val_top1", float("nan"))
+        out = [
+            f"pick (best on validation): {self.name(self.pick)}; val {100 * val:.2f}%, "
+            f"test {100 * r.top1:.2f}% [{100 * r.ci_low:.2f}, {100 * r.ci_high:.2f}]"
+        ]
+        if len(self.tie) > 1:
+            out.append(
+                "tie on validation between "
+                + "; ".join(self.name(s) for s in self.tie)
+                + " (the cheapest is shown)"
+            )
+        for i, rd in enumerate(self.rounds, start=1):
+            best = max(rd.scores.values())
+            out.append(
+                f"round {i}: {len(rd.scores)} settings on {rd.images} images, kept "
+                f"{len(rd.kept)} (best val {100 * best:.1f}%)"
+            )
+        out.append(
+            f"cost: {self.passes:,.0f} weighted forward passes vs {self.grid_passes:,.0f} for the "
+            f"full grid ({self.saving:.1f}x fewer); {self.feature_sets} feature sets computed vs "
+            f"{self.grid_feature_sets}; {self.seconds:.0f}s"
+        )
+        return out
+
+    def rounds_frame(self) -> pd.DataFrame:
+        """One row per (round, setting): its validation top-1 and whether it was kept."""
+        rows = [
+            {
+                "round": i,
+                "images": rd.images,
+                "t": s.t,
+                "layer": s.layer,
+                "block": self.labels.get(s.layer, s.layer),
+                "pool": s.pool,
+                "val_top1": v,
+                "kept": s in rd.kept,
+            }
+            for i, rd in enumerate(self.rounds, start=1)
+            for s, v in rd.scores.items()
+        ]
+        final = len(self.rounds) + 1
+        rows += [
+            {
+                "round": final,
+                "images": self.final_images,
+                "t": s.t,
+                "layer": s.layer,
+                "block": self.labels.get(s.layer, s.layer),
+                "pool": s.pool,
+                "val_top1": r.extra.get("val_top1", np.nan),
+                "kept": s == self.pick,
+            }
+            for s, r in self.finalists.items()
+        ]
+        return pd.DataFrame(rows)
+
+
+class _Costs:
+    """Weighted forward passes and feature sets computed, counted before each extraction."""
+
+    def __init__(self, ws: Workspace):
+        flops = layer_flops(ws.model.denoiser)
+        self.share = {lay.name: f / max(flops) for lay, f in zip(ws.catalogue, flops, strict=True)}
+        self.ws, self.passes, self.sets = ws, 0.0, 0
+
+    def ensure(self, sel: Selection, settings: Sequence[Setting], progress=False) -> None:
+        ws = self.ws
+        for t in sorted({s.t for s in settings}):
+            at_t = [s for s in settings if s.t == t]
+            missing = [
+                s
+                for s in at_t
+                if not ws.store.has(
+                    feature_key(ws.model, ws.dataset, sel, t, s.layer, s.pool, s.seed)
+                )
+            ]
+            if not missing:
+                continue
+            self.passes += len(sel.indices) * max(self.share[s.layer] for s in missing)
+            self.sets += len(missing)
+            layers = [lay for lay in ws.catalogue if lay.name in {s.layer for s in at_t}]
+            ensure_features(
+                ws.model,
+                ws.dataset,
+                sel,
+                timesteps=[t],
+                layers=layers,
+                pools=sorted({s.pool for s in at_t}),
+                seeds=sorted({s.seed for s in at_t}),
+                store=ws.store,
+                batch_size=ws.batch_size,
+                progress=progress,
+                workers=ws.workers,
+            )
+
+
+def search(
+    ws: Workspace,
+    *,
+    timesteps: str | int | Sequence[int],
+    layers: str | int | Sequence = "all",
+    pools: str | int | Sequence = 2,
+    seed: int = 0,
+    eta: int = 3,
+    first: int | None = None,
+    final: int = 1,
+    progress: Callable[[str, float], None] | None = None,
+) -> SearchResult:
+    """The validation-best linear-probe setting of the grid timesteps x layers x pools of `ws`.
+
+    `eta`: keep 1/eta each round (default 3); `first`: fitting images of the first round
+    (default: the train images / eta^(rounds-1)); `final`: how many of the last round's best go
+    to the whole train and test selections (settings tied with them always go too).
+    `progress(text, fraction)` is called before each round.
+    """
+    t0 = time.time()
+    ts = check_timesteps(parse_timesteps(timesteps), ws.num_timesteps)
+    names = [lay.name for lay in select_layers(ws.catalogue, layers)]
+    grid = [Setting(t, n, p, seed) for t in ts for n in names for p in parse_pools(pools)]
+    costs = _Costs(ws)
+    y = ws.labels("train")
+    fit_pos, val_pos = validation_split(y, VAL_FRACTION, seed=0)
+    if len(np.unique(y[fit_pos])) < 2:
+        raise ExplorerError("the search needs train images of at least 2 classes")
+    fit_pos = fit_pos[balanced_order(y[fit_pos], seed=0)]
+    n_classes = len(np.unique(y[fit_pos]))
+    sizes = round_sizes(
+        len(fit_pos), len(grid), eta, first, min_first=min(len(fit_pos), 4 * n_classes)
+    )
+    bounds = [0, *sizes]
+    chunks = [
+        Selection("train", np.sort(ws.train.indices[fit_pos[a:b]]))
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+    val = Selection("train", ws.train.indices[val_pos])
+    n_rounds = len(sizes) + 1
+
+    def read(sel: Selection, s: Setting) -> np.ndarray:
+        return load_features(
+            ws.model,
+            ws.dataset,
+            sel,
+            t=s.t,
+            layer=s.layer,
+            pool_name=s.pool,
+            seed=s.seed,
+            store=ws.store,
+        )
+
+    def score(alive: list[Setting], n: int) -> dict[Setting, float]:
+        k = sizes.index(n) + 1
+        if progress:
+            progress(f"round {k} of {n_rounds}: {len(alive)} settings on {n} images", k - 1)
+        used = chunks[:k]
+        for sel in [val, *used]:
+            costs.ensure(sel, alive)
+        y_fit = np.concatenate([ws.dataset.labels[c.indices] for c in used])
+        y_val = ws.dataset.labels[val.indices]
+        train = {repr(s): (np.vstack([read(c, s) for c in used]), y_fit) for s in alive}
+        test = {repr(s): (read(val, s), y_val) for s in alive}
+        res = fit_linear_grid(train, test, n_classes=len(ws.dataset.class_names))
+        return {s: float(res[repr(s)].top1) for s in alive}
+
+    rounds = halving(grid, score, sizes, eta=eta, cost=lambda s: costs.share[s.layer])
+    last = rounds[-1].scores
+    finalists = keep_best(last, max(1, final), lambda s: costs.share[s.layer])
+    if progress:
+        progress(f"final: {len(finalists)} on all train and test images", n_rounds - 1)
+    for sel in (ws.train, ws.test):
+        costs.ensure(sel, finalists)
+    results = ws.evaluate(finalists, "linear")
+    best = max(r.extra.get("val_top1", -1.0) for r in results.values())
+    pick = min(
+        (s for s, r in results.items() if r.extra.get("val_top1", -1.0) == best),
+        key=lambda s: costs.share[s.layer],
+    )
+    deepest = max(costs.share[n] for n in names)
+    n_img = len(ws.train.indices) + len(ws.test.indices)
+    return SearchResult(
+        pick=pick,
+        result=results[pick],
+        finalists=dict(results),
+        rounds=rounds,
+        passes=costs.passes,
+        grid_passes=n_img * len(ts) * deepest,
+        feature_sets=costs.sets,
+        grid_feature_sets=2 * len(grid),
+        seconds=time.time() - t0,
+        final_images=len(ws.train.indices),
+        labels={lay.name: f"{lay.index} · {lay.name}" for lay in ws.catalogue},
+    )
