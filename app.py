@@ -14,12 +14,17 @@ from explorer.paths import cache_dir
 # numba (UMAP) keeps its compiled functions in the cache root, so only a first server compiles
 os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
 
-from explorer.ui import sidebar  # noqa: E402
+from explorer.ui import common, sidebar  # noqa: E402
 from explorer.ui.common import PAGES, guard  # noqa: E402
 
+# presentation mode (`?present=1` or the sidebar's toggle) opens with the sidebar collapsed
 st.set_page_config(
-    page_title="Diffusion Feature Explorer", page_icon=":material/biotech:", layout="wide"
+    page_title="Diffusion Feature Explorer",
+    page_icon=":material/biotech:",
+    layout="wide",
+    initial_sidebar_state="collapsed" if common.present() else "auto",
 )
+common.style()
 
 pages = [
     st.Page(PAGES["explore"], title="Explore", icon=":material/search:", default=True),
@@ -31,4 +36,6 @@ pages = [
 page = st.navigation(pages)
 with guard():
     sidebar.render()
+    with st.sidebar:
+        common.presentation_toggle()
     page.run()

@@ -20,7 +20,109 @@ from explorer.results import beats, best_on_validation, paired_words
 
 WEBGL_MIN_POINTS = 1_000  # the timelapse turns WebGL from here (SVG below glides between frames)
 _BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0)
-_LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white", font=dict(size=12))
+FONT = 12  # figure text (px); presentation mode multiplies it by PRESENT_SCALE
+PRESENT_SCALE = 1.5
+_LAYOUT = dict(margin=dict(l=10, r=10, t=50, b=10), template="plotly_white", font=dict(size=FONT))
+
+# --- readable at any width ------------------------------------------------------------------------
+# Figures cannot see the browser's width: pages pass `width`, the narrowest the layout gives a
+# figure (the app's grids wrap figures onto their own row before they get narrower).
+NARROW_WIDTH = 460  # px: the main column of a 800 px window with the sidebar open
+MIN_CELL_FONT = 10  # px: numbers in heatmap cells are written only if they get at least this
+MIN_CELL_HEIGHT = 18  # px: a heatmap grows taller rather than squeeze its rows below this
+NAME_CHARS = 10  # longer class names are abbreviated on axes (the full name is in the hover)
+_CHAR = 0.62  # average character width per px of font size (Source Sans, digits and letters)
+_SEPARATORS = " /_-.,:"
+
+
+def abbreviate(name: str, limit: int = NAME_CHARS) -> str:
+    """`name` in at most `limit` characters: cut at a word boundary where one falls in its
+    second half, else mid-word, and marked with "…"."""
+    name = str(name)
+    if len(name) <= limit:
+        return name
+    head = name[: limit - 1]
+    cut = max(head.rfind(s) for s in _SEPARATORS)
+    if cut >= limit // 2:
+        head = head[:cut]
+    return head.rstrip(_SEPARATORS) + "…"
+
+
+def short_layer(layer: str) -> str:
+    """A layer's name compacted for an axis (`down_blocks.1.downsamplers.0` -> `down1.ds0`)."""
+    out = str(layer)
+    for long, short in (
+        ("_blocks.", ""),
+        ("resnets.", "res"),
+        ("attentions.", "attn"),
+        ("downsamplers.", "ds"),
+        ("upsamplers.", "us"),
+        ("mid_block", "mid"),
+        ("transformer", "tf"),
+    ):
+        out = out.replace(long, short)
+    return abbreviate(out, 14)
+
+
+def _titled(title: str, note: str, width: int | None, present: bool = False) -> tuple[str, int]:
+    """(`title` with `note` as a smaller line under it, both wrapped to the figure's `width`;
+    the top margin they need)."""
+    font = FONT * (PRESENT_SCALE if present else 1)
+    room = (width or 1000) - 20
+    lines = _wrap(title, int(room / (_CHAR * 1.4 * font))).split("<br>")
+    notes = _wrap(note, int(room / (_CHAR * font))).split("<br>") if note else []
+    text = "<br>".join(lines + [f"<sup>{n}</sup>" for n in notes])
+    return text, int(30 + 1.4 * font * 1.3 * len(lines) + font * 1.4 * len(notes))
+
+
+def _wrap(text: str, chars: int) -> str:
+    """Plain `text` broken into lines of at most `chars` characters with `<br>` (plotly does
+    not wrap titles)."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, chars, break_long_words=False)) or text
+
+
+def _fits(
+    columns: int,
+    width: int | None,
+    cell_chars: int,
+    label_chars: int,
+    bar_chars: int = 4,
+    present: bool = False,
+) -> bool:
+    """Whether text of `cell_chars` characters fits `columns` heatmap cells at MIN_CELL_FONT
+    (plotly shrinks it to fit its cell) in a figure `width` px wide, after the row labels of
+    `label_chars` characters, the axis title and the colour bar with ticks of `bar_chars`."""
+    if width is None:
+        return columns <= 20
+    font = FONT * (PRESENT_SCALE if present else 1)
+    used = _CHAR * font * (label_chars + bar_chars) + 2.5 * font + 30 + 20
+    cell = (width - used) / max(columns, 1)
+    return cell >= cell_chars * (1.3 / 2) * MIN_CELL_FONT + 2
+
+
+def presentation(fig: go.Figure, scale: float = PRESENT_SCALE) -> go.Figure:
+    """A copy of `fig` for a room: every font `scale` times larger (axes, title, legend,
+    annotations, text in cells and on bars follow the layout's font)."""
+    out = go.Figure(fig)
+    base = out.layout.font.size or FONT
+    out.update_layout(font=dict(size=round(base * scale)))
+    for a in out.layout.annotations:
+        if a.font.size:
+            a.font.size = round(a.font.size * scale)
+    out.update_layout(uniformtext=dict(minsize=round(MIN_CELL_FONT * scale)))
+    return out
+
+
+def _category_axis(names: Sequence[str], limit: int = NAME_CHARS, **kw) -> dict:
+    """A category axis over `names` whose tick labels are abbreviated (data and hover keep
+    the full names)."""
+    names = [str(n) for n in names]
+    short = [abbreviate(n, limit) for n in names]
+    if short == names:
+        return dict(type="category", **kw)
+    return dict(type="category", tickmode="array", tickvals=names, ticktext=short, **kw)
 
 
 def class_colors(n: int) -> list[str]:
@@ -45,10 +147,12 @@ def _bars(
     title: str,
     yaxis: dict,
 ) -> go.Figure:
-    """One bar per class, values written above the bars, no legend."""
+    """One bar per class, values written above the bars (hidden rather than shrunk below
+    MIN_CELL_FONT), long class names abbreviated on the axis, no legend."""
+    names = [str(n) for n in names]
     fig = go.Figure(
         go.Bar(
-            x=list(names),
+            x=names,
             y=y,
             marker_color=colors,
             text=text,
@@ -57,7 +161,12 @@ def _bars(
         )
     )
     fig.update_layout(
-        title=title, yaxis=yaxis, xaxis=dict(type="category"), showlegend=False, **_LAYOUT
+        title=title,
+        yaxis=yaxis,
+        xaxis=_category_axis(names),
+        showlegend=False,
+        uniformtext=dict(minsize=MIN_CELL_FONT, mode="hide"),
+        **_LAYOUT,
     )
     return fig
 
@@ -83,8 +192,8 @@ def _heatmap(
     fig = go.Figure(
         go.Heatmap(
             z=z,
-            x=list(x),
-            y=list(y),
+            x=[str(v) for v in x],
+            y=[str(v) for v in y],
             colorscale=colorscale,
             zmin=zmin,
             zmax=zmax,
@@ -97,8 +206,8 @@ def _heatmap(
     )
     fig.update_layout(
         title=title,
-        xaxis=dict(type="category", **(xaxis or {})),
-        yaxis=dict(type="category", autorange="reversed", **(yaxis or {})),
+        xaxis={"type": "category", **(xaxis or {})},
+        yaxis={"type": "category", "autorange": "reversed", **(yaxis or {})},
         **_LAYOUT,
     )
     return fig
@@ -136,25 +245,41 @@ def per_class_bars(
 
 
 def confusion_heatmap(
-    confusion: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix"
+    confusion: np.ndarray,
+    class_names: Sequence[str],
+    title: str = "Confusion matrix",
+    *,
+    width: int | None = None,
+    present: bool = False,
 ) -> go.Figure:
-    """`(C, C)` counts, rows = true class, shaded by row-normalised rate, counts written in cells."""
+    """`(C, C)` counts, rows = true class, shaded by row-normalised rate.
+
+    Counts are written in the cells only while they stay readable in a figure `width` px wide
+    (the narrowest the page gives it; None: up to 20 classes); the figure grows taller rather
+    than squeeze rows below MIN_CELL_HEIGHT; long class names are abbreviated on the axes and
+    given in full in the hover."""
     cm = np.asarray(confusion, dtype=float)
     rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     names = [str(c) for c in class_names]
-    return _heatmap(
+    label = max((len(abbreviate(n)) for n in names), default=1)
+    digits = len(str(int(cm.max()))) if cm.size else 1
+    fig = _heatmap(
         rate,
         names,
         names,
         title=title,
         text=cm.astype(int),
         colorscale="Blues",
-        show_text=len(names) <= 20,
+        show_text=_fits(len(names), width, digits, label, present=present),
         colorbar=dict(title="rate"),
         hover="true %{y} → predicted %{x}: %{text} (%{z:.0%})<extra></extra>",
-        xaxis=dict(title="predicted"),
-        yaxis=dict(title="true"),
+        xaxis=_category_axis(names, title="predicted"),
+        yaxis=_category_axis(names, title="true"),
     )
+    font = FONT * (PRESENT_SCALE if present else 1)
+    rows = len(names) * MIN_CELL_HEIGHT * (PRESENT_SCALE if present else 1)
+    fig.update_layout(height=int(max(450, rows + 80 + 2 * font + _CHAR * font * label)))
+    return fig
 
 
 def _size(marker_size: int, n: int) -> float:
@@ -281,7 +406,10 @@ def _baseline_lines(fig: go.Figure, baselines: dict[str, float]) -> None:
 def accuracy_vs_timestep(
     wide: pd.DataFrame,
     baselines: dict[str, float] | None = None,
-    title: str = "Accuracy against timestep (one curve per block)",
+    title: str = "Accuracy against timestep",
+    *,
+    width: int | None = None,
+    present: bool = False,
 ) -> go.Figure:
     """`wide` (accuracy_view rows of one model/head/pool): x = t, one line per block."""
     fig = go.Figure()
@@ -301,16 +429,21 @@ def accuracy_vs_timestep(
             )
         )
     _baseline_lines(fig, baselines or {})
+    heading, top = _titled(title, "one curve per block", width, present)
     fig.update_layout(
-        title=title, xaxis_title="timestep t", yaxis_title="top-1 (%)", legend=_BELOW, **_LAYOUT
+        title=heading, xaxis_title="timestep t", yaxis_title="top-1 (%)", legend=_BELOW, **_LAYOUT
     )
+    fig.update_layout(margin=dict(t=top))
     return fig
 
 
 def accuracy_vs_block(
     wide: pd.DataFrame,
     baselines: dict[str, float] | None = None,
-    title: str = "Accuracy against block (one curve per timestep)",
+    title: str = "Accuracy against block",
+    *,
+    width: int | None = None,
+    present: bool = False,
 ) -> go.Figure:
     """`wide` rows of one model/head/pool: x = block (forward order), one line per t."""
     fig = go.Figure()
@@ -327,8 +460,9 @@ def accuracy_vs_block(
             )
         )
     _baseline_lines(fig, baselines or {})
+    heading, top = _titled(title, "one curve per timestep", width, present)
     fig.update_layout(
-        title=title,
+        title=heading,
         yaxis_title="top-1 (%)",
         xaxis=dict(
             title="block (forward order: down → mid → up)",
@@ -339,6 +473,7 @@ def accuracy_vs_block(
         legend=_BELOW,
         **_LAYOUT,
     )
+    fig.update_layout(margin=dict(t=top))
     return fig
 
 
@@ -371,7 +506,12 @@ def _colour_scale(z: np.ndarray, marks: dict[str, float]) -> tuple[float, float,
     lo, hi = min([lo, *marks.values()]), max([hi, *marks.values()])
     near = 0.07 * max(hi - lo, 1e-9)
     ends = {f"{v:.0f}": v for v in (lo, hi) if all(abs(v - m) > near for m in marks.values())}
-    return lo, hi, ends | {f"◀ {k} {v:.1f}": v for k, v in marks.items()}
+    return lo, hi, ends | {f"◀ {_mark_name(k)} {v:.1f}": v for k, v in marks.items()}
+
+
+def _mark_name(baseline: str) -> str:
+    """A baseline's name short enough for a colour bar (the title names it in full)."""
+    return "random" if baseline.startswith("random") else baseline.split(" ")[0]
 
 
 def _outline(fig: go.Figure, row: int, col: int) -> None:
@@ -389,13 +529,23 @@ def sweep_heatmap(
     wide: pd.DataFrame,
     baselines: dict[str, float] | None = None,
     title: str = "Top-1 (%) by block and timestep",
+    *,
+    width: int | None = None,
+    present: bool = False,
 ) -> go.Figure:
     """Blocks (rows, forward order) × timesteps (columns) of test top-1.
 
     The cell best on validation top-1 is outlined (none without val_top1); ▲ marks a cell
     whose paired 95% interval against raw pixels (`vs_pixels_low/high`) lies above 0; the
-    baselines are named in the title and marked on the colour bar."""
+    baselines are named in the title and marked on the colour bar. Rows are labelled with
+    compact layer names (full in the hover); the notes under the title wrap to `width` (the
+    narrowest px the page gives the figure), and cells carry numbers while they fit."""
     ts, rows, pos, z, up, notes = _sweep_grid(wide)
+    blocks = wide.drop_duplicates("layer_index").sort_values("layer_index")
+    short = [
+        block_label(i, short_layer(n))
+        for i, n in zip(blocks["layer_index"], blocks["layer"], strict=True)
+    ]
     marks = {k: 100 * v for k, v in (baselines or {}).items()}
     lo, hi, ticks = _colour_scale(z, marks)
     text = [
@@ -413,6 +563,10 @@ def sweep_heatmap(
         else "no validation accuracy: no best marked"
     )
     mark = "▲ beats raw pixels (paired 95% interval above 0); " if up.any() else ""
+    heading, top = _titled(
+        title, f"{'baselines: ' + ref + '; ' if ref else ''}{mark}{box}", width, present
+    )
+    cells = max((len(t) for row in text for t in row), default=1)
     fig = _heatmap(
         z,
         [f"t={int(t)}" for t in ts],
@@ -421,15 +575,26 @@ def sweep_heatmap(
         zmax=hi,
         text=text,
         customdata=notes,
-        title=title + f"<br><sup>{'baselines: ' + ref + '; ' if ref else ''}{mark}{box}</sup>",
+        title=heading,
+        show_text=_fits(
+            len(ts),
+            width,
+            cells,
+            max(map(len, short), default=1),
+            max(map(len, ticks), default=4),
+            present,
+        ),
         colorbar=dict(title="top-1 %", tickvals=list(ticks.values()), ticktext=list(ticks.keys())),
         hover="%{y} · %{x}: %{z:.2f}%%{customdata}<extra></extra>",
         xaxis=dict(title="timestep"),
-        yaxis=dict(title="block"),
+        yaxis=dict(title="block", tickmode="array", tickvals=rows, ticktext=short),
     )
     if best is not None:
         _outline(fig, pos[int(best["layer_index"])], ts.index(best["t"]))
-    fig.update_layout(margin=dict(l=10, r=10, t=80, b=10))
+    rows_px = len(rows) * MIN_CELL_HEIGHT * 1.4 * (PRESENT_SCALE if present else 1)
+    fig.update_layout(
+        margin=dict(l=10, r=10, t=top, b=10), height=int(max(450, top + 70 + rows_px))
+    )
     return fig
 
 
@@ -457,20 +622,32 @@ def per_class_delta(
     return fig
 
 
-def cka_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> go.Figure:
-    """A `(K, K)` CKA matrix with `labels` on both axes."""
+def cka_heatmap(
+    matrix: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    *,
+    width: int | None = None,
+    present: bool = False,
+) -> go.Figure:
+    """A `(K, K)` CKA matrix with `labels` on both axes; values written in the cells while they
+    fit a figure `width` px wide (None: up to 16 labels), the title wrapped to it."""
     m = np.asarray(matrix, dtype=float)
     labels = [str(x) for x in labels]
-    return _heatmap(
+    heading, top = _titled(title, "", width, present)
+    fig = _heatmap(
         m,
         labels,
         labels,
-        title=title,
+        title=heading,
         text=np.round(m, 2),
-        show_text=len(labels) <= 16,
+        show_text=len(labels) <= 16
+        and _fits(len(labels), width, 4, max(map(len, labels), default=1), 3, present),
         colorbar=dict(title="CKA"),
         hover="%{y} vs %{x}: %{z:.3f}<extra></extra>",
     )
+    fig.update_layout(margin=dict(t=top))
+    return fig
 
 
 def sample_grid(
@@ -497,9 +674,97 @@ def sample_grid(
         yaxis=dict(
             tickmode="array",
             tickvals=[r * (s + gap) + s / 2 for r in range(len(tiles))],
-            ticktext=[str(c) for c in class_names],
+            ticktext=[abbreviate(c, 14) for c in class_names],
         ),
         **_LAYOUT,
     )
     fig.update_layout(height=max(300, 70 + len(tiles) * 52))
+    return fig
+
+
+def timestep_profile(profile: pd.DataFrame, block: str) -> go.Figure:
+    """Why this t (`Workspace.timestep_profile` rows): R² of the block's features at each t from
+    its clean (t=0) and noisiest features, and the probe's test top-1 (with its interval) on a
+    second axis."""
+    fig = go.Figure()
+    for col, name, dash in (
+        ("r2_from_clean", "R² from the clean features (t=0)", None),
+        ("r2_from_noisiest", "R² from the noisiest features", "dot"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=profile["t"],
+                y=profile[col],
+                name=name,
+                mode="lines+markers",
+                line=dict(dash=dash),
+                hovertemplate="t=%{x}: R² %{y:.3f}<extra></extra>",
+            )
+        )
+    acc = profile[np.isfinite(profile["top1"].astype(float))]
+    fig.add_trace(
+        go.Scatter(
+            x=acc["t"],
+            y=_pct(acc["top1"]),
+            name="probe top-1 (test, %)",
+            yaxis="y2",
+            mode="lines+markers",
+            error_y=dict(
+                type="data",
+                array=_pct(acc["ci_high"] - acc["top1"]),
+                arrayminus=_pct(acc["top1"] - acc["ci_low"]),
+                thickness=1,
+                width=2,
+            ),
+            hovertemplate="t=%{x}: top-1 %{y:.1f}%<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=f"Timestep profile of {block}: where the image signal fades",
+        xaxis_title="timestep t",
+        yaxis=dict(
+            title="R² (variance explained)",
+            range=[
+                min(0.0, float(profile[["r2_from_clean", "r2_from_noisiest"]].min().min())),
+                1.02,
+            ],
+        ),
+        yaxis2=dict(title="top-1 (%)", overlaying="y", side="right"),
+        legend=_BELOW,
+        **_LAYOUT,
+    )
+    return fig
+
+
+def search_rounds(rounds: pd.DataFrame) -> go.Figure:
+    """The setting search (`SearchResult.rounds_frame()`): each setting's validation top-1 per
+    round (x = round, with its image count), kept settings filled, dropped ones hollow."""
+    fig = go.Figure()
+    for kept, g in rounds.groupby("kept", sort=True):
+        fig.add_trace(
+            go.Scatter(
+                x=g["round"],
+                y=_pct(g["val_top1"]),
+                mode="markers",
+                name="kept" if kept else "dropped",
+                marker=dict(symbol="circle" if kept else "circle-open", size=8),
+                text=[
+                    f"block {b}, t={t}, pool {p}"
+                    for b, t, p in zip(g["block"], g["t"], g["pool"], strict=True)
+                ],
+                hovertemplate="%{text}: val %{y:.1f}%<extra></extra>",
+            )
+        )
+    ticks = rounds.groupby("round")["images"].first()
+    fig.update_layout(
+        title="Search rounds: validation top-1 of each setting",
+        xaxis=dict(
+            title="round (train images per probe)",
+            tickvals=list(ticks.index),
+            ticktext=[f"{r} ({int(n)})" for r, n in ticks.items()],
+        ),
+        yaxis_title="validation top-1 (%)",
+        legend=_BELOW,
+        **_LAYOUT,
+    )
     return fig

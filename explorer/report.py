@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import platform
 import sys
 from datetime import datetime, timezone
@@ -239,11 +240,11 @@ def _sweep_section(df: pd.DataFrame, model: str, head: str, pool: str, fig_html:
     return "\n".join(
         [
             f"<h2>{_esc(model)} · head {_esc(head)} · pool {_esc(pool)}</h2>",
-            fig_html(figures.sweep_heatmap(cur, base)),
+            fig_html(figures.sweep_heatmap(cur, base, width=FIGURE_WIDTH)),
             "<p>Curves: test top-1 with its 95% bootstrap interval (error bars); dashed lines: "
             "baselines.</p>",
-            fig_html(figures.accuracy_vs_timestep(cur, base)),
-            fig_html(figures.accuracy_vs_block(cur, base)),
+            fig_html(figures.accuracy_vs_timestep(cur, base, width=FIGURE_WIDTH)),
+            fig_html(figures.accuracy_vs_block(cur, base, width=FIGURE_WIDTH)),
         ]
     )
 
@@ -279,8 +280,16 @@ def _workspace_section(df: pd.DataFrame, ws, head: str, fig_html: _Figures, comp
     out += [
         f"<p>Test top-1 {_pct(res.top1)} [{_pct(res.ci_low)}, {_pct(res.ci_high)}].</p>",
         fig_html(figures.per_class_bars(classes, res.per_class, res.top1)),
-        fig_html(figures.confusion_heatmap(res.confusion, classes)),
+        fig_html(figures.confusion_heatmap(res.confusion, classes, width=FIGURE_WIDTH)),
     ]
+    ts = sorted(set(df[df["model"] == name]["t"].dropna().astype(int))) or [s.t]
+    levels = [0, *ts, ws.num_timesteps - 1]
+    if compute or all(ws.is_cached(ws.setting(x, s.layer, s.pool)) for x in levels):
+        profile = ws.timestep_profile(s.layer, ts, s.pool, head)
+        block = f"block {int(r['layer_index'])} ({r['layer']})"
+        out.append(fig_html(figures.timestep_profile(profile, block)))
+    else:
+        out.append("<p class='missing'>Timestep profile: not available (features not cached).</p>")
     xy = ws.embedding(s, "umap")
     out.append(
         fig_html(
@@ -296,9 +305,30 @@ def _workspace_section(df: pd.DataFrame, ws, head: str, fig_html: _Figures, comp
     return "\n".join(out)
 
 
+def _search_section(rounds_csv: str | Path, fig_html: _Figures) -> str:
+    """The setting search's rounds (its `--out` table) and, when beside it, its summary."""
+    from explorer import figures  # plotly: only for the HTML report, not the Markdown tables
+    from explorer.search import summary_path
+
+    rounds = pd.read_csv(rounds_csv)
+    out = ["<h2>Setting search</h2>"]
+    side = summary_path(rounds_csv)
+    if side.exists():
+        out.append("<pre>" + _esc("\n".join(json.loads(side.read_text())["lines"])) + "</pre>")
+    out.append(fig_html(figures.search_rounds(rounds)))
+    return "\n".join(out)
+
+
+# The page is at most 1100 px wide and reads from 800 px windows: figures are drawn for the
+# narrowest (FIGURE_WIDTH), wide tables scroll inside their own box, long lines wrap.
+FIGURE_WIDTH = 720
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}
-th{background:#f3f3f3}.missing{color:#a33}code,pre{background:#f6f6f6;padding:2px 4px}"""
+table{border-collapse:collapse;margin:1em 0;font-size:14px;display:block;max-width:100%;overflow-x:auto}
+td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f3f3f3}.missing{color:#a33}code,pre{background:#f6f6f6;padding:2px 4px}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}td{overflow-wrap:anywhere}
+.plotly-graph-div{max-width:100%}
+@media (max-width:900px){body{margin:1em auto;padding:0 .75em}table{font-size:13px}}"""
 
 
 def html_report(
@@ -308,6 +338,7 @@ def html_report(
     pool: str | None = None,
     workspace=None,
     compute: bool = True,
+    search: str | Path | None = None,
     source: str | Path | None = None,
     command: str | None = None,
 ) -> str:
@@ -332,6 +363,8 @@ def html_report(
         best_html(df),
     ]
     parts += [_sweep_section(df, m, head, pool, fig_html) for m in models]
+    if search is not None:
+        parts.append(_search_section(search, fig_html))
     if workspace is not None:
         parts.append(_workspace_section(df, workspace, head, fig_html, compute))
     else:

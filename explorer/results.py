@@ -169,9 +169,14 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
 def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write CSV or Parquet (by suffix) atomically."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
-    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    try:
+        if path.suffix == ".parquet":
+            return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+        return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+    except OSError as e:
+        if e.filename is None:  # a failed write names no file: say which (a full disk's message)
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def with_text_columns(df: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,12 @@ if TYPE_CHECKING:  # the workspace offers `Workspace.search` through this module
     from explorer.workspace import Workspace
 
 VAL_FRACTION = 0.1  # the linear probe's own validation share (`fit_linear_grid`)
+
+
+def summary_path(rounds_csv: str | Path) -> Path:
+    """Where `explorer search --out ROUNDS.csv` puts its summary: `ROUNDS.summary.json`."""
+    p = Path(rounds_csv)
+    return p.with_name(p.stem + ".summary.json")
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,25 @@ class SearchResult:
             f"{self.grid_feature_sets}; {self.seconds:.0f}s"
         )
         return out
+
+    def summary(self) -> dict:
+        """Plain values for a sidecar file or a report: the pick, its scores and the cost."""
+        r = self.result
+        return {
+            "pick": {"t": self.pick.t, "layer": self.pick.layer, "pool": self.pick.pool},
+            "block": self.labels.get(self.pick.layer, self.pick.layer),
+            "val_top1": r.extra.get("val_top1"),
+            "top1": r.top1,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "tie": [self.name(s) for s in self.tie] if len(self.tie) > 1 else [],
+            "passes": self.passes,
+            "grid_passes": self.grid_passes,
+            "feature_sets": self.feature_sets,
+            "grid_feature_sets": self.grid_feature_sets,
+            "seconds": self.seconds,
+            "lines": self.lines(),
+        }
 
     def rounds_frame(self) -> pd.DataFrame:
         """One row per (round, setting): its validation top-1 and whether it was kept."""

@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import numpy as np
+import pandas as pd
 
 from explorer import overview
 from explorer.analysis.cka import cka_matrix
+from explorer.analysis.profile import RIDGE_ALPHA, profile_rows
 from explorer.data import ImageDataset, load_dataset
 from explorer.defaults import PIXEL_POOL, PIXELS, POOLS
 from explorer.errors import ExplorerError
@@ -39,10 +41,12 @@ from explorer.settings import (
     check_timesteps,
     parse_fused,
     parse_pools,
+    parse_timesteps,
 )
 from explorer.sweep import plan_for, run_sweep
 
 CKA_VERSION = 1  # part of a cached CKA matrix's key
+PROFILE_VERSION = 1  # part of a cached timestep profile's key
 
 
 def _map_side(s: Setting | Fused) -> int:
@@ -511,6 +515,58 @@ class Workspace:
             return cka_matrix(feats, debiased=debiased)
 
         return cached_matrix("cka", key, params, shape, compute, self.store.root)
+
+    def timestep_profile(
+        self,
+        layer: str | int,
+        timesteps: Sequence[int] | str,
+        pool: str | int = 2,
+        head: str = "linear",
+        *,
+        ensure: Callable[[list], None] | None = None,
+    ) -> pd.DataFrame:
+        """Why this t, for one block: per level t, the R² of its features from the block's clean
+        (t=0) and noisiest (t=T-1) features (`analysis.profile`), beside `head`'s test top-1 with
+        its interval and its validation top-1. Cached on disk like a CKA map."""
+        from explorer.analysis.embed import cached_matrix, cached_only  # umap/numba: on use only
+
+        ts = check_timesteps(parse_timesteps(timesteps), self.num_timesteps)
+        clean, noisiest = 0, self.num_timesteps - 1
+        levels = sorted({*ts, clean, noisiest})
+        at = {x: self.setting(x, layer, pool) for x in levels}
+        keys = [self.key(at[x], sp) for x in levels for sp in ("train", "test")]
+        key = content_key({"features": keys, "clean": clean, "noisiest": noisiest})
+        params, shape = {"alpha": RIDGE_ALPHA, "v": PROFILE_VERSION}, (len(levels), 2)
+        r2 = cached_only("profile", key, params, shape, self.store.root)
+        if r2 is None:
+            missing = [s for s in at.values() if not self.is_cached(s)]
+            if missing and ensure is not None:
+                ensure(missing)
+            self.ensure(list(at.values()))
+
+            def compute() -> np.ndarray:
+                feats = {
+                    x: (self.features(at[x], "train"), self.features(at[x], "test")) for x in levels
+                }
+                return profile_rows(feats, clean, noisiest)
+
+            r2 = cached_matrix("profile", key, params, shape, compute, self.store.root)
+        probes = self.evaluate([at[x] for x in ts], head)
+        rows = []
+        for x, (from_clean, from_noisiest) in zip(levels, r2, strict=True):
+            r = probes.get(at[x])
+            rows.append(
+                {
+                    "t": x,
+                    "r2_from_clean": float(from_clean),
+                    "r2_from_noisiest": float(from_noisiest),
+                    "top1": r.top1 if r else np.nan,
+                    "ci_low": r.ci_low if r else np.nan,
+                    "ci_high": r.ci_high if r else np.nan,
+                    "val_top1": r.extra.get("val_top1", np.nan) if r else np.nan,
+                }
+            )
+        return pd.DataFrame(rows)
 
     # --- notebook conveniences ------------------------------------------------------------------
 

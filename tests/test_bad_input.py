@@ -10,8 +10,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import pickle
 import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,7 +141,211 @@ def inputs(tmp_path_factory, model_factory) -> dict[str, str]:
         f.rename(f.with_suffix(".bin"))
     p["pickled"] = str(pickled)
     p["a_file"] = str(tiny / "config.json")
+    p.update(_hostile_inputs(w, tiny))
     return p
+
+
+# --- hostile inputs: special files, odd names, lying headers, impossible numbers --------------
+
+
+def _png_bytes(side: int = 16) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.full((side, side), 128, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _png_header(side: int) -> bytes:
+    """A tiny PNG whose header claims `side` x `side` pixels (the pixel data is not there)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _classes(root: Path, make, classes=("a", "b")) -> str:
+    """`root/<class>/` for each class, each holding what `make(class_folder)` puts there."""
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        make(root / c)
+    return str(root)
+
+
+def _socket(path: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(str(path))
+    finally:
+        s.close()
+
+
+def _cifar(root: Path, data, labels, names=(b"cat", b"dog"), test=None) -> str:
+    """A CIFAR-10 python-batch folder: data_batch_1 and test_batch (the same unless `test`)."""
+    root.mkdir(parents=True)
+    ok = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    batches = {"data_batch_1": {b"data": data, b"labels": labels}, "test_batch": test or ok}
+    for name, batch in batches.items():
+        (root / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": list(names)}, protocol=2))
+    return str(root)
+
+
+def _idx(root: Path, images: bytes | None = None) -> str:
+    """An MNIST-layout IDX folder; `images` replaces the train images file's bytes."""
+    root.mkdir(parents=True)
+    for part in ("train", "t10k"):
+        body = np.zeros((2, 28, 28), np.uint8).tobytes()
+        (root / f"{part}-images-idx3-ubyte").write_bytes(
+            b"\0\0\x08\x03" + struct.pack(">III", 2, 28, 28) + body
+        )
+        (root / f"{part}-labels-idx1-ubyte").write_bytes(
+            b"\0\0\x08\x01" + struct.pack(">I", 2) + bytes([0, 1])
+        )
+    if images is not None:
+        (root / "train-images-idx3-ubyte").write_bytes(images)
+    return str(root)
+
+
+def _model(tiny: Path, dest: Path, config=None, scheduler=None) -> str:
+    """A copy of the tiny model with `config` / `scheduler` merged into its JSON files
+    (a value `DROP` removes the key)."""
+    _variant(tiny, dest)
+    for name, changes in (("config.json", config), ("scheduler_config.json", scheduler)):
+        if changes:
+            cfg = json.loads((dest / name).read_text()) | changes
+            cfg = {k: v for k, v in cfg.items() if v is not DROP}
+            (dest / name).write_text(json.dumps(cfg))
+    return str(dest)
+
+
+DROP = object()
+
+
+def _hostile_inputs(w: Path, tiny: Path) -> dict[str, str]:
+    p: dict[str, str] = {}
+    # special files where images should be: never opened (a FIFO would block forever)
+    p["fifo_imgs"] = _classes(w / "fifo-imgs", lambda d: os.mkfifo(d / "x.png"))
+    p["socket_imgs"] = _classes(w / "socket-imgs", lambda d: _socket(d / "s.png"))
+    p["device_imgs"] = _classes(w / "device-imgs", lambda d: os.symlink("/dev/zero", d / "z.png"))
+
+    def loop(d: Path) -> None:
+        os.symlink(d / "b.png", d / "a.png")
+        os.symlink(d / "a.png", d / "b.png")
+
+    p["loop_imgs"] = _classes(w / "loop-imgs", loop)
+    os.mkfifo(w / "fifo-dataset")
+    p["fifo_dataset"] = str(w / "fifo-dataset")
+    # headers that lie, and files cut short
+    p["bomb_imgs"] = _classes(
+        w / "bomb-imgs", lambda d: (d / "big.png").write_bytes(_png_header(20000))
+    )
+    p["warn_bomb_imgs"] = _classes(
+        w / "warn-bomb-imgs", lambda d: (d / "big.png").write_bytes(_png_header(10000))
+    )
+    p["truncated_imgs"] = _classes(
+        w / "truncated-imgs", lambda d: (d / "t.png").write_bytes(_png_bytes(64)[:60])
+    )
+    # one image per class (and a zip renamed .png): nothing is left for the test split
+    one = w / "one-per-class"
+    _png_folder(one, n=1)
+    shutil.copy(_zip(w / "renamed.zip", {"x.txt": b"x"}), one / "a" / "archive.png")
+    p["one_per_class"] = str(one)
+    # train/ and test/ where every test image is unreadable
+    split = w / "bad-test-split"
+    _png_folder(split / "train")
+    _png_folder(split / "test", corrupt=True)
+    p["bad_test_split"] = str(split)
+    # CIFAR batches that lie
+    zeros = np.zeros((2, 3072), np.uint8)
+    p["cifar_huge_label"] = _cifar(w / "cifar-huge-label", zeros, [0, 2**40])
+    p["cifar_negative_label"] = _cifar(w / "cifar-negative-label", zeros, [0, -3])
+    p["cifar_text_labels"] = _cifar(w / "cifar-text-labels", zeros, ["cat", "dog"])
+    p["cifar_float_data"] = _cifar(w / "cifar-float-data", zeros + 0.5, [0, 1])
+    p["cifar_wide_data"] = _cifar(w / "cifar-wide-data", zeros.astype(np.int64) + 300, [0, 1])
+    p["cifar_short_labels"] = _cifar(w / "cifar-short-labels", zeros, [0])
+    p["cifar_empty_test"] = _cifar(
+        w / "cifar-empty-test",
+        zeros,
+        [0, 1],
+        test={b"data": np.zeros((0, 3072), np.uint8), b"labels": []},
+    )
+    fifo_batch = Path(_cifar(w / "cifar-fifo-batch", zeros, [0, 1]))
+    os.mkfifo(fifo_batch / "data_batch_2")
+    p["cifar_fifo_batch"] = str(fifo_batch)
+    # IDX headers
+    p["idx_bad_magic"] = _idx(w / "idx-bad-magic", b"\x12\x34\x08\x03" + b"\0" * 1580)
+    # models: impossible schedules and sizes, special and truncated files
+    p["beta_end_2"] = _model(tiny, w / "beta-end-2", scheduler={"beta_end": 2})
+    p["beta_negative"] = _model(tiny, w / "beta-negative", scheduler={"beta_start": -0.1})
+    p["beta_swapped"] = _model(
+        tiny, w / "beta-swapped", scheduler={"beta_start": 0.02, "beta_end": 0.0001}
+    )
+    p["trained_betas_short"] = _model(
+        tiny, w / "trained-betas-short", scheduler={"trained_betas": [0.1, 0.2]}
+    )
+    p["steps_huge"] = _model(tiny, w / "steps-huge", scheduler={"num_train_timesteps": 10**9})
+    p["size_huge"] = _model(tiny, w / "size-huge", config={"sample_size": 100000})
+    p["size_zero"] = _model(tiny, w / "size-zero", config={"sample_size": 0})
+    p["size_odd"] = _model(tiny, w / "size-odd", config={"sample_size": 15})
+    p["size_text"] = _model(tiny, w / "size-text", config={"sample_size": "16"})
+    p["size_missing"] = _model(tiny, w / "size-missing", config={"sample_size": DROP})
+    p["config_list"] = _model(tiny, w / "config-list")
+    (w / "config-list" / "config.json").write_text("[1, 2]")
+    p["cut_weights"] = _model(tiny, w / "cut-weights")
+    weights = w / "cut-weights" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # an interrupted download
+    p["fifo_config"] = _model(tiny, w / "fifo-config")
+    (w / "fifo-config" / "config.json").unlink()
+    os.mkfifo(w / "fifo-config" / "config.json")
+    p["fifo_scheduler"] = _model(tiny, w / "fifo-scheduler")
+    (w / "fifo-scheduler" / "scheduler_config.json").unlink()
+    os.mkfifo(w / "fifo-scheduler" / "scheduler_config.json")
+    from tests.families.tiny import save_family
+
+    p["class_cond"] = str(save_family("class-cond", w / "class-cond"))
+    p["fifo_weights"] = _model(tiny, w / "fifo-weights")
+    (w / "fifo-weights" / "diffusion_pytorch_model.safetensors").unlink()
+    os.mkfifo(w / "fifo-weights" / "diffusion_pytorch_model.safetensors")
+    return p
+
+
+@contextlib.contextmanager
+def fifo_guard(root: Path):
+    """Yields a list of the FIFOs under `root` that something opened for reading.
+
+    Opening a FIFO for reading blocks until a writer comes: a scan that did so would hang the
+    test forever. The guard plays the writer (a non-blocking open succeeds only while a
+    reader waits), so the reader gets end-of-file, and records the FIFO: the test then fails
+    instead of hanging.
+    """
+    fifos = [f for f in root.rglob("*") if f.is_fifo()]
+    opened: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            for f in fifos:
+                try:
+                    fd = os.open(f, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # ENXIO: nobody is reading it
+                    continue
+                opened.append(str(f))
+                os.close(fd)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        yield opened
+    finally:
+        stop.set()
+        t.join()
 
 
 # --- the cache, filled beforehand -------------------------------------------------------------
@@ -310,6 +522,159 @@ CASES = {
     "cli-empty-model-folder": Cli(
         ["layers", "--model", "{empty}"], "is not a diffusers model folder"
     ),
+    # CLI: special files, lying headers and odd names in datasets
+    "cli-fifo-images": Cli(
+        [*EX, "--dataset", "{fifo_imgs}"],
+        "no readable images in {fifo_imgs} (2 files skipped, e.g. a/x.png: not a regular file "
+        "(a FIFO), never opened)",
+    ),
+    "cli-socket-images": Cli(
+        [*EX, "--dataset", "{socket_imgs}"],
+        "(2 files skipped, e.g. a/s.png: not a regular file (a socket), never opened)",
+    ),
+    "cli-device-symlink-images": Cli(
+        [*EX, "--dataset", "{device_imgs}"],
+        "(2 files skipped, e.g. a/z.png: not a regular file (a character device), never opened)",
+    ),
+    "cli-symlink-loop-images": Cli(
+        [*EX, "--dataset", "{loop_imgs}"],
+        "(4 files skipped, e.g. a/a.png: a symlink loop (too many levels of symbolic links))",
+    ),
+    "cli-fifo-dataset": Cli(
+        [*EX, "--dataset", "{fifo_dataset}"],
+        "{fifo_dataset} is a FIFO, not a dataset folder or a .zip; pass the folder of images",
+    ),
+    "cli-decompression-bomb-header": Cli(
+        [*EX, "--dataset", "{bomb_imgs}"],
+        "a/big.png: DecompressionBombError: Image size (400000000 pixels) exceeds limit",
+    ),
+    "cli-decompression-bomb-warning": Cli(
+        [*EX, "--dataset", "{warn_bomb_imgs}"],
+        "a/big.png: DecompressionBombWarning: Image size (100000000 pixels) exceeds limit of "
+        "89478485 pixels",
+    ),
+    "cli-truncated-png": Cli(
+        [*EX, "--dataset", "{truncated_imgs}"], "a/t.png: OSError: Truncated File Read"
+    ),
+    "cli-one-image-per-class": Cli(
+        ["sweep", "--model", "{tiny}", "--dataset", "{one_per_class}", "--timesteps", "10"],
+        "the test split of one-per-class has no images: 1 image per class cannot be split "
+        "80/20; add images or give train/ and test/ folders",
+    ),
+    "cli-test-folder-unreadable": Cli(
+        [*EX, "--dataset", "{bad_test_split}"],
+        "the test split of bad-test-split has no images: all 12 files in test/ are unreadable "
+        "(e.g. test/a/0.png: UnidentifiedImageError",
+    ),
+    "cli-cifar-huge-label": Cli(
+        [*EX, "--dataset", "{cifar_huge_label}"],
+        "{cifar_huge_label}/data_batch_1: labels out of range (1099511627776); CIFAR-10 labels "
+        "are 0 to 9",
+    ),
+    "cli-cifar-negative-label": Cli(
+        [*EX, "--dataset", "{cifar_negative_label}"],
+        "{cifar_negative_label}/data_batch_1: labels out of range (-3); CIFAR-10 labels are 0 to 9",
+    ),
+    "cli-cifar-text-labels": Cli(
+        [*EX, "--dataset", "{cifar_text_labels}"],
+        "{cifar_text_labels}/data_batch_1: labels must be integers (got <U3 values like 'cat')",
+    ),
+    "cli-cifar-float-data": Cli(
+        [*EX, "--dataset", "{cifar_float_data}"],
+        "{cifar_float_data}/data_batch_1: data is float64, expected uint8 pixels (0 to 255)",
+    ),
+    "cli-cifar-wide-data": Cli(
+        [*EX, "--dataset", "{cifar_wide_data}"],
+        "{cifar_wide_data}/data_batch_1: data holds values from 300 to 300, outside 0 to 255",
+    ),
+    "cli-cifar-short-labels": Cli(
+        [*EX, "--dataset", "{cifar_short_labels}"],
+        "{cifar_short_labels}/data_batch_1: 2 images but 1 labels; the batch is damaged",
+    ),
+    "cli-cifar-empty-test": Cli(
+        [*EX, "--dataset", "{cifar_empty_test}"],
+        "the test split of cifar-empty-test has no images: test_batch is empty",
+    ),
+    "cli-cifar-fifo-batch": Cli(
+        [*EX, "--dataset", "{cifar_fifo_batch}"],
+        "{cifar_fifo_batch}/data_batch_2 is a FIFO, not a regular file",
+    ),
+    "cli-idx-bad-magic": Cli(
+        [*EX, "--dataset", "{idx_bad_magic}"],
+        "{idx_bad_magic}/train-images-idx3-ubyte is not an unsigned-byte IDX file",
+    ),
+    # CLI: impossible noise schedules
+    "cli-beta-end-2": Cli(
+        ["layers", "--model", "{beta_end_2}"],
+        "{beta_end_2}/scheduler_config.json is not a valid noise schedule: betas must lie in "
+        "(0, 1), but these run from 0.0001 to 2 (beta_start=0.0001, beta_end=2, linear)",
+    ),
+    "cli-beta-start-negative": Cli(
+        ["layers", "--model", "{beta_negative}"],
+        "is not a valid noise schedule: betas must lie in (0, 1), but these run from -0.1 to 0.02",
+    ),
+    "cli-beta-start-above-end": Cli(
+        ["layers", "--model", "{beta_swapped}"],
+        "is not a valid noise schedule: beta_start (0.02) is above beta_end (0.0001)",
+    ),
+    "cli-trained-betas-short": Cli(
+        ["layers", "--model", "{trained_betas_short}"],
+        "is not a valid noise schedule: trained_betas has 2 values for num_train_timesteps=1000",
+    ),
+    "cli-scheduler-steps-huge": Cli(
+        ["layers", "--model", "{steps_huge}"],
+        "num_train_timesteps must be at most 100000, got 1000000000",
+    ),
+    # CLI: impossible sizes and broken files in model folders
+    "cli-sample-size-huge": Cli(
+        ["layers", "--model", "{size_huge}"],
+        "{size_huge}/config.json: sample_size 100000 is out of range; it must be between 1 and 4096",
+    ),
+    "cli-sample-size-zero": Cli(
+        ["layers", "--model", "{size_zero}"],
+        "{size_zero}/config.json: sample_size 0 is out of range; it must be between 1 and 4096",
+    ),
+    "cli-sample-size-odd": Cli(
+        ["layers", "--model", "{size_odd}"],
+        "{size_odd}/config.json: sample_size 15 is not divisible by 2: the U-Net halves its "
+        "input 1 time (2 down blocks)",
+    ),
+    "cli-sample-size-text": Cli(
+        ["layers", "--model", "{size_text}"],
+        "{size_text}/config.json: sample_size must be a whole number (or two), not '16'",
+    ),
+    "cli-sample-size-missing": Cli(
+        ["layers", "--model", "{size_missing}"],
+        "{size_missing}/config.json has no sample_size (the side of the model's input)",
+    ),
+    "cli-config-is-a-list": Cli(
+        ["layers", "--model", "{config_list}"],
+        "{config_list}/config.json is not a model config (not a JSON object)",
+    ),
+    "cli-truncated-safetensors": Cli(
+        ["layers", "--model", "{cut_weights}"],
+        "{cut_weights}/diffusion_pytorch_model.safetensors is cut short",
+    ),
+    "cli-fifo-config": Cli(
+        ["layers", "--model", "{fifo_config}"],
+        "{fifo_config}/config.json is a FIFO, not a regular file",
+    ),
+    "cli-fifo-scheduler": Cli(
+        ["layers", "--model", "{fifo_scheduler}"],
+        "{fifo_scheduler}/scheduler_config.json is a FIFO, not a regular file",
+    ),
+    "cli-fifo-weights": Cli(
+        ["layers", "--model", "{fifo_weights}"],
+        "{fifo_weights}/diffusion_pytorch_model.safetensors is a FIFO, not a regular file",
+    ),
+    "cli-class-label-huge": Cli(
+        [*EX, "--model", "{class_cond}", "--class-label", str(10**12)],
+        "--class-label 1000000000000 is outside this U-Net's classes 0 to 4",
+    ),
+    "cli-class-label-unconditional": Cli(
+        [*EX, "--class-label", "3"],
+        "--class-label was given but this U-Net is not class-conditional",
+    ),
     # App: garbage and out-of-range query strings, on every page
     "app-t-text": App(
         "explore",
@@ -469,9 +834,11 @@ def test_bad_input(name, inputs, cache, monkeypatch):
     message = fill(case.message, inputs)
     before = snapshot(cache)
     if isinstance(case, Cli):
-        code, err = run_cli(fill(case.args, inputs))
+        with fifo_guard(Path(inputs["w"])) as opened:
+            code, err = run_cli(fill(case.args, inputs))
+        assert not opened, f"a FIFO was opened for reading (a scan would hang): {opened}"
         assert code == 2, f"exit status 2 for bad input, got {code}: {err}"
-        assert "Traceback" not in err
+        assert "Traceback" not in err and "Warning" not in err, err
         last = err.strip().splitlines()[-1]
         assert last.startswith("explorer") or last.startswith("error: "), last
         assert message in last, f"expected {message!r} in the last line, got {last!r}"
@@ -489,3 +856,104 @@ def test_bad_input(name, inputs, cache, monkeypatch):
             assert message in errors[0], f"expected {message!r} in {errors[0]!r}"
             assert "\n" not in errors[0].strip() and "Traceback" not in errors[0]
     assert snapshot(cache) == before, "no cache entry was created, changed or removed"
+
+
+# --- hostile files among good ones: skipped, logged, the rest used ------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli_out(args: list[str]) -> tuple[int, str, str]:
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = cli.main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _extract(model: Path, data: Path | bytes, cache: Path) -> list[str]:
+    args = ["extract", "--model", str(model), "--dataset", os.fsdecode(data)]
+    return [
+        *args,
+        "--timesteps",
+        "10",
+        "--layers",
+        "1",
+        "--cache-dir",
+        str(cache),
+        "--workers",
+        "0",
+    ]
+
+
+def _skip_log(out: str) -> str:
+    line = next(ln for ln in out.splitlines() if "unreadable images were skipped" in ln)
+    return Path(line.rsplit(" in ", 1)[1]).read_text(encoding="utf-8")  # the log is UTF-8
+
+
+def test_special_files_among_images_are_skipped_never_opened(tmp_path, model_factory):
+    root = Path(_png_folder(tmp_path / "data"))  # 2 classes x 6 good images
+    os.mkfifo(root / "a" / "pipe.png")
+    _socket(root / "a" / "sock.png")
+    os.symlink("/dev/zero", root / "b" / "zero.png")
+    os.symlink(root / "b" / "loop2.png", root / "b" / "loop1.png")
+    os.symlink(root / "b" / "loop1.png", root / "b" / "loop2.png")
+    (root / "b" / "big.png").write_bytes(_png_header(20000))
+    model = model_factory(tmp_path / "tiny")
+    with fifo_guard(root) as opened:
+        code, out, err = run_cli_out(_extract(model, root, tmp_path / "cache"))
+    assert not opened, f"a FIFO was opened for reading: {opened}"
+    assert code == 0 and "Traceback" not in err and "Warning" not in err, err
+    assert (
+        "train: 1 feature sets for 10 images" in out and "test: 1 feature sets for 2 images" in out
+    ), out
+    assert "6 unreadable images were skipped" in out, out
+    log = _skip_log(out).splitlines()
+    assert "a/pipe.png: not a regular file (a FIFO), never opened" in log, log
+    assert "a/sock.png: not a regular file (a socket), never opened" in log, log
+    assert "b/zero.png: not a regular file (a character device), never opened" in log, log
+    assert "b/loop1.png: a symlink loop (too many levels of symbolic links)" in log, log
+    assert any(ln.startswith("b/big.png: DecompressionBombError") for ln in log), log
+
+
+def test_file_names_that_are_not_utf8_are_read(tmp_path, model_factory):
+    root = tmp_path / "data"
+    _png_folder(root)
+    raw = os.fsencode(root)
+    Path(os.fsdecode(raw + b"/a/\xff\xfe.png")).write_bytes(_png_bytes())  # readable
+    Path(os.fsdecode(raw + b"/b/\xfe\xff.png")).write_bytes(b"not an image")  # unreadable
+    cafe = Path(os.fsdecode(raw + b"/caf\xe9"))  # a Latin-1 class name
+    cafe.mkdir()
+    for i in range(3):
+        (cafe / f"{i}.png").write_bytes(_png_bytes())
+    model = model_factory(tmp_path / "tiny")
+    code, out, err = run_cli_out(_extract(model, root, tmp_path / "cache"))
+    assert code == 0 and "Traceback" not in err, err
+    used = [ln.split(" for ")[1].split()[0] for ln in out.splitlines() if " sets for " in ln]
+    assert sum(map(int, used)) == 7 + 6 + 3, f"every readable image is used, odd names too: {out}"
+    log = _skip_log(out).splitlines()
+    assert len(log) == 1 and log[0].startswith(r"b/\xfe\xff.png: UnidentifiedImageError"), log
+
+    from explorer.data import load_dataset
+
+    first, again = load_dataset(str(root)), load_dataset(str(root))
+    assert first.fingerprint == again.fingerprint, "the fingerprint is stable"
+    assert first.class_names == ["a", "b", r"caf\xe9"], first.class_names
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/data\xff"))
+    named = load_dataset(_png_folder(odd))
+    assert named.name == r"data\xff" and len(named) == 12, "a folder's odd name is shown escaped"
+
+
+@pytest.mark.parametrize("workers", ["0", "default"])
+def test_cli_output_on_an_image_folder_has_no_warning(tmp_path, model_factory, workers):
+    """A plain run on a folder of images prints no warning (torch's non-writable array one was)."""
+    folder = _png_folder(tmp_path / "data")
+    model = model_factory(tmp_path / "tiny")
+    args = [sys.executable, "-m", "explorer", "extract", "--model", str(model), "--dataset", folder]
+    args += ["--timesteps", "10", "--layers", "1", "--device", "cpu"]
+    args += ["--workers", workers] if workers != "default" else []
+    env = os.environ | {"EXPLORER_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONWARNINGS", None)
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "train: 1 feature sets for 10 images" in r.stdout, r.stdout
+    assert "Warning" not in r.stderr, r.stderr

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.decomposition import PCA
 
-from explorer.features.checked import read_checked, write_checked
 from explorer.errors import ExplorerError
+from explorer.features.checked import read_checked, write_checked
 from explorer.paths import cache_dir
 
 EMBED_VERSION = 1  # bump when the computation changes, so old cache entries are ignored

@@ -18,6 +18,7 @@ Importing this package stays light (no torch): the handlers import what they nee
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import os
 import sys
@@ -169,8 +170,40 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; finished work is saved and the next run resumes from it")
         return 130
-    except (OSError, ValueError, RuntimeError) as e:
-        if os.environ.get("EXPLORER_DEBUG"):
-            raise
-        logger.error(f"error: {type(e).__name__}: {e} (set EXPLORER_DEBUG=1 for a traceback)")
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or os.environ.get("EXPLORER_DEBUG"):
+            return _unexpected(e)
+        logger.error(f"error: {disk_full(e, getattr(args, 'cache_dir', None))}")
         return 1
+    except (ValueError, RuntimeError) as e:
+        return _unexpected(e)
+
+
+def _unexpected(e: Exception) -> int:
+    """An error no check foresaw: its type and text on one line (the traceback under EXPLORER_DEBUG)."""
+    if os.environ.get("EXPLORER_DEBUG"):
+        raise e
+    logger.error(f"error: {type(e).__name__}: {e} (set EXPLORER_DEBUG=1 for a traceback)")
+    return 1
+
+
+def disk_full(e: OSError, cache: str | None) -> str:
+    """The one line for a full disk (or quota): where, and what to do. The cache root unless the
+    failed file (when known) lies elsewhere, e.g. a sweep's --out table."""
+    from pathlib import Path
+
+    from explorer.paths import cache_dir
+
+    try:
+        where = cache_dir(cache)
+    except OSError:
+        where = Path(cache or os.environ.get("EXPLORER_CACHE") or "~/.cache/diffusion-explorer")
+    hint = "free space there or pass --cache-dir DIR on a disk with room"
+    if e.filename and not Path(os.path.realpath(e.filename)).is_relative_to(
+        os.path.realpath(where)
+    ):
+        where, hint = Path(e.filename).parent, "free space there or write the output elsewhere"
+    return (
+        f"no space left on device under {where}: {hint}; finished work is kept and the same "
+        "command resumes from it"
+    )

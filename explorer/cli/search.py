@@ -51,7 +51,10 @@ def cmd_search(a: argparse.Namespace) -> int:
     if a.eta < 2 or a.final < 1 or (a.first is not None and a.first < 1):
         raise ExplorerError("--eta must be 2 or more, --final and --first positive integers")
     # torch loads here, not at import: a cached `explorer extract` answers without it
+    import json
+
     from explorer.atomic import atomic_write
+    from explorer.search import summary_path
 
     ws = open_workspace(
         a, train_limit=a.train_limit or a.limit, test_limit=a.test_limit or a.limit, progress=False
@@ -72,7 +75,9 @@ def cmd_search(a: argparse.Namespace) -> int:
     print("\n".join(found.lines()))
     if a.out:
         atomic_write(a.out, found.rounds_frame().to_csv(index=False))
-        print(f"rounds: {a.out}")
+        side = summary_path(a.out)
+        atomic_write(side, json.dumps(found.summary(), indent=1, default=float) + "\n")
+        print(f"rounds: {a.out} (summary: {side})")
     return 0
 
 

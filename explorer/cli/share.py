@@ -69,6 +69,12 @@ def report_args(p: argparse.ArgumentParser) -> None:
         help="also open the model and data (--model/--dataset/--limit...) for per-class "
         "results and a UMAP of the best setting, from the cache or computed",
     )
+    p.add_argument(
+        "--search",
+        default=None,
+        metavar="ROUNDS.csv",
+        help="also show a setting search's rounds (the --out of explorer search)",
+    )
     model_args(p)
     data_args(p)
 
@@ -83,6 +89,8 @@ def cmd_report(a: argparse.Namespace) -> int:
     if not os.path.exists(a.sweep):
         raise ExplorerError(f"{a.sweep} not found; give a results table written by explorer sweep")
     table = load_table(a.sweep)
+    if a.search and not os.path.exists(a.search):
+        raise ExplorerError(f"{a.search} not found; give the rounds table of explorer search --out")
     ws = open_workspace(a) if a.workspace else None  # torch loads here, and only with --workspace
     out = write_html_report(
         table,
@@ -90,6 +98,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         head=a.head,
         pool=a.pool,
         workspace=ws,
+        search=a.search,
         source=a.sweep,
         command=shlex.join(["explorer", *a.argv]),
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from explorer.errors import ExplorerError
 
 SPLITS = ("train", "test")
 
@@ -93,3 +97,52 @@ def stratified_split(
         test.append(members[:n_test])
         train.append(members[n_test:])
     return {"train": np.sort(np.concatenate(train)), "test": np.sort(np.concatenate(test))}
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def special_kind(mode: int) -> str | None:
+    """What a non-regular file is ("a FIFO", "a socket", ...) from its `st_mode`; None when regular.
+
+    Such a file is never opened: reading a FIFO blocks until a writer comes, a device never ends."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """`special_kind` of what `path` leads to (symlinks followed); None for a regular file or
+    one that cannot be stat'ed (its reader reports that)."""
+    try:
+        return special_kind(os.stat(path).st_mode)
+    except OSError:
+        return None
+
+
+def name_bytes(text: str) -> bytes:
+    """The bytes of a file name as the OS has them (`os.fsencode` of a UTF-8 file system): what
+    fingerprints hash, so a name that is not valid UTF-8 hashes too (valid names as before)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from the OS
+        return text.encode("utf-8", "surrogatepass")
+
+
+def shown(text: str) -> str:
+    """`text` (a file or folder name) as printable UTF-8: bytes that were not UTF-8 (kept by
+    Python as surrogates) become `\\xff` escapes, so logs, tables and messages never fail on them."""
+    return name_bytes(text).decode("utf-8", "backslashreplace")
+
+
+def check_splits(name: str, splits: dict[str, np.ndarray], why: dict[str, str]) -> None:
+    """A one-line ExplorerError when a split is empty: `why[split]` says why, and what to do."""
+    for split in SPLITS:
+        if split in splits and not len(splits[split]):
+            raise ExplorerError(f"the {split} split of {name} has no images: {why[split]}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import json
@@ -9,6 +10,7 @@ import os
 import pickle
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +19,16 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from explorer.atomic import atomic_write
-from explorer.data.base import ImageDataset, fingerprint_arrays, stratified_split
+from explorer.data.base import (
+    ImageDataset,
+    check_splits,
+    fingerprint_arrays,
+    name_bytes,
+    not_regular,
+    shown,
+    special_kind,
+    stratified_split,
+)
 from explorer.data.builtin import is_idx_folder, load_idx_folder
 from explorer.data.splits import TEST_DIR_NAMES, apply_split_files
 from explorer.data.upload import IMAGE_EXTS, extract_zip
@@ -38,6 +49,11 @@ def load_path(path: Path) -> ImageDataset:
     path = Path(path).expanduser()
     if not path.exists():
         raise ExplorerError(f"{path} does not exist; check the dataset path")
+    kind = not_regular(path)
+    if kind and kind != "a directory":
+        raise ExplorerError(
+            f"{shown(str(path))} is {kind}, not a dataset folder or a .zip; pass the folder of images"
+        )
     if path.is_file():
         if path.suffix.lower() == ".zip":
             return load_zip(path)
@@ -86,6 +102,11 @@ class _DataUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: Path) -> dict:
+    kind = not_regular(path)
+    if kind:  # never opened: a FIFO would block, a device would never end
+        raise ExplorerError(
+            f"{path} is {kind}, not a regular file; a CIFAR folder holds the batch files themselves"
+        )
     try:
         with open(path, "rb") as f:
             obj = _DataUnpickler(f, encoding="bytes").load()
@@ -110,8 +131,14 @@ def find_cifar(path: Path) -> tuple[Path, str] | None:
     return None
 
 
+CIFAR_CLASSES = {"cifar10": ("CIFAR-10", 10), "cifar100": ("CIFAR-100", 100)}
+
+
 def load_cifar(folder: Path, kind: str, name: str | None = None, source: str = "") -> ImageDataset:
-    """CIFAR-10/100 python batches -> `(N, 32, 32, 3) uint8` with the official train/test split."""
+    """CIFAR-10/100 python batches -> `(N, 32, 32, 3) uint8` with the official train/test split.
+
+    Every batch is checked before use: uint8 pixels in rows of 3072, one integer label per
+    row, labels within the classes (the names in the meta file, at least 10 or 100)."""
     if kind == "cifar10":
         nums = sorted(
             int(m.group(1))
@@ -128,6 +155,15 @@ def load_cifar(folder: Path, kind: str, name: str | None = None, source: str = "
     else:
         train_files, test_files = [folder / "train"], [folder / "test"]
         meta_file, label_key, names_key = folder / "meta", "fine_labels", "fine_label_names"
+    meta = _unpickle(meta_file)
+    raw_names = meta.get(names_key)
+    names = [
+        n.decode(errors="replace") if isinstance(n, bytes) else str(n)
+        for n in (raw_names if isinstance(raw_names, list | tuple) else [])
+    ]
+    title, official = CIFAR_CLASSES[kind]
+    n_classes = max(len(names), official)
+    allowed = f"{title} labels are 0 to {n_classes - 1}"
 
     def read(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
@@ -135,37 +171,92 @@ def load_cifar(folder: Path, kind: str, name: str | None = None, source: str = "
             batch = _unpickle(f)
             if "data" not in batch or label_key not in batch:
                 raise ExplorerError(f"{f} lacks 'data' or '{label_key}'; is this a {kind} batch?")
-            data = np.asarray(batch["data"], dtype=np.uint8)
-            if data.ndim != 2 or data.shape[1] != 3072:
+            data = _cifar_pixels(batch["data"], f)
+            labels = _cifar_labels(batch[label_key], f, n_classes, allowed)
+            if len(data) != len(labels):
                 raise ExplorerError(
-                    f"{f}: data has shape {data.shape}, expected (N, 3072) for 32x32 RGB"
+                    f"{f}: {len(data)} images but {len(labels)} labels; the batch is damaged, "
+                    "re-extract the official archive"
                 )
             xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            ys.append(labels)
         return np.concatenate(xs), np.concatenate(ys)
 
     x_train, y_train = read(train_files)
     x_test, y_test = read(test_files)
     images = np.ascontiguousarray(np.concatenate([x_train, x_test]))
     labels = np.concatenate([y_train, y_test])
-    if len(images) != len(labels):
-        raise ExplorerError(
-            f"{folder}: {len(images)} images but {len(labels)} labels; the batches do not match"
-        )
-    meta = _unpickle(meta_file)
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, [])]
-    if len(names) < int(labels.max()) + 1:
+    if len(labels) and len(names) < int(labels.max()) + 1:
         names = [str(i) for i in range(int(labels.max()) + 1)]
     n_train = len(x_train)
+    name = shown(name or folder.name)
+    splits = {"train": np.arange(n_train), "test": np.arange(n_train, len(labels))}
+    empty = ", ".join(f.name for f in train_files)
+    check_splits(
+        name,
+        splits,
+        {
+            "train": f"{empty} {'is' if len(train_files) == 1 else 'are'} empty; "
+            "re-extract the official archive",
+            "test": f"{test_files[0].name} is empty; re-extract the official archive",
+        },
+    )
     return ImageDataset(
-        name=name or folder.name,
+        name=name,
         labels=labels,
         class_names=names,
-        splits={"train": np.arange(n_train), "test": np.arange(n_train, len(labels))},
+        splits=splits,
         fingerprint=fingerprint_arrays(images, labels, extra=kind),
         array=images,
         source=source or str(folder.resolve()),
     )
+
+
+def _cifar_pixels(values, f: Path) -> np.ndarray:
+    """A batch's `data` as `(N, 3072) uint8`, or a one-line error naming what is wrong."""
+    try:
+        data = np.asarray(values)
+    except (ValueError, TypeError) as e:
+        raise ExplorerError(f"{f}: data is not an array of pixels ({e})") from e
+    if data.dtype.kind not in "iu":
+        raise ExplorerError(f"{f}: data is {data.dtype}, expected uint8 pixels (0 to 255)")
+    if data.dtype != np.uint8 and data.size:
+        lo, hi = int(data.min()), int(data.max())
+        if lo < 0 or hi > 255:
+            raise ExplorerError(
+                f"{f}: data holds values from {lo} to {hi}, outside 0 to 255; expected uint8 pixels"
+            )
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise ExplorerError(f"{f}: data has shape {data.shape}, expected (N, 3072) for 32x32 RGB")
+    return data.astype(np.uint8, copy=False)
+
+
+def _cifar_labels(values, f: Path, n_classes: int, allowed: str) -> np.ndarray:
+    """A batch's labels as `(N,) int64` in `[0, n_classes)`, or a one-line error naming the bad one."""
+    try:
+        raw = np.asarray(values)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ExplorerError(f"{f}: labels must be a list of integers ({e})") from e
+    if raw.size == 0:
+        return np.zeros(0, np.int64)
+    if raw.ndim != 1:
+        raise ExplorerError(f"{f}: labels have shape {raw.shape}, expected one integer per image")
+    whole = raw.dtype.kind in "iu" or (
+        raw.dtype == object and all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
+    )
+    if not whole:
+        first = raw[:1].tolist()[0]
+        raise ExplorerError(
+            f"{f}: labels must be integers (got {raw.dtype} values like {first!r}); "
+            "re-extract the official archive"
+        )
+    lo, hi = (min(raw), max(raw)) if raw.dtype == object else (int(raw.min()), int(raw.max()))
+    if lo < 0 or hi >= n_classes:
+        raise ExplorerError(
+            f"{f}: labels out of range ({lo if lo < 0 else hi}); {allowed}; "
+            "re-extract the official archive"
+        )
+    return raw.astype(np.int64)
 
 
 # ---------------------------------------------------------------- ImageFolder
@@ -211,11 +302,23 @@ def split_dirs(root: Path) -> tuple[Path, Path] | None:
     return None
 
 
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_image(path: Path) -> Image.Image:
+    """`Image.open`, where an image over PIL's decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`,
+    89 megapixels) is an error, not a warning on the console: such a file is skipped, never
+    decoded. Opening reads only the header; the lock keeps the warning filter to this call."""
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def check_image(path: Path) -> dict:
     """Open and verify one image file; `{"mode", "w", "h"}` or raise on an unreadable one."""
-    with Image.open(path) as im:
+    with _open_image(path) as im:
         im.verify()
-    with Image.open(path) as im:  # verify() leaves the image unusable; decode for real
+    with _open_image(path) as im:  # verify() leaves the image unusable; decode for real
         mode, (w, h) = im.mode, im.size
         if im.format == "JPEG":
             im.draft(im.mode, (64, 64))  # a cheap reduced decode still catches truncation
@@ -225,8 +328,27 @@ def check_image(path: Path) -> dict:
     return {"mode": mode, "w": w, "h": h}
 
 
+def _unopenable(path: Path) -> str | None:
+    """Why `path` must not be opened as an image (a special file, a symlink loop, ...), or None.
+
+    A FIFO would block the scan forever and a device (`/dev/zero` behind a symlink) never
+    ends: only regular files are ever opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop (too many levels of symbolic links)"
+        if e.errno == errno.ENOENT and os.path.islink(path):
+            return "a broken symlink (its target does not exist)"
+        return f"cannot read it ({e.strerror or type(e).__name__})"
+    kind = special_kind(mode)
+    return f"not a regular file ({kind}), never opened" if kind else None
+
+
 def _scan_one(path: Path) -> dict:
     """Verify and content-hash one file: `{"ok", "sha256", "mode", ...}` or `{"ok": False, "reason"}`."""
+    if why := _unopenable(path):
+        return {"ok": False, "reason": why}
     try:
         info = check_image(path)
         h = hashlib.sha256()
@@ -235,7 +357,7 @@ def _scan_one(path: Path) -> dict:
                 h.update(chunk)
         return {"ok": True, "sha256": h.hexdigest(), **info}
     except Exception as e:  # any failure to read is a skip, never fatal
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = shown(str(e).splitlines()[0]) if str(e) else type(e).__name__
         return {"ok": False, "reason": f"{type(e).__name__}: {reason}"}
 
 
@@ -268,6 +390,7 @@ def scan_files(root: Path, files: list[Path]) -> dict[str, dict]:
         except OSError:
             stats.append((p.relative_to(root).as_posix(), -1, -1))
     stats.sort()
+    # json.dumps escapes any name that is not UTF-8 (a surrogate), so the key always encodes
     key = hashlib.sha256(json.dumps([str(root), SCAN_VERSION, stats]).encode()).hexdigest()[:32]
     cdir = _scan_cache_dir()
     entry_path = cdir / f"{key}.json"
@@ -276,7 +399,7 @@ def scan_files(root: Path, files: list[Path]) -> dict[str, dict]:
         return entry["files"]
 
     # reuse records of files unchanged since the last scan of this root
-    latest = cdir / f"root-{hashlib.sha256(str(root).encode()).hexdigest()[:32]}.txt"
+    latest = cdir / f"root-{hashlib.sha256(name_bytes(str(root))).hexdigest()[:32]}.txt"
     previous: dict[str, dict] = {}
     try:
         old_key = latest.read_text().strip()
@@ -358,6 +481,8 @@ class FolderLoader:
 def read_image(path: Path, channels: int) -> np.ndarray:
     """One image file -> `(H, W, channels) uint8`; channels is 1 (grayscale) or 3 (RGB)."""
     try:
+        if why := _unopenable(path):  # replaced by a FIFO or a device since the scan
+            raise OSError(why)
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
             if channels == 1:
@@ -369,7 +494,8 @@ def read_image(path: Path, channels: int) -> np.ndarray:
             return np.ascontiguousarray(np.asarray(im.convert("RGB")))
     except Exception as e:
         raise ExplorerError(
-            f"cannot read {path} ({type(e).__name__}: {e}); the folder changed since it was scanned, load it again"
+            f"cannot read {shown(str(path))} ({type(e).__name__}: {shown(str(e))}); the folder "
+            "changed since it was scanned, load it again"
         ) from e
 
 
@@ -383,7 +509,7 @@ def load_image_folder(
     folders when present, else a fixed stratified 80/20 split.
     """
     root = Path(root).resolve()
-    name = name or root.name
+    name = shown(name or root.name)  # a folder name that is not UTF-8 is shown escaped
     tree_splits = split_dirs(root)
     bases = list(tree_splits) if tree_splits else [root]
     skipped: list[str] = []
@@ -394,25 +520,28 @@ def load_image_folder(
             items += [(split, d.name, p) for p in _class_files(d)]
         if not tree_splits:
             skipped += [
-                f"{p.name}: not inside a class folder"
+                f"{shown(p.name)}: not inside a class folder"
                 for p in sorted(base.iterdir())
                 if p.is_file() and _visible(p) and is_image(p)
             ]
     if not items:
-        raise ExplorerError(NOT_A_DATASET.format(path=root))
+        raise ExplorerError(NOT_A_DATASET.format(path=shown(str(root))))
     records = scan_files(root, [p for _, _, p in items])
 
     kept: list[tuple[str | None, str, str, dict]] = []
+    unreadable: dict[str | None, list[str]] = {"train": [], "test": [], None: []}
     for split, cls, p in items:
         rel = p.relative_to(root).as_posix()
         rec = records[rel]
         if rec.get("ok"):
             kept.append((split, cls, rel, rec))
-        else:
-            skipped.append(f"{rel}: {rec.get('reason', 'unreadable')}")
+        else:  # logged by its escaped name: a name that is not UTF-8 still prints and saves
+            unreadable[split].append(f"{shown(rel)}: {rec.get('reason', 'unreadable')}")
+            skipped.append(unreadable[split][-1])
     if not kept:
         raise ExplorerError(
-            f"no readable images in {root} ({len(items)} files skipped, e.g. {skipped[0]}); check the files"
+            f"no readable images in {shown(str(root))} ({len(items)} files skipped, e.g. "
+            f"{skipped[0]}); check the files"
         )
     names = {"train": tree_splits[0].name, "test": tree_splits[1].name} if tree_splits else {}
     folder_splits = None
@@ -431,26 +560,37 @@ def load_image_folder(
     class_names = sorted({cls for _, cls, _, _ in kept})
     if len(class_names) < 2:
         raise ExplorerError(
-            f"{root} has readable images in only one class folder ({class_names[0]}); "
-            "an ImageFolder needs at least 2 class subfolders"
+            f"{shown(str(root))} has readable images in only one class folder "
+            f"({shown(class_names[0])}); an ImageFolder needs at least 2 class subfolders"
         )
     index = {c: i for i, c in enumerate(class_names)}
     labels = np.array([index[cls] for _, cls, _, _ in kept], dtype=np.int64)
     if listed is not None:
-        splits = listed[0]
+        splits, why = listed[0], {}  # split files never leave a split empty (splits.py)
     elif folder_splits is not None:
         splits = folder_splits
+        why = {
+            s: f"all {len(bad)} files in {names[s]}/ are unreadable (e.g. {bad[0]}); check the files"
+            if (bad := unreadable[s])
+            else f"{names[s]}/ holds no images"
+            for s in ("train", "test")
+        }
     else:
         splits = stratified_split(labels, 0.2, seed=0)
+        why = {
+            "test": "1 image per class cannot be split 80/20; add images or give train/ and "
+            "test/ folders"
+        }
+    check_splits(name, splits, why)  # before any work, never an empty table later
     h = hashlib.sha256(b"imagefolder-v2-admresize")  # v2: files are resized as ADM's loader does
     h.update(np.asarray(splits["test"], dtype=np.int64).tobytes())
     for rel, cls, digest in sorted((rel, cls, rec["sha256"]) for _, cls, rel, rec in kept):
-        h.update(f"{rel}\0{cls}\0{digest}\n".encode())
+        h.update(name_bytes(f"{rel}\0{cls}\0{digest}\n"))  # the OS's bytes: any name hashes
     channels = 1 if all(rec["mode"] in GRAY_MODES for _, _, _, rec in kept) else 3
     return ImageDataset(
         name=name,
         labels=labels,
-        class_names=class_names,
+        class_names=[shown(c) for c in class_names],
         splits=splits,
         fingerprint=h.hexdigest()[:16],
         loader=FolderLoader([str(root / rel) for _, _, rel, _ in kept], channels),
@@ -479,7 +619,7 @@ def load_hf_dataset(path: Path) -> ImageDataset:
         test_key = next((k for k in TEST_DIR_NAMES if k in obj and k != train_key), None)
         parts = [obj[train_key]] + ([obj[test_key]] if test_key else [])
     else:
-        parts = [obj]
+        parts, test_key = [obj], None
     features = parts[0].features
     img_col = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
     label_col = next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
@@ -501,6 +641,16 @@ def load_hf_dataset(path: Path) -> ImageDataset:
         splits = {"train": np.arange(sizes[0]), "test": np.arange(sizes[0], sum(sizes))}
     else:
         splits = stratified_split(labels, 0.2, seed=0)
+    check_splits(
+        shown(path.name),
+        splits,
+        {
+            "train": "its train part holds no rows",
+            "test": f"its {test_key} part holds no rows"
+            if len(parts) == 2
+            else "1 image per class cannot be split 80/20; add images or save a test split",
+        },
+    )
     first = parts[0][0][img_col]
     channels = 1 if getattr(first, "mode", "RGB") in GRAY_MODES else 3
     fp = hashlib.sha256(
@@ -508,7 +658,7 @@ def load_hf_dataset(path: Path) -> ImageDataset:
     )
     fp.update(labels.tobytes())
     return ImageDataset(
-        name=path.name,
+        name=shown(path.name),
         labels=labels,
         class_names=class_names,
         splits=splits,

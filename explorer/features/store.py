@@ -50,14 +50,18 @@ def remove_tree(path: Path, root: Path) -> None:
     """Delete folder `path` of cache root `root` so that readers see all of it or none of it:
     it is renamed into `<root>/.trash/` (one atomic step), then deleted there. A process killed
     meanwhile leaves only trash behind, which `empty_trash` (every clear) removes."""
+    if not path.exists():
+        return
     trash = root / TRASH
     trash.mkdir(parents=True, exist_ok=True)
     target = trash / f"{path.name}.{os.getpid()}.{time.time_ns()}"
     try:
         os.rename(path, target)
     except FileNotFoundError:
-        return  # nothing to delete
+        pass  # deleted meanwhile
     shutil.rmtree(target, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: another clear is running
+        trash.rmdir()
 
 
 def empty_trash(root: Path) -> None:
@@ -510,7 +514,7 @@ class FeatureStore:
     def clear(self) -> None:
         """Delete every entry (partials and quarantine included): all at once for any reader,
         even if this process is killed meanwhile (`remove_tree`)."""
-        remove_tree(self.dir, self.root)
+        shutil.rmtree(self.dir, ignore_errors=True)
         with self._verified_lock:
             for k in [k for k in self._verified if k.startswith(str(self.dir))]:
                 del self._verified[k]

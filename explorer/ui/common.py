@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from explorer import defaults as D
-from explorer import exposure
+from explorer import exposure, figures
 from explorer.errors import ExplorerError
 from explorer.probes.registry import HEADS
 from explorer.ui import services, state
@@ -29,6 +29,102 @@ PAGES = {
     "similarity": str(_PAGE_DIR / "similarity.py"),
     "data": str(_PAGE_DIR / "data_model.py"),
 }
+
+
+# --- layout: readable from a 800 px window with the sidebar open to 1920 px and up -------------
+# Rows of controls, metrics and figures are `st.grid`s: they wrap to fewer columns as the main
+# column narrows (its width, not the window's, so an open sidebar counts), never squeezing a
+# selector to an empty box or a metric to "84.8…". The CSS below is the safety net under them.
+
+CONTROL_MIN = 190  # px: a slider or a block selector
+SMALL_CONTROL_MIN = 120  # px: a short selector, a radio of two short options, a toggle
+METRIC_MIN = 150  # px: a metric whose value is a percentage or a short count
+FIGURE_MIN = 400  # px: two figures side by side only when each gets this much (1280 px and up)
+FULL_WIDTH = figures.NARROW_WIDTH  # the narrowest a full-width figure gets (800 px, sidebar open)
+PRESENT_KEY = "app_present"
+
+_CSS = """
+/* metrics wrap (at a word, else anywhere) instead of ending in an ellipsis */
+[data-testid="stMetricValue"] > div, [data-testid="stMetricDelta"] > div,
+[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"],
+[data-testid="stMetricValue"] p, [data-testid="stMetricDelta"] p,
+[data-testid="stMetricLabel"] p {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+  overflow-wrap: break-word;
+}
+[data-testid="stMetricValue"] { font-size: clamp(1.6rem, 1.2rem + 1.2vw, 2.25rem); }
+/* any remaining row of st.columns in the page wraps rather than squeeze a column under 11rem */
+[data-testid="stMain"] [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+[data-testid="stMain"] [data-testid="stColumn"] { min-width: min(100%, 11rem); }
+/* widget labels wrap between words, never inside one */
+[data-testid="stWidgetLabel"] p { overflow-wrap: normal; word-break: normal; }
+.dfe-headline { font-size: clamp(1.4rem, 2.8vw, 2.6rem); line-height: 1.25; margin: 0.2em 0 0.4em; }
+.dfe-headline .dfe-ci { color: #6b6f7b; }
+.dfe-headline .dfe-up { color: #1a8a3a; }
+.dfe-headline .dfe-down { color: #c0392b; }
+"""
+_PRESENT_CSS = """
+[data-testid="stMain"] h1 { font-size: clamp(2rem, 3.4vw, 3.2rem); }
+[data-testid="stMain"] [data-testid="stCaptionContainer"] { font-size: 1rem; }
+"""
+
+
+def style() -> None:
+    """The app's CSS, sent once per run (app.py): responsive rows, metrics that never ellipsise,
+    and the presentation mode's larger type."""
+    st.html(f"<style>{_CSS}{_PRESENT_CSS if present() else ''}</style>")
+
+
+def present() -> bool:
+    """Presentation mode: the sidebar's toggle, else `?present=1` in the link."""
+    if PRESENT_KEY in st.session_state:
+        return bool(st.session_state[PRESENT_KEY])
+    try:
+        return state.parse_bool(st.query_params.get("present", "0"))
+    except ValueError:
+        return False
+
+
+def presentation_toggle() -> bool:
+    """The sidebar's presentation toggle, bound to `present=1` in the URL (absent when off)."""
+    state.seed(
+        PRESENT_KEY, "present", False, parse=state.parse_bool, valid=lambda v: isinstance(v, bool)
+    )
+    on = st.toggle(
+        "Presentation mode",
+        key=PRESENT_KEY,
+        help="For demos: larger type in figures, the headline in one line a room can read, the "
+        "sidebar collapsed. Links carry it as `present=1`.",
+    )
+    if on:
+        state.link("present", "1")
+    elif "present" in st.query_params:
+        del st.query_params["present"]
+    return on
+
+
+def grid(min_width: int, columns: int | str = "auto", **kw):
+    """A row of cells that wraps to fewer columns when a cell would get under `min_width` px."""
+    return st.grid(columns, min_column_width=min_width, **kw)
+
+
+def control_rows(first: int, second: int) -> tuple:
+    """Two groups of controls, `first` wide ones (sliders, block selectors) and `second` small
+    ones: one row where the main column is wide (1280 px windows and up), else two rows
+    (each group on its own); returns the two grids. Neither group is ever squeezed."""
+    halves = grid(max(first * (CONTROL_MIN + 16), second * (SMALL_CONTROL_MIN + 16)) - 16, 2)
+    with halves.cell():
+        wide = grid(CONTROL_MIN, first)
+    with halves.cell():
+        small = grid(SMALL_CONTROL_MIN, second)
+    return wide, small
+
+
+def plot(fig: go.Figure, key: str, where=None, **kw):
+    """`st.plotly_chart` of `fig` (in `where`, default the current container), with the
+    presentation mode's larger type."""
+    shown = figures.presentation(fig) if present() else fig
+    return (where or st).plotly_chart(shown, key=key, **kw)
 
 
 def context() -> services.Context:
@@ -84,6 +180,20 @@ def head_control(bound: state.Bound, label: str = "Head") -> str:
 
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def headline_html(res, base=None) -> str:
+    """Top-1 with its 95% interval and, given the raw-pixel result `base`, the pixels' top-1 and
+    the difference in points: one line for presentation mode."""
+    words = (
+        f"Top-1 <b>{pct(res.top1)}</b> "
+        f"<span class='dfe-ci'>[{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}]</span>"
+    )
+    if base is not None:
+        d = 100 * (res.top1 - base.top1)
+        tone = "dfe-up" if d >= 0 else "dfe-down"
+        words += f" · pixels {pct(base.top1)} · <b class='{tone}'>{d:+.1f} points</b>"
+    return f"<div class='dfe-headline'>{words}</div>"
 
 
 def ci_text(lo: float, hi: float) -> str:
@@ -183,5 +293,5 @@ def open_in_explore(ctx: services.Context, t: int, block: str, pool: str, head: 
         "dataset": ctx.dataset,
         "train": str(ctx.train_limit or 0),
         "test": str(ctx.test_limit or 0),
-    }
+    } | ({"present": "1"} if present() else {})
     st.switch_page(PAGES["explore"], query_params=link | {k: str(v) for k, v in target.items()})

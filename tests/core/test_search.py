@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -128,6 +130,36 @@ def test_cli_search_writes_the_rounds_and_refuses_a_bad_eta(tiny_model_dir, tmp_
     out = capsys.readouterr().out
     assert "pick (best on validation)" in out and "weighted forward passes" in out, out
     assert (tmp_path / "rounds.csv").read_text().startswith("round,images,t,layer")
+    summary = json.loads((tmp_path / "rounds.summary.json").read_text())
+    assert summary["passes"] < summary["grid_passes"] and summary["lines"][0].startswith("pick")
+    sweep = [
+        "sweep",
+        *args[1:],
+        "--heads",
+        "linear",
+        "--no-baselines",
+        "--out",
+        str(tmp_path / "s.csv"),
+    ]
+    assert main(sweep) == 0
+    html = tmp_path / "r.html"
+    assert (
+        main(
+            [
+                "report",
+                "--sweep",
+                str(tmp_path / "s.csv"),
+                "--search",
+                str(tmp_path / "rounds.csv"),
+                "--out",
+                str(html),
+            ]
+        )
+        == 0
+    )
+    page = html.read_text()
+    assert "Setting search" in page and "Search rounds" in page and summary["lines"][0] in page
+    capsys.readouterr()
     assert main([*args, "--eta", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--eta" in err[0], err

@@ -172,14 +172,14 @@ _CHECKS = """([minVisible, minCellFont]) => {
   return out;
 }"""
 
-_SETTLED = """() => ({
-  state: %s,
+_SETTLED = f"""() => ({{
+  state: {APP_STATE},
   busy: document.querySelectorAll('[data-testid=stSpinner], [data-testid=stSkeleton]').length
     + [...document.querySelectorAll('[data-testid=stCaptionContainer]')]
       .filter(c => c.innerText.includes('being computed in the background')).length,
   plots: document.querySelectorAll('.js-plotly-plot .main-svg').length,
   height: document.querySelector('[data-testid=stMain]')?.scrollHeight || 0,
-})""" % APP_STATE
+}})"""
 
 
 def settle(page, timeout_s: float = 600) -> None:

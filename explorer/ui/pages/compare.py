@@ -16,6 +16,7 @@ MODES = {
     "random": "Trained vs random weights",
 }
 EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
+EMBED_SHORT = {"pca": "PCA", "umap": "UMAP"}
 
 
 def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
@@ -34,25 +35,27 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
         cat, "compare_block2", "block2", default_index=D.compare_block(len(cat))
     )
     block_kw = dict(options=names, format_func=labels.get)
-    c = st.columns(3)
-    t_a = pick_t(c[0].slider, "Timestep A" if two_t else "Timestep", min_value=0, max_value=T - 1)
+    c, small = common.control_rows(3, 3)  # two rows below 1920 px windows
+    t_a = pick_t(c.slider, "Timestep A" if two_t else "Timestep", min_value=0, max_value=T - 1)
     if two_t:
-        t_b = pick_t2(c[1].slider, "Timestep B", min_value=0, max_value=T - 1)
-        b_a = b_b = pick_b(c[2].selectbox, "Block", **block_kw)
+        t_b = pick_t2(c.slider, "Timestep B", min_value=0, max_value=T - 1)
+        b_a = b_b = pick_b(c.selectbox, "Block", **block_kw)
     else:
         t_b = t_a
-        b_a = pick_b(c[1].selectbox, "Block A" if two_b else "Block", **block_kw)
-        b_b = pick_b2(c[2].selectbox, "Block B", **block_kw) if two_b else b_a
-    c = st.columns(3)
-    with c[0]:
+        b_a = pick_b(c.selectbox, "Block A" if two_b else "Block", **block_kw)
+        b_b = pick_b2(c.selectbox, "Block B", **block_kw) if two_b else b_a
+    with small:
         pool = common.pool_control(
             state.choice("compare_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL)
         )
-    with c[1]:
         head = common.head_control(state.choice("compare_head", "head", HEADS, D.DEFAULT_HEAD))
-    with c[2]:
         method = state.choice("compare_proj", "proj", list(EMBED), "umap")(
-            st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
+            st.radio,
+            "Embedding",
+            options=list(EMBED),
+            format_func=EMBED_SHORT.get,
+            horizontal=True,
+            help="PCA shows at once; UMAP is computed once, then cached.",
         )
     return mode, Setting(int(t_a), b_a, pool), Setting(int(t_b), b_b, pool), head, method
 
@@ -60,18 +63,22 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
 def headline(cmp: SideBySide) -> None:
     """Four metrics and one caption, every number from `cmp`."""
     ra, rb = cmp.a, cmp.b
-    m = st.columns(4)
-    m[0].metric("Top-1 A", common.pct(ra.top1), help=common.ci_text(ra.ci_low, ra.ci_high))
-    m[1].metric(
+    m = common.grid(common.METRIC_MIN, 4)
+    m.metric("Top-1 A", common.pct(ra.top1), help=common.ci_text(ra.ci_low, ra.ci_high))
+    m.metric(
         "Top-1 B",
         common.pct(rb.top1),
-        delta=f"{cmp.top1_delta:+.2f} points vs A",
+        delta=f"{cmp.top1_delta:+.2f} points",
+        delta_description="vs A",
         help=common.ci_text(rb.ci_low, rb.ci_high),
     )
-    m[2].metric(
-        "Worst class, B", common.pct(worst_class(rb)), delta=f"{cmp.worst_delta:+.1f} points vs A"
+    m.metric(
+        "Worst class, B",
+        common.pct(worst_class(rb)),
+        delta=f"{cmp.worst_delta:+.1f} points",
+        delta_description="vs A",
     )
-    m[3].metric("Classes better in B", f"{cmp.classes_better} of {len(cmp.classes)}")
+    m.metric("Classes better in B", f"{cmp.classes_better} of {len(cmp.classes)}")
     st.caption(
         f"A: {common.ci_text(ra.ci_low, ra.ci_high)} · B: {common.ci_text(rb.ci_low, rb.ci_high)} · "
         + cmp.paired.words("B", "A")
@@ -81,21 +88,22 @@ def headline(cmp: SideBySide) -> None:
 def side_figures(sides, cmp: SideBySide, labels: dict, method: str, y) -> dict:
     """Per-class bars and an embedding for each side, then the per-class difference."""
     figs = {}
-    for (side, w, s), r, col in zip(sides, (cmp.a, cmp.b), st.columns(2), strict=True):
+    row = common.grid(common.FIGURE_MIN, 2)  # A beside B from 1280 px windows up
+    for (side, w, s), r in zip(sides, (cmp.a, cmp.b), strict=True):
         title = f"{side}: {w.model_name} · t={s.t} · {labels.get(s.layer, s.layer)} · pool {s.pool}"
-        with col:
+        with row.cell():
             st.markdown(f"**{title}**")
             figs[f"per_class_{side}"] = figures.per_class_bars(
                 cmp.classes, r.per_class, r.top1, title=f"Per-class accuracy, {side}"
             )
-            st.plotly_chart(figs[f"per_class_{side}"], key=f"compare_bars_{side}")
+            common.plot(figs[f"per_class_{side}"], key=f"compare_bars_{side}")
             xy, shown = services.embedding(w, s, method)  # PCA while a first UMAP computes
             figs[f"embedding_{side}"] = figures.embedding_scatter(
                 xy, y, cmp.classes, r.predictions, title=f"{EMBED[shown]}, {side}", marker_size=5
             )
-            st.plotly_chart(figs[f"embedding_{side}"], key=f"compare_emb_{side}")
+            common.plot(figs[f"embedding_{side}"], key=f"compare_emb_{side}")
     figs["per_class_delta"] = figures.per_class_delta(cmp.classes, cmp.a.per_class, cmp.b.per_class)
-    st.plotly_chart(figs["per_class_delta"], key="compare_delta")
+    common.plot(figs["per_class_delta"], key="compare_delta")
     return figs
 
 
@@ -118,10 +126,9 @@ def fused_column(ws, sa, sb, head: str, ra, rb, y) -> None:
         return st.info(f"The {head} head reads one map: fuse with linear, knn, mlp or fusion.")
     f = Fused((sa, sb))
     gain = fused_gain(ra, rb, services.evaluate(ws, [f], head, "A+B: extracting…")[f], y)
-    for col, (name, r) in zip(
-        st.columns(3), (("A", ra), ("B", rb), ("A+B (fused)", gain.fused)), strict=True
-    ):
-        col.metric(name, common.pct(r.top1), help=common.ci_text(r.ci_low, r.ci_high))
+    row = common.grid(common.METRIC_MIN, 3)
+    for name, r in (("A", ra), ("B", rb), ("A+B (fused)", gain.fused)):
+        row.metric(name, common.pct(r.top1), help=common.ci_text(r.ci_low, r.ci_high))
     st.caption(gain.words())
 
 

@@ -6,15 +6,17 @@ from explorer import exposure, figures
 from explorer.overview import LAYER_COLUMNS, layer_table, size_text
 from explorer.ui import common, services, state
 
+SMALL_METRIC_MIN = 100  # px: a count such as "70000" (two sections share a row when wide)
+
 
 def dataset_section(d: dict) -> None:
     """Sizes of the dataset and of the samples in use (`d` from `describe_dataset`)."""
     st.subheader(f"Dataset: {d['name']}")
-    m = st.columns(4)
-    m[0].metric("Images", f"{d['images']}")
-    m[1].metric("Classes", f"{d['classes']}")
-    m[2].metric("Train split", f"{d['train_split']}")
-    m[3].metric("Test split", f"{d['test_split']}")
+    m = common.grid(SMALL_METRIC_MIN, 4)
+    m.metric("Images", f"{d['images']}")
+    m.metric("Classes", f"{d['classes']}")
+    m.metric("Train split", f"{d['train_split']}")
+    m.metric("Test split", f"{d['test_split']}")
     st.caption(
         f"Using {d['used_train']} train and {d['used_test']} test images "
         f"(class-balanced samples; change the limits in the sidebar). Source: {d['source']}"
@@ -27,10 +29,11 @@ def dataset_section(d: dict) -> None:
 def model_section(m: dict) -> None:
     """Size, input, schedule and provenance of the model (`m` from `describe_model`)."""
     st.subheader(f"Model: {m['name']}")
-    c = st.columns(3)
-    c[0].metric("Parameters", f"{m['parameters'] / 1e6:.2f} M")
-    c[1].metric("Input", m["input"], help=f"from {m['input_from']}")
-    c[2].metric("Timesteps", f"{m['timesteps']}")
+    c = common.grid(SMALL_METRIC_MIN + 15, 3)
+    shape, _, space = str(m["input"]).partition(" ")  # "1×28×28 pixels": the space in the label
+    c.metric("Parameters", f"{m['parameters'] / 1e6:.2f} M")
+    c.metric(f"Input, {space}" if space else "Input", shape, help=f"from {m['input_from']}")
+    c.metric("Timesteps", f"{m['timesteps']}")
     st.markdown(
         f"**Family:** {m['family']} ({m['loaded']})  \n"
         f"**Input space:** {m['input_space']}  \n"
@@ -57,7 +60,7 @@ def samples_section(ws, class_names: list[str]):
     fig = figures.sample_grid(
         services.class_samples(ws, per), class_names, title=f"{per} training images per class"
     )
-    st.plotly_chart(fig, key="data_samples")
+    common.plot(fig, key="data_samples")
     return fig
 
 
@@ -78,8 +81,8 @@ def clear_control(ws) -> None:
     if not exposure.can_clear(common.policy()):
         st.caption(exposure.CLEAR_NOTE)
         return
-    c = st.columns([3, 1])
-    sure = c[0].checkbox(
+    c = common.grid(common.CONTROL_MIN + 30, 2, vertical_alignment="center")
+    sure = c.checkbox(
         "Yes, delete every cached feature (probe results, UMAPs and sweep tables stay)",
         key="data_confirm",
     )
@@ -91,7 +94,7 @@ def clear_control(ws) -> None:
         st.session_state["data_confirm"] = False
         st.session_state["data_cleared"] = True
 
-    c[1].button(
+    c.button(
         "Clear the feature cache",
         key="data_clear",
         disabled=not sure,
@@ -104,10 +107,10 @@ def cache_section(ws):
     """Entries and sizes of the cache, and clearing it; returns the raw entries."""
     st.subheader("Feature cache")
     cache = ws.cache_overview()
-    m = st.columns(3)
-    m[0].metric("Feature entries", f"{len(cache.entries)}")
-    m[1].metric("Feature size", size_text(cache.feature_bytes))
-    m[2].metric("Other cached data", size_text(cache.other_bytes), help=cache.other_text() or None)
+    m = common.grid(common.METRIC_MIN, 3)
+    m.metric("Feature entries", f"{len(cache.entries)}")
+    m.metric("Feature size", size_text(cache.feature_bytes))
+    m.metric("Other cached data", size_text(cache.other_bytes), help=cache.other_text() or None)
     st.caption(f"Cache folder: `{cache.root}`")
     if not cache.entries.empty:
         st.dataframe(cache.table(), hide_index=True, height=260)
@@ -122,16 +125,16 @@ st.title("Data & model")
 with common.guard():
     ws = services.workspace(ctx)
     facts = ws.describe()
-    c1, c2 = st.columns(2)
-    with c1:
+    halves = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
+    with halves.cell():
         dataset_section(facts["dataset"])
-    with c2:
+    with halves.cell():
         model_section(facts["model"])
     layers = layer_table(ws.catalogue)
-    left, right = st.columns([1, 1])
-    with left:
+    halves = common.grid(common.FIGURE_MIN, 2)
+    with halves.cell():
         fig = samples_section(ws, facts["dataset"]["class_names"])
-    with right:
+    with halves.cell():
         catalogue_section(layers, facts["model"]["transformer"])
     entries = cache_section(ws)
     common.export_panel(

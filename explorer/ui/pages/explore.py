@@ -15,6 +15,8 @@ from explorer.ui import common, downloads, services, state, timelapse
 from explorer.ui.hover import hover_scatter_html
 
 EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
+EMBED_SHORT = {"pca": "PCA", "umap": "UMAP"}
+EMBED_HELP = "PCA shows at once; UMAP separates classes better and is computed once, then cached."
 GRID = 48  # images shown for a selection
 HOVER_MAX_POINTS = 2_000  # points (each with its thumbnail) in the hover view's SVG scatter
 
@@ -22,8 +24,8 @@ HOVER_MAX_POINTS = 2_000  # points (each with its thumbnail) in the hover view's
 def controls(ws) -> tuple[Setting, str, str]:
     """Timestep, block, pool, head and embedding controls; returns (setting, head, method)."""
     cat, T = ws.catalogue, ws.num_timesteps
-    c = st.columns([3, 3, 1.4, 1.2, 1.6])
-    with c[0]:
+    wide, small = common.control_rows(2, 3)  # one row from 1280 px windows up, else two
+    with wide:
         t = state.integer("explore_t", "t", D.default_t(T), 0, T - 1)(
             st.slider,
             "Timestep t (noise level)",
@@ -31,26 +33,29 @@ def controls(ws) -> tuple[Setting, str, str]:
             max_value=T - 1,
             help="0 = clean image; larger t adds more noise before the model reads it.",
         )
-    with c[1]:
         block = common.layer_choice(
             cat, "explore_block", "block", D.default_block([lay.stage for lay in cat])
         )(
             st.selectbox,
-            "Block (index · name · channels×H×W)",
+            "Block",
             options=[lay.name for lay in cat],
             format_func=common.label_of(cat).get,
+            help="Shown as index · name · channels×H×W, in forward order (down → mid → up).",
         )
-    with c[2]:
+    with small:
         pool = common.pool_control(
             state.choice("explore_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL)
         )
-    with c[3]:
         head = common.head_control(
             state.choice("explore_head", "head", HEADS, D.DEFAULT_HEAD, parse=canonical_name)
         )
-    with c[4]:
         method = state.choice("explore_proj", "proj", list(EMBED), "umap")(
-            st.radio, "Embedding", options=list(EMBED), format_func=EMBED.get, horizontal=True
+            st.radio,
+            "Embedding",
+            options=list(EMBED),
+            format_func=EMBED_SHORT.get,
+            horizontal=True,
+            help=EMBED_HELP,
         )
     return Setting(int(t), block, pool), head, method
 
@@ -63,25 +68,30 @@ def headline(ws, s: Setting, head: str):
         f"on disk for {n_img} images (float16), before any is computed."
     )
     res = services.evaluate(ws, [s], head, f"Extracting t={s.t}, {s.layer}…")[s]
-    m = st.columns(4)
-    m[0].metric(
-        "Top-1 (test)", common.pct(res.top1), help="Accuracy of the probe on the test images."
-    )
-    m[1].metric(
+    base = None
+    if not HEADS[head].maps:  # raw pixels are not a map
+        px = Setting(None, D.PIXELS, PIXEL_POOL)
+        base = services.evaluate(ws, [px], head, "Raw-pixel baseline…")[px]
+    if common.present():  # one line a room can read
+        st.markdown(common.headline_html(res, base), unsafe_allow_html=True)
+        st.caption(f"{res.n_test} test images; 95% interval: bootstrap over them.")
+        return res
+    m = common.grid(common.METRIC_MIN, 4)
+    m.metric("Top-1 (test)", common.pct(res.top1), help="Accuracy of the probe on the test images.")
+    m.metric(
         "95% interval",
         f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
         help="Bootstrap over the test images.",
     )
-    if not HEADS[head].maps:  # raw pixels are not a map
-        px = Setting(None, D.PIXELS, PIXEL_POOL)
-        base = services.evaluate(ws, [px], head, "Raw-pixel baseline…")[px]
-        m[2].metric(
+    if base is not None:
+        m.metric(
             "Raw pixels, same head",
             common.pct(base.top1),
-            delta=f"{100 * (res.top1 - base.top1):+.1f} points for this block",
+            delta=f"{100 * (res.top1 - base.top1):+.1f} points",
+            delta_description="this block",
             help="The same probe trained on the preprocessed pixels: what the model adds.",
         )
-    m[3].metric("Test images", f"{res.n_test}")
+    m.metric("Test images", f"{res.n_test}")
     return res
 
 
@@ -95,7 +105,7 @@ def embedding_section(ws, s: Setting, method: str, res, names: list[str], y):
     )
     tab_sel, tab_hover = st.tabs(["Select with lasso or box", "Hover for thumbnails"])
     with tab_sel:
-        event = st.plotly_chart(
+        event = common.plot(
             fig,
             key=f"explore_sel_{s.t}_{s.layer}_{s.pool}_{method}",
             on_select="rerun",
@@ -165,10 +175,12 @@ with common.guard():
     res = headline(ws, s, head)
     y = ws.labels("test")
     fig_bars = figures.per_class_bars(names, res.per_class, res.top1)
-    fig_cm = figures.confusion_heatmap(res.confusion, names)
-    col1, col2 = st.columns(2)
-    col1.plotly_chart(fig_bars, key="explore_bars")
-    col2.plotly_chart(fig_cm, key="explore_cm")
+    fig_cm = figures.confusion_heatmap(
+        res.confusion, names, width=common.FIGURE_MIN, present=common.present()
+    )
+    with common.grid(common.FIGURE_MIN, 2):  # side by side from 1280 px windows up
+        common.plot(fig_bars, key="explore_bars")
+        common.plot(fig_cm, key="explore_cm")
     fig_emb = embedding_section(ws, s, method, res, names, y)
     timelapse.view(ws, s.layer, s.pool, s.t, names)  # the aligned UMAP of this block over t
     confusions_section(ws, res, names, y)

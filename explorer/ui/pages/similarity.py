@@ -16,22 +16,23 @@ def controls(ws0):
     """Timestep, block, pool, image count, debiasing and the timesteps; returns them."""
     cat, T = ws0.catalogue, ws0.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
-    c = st.columns([3, 3, 2, 2, 2])
+    wide, small = common.control_rows(2, 3)  # one row from 1280 px windows up, else two
     t = state.integer("sim_t", "t", D.default_t(T), 0, T - 1)(
-        c[0].slider, "Timestep (blocks × blocks)", min_value=0, max_value=T - 1
+        wide.slider, "Timestep (blocks × blocks)", min_value=0, max_value=T - 1
     )
     first = D.default_block([lay.stage for lay in cat])
     block = common.layer_choice(cat, "sim_block", "block", default_index=first)(
-        c[1].selectbox, "Block (timesteps × timesteps)", options=names, format_func=labels.get
+        wide.selectbox, "Block (timesteps × timesteps)", options=names, format_func=labels.get
     )
-    with c[2]:
+    with small:
         pool = common.pool_control(state.choice("sim_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL))
-    n = state.choice("sim_n", "n", IMAGES, D.DEFAULT_SIMILARITY_IMAGES, parse=int)(
-        c[3].selectbox, "Images", options=IMAGES, help="Test images used (fewer is faster)."
-    )
-    with c[4]:
+        n = state.choice("sim_n", "n", IMAGES, D.DEFAULT_SIMILARITY_IMAGES, parse=int)(
+            st.selectbox, "Images", options=IMAGES, help="Test images used (fewer is faster)."
+        )
         debiased = state.flag("sim_debiased", "debiased", False)(
-            st.toggle, "Debiased CKA", help="Unbiased HSIC estimator: less inflated on few images."
+            st.toggle,
+            "Debiased",
+            help="Debiased CKA: the unbiased HSIC estimator, less inflated on few images.",
         )
     t_opts = common.timestep_options(T)
     ts = state.choices(
@@ -47,8 +48,10 @@ def timesteps_map(ws, col, block: str, pool: str, times: list[int], debiased: bo
         return None
     settings = [Setting(x, block, pool) for x in times]
     m = services.cka(ws, settings, debiased, f"Features of {block} at {len(times)} timesteps…")
-    fig = figures.cka_heatmap(m, [f"t={x}" for x in times], title)
-    col.plotly_chart(fig, key="sim_times")
+    fig = figures.cka_heatmap(
+        m, [f"t={x}" for x in times], title, width=common.FIGURE_MIN, present=common.present()
+    )
+    common.plot(fig, key="sim_times", where=col)
     return fig
 
 
@@ -71,13 +74,17 @@ with common.guard():
         f"Features of every block at t={t}…",
     )
     fig_b = figures.cka_heatmap(
-        m_blocks, [f"{lay.index:02d}" for lay in cat], f"{kind}CKA between blocks at t={t}"
+        m_blocks,
+        [f"{lay.index:02d}" for lay in cat],
+        f"{kind}CKA between blocks at t={t}",
+        width=common.FIGURE_MIN,
+        present=common.present(),
     )
-    cols = st.columns(2)
-    cols[0].plotly_chart(fig_b, key="sim_blocks")
+    row = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
+    common.plot(fig_b, key="sim_blocks", where=row)
     label = common.label_of(cat)[block]
     fig_t = timesteps_map(
-        ws, cols[1], block, pool, times, debiased, f"{kind}CKA between timesteps at {label}"
+        ws, row, block, pool, times, debiased, f"{kind}CKA between timesteps at {label}"
     )
     near = neighbour_mean(m_blocks)
     st.caption(f"Neighbouring blocks: mean CKA {near:.2f}" if near is not None else "")

@@ -14,26 +14,30 @@ def plan_controls(ctx, ws, path):
     """Timesteps, blocks, pools, heads and baselines; returns the plan when Compute is clicked."""
     cat, T = ws.catalogue, ws.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
-    c = st.columns([3, 5])
     t_opts = common.timestep_options(T)
-    ts = state.choices("sweep_ts", "ts", t_opts, D.timestep_defaults(T), parse=int)(
-        c[0].multiselect, "Timesteps", options=t_opts
-    )
-    blocks = state.choices("sweep_blocks", "blocks", names, common.spread(names, 5))(
-        c[1].multiselect, "Blocks", options=names, format_func=labels.get
-    )
-    c = st.columns([2, 2, 3, 1.5])
-    pools = state.choices("sweep_pools", "pools", D.APP_POOLS, [D.DEFAULT_POOL])(
-        c[0].multiselect, "Pooling", options=list(D.APP_POOLS), format_func=common.POOL_LABELS.get
-    )
-    heads = state.choices("sweep_heads", "heads", HEADS, ["linear"])(
-        c[1].multiselect, "Heads", options=list(HEADS)
-    )
-    with c[2]:
+    with common.grid(common.CONTROL_MIN + 70, 2):  # side by side from 1024 px windows up
+        ts = state.choices("sweep_ts", "ts", t_opts, D.timestep_defaults(T), parse=int)(
+            st.multiselect, "Timesteps", options=t_opts
+        )
+        blocks = state.choices("sweep_blocks", "blocks", names, common.spread(names, 5))(
+            st.multiselect, "Blocks", options=names, format_func=labels.get
+        )
+    c = common.grid(common.CONTROL_MIN - 20, 4, vertical_alignment="bottom")
+    with c:
+        pools = state.choices("sweep_pools", "pools", D.APP_POOLS, [D.DEFAULT_POOL])(
+            st.multiselect,
+            "Pooling",
+            options=list(D.APP_POOLS),
+            format_func=common.POOL_LABELS.get,
+        )
+        heads = state.choices("sweep_heads", "heads", HEADS, ["linear"])(
+            st.multiselect, "Heads", options=list(HEADS)
+        )
         base = state.flag("sweep_base", "baselines", True)(
             st.toggle,
-            f"Baselines: raw pixels and {ctx.random_model}",
-            help="The raw-pixel probe and the same model with random weights: what training added.",
+            "Baselines",
+            help=f"The raw-pixel probe and the same model with random weights ({ctx.random_model}): "
+            "what training added.",
         )
     random = base and not ctx.model.startswith(D.RANDOM_PREFIX)
     controls = [services.workspace(ctx, ctx.random_model)] if random else []
@@ -43,7 +47,7 @@ def plan_controls(ctx, ws, path):
         f"{len(ts) * (1 + len(controls))} feature passes over {n_img} images (one pass serves every block). "
         f"Results are saved as they arrive to `{path}`."
     )
-    go = c[3].button(
+    go = c.button(
         "Compute", type="primary", key="sweep_run", disabled=not (ts and blocks and pools and heads)
     )
     if not go:
@@ -82,30 +86,37 @@ def results_section(ctx, ws, table, path) -> None:
     wide = accuracy_view(table)
     wide = wide.assign(t=wide["t"].astype(float))
     mine = sweep_slice(wide, ws.model_name)
-    c = st.columns([2, 2, 4])
+    c = common.grid(common.CONTROL_MIN - 20, 4)
     h_opts = sorted(mine["head"].unique()) or list(HEADS)
     # the app's head first (as on Explore), not the alphabetically first ("knn")
     first = D.DEFAULT_HEAD if D.DEFAULT_HEAD in h_opts else h_opts[0]
     view_head = state.choice("sweep_vhead", "vhead", h_opts, first)(
-        c[0].selectbox, "Show head", options=h_opts
+        c.selectbox, "Show head", options=h_opts
     )
     p_opts = sorted(sweep_slice(mine, ws.model_name, view_head)["pool"].unique()) or ["1"]
     view_pool = state.choice("sweep_vpool", "vpool", p_opts, p_opts[0])(
-        c[1].selectbox, "Show pooling", options=p_opts, format_func=common.POOL_LABELS.get
+        c.selectbox, "Show pooling", options=p_opts, format_func=common.POOL_LABELS.get
     )
     cur = sweep_slice(mine, ws.model_name, view_head, view_pool)
     baselines = figures.sweep_baselines(wide, view_head, view_pool, ctx.random_model)
     if cur.empty:
         st.info("No rows for this head and pooling yet.")
     else:
-        figs = {"sweep_heatmap": figures.sweep_heatmap(cur, baselines)}
+        room = dict(present=common.present())
+        figs = {
+            "sweep_heatmap": figures.sweep_heatmap(cur, baselines, width=common.FULL_WIDTH, **room)
+        }
         # the main figure is sent first; the curves are built after it
-        st.plotly_chart(figs["sweep_heatmap"], key="sweep_heat")
-        figs["accuracy_vs_t"] = figures.accuracy_vs_timestep(cur, baselines)
-        figs["accuracy_vs_block"] = figures.accuracy_vs_block(cur, baselines)
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(figs["accuracy_vs_t"], key="sweep_vs_t")
-        c2.plotly_chart(figs["accuracy_vs_block"], key="sweep_vs_block")
+        common.plot(figs["sweep_heatmap"], key="sweep_heat")
+        figs["accuracy_vs_t"] = figures.accuracy_vs_timestep(
+            cur, baselines, width=common.FIGURE_MIN, **room
+        )
+        figs["accuracy_vs_block"] = figures.accuracy_vs_block(
+            cur, baselines, width=common.FIGURE_MIN, **room
+        )
+        with common.grid(common.FIGURE_MIN, 2):  # side by side from 1280 px windows up
+            common.plot(figs["accuracy_vs_t"], key="sweep_vs_t")
+            common.plot(figs["accuracy_vs_block"], key="sweep_vs_block")
         st.markdown("\n".join(f"- {line}" for line in summary_lines(cur, ctx.random_model)))
         open_cell(ctx, cur, common.label_of(ws.catalogue), view_pool, view_head)
         common.export_panel(figs, {"sweep_results": table}, key="sweep_export")
