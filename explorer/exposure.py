@@ -103,10 +103,12 @@ def resolve_inside(spec: str, folders: tuple[Path, ...]) -> Path | None:
     return None
 
 
-def _check_path(spec: str, what: str, policy: Policy) -> None:
+def _check_path(spec: str, what: str, policy: Policy, given: str | None = None) -> None:
+    """Refuse `spec` unless it lies under the allowed folders (`given`: the text as the user gave
+    it, e.g. with its `random:` prefix, for the message)."""
     if resolve_inside(spec, policy.allowed_folders()) is None:
         raise ExplorerError(
-            f"{what} '{spec}' is outside the folders this shared app may read; allowed roots: "
+            f"{what} '{given or spec}' is outside the folders this shared app may read; allowed roots: "
             f"{policy.roots_text()}. Put it under one of them, or upload a zip"
         )
 
@@ -117,7 +119,7 @@ def check_model(spec: str, policy: Policy) -> None:
     base = spec.removeprefix(RANDOM_PREFIX)
     if not policy.exposed or base in BUILTIN_MODEL_DIRS:
         return
-    _check_path(base, "model", policy)
+    _check_path(base, "model", policy, given=spec)
 
 
 def check_dataset(spec: str, policy: Policy, builtins: tuple[str, ...] = ()) -> None:

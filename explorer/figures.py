@@ -31,7 +31,8 @@ NARROW_WIDTH = 460  # px: the main column of a 800 px window with the sidebar op
 MIN_CELL_FONT = 10  # px: numbers in heatmap cells are written only if they get at least this
 MIN_CELL_HEIGHT = 18  # px: a heatmap grows taller rather than squeeze its rows below this
 NAME_CHARS = 10  # longer class names are abbreviated on axes (the full name is in the hover)
-_CHAR = 0.62  # average character width per px of font size (Source Sans, digits and letters)
+_CHAR = 0.52  # average width of a label's character per px of font size (Source Sans)
+_TITLE_CHAR = 0.6  # the same for a (bold) title, with room to spare
 _SEPARATORS = " /_-.,:"
 
 
@@ -64,15 +65,18 @@ def short_layer(layer: str) -> str:
     return abbreviate(out, 14)
 
 
-def _titled(title: str, note: str, width: int | None, present: bool = False) -> tuple[str, int]:
-    """(`title` with `note` as a smaller line under it, both wrapped to the figure's `width`;
-    the top margin they need)."""
+def _titled(title: str, note: str, width: int | None, present: bool = False) -> tuple[dict, int]:
+    """(a title: `title` with `note` in smaller type under it, both wrapped to the figure's
+    `width` and hung from the figure's top; the top margin it needs)."""
     font = FONT * (PRESENT_SCALE if present else 1)
     room = (width or 1000) - 20
-    lines = _wrap(title, int(room / (_CHAR * 1.4 * font))).split("<br>")
-    notes = _wrap(note, int(room / (_CHAR * font))).split("<br>") if note else []
+    lines = _wrap(title, int(room / (_TITLE_CHAR * 1.4 * font))).split("<br>")
+    notes = _wrap(note, int(room / (_TITLE_CHAR * font))).split("<br>") if note else []
     text = "<br>".join(lines + [f"<sup>{n}</sup>" for n in notes])
-    return text, int(30 + 1.4 * font * 1.3 * len(lines) + font * 1.4 * len(notes))
+    high = 1.3 * 1.4 * font * (len(lines) + len(notes))  # plotly: 1.3 lines of the title's font
+    pad = round(1.4 * font) + 2  # the first line's ascent stays inside the figure
+    head = dict(text=text, yref="container", y=1, yanchor="top", pad=dict(t=pad))
+    return head, int(high + pad + 12)
 
 
 def _wrap(text: str, chars: int) -> str:
@@ -106,12 +110,22 @@ def presentation(fig: go.Figure, scale: float = PRESENT_SCALE) -> go.Figure:
     """A copy of `fig` for a room: every font `scale` times larger (axes, title, legend,
     annotations, text in cells and on bars follow the layout's font)."""
     out = go.Figure(fig)
-    base = out.layout.font.size or FONT
-    out.update_layout(font=dict(size=round(base * scale)))
+    size = round((out.layout.font.size or FONT) * scale)
+    # set explicitly: a template (the app's theme) may size ticks and titles on its own
+    out.update_layout(
+        font=dict(size=size),
+        title_font_size=round(size * 1.35),
+        legend_font_size=size,
+        hoverlabel_font_size=size,
+        uniformtext_minsize=round(MIN_CELL_FONT * scale),
+    )
+    out.update_xaxes(tickfont_size=size, title_font_size=size)
+    out.update_yaxes(tickfont_size=size, title_font_size=size)
     for a in out.layout.annotations:
-        if a.font.size:
-            a.font.size = round(a.font.size * scale)
-    out.update_layout(uniformtext=dict(minsize=round(MIN_CELL_FONT * scale)))
+        a.font.size = round((a.font.size or FONT) * scale)
+    out.update_traces(
+        colorbar=dict(tickfont_size=size, title_font_size=size), selector=dict(type="heatmap")
+    )
     return out
 
 
@@ -421,11 +435,11 @@ def accuracy_vs_timestep(
                 x=g["t"],
                 y=_pct(g["top1"]),
                 mode="lines+markers",
-                name=block_label(idx, layer),
+                name=block_label(idx, short_layer(layer)),  # compact legend; full in hover
                 error_y=dict(type="data", array=err, arrayminus=err_lo, thickness=1, width=2)
                 if err is not None
                 else None,
-                hovertemplate=f"block {int(idx)} · t=%{{x}}: %{{y:.1f}}%<extra></extra>",
+                hovertemplate=f"block {int(idx)} {layer} · t=%{{x}}: %{{y:.1f}}%<extra></extra>",
             )
         )
     _baseline_lines(fig, baselines or {})
@@ -506,7 +520,15 @@ def _colour_scale(z: np.ndarray, marks: dict[str, float]) -> tuple[float, float,
     lo, hi = min([lo, *marks.values()]), max([hi, *marks.values()])
     near = 0.07 * max(hi - lo, 1e-9)
     ends = {f"{v:.0f}": v for v in (lo, hi) if all(abs(v - m) > near for m in marks.values())}
-    return lo, hi, ends | {f"◀ {_mark_name(k)} {v:.1f}": v for k, v in marks.items()}
+    named: dict[str, float] = {}  # baselines closer than `near` share one tick, a line each
+    for k, v in sorted(marks.items(), key=lambda kv: -kv[1]):
+        label = f"◀ {_mark_name(k)} {v:.1f}"
+        close = next((t for t, w in named.items() if abs(w - v) <= near), None)
+        if close is None:
+            named[label] = v
+        else:
+            named[f"{close}<br>{label}"] = (named.pop(close) + v) / 2
+    return lo, hi, ends | named
 
 
 def _mark_name(baseline: str) -> str:
@@ -581,7 +603,7 @@ def sweep_heatmap(
             width,
             cells,
             max(map(len, short), default=1),
-            max(map(len, ticks), default=4),
+            max((len(x) for t in ticks for x in t.split("<br>")), default=4),
             present,
         ),
         colorbar=dict(title="top-1 %", tickvals=list(ticks.values()), ticktext=list(ticks.keys())),

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from explorer.atomic import atomic_write
-from explorer.data.base import ImageDataset, fingerprint_arrays, stratified_split
+from explorer.data.base import (
+    ImageDataset,
+    check_splits,
+    fingerprint_arrays,
+    shown,
+    stratified_split,
+)
 from explorer.errors import ExplorerError
 from explorer.paths import cache_dir
 
@@ -106,9 +112,19 @@ def load_idx_folder(
                 f"{folder} has no {key}[.gz]; a Fashion-MNIST folder needs all four IDX files"
             )
         parts[key] = read_idx(p)
-    images = np.concatenate([parts["train-images-idx3-ubyte"], parts["t10k-images-idx3-ubyte"]])[
-        ..., None
-    ]
+        want = 3 if "images" in key else 1  # (N, H, W) images, (N,) labels
+        if parts[key].ndim != want:
+            raise ExplorerError(
+                f"{p} holds a {parts[key].ndim}-D array, but {key} must be {want}-D; "
+                "the IDX files are mixed up or damaged"
+            )
+    train_x, test_x = parts["train-images-idx3-ubyte"], parts["t10k-images-idx3-ubyte"]
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ExplorerError(
+            f"{folder}: train images are {train_x.shape[1:]} but t10k images "
+            f"{test_x.shape[1:]}; the IDX files come from different datasets"
+        )
+    images = np.concatenate([train_x, test_x])[..., None]
     labels = np.concatenate(
         [parts["train-labels-idx1-ubyte"], parts["t10k-labels-idx1-ubyte"]]
     ).astype(np.int64)
@@ -116,19 +132,28 @@ def load_idx_folder(
         raise ExplorerError(
             f"{folder}: {len(images)} images but {len(labels)} labels; the IDX files do not match"
         )
-    n_train = len(parts["train-images-idx3-ubyte"])
+    n_train = len(train_x)
+    splits = {"train": np.arange(n_train), "test": np.arange(n_train, len(labels))}
+    check_splits(
+        shown(name),
+        splits,
+        {
+            "train": "its train-*-ubyte IDX files hold no images; check them or re-download",
+            "test": "its t10k-*-ubyte IDX files hold no images; check them or re-download",
+        },
+    )
     n_classes = int(labels.max()) + 1
     names = class_names or (
         FASHION_CLASSES if n_classes == 10 else [str(i) for i in range(n_classes)]
     )
     return ImageDataset(
-        name=name,
+        name=shown(name),
         labels=labels,
         class_names=names,
-        splits={"train": np.arange(n_train), "test": np.arange(n_train, len(labels))},
+        splits=splits,
         fingerprint=fingerprint_arrays(images, labels, extra="idx"),
         array=images,
-        source=str(folder),
+        source=shown(str(folder)),
     )
 
 

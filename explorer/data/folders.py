@@ -35,7 +35,7 @@ from explorer.data.upload import IMAGE_EXTS, extract_zip
 from explorer.errors import ExplorerError
 from explorer.paths import cache_dir
 
-SCAN_VERSION = 1
+SCAN_VERSION = 2  # 2: special files and images over the bomb limit are skipped, never opened
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 NOT_A_DATASET = (
@@ -208,7 +208,7 @@ def load_cifar(folder: Path, kind: str, name: str | None = None, source: str = "
         splits=splits,
         fingerprint=fingerprint_arrays(images, labels, extra=kind),
         array=images,
-        source=source or str(folder.resolve()),
+        source=shown(source or str(folder.resolve())),
     )
 
 
@@ -356,6 +356,8 @@ def _scan_one(path: Path) -> dict:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         return {"ok": True, "sha256": h.hexdigest(), **info}
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return {"ok": False, "reason": f"too large, over PIL's decompression-bomb limit ({e})"}
     except Exception as e:  # any failure to read is a skip, never fatal
         reason = shown(str(e).splitlines()[0]) if str(e) else type(e).__name__
         return {"ok": False, "reason": f"{type(e).__name__}: {reason}"}
@@ -594,7 +596,7 @@ def load_image_folder(
         splits=splits,
         fingerprint=h.hexdigest()[:16],
         loader=FolderLoader([str(root / rel) for _, _, rel, _ in kept], channels),
-        source=source or str(root),
+        source=shown(source or str(root)),  # shown: a where, never reopened
         skipped=skipped,
     )
 
@@ -664,7 +666,7 @@ def load_hf_dataset(path: Path) -> ImageDataset:
         splits=splits,
         fingerprint=fp.hexdigest()[:16],
         loader=_HFLoader(parts, img_col, channels, np.cumsum([0, *sizes])),
-        source=str(path.resolve()),
+        source=shown(str(path.resolve())),
     )
 
 

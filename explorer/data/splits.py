@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from explorer.data.base import shown
 from explorer.errors import ExplorerError
 
 TEST_DIR_NAMES = ("test", "val", "valid", "validation")  # a tree's test split folder
@@ -39,8 +40,8 @@ def find_split_files(root: Path) -> dict[str, Path]:
 
 def read_split_file(path: Path) -> list[str]:
     """The image entries of one split file (first field of each line; blanks and # skipped)."""
-    try:
-        lines = Path(path).read_text().splitlines()
+    try:  # names that are not UTF-8 are read as the OS gives them (surrogates), so they match
+        lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ExplorerError(f"cannot read split file {path}: {e}") from e
     return [ln.split()[0] for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
@@ -80,9 +81,10 @@ def resolve_entries(
             missing.append(e)
     if missing or ambiguous:
         what = (
-            f"{len(missing)} entries name no readable image (e.g. '{missing[0]}')"
+            f"{len(missing)} entries name no readable image (e.g. '{shown(missing[0])}')"
             if missing
-            else f"{len(ambiguous)} file names are not unique (e.g. '{ambiguous[0]}'); write their folder"
+            else f"{len(ambiguous)} file names are not unique (e.g. '{shown(ambiguous[0])}'); "
+            "write their folder"
         )
         raise ExplorerError(f"split file {path}: {what}; paths are relative to {path.parent}")
     idx = np.asarray(out, dtype=np.int64)
@@ -126,7 +128,8 @@ def apply_split_files(
     overlap = np.intersect1d(chosen["train"], chosen["test"])
     if len(overlap):
         raise ExplorerError(
-            f"{len(overlap)} images are in both train and test split files (e.g. '{rels[overlap[0]]}')"
+            f"{len(overlap)} images are in both train and test split files (e.g. "
+            f"'{shown(rels[overlap[0]])}')"
         )
     kept = np.sort(np.concatenate([chosen["train"], chosen["test"]]))
     pos = {int(k): i for i, k in enumerate(kept)}

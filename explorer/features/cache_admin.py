@@ -112,6 +112,7 @@ def clear(
     if unknown:
         raise ExplorerError(f"unknown cache part '{unknown[0]}'; choose from {', '.join(PARTS)}")
     base = cache_dir(root)
+    empty_trash(base)  # what an interrupted clear left
     freed = {}
     for name in parts:
         path = base / PARTS[name]
@@ -119,5 +120,5 @@ def clear(
         if name == "features":
             FeatureStore(base).clear()
         else:  # whole or gone for any reader, even if this process is killed meanwhile
-            __import__('shutil').rmtree(path, ignore_errors=True)
+            remove_tree(path, base)
     return freed

@@ -11,6 +11,7 @@ file without checksum, which is adopted the same way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -58,10 +59,8 @@ def read_checked(path: str | os.PathLike, adopt: Callable[[bytes], bool]) -> byt
     if want is None:  # written before checksums: served only if whole, then checksummed
         if not adopt(data):
             return _damaged(path, "unreadable file without checksum")
-        try:
+        with contextlib.suppress(OSError):  # a read-only or full cache: served all the same
             atomic_write(checksum_path(path), digest(data) + "\n")
-        except OSError:
-            pass  # a read-only or full cache: still served, checked again next time
         return data
     if want != digest(data):
         return _damaged(path, "checksum mismatch")

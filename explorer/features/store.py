@@ -55,10 +55,8 @@ def remove_tree(path: Path, root: Path) -> None:
     trash = root / TRASH
     trash.mkdir(parents=True, exist_ok=True)
     target = trash / f"{path.name}.{os.getpid()}.{time.time_ns()}"
-    try:
+    with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
         os.rename(path, target)
-    except FileNotFoundError:
-        pass  # deleted meanwhile
     shutil.rmtree(target, ignore_errors=True)
     with contextlib.suppress(OSError):  # not empty: another clear is running
         trash.rmdir()
@@ -514,7 +512,7 @@ class FeatureStore:
     def clear(self) -> None:
         """Delete every entry (partials and quarantine included): all at once for any reader,
         even if this process is killed meanwhile (`remove_tree`)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_tree(self.dir, self.root)
         with self._verified_lock:
             for k in [k for k in self._verified if k.startswith(str(self.dir))]:
                 del self._verified[k]

@@ -21,6 +21,7 @@ from explorer.models.families.base import PIXEL_UNET, Adapter
 from explorer.models.families.schedulers import describe, vp_scheduler
 from explorer.models.weights import (
     canonical_config,
+    check_regular,
     file_sha256,
     hash_text,
     load_error_text,
@@ -228,6 +229,7 @@ def load_scheduler(folder: Path):
     must be readable. See `explorer.models.families.schedulers` for the supported classes."""
     for cand in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"):
         if cand.exists():
+            check_regular(cand)  # a FIFO would block the read forever
             try:
                 config = json.loads(cand.read_text())
             except (OSError, ValueError) as e:
@@ -236,12 +238,7 @@ def load_scheduler(folder: Path):
                 ) from e
             if not isinstance(config, dict):
                 raise ExplorerError(f"{cand} is not a scheduler config (not a JSON object)")
-            steps = config.get("num_train_timesteps", 1000)
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-                raise ExplorerError(
-                    f"{cand}: num_train_timesteps must be a positive integer, got {steps!r}"
-                )
-            return vp_scheduler(config, str(cand))
+            return vp_scheduler(config, str(cand))  # checks the steps and the schedule
     if (folder / "scheduler").is_dir() or "scheduler" in _model_index(folder):
         raise ExplorerError(
             f"{folder} declares a scheduler but {folder / 'scheduler' / 'scheduler_config.json'} is "
@@ -253,6 +250,7 @@ def load_scheduler(folder: Path):
 
 
 def _model_index(folder: Path) -> dict:
+    check_regular(folder / "model_index.json")  # a FIFO would block the read forever
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):

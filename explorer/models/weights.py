@@ -13,11 +13,65 @@ from pathlib import Path
 import torch
 
 from explorer.atomic import atomic_write
+from explorer.data.base import not_regular
 from explorer.errors import ExplorerError
 from explorer.paths import cache_dir
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _IGNORED_CONFIG_KEYS = ("_diffusers_version", "_name_or_path", "_use_default_values")
+_MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on its JSON header
+
+
+def check_regular(path: Path) -> None:
+    """A one-line ExplorerError when `path` exists but is not a regular file (a FIFO, a socket,
+    a device): it is never opened, as reading a FIFO blocks forever and a device never ends."""
+    if kind := not_regular(path):
+        raise ExplorerError(
+            f"{path} is {kind}, not a regular file; the model folder must hold the files themselves"
+        )
+
+
+def read_json(path: Path, what: str = "config") -> dict:
+    """A JSON object from a regular file `path`, or a one-line ExplorerError naming the file."""
+    check_regular(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExplorerError(f"cannot read {path}: {e}; is this a diffusers model folder?") from e
+    if not isinstance(data, dict):
+        raise ExplorerError(f"{path} is not a {what} (not a JSON object)")
+    return data
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a safetensors file cut short (an interrupted download) or not one at all, by its
+    header alone: 8 bytes of header length, a JSON header, then every tensor's bytes."""
+    fetch = "the download or copy stopped early or is damaged, fetch it again"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            text = f.read(n) if 0 <= n <= min(_MAX_HEADER, size - 8) else b""
+    except OSError as e:  # a broken symlink or a symlink loop
+        raise ExplorerError(f"cannot read {path}: {e.strerror or e}; {fetch}") from e
+    if n < 0 or n > _MAX_HEADER:
+        raise ExplorerError(f"{path} is not a safetensors file (no valid header); {fetch}")
+    if 8 + n > size:
+        raise ExplorerError(
+            f"{path} is cut short: its header alone needs {8 + n} bytes, the file has {size}; "
+            f"{fetch}"
+        )
+    try:
+        header = json.loads(text)
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        need = 8 + n + max((int(e) for e in ends), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise ExplorerError(
+            f"{path} is not a safetensors file (its header does not parse: {e}); {fetch}"
+        ) from e
+    if need > size:
+        raise ExplorerError(f"{path} is cut short ({size} of {need} bytes); {fetch}")
 
 
 def net_class(config: dict):
@@ -56,6 +110,11 @@ def load_weights(folder: Path, cls, trust_pickle: bool, what: str):
         raise ExplorerError(
             f"{folder} has a config but no weights (*.safetensors); is the download complete?"
         )
+    check_regular(folder / "config.json")  # from_pretrained reads it: never a FIFO
+    for f in safetensors if use_safe else pickles:  # every shard or variant it may read
+        check_regular(f)
+        if use_safe:
+            check_safetensors(f)
     try:
         kw = {"low_cpu_mem_usage": False} if cls.__module__.startswith("diffusers") else {}
         module = cls.from_pretrained(folder, use_safetensors=use_safe, local_files_only=True, **kw)

@@ -187,7 +187,7 @@ def headline_html(res, base=None) -> str:
     the difference in points: one line for presentation mode."""
     words = (
         f"Top-1 <b>{pct(res.top1)}</b> "
-        f"<span class='dfe-ci'>[{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}]</span>"
+        f"<span class='dfe-ci'>[{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%]</span>"
     )
     if base is not None:
         d = 100 * (res.top1 - base.top1)

@@ -65,7 +65,9 @@ def test_umap_embed_separates_clusters(umap_run):
 def test_umap_cache_hit_skips_computation(umap_run, monkeypatch):
     x, _, emb, root = umap_run
     files = list((root / "embeddings").glob("*"))
-    assert [f.suffix for f in files] == [".npy"], f"one .npy and no temp files expected: {files}"
+    assert sorted(f.suffix for f in files) == [".npy", ".sha256"], (
+        f"one .npy, its checksum and no temp files expected: {files}"
+    )
     monkeypatch.setattr(umap, "UMAP", _Forbidden)
     cached = umap_embed(x, cache_key="feature-key-1", cache_root=root)
     assert np.array_equal(cached, emb), "the cache must return the stored embedding"

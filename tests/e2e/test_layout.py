@@ -36,7 +36,8 @@ pytestmark = [
     ),
 ]
 
-WIDTHS = (800, 1280)
+# E2E_WIDTHS=1024,1920 checks other widths (the layout is meant to read at 800 to 1920 px)
+WIDTHS = tuple(int(w) for w in os.environ.get("E2E_WIDTHS", "800,1280").split(","))
 HEIGHT = 1000
 # name of the screenshot -> (URL path, the page's title)
 PAGES = {
@@ -66,7 +67,8 @@ _CHECKS = """([minVisible, minCellFont]) => {
   const text = e => (e.innerText ?? e.textContent ?? '').trim().replace(/\\s+/g, ' ');
   const shown = e => {
     const r = e.getBoundingClientRect();
-    return r.width > 0 && r.height > 0 && getComputedStyle(e).visibility !== 'hidden';
+    return r.width > 0 && r.height > 0 && r.right > 0 && r.left < innerWidth  // not off-screen
+      && getComputedStyle(e).visibility !== 'hidden';
   };
   const labelOf = e => {
     const w = e.closest('[data-testid=stMetric], [data-testid=stSelectbox], '
@@ -284,8 +286,8 @@ def test_presentation_mode(server, browser, shots):
         box = line.bounding_box()
         size = float(line.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
         assert size >= 28 and box["height"] < 2.2 * size, f"one large line: {size}px, {box}"
-        sidebar = page.locator('[data-testid="stSidebar"]')
-        assert sidebar.get_attribute("aria-expanded") == "false", "the sidebar starts collapsed"
+        sidebar = page.locator('[data-testid="stSidebar"]').bounding_box()
+        assert sidebar["x"] + sidebar["width"] <= 1, f"the sidebar starts collapsed: {sidebar}"
         fonts = page.evaluate(
             "() => [...document.querySelectorAll('.js-plotly-plot .xtick text')]"
             ".map(t => parseFloat(t.style.fontSize))"

@@ -256,3 +256,87 @@ def test_fit_keeps_aspect_and_does_not_enlarge_thumbnails():
         "thumbnails stay small (the browser scales)"
     )
     assert fit(np.zeros((200, 100, 3), np.uint8), 64).shape == (64, 32, 3), "large images shrink"
+
+
+# --- readable at any width ------------------------------------------------------------------------
+
+
+def test_abbreviate_long_names_at_a_word_boundary():
+    assert figures.abbreviate("Ankle boot") == "Ankle boot", "short names are kept"
+    assert figures.abbreviate("T-shirt/top") == "T-shirt…", "cut at a separator, marked"
+    assert figures.abbreviate("abcdefghijklmnop") == "abcdefghi…", "no separator: cut mid-word"
+    assert all(len(figures.abbreviate(n, 8)) <= 8 for n in ("golden retriever", "x" * 30))
+    assert figures.short_layer("down_blocks.1.downsamplers.0") == "down1.ds0"
+    assert figures.short_layer("up_blocks.0.resnets.1") == "up0.res1"
+    assert figures.short_layer("mid_block") == "mid"
+
+
+def test_confusion_heatmap_drops_cell_numbers_when_cells_get_small():
+    names = [f"class {i}" for i in range(10)]
+    cm = np.eye(10, dtype=int) * 100
+    roomy = figures.confusion_heatmap(cm, names, width=figures.NARROW_WIDTH)
+    assert roomy.data[0].texttemplate == "%{text}", "10 classes in 460 px: counts are written"
+    many = [f"c{i}" for i in range(40)]
+    dense = figures.confusion_heatmap(np.eye(40, dtype=int) * 100, many, width=460)
+    assert dense.data[0].texttemplate is None, "40 classes in 460 px: no numbers"
+    assert figures.confusion_heatmap(np.eye(40, dtype=int), many, width=1200).data[0].texttemplate
+    hundred = figures.confusion_heatmap(np.eye(100, dtype=int), [f"c{i}" for i in range(100)])
+    assert hundred.data[0].texttemplate is None, "without a width: numbers up to 20 classes"
+    tall = figures.confusion_heatmap(np.eye(60, dtype=int), [f"c{i}" for i in range(60)])
+    assert tall.layout.height >= 60 * figures.MIN_CELL_HEIGHT, "many classes: the figure grows"
+    assert roomy.layout.height == 450, "10 classes keep the usual height"
+
+
+def test_confusion_heatmap_abbreviates_long_class_names_with_full_names_in_hover():
+    names = ["T-shirt/top", "Trouser", "Ankle boot"]
+    fig = figures.confusion_heatmap(np.eye(3, dtype=int), names)
+    assert list(fig.layout.xaxis.ticktext) == ["T-shirt…", "Trouser", "Ankle boot"]
+    assert list(fig.layout.yaxis.ticktext) == list(fig.layout.xaxis.ticktext)
+    assert list(fig.data[0].x) == names and list(fig.layout.xaxis.tickvals) == names, (
+        "the data keep the full names, so the hover (%{x}, %{y}) shows them"
+    )
+    assert "%{x}" in fig.data[0].hovertemplate and "%{y}" in fig.data[0].hovertemplate
+    bars = figures.per_class_bars(names, np.array([0.5, 0.6, 0.7]))
+    assert list(bars.layout.xaxis.ticktext)[0] == "T-shirt…" and bars.data[0].x[0] == "T-shirt/top"
+    assert bars.layout.uniformtext.minsize == figures.MIN_CELL_FONT, "bar labels never shrink"
+    plain = figures.confusion_heatmap(np.eye(2, dtype=int), ["cat", "dog"])
+    assert plain.layout.xaxis.ticktext is None, "nothing to abbreviate: plain category axis"
+
+
+def test_sweep_heatmap_fits_a_narrow_figure():
+    wide = _wide()
+    base = {"pixels": 0.52, "random:m best on val": 0.521}
+    heat = figures.sweep_heatmap(wide, base, width=figures.NARROW_WIDTH)
+    assert list(heat.layout.yaxis.ticktext) == ["03 · down1.res0", "07 · mid"], "compact rows"
+    assert list(heat.data[0].y)[1] == "07 · mid_block", "the hover keeps the full layer name"
+    ticks = list(heat.data[0].colorbar.ticktext)
+    assert "◀ random 52.1<br>◀ pixels 52.0" in ticks, "close baselines share a tick, a line each"
+    assert all("random:m" not in t for t in ticks), "the colour bar names baselines briefly"
+    title = heat.layout.title.text
+    lines = title.split("<br>")
+    assert len(lines) >= 3 and all(len(x) <= 75 for x in lines), f"notes wrap: {lines}"
+    assert heat.layout.margin.t > 80, "the top margin makes room for them"
+    assert heat.data[0].texttemplate == "%{text}", "5 timesteps in 460 px: numbers are written"
+
+
+def test_cka_heatmap_writes_values_only_where_they_fit():
+    m = np.eye(13)
+    labels = [f"{i:02d}" for i in range(1, 14)]
+    assert figures.cka_heatmap(m, labels, "x", width=400).data[0].texttemplate is None
+    assert figures.cka_heatmap(m[:6, :6], labels[:6], "x", width=400).data[0].texttemplate
+    long = figures.cka_heatmap(
+        m, labels, "CKA between timesteps at 07 · mid_block · 128×7×7", width=400
+    )
+    assert "<br>" in long.layout.title.text, "a long title wraps to the figure's width"
+
+
+def test_presentation_enlarges_every_font_and_keeps_the_original():
+    fig = figures.per_class_bars(NAMES, np.array([1.0, 0.5, 0.7]), top1=0.75)
+    big = figures.presentation(fig)
+    size = round(figures.FONT * figures.PRESENT_SCALE)
+    assert big.layout.font.size == size and big.layout.xaxis.tickfont.size == size
+    assert big.layout.yaxis.title.font.size == size and big.layout.title.font.size > size
+    assert big.layout.annotations[0].font.size == size, "the top-1 line's label too"
+    assert fig.layout.xaxis.tickfont.size is None, "the figure given is unchanged (exports)"
+    cm = figures.presentation(figures.confusion_heatmap(np.eye(3, dtype=int), NAMES))
+    assert cm.data[0].colorbar.tickfont.size == size, "colour bars too"

@@ -13,26 +13,25 @@ Adding a family: one module that builds an `Adapter`, a branch in `detect` and `
 
 from __future__ import annotations
 
-import json
+import inspect
 from pathlib import Path
 
 from explorer.errors import ExplorerError
 from explorer.models.families import class_cond, dit, latent, pixel_unet
 from explorer.models.families.base import PIXEL_UNET, Adapter, Condition
+from explorer.models.weights import check_regular, read_json
 
 __all__ = ["PIXEL_UNET", "Adapter", "Condition", "build", "detect", "net_folder"]
 
 NET_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel")
+# The input side (pixels, or latents) a config may declare: every real model is well inside
+# (DDPM 32-256, ADM 64-512, SD latents 64/96/128, DiT 32/64, the built-ins 16 and 28); far
+# beyond, the first pass would only fail to allocate.
+MAX_SAMPLE_SIZE = 4096
 
 
 def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ExplorerError(f"cannot read {path}: {e}; is this a diffusers model folder?") from e
-    if not isinstance(data, dict):
-        raise ExplorerError(f"{path} is not a model config (not a JSON object)")
-    return data
+    return read_json(path, "model config")
 
 
 def net_folder(folder: Path) -> Path:
@@ -49,11 +48,54 @@ def net_folder(folder: Path) -> Path:
 
 
 def _index(folder: Path) -> dict:
+    path = folder / "model_index.json"
+    check_regular(path)  # a FIFO would block the read forever
     try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return index if isinstance(index, dict) else {}
+        return read_json(path, "pipeline index")
+    except ExplorerError:
+        return {}  # unreadable or missing: the folder's layout is detected without it
+
+
+def check_sample_size(config: dict, cls: str, where: Path) -> None:
+    """Refuse a `sample_size` no model of `cls` can take, before anything is built or run: not a
+    whole number, out of 1..MAX_SAMPLE_SIZE, or not divisible by what the net halves it by (a
+    U-Net's down blocks, a DiT's patches). Keys missing from `config` take the class defaults."""
+    import diffusers  # the denoiser's own defaults; diffusers is loaded for the model anyway
+
+    params = inspect.signature(getattr(diffusers, cls).__init__).parameters
+    full = {k: v.default for k, v in params.items() if v.default is not inspect.Parameter.empty}
+    full |= config
+    size = full.get("sample_size")
+    if size is None:
+        raise ExplorerError(
+            f"{where} has no sample_size (the side of the model's input); add it to the config, "
+            'e.g. "sample_size": 64'
+        )
+    sides = list(size) if isinstance(size, list | tuple) and len(size) == 2 else [size]
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in sides):
+        raise ExplorerError(f"{where}: sample_size must be a whole number (or two), not {size!r}")
+    for s in sides:
+        if not 1 <= s <= MAX_SAMPLE_SIZE:
+            raise ExplorerError(
+                f"{where}: sample_size {s} is out of range; it must be between 1 and "
+                f"{MAX_SAMPLE_SIZE} (the side of the model's input, in pixels or latents)"
+            )
+        if cls == "DiTTransformer2DModel":
+            patch = full.get("patch_size") or 1
+            if isinstance(patch, int) and patch > 0 and s % patch:
+                raise ExplorerError(
+                    f"{where}: sample_size {s} is not divisible by patch_size {patch}; "
+                    "the transformer cuts its input into whole patches"
+                )
+            continue
+        blocks = len(full.get("down_block_types") or ())
+        halvings = max(blocks - 1, 0)
+        if s % 2**halvings:
+            raise ExplorerError(
+                f"{where}: sample_size {s} is not divisible by {2**halvings}: the U-Net halves "
+                f"its input {halvings} time{'s' if halvings != 1 else ''} ({blocks} down blocks), "
+                f"so its skip connections would not line up; use a multiple of {2**halvings}"
+            )
 
 
 def detect(folder: Path) -> tuple[str, dict]:
@@ -71,24 +113,27 @@ def detect(folder: Path) -> tuple[str, dict]:
                 f"{sub / 'config.json'} is a UNet2DConditionModel alone; pass the whole Stable "
                 "Diffusion pipeline folder (unet, vae, text_encoder, tokenizer, scheduler)"
             )
-        return "stable-diffusion", config
-    if cls == "DiTTransformer2DModel":
+        family = "stable-diffusion"
+    elif cls == "DiTTransformer2DModel":
         if sub == folder:
             raise ExplorerError(
                 f"{sub / 'config.json'} is a DiT transformer alone; pass the whole DiT "
                 "pipeline folder (transformer, vae, scheduler)"
             )
-        return "dit", config
-    if cls != "UNet2DModel":
+        family = "dit"
+    elif cls != "UNet2DModel":
         raise ExplorerError(
             f"{sub / 'config.json'} describes a {cls}; the explorer reads "
             f"{', '.join(NET_CLASSES)} (see the README's table of families)"
         )
-    if latent:
-        return "latent-unet", config
-    if config.get("num_class_embeds") or config.get("class_embed_type"):
-        return "class-cond-unet", config
-    return PIXEL_UNET, config
+    elif latent:
+        family = "latent-unet"
+    elif config.get("num_class_embeds") or config.get("class_embed_type"):
+        family = "class-cond-unet"
+    else:
+        family = PIXEL_UNET
+    check_sample_size(config, cls, sub / "config.json")  # before anything is built or run
+    return family, config
 
 
 def build(

@@ -19,7 +19,7 @@ import torch
 from explorer.errors import ExplorerError
 from explorer.models.families import class_cond
 from explorer.models.families.base import Adapter, Condition
-from explorer.models.weights import load_component
+from explorer.models.weights import load_component, read_json
 
 SD_INSTALL = 'pip install -e ".[sd]"'
 
@@ -84,12 +84,7 @@ def load_encoder(folder: Path, trust_pickle: bool) -> tuple[LatentEncoder, list[
 
 
 def _class_name(config_path: Path, default: str) -> str:
-    import json
-
-    try:
-        return json.loads(config_path.read_text()).get("_class_name", default)
-    except (OSError, ValueError, AttributeError) as e:
-        raise ExplorerError(f"cannot read {config_path}: {e}") from e
+    return read_json(config_path, "autoencoder config").get("_class_name", default)
 
 
 def ldm_adapter(

@@ -32,11 +32,27 @@ _DDPM_KEYS = (
 )
 
 
+MAX_TIMESTEPS = 100_000  # real models train on 1000 to 4000 steps
+
+
 def vp_scheduler(config: dict, where: str):
-    """A `DDPMScheduler` with the model scheduler's `alphas_cumprod`, or a one-line ExplorerError."""
+    """A `DDPMScheduler` with the model scheduler's `alphas_cumprod`, or a one-line ExplorerError.
+
+    The schedule must be a valid forward process (`check_schedule`): the features of an
+    impossible one would be computed, cached and probed as if they meant something."""
     import diffusers
     from diffusers import DDPMScheduler
 
+    steps = config.get("num_train_timesteps", 1000)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ExplorerError(
+            f"{where}: num_train_timesteps must be a positive integer, got {steps!r}"
+        )
+    if steps > MAX_TIMESTEPS:
+        raise ExplorerError(
+            f"{where}: num_train_timesteps must be at most {MAX_TIMESTEPS}, got {steps}; "
+            "real models use 1000 to 4000"
+        )
     cls_name = str(config.get("_class_name", "DDPMScheduler"))
     why = _REFUSED.get(cls_name) or (
         "flow matching, not a noise schedule" if "FlowMatch" in cls_name else None
@@ -54,6 +70,7 @@ def vp_scheduler(config: dict, where: str):
     except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
         raise ExplorerError(f"{where} is not a usable noise schedule ({_first_line(e)})") from e
     sched.explorer_class = cls_name  # for display only (not in the fingerprint)
+    check_schedule(sched, config, where)
     if cls_name == "DDPMScheduler":
         return sched
     own_cls = getattr(diffusers, cls_name, None)
@@ -75,9 +92,64 @@ def vp_scheduler(config: dict, where: str):
             f"{sched.config.num_train_timesteps} steps; it is not supported"
         )
     if not torch.allclose(ac.double(), sched.alphas_cumprod.double(), rtol=1e-6, atol=1e-9):
+        _check_alphas_cumprod(ac, f"{where} ({cls_name})")
         sched.alphas_cumprod = ac.clone().float()  # a class quirk, e.g. Euler's zero-SNR 2**-24
         sched.explorer_source = cls_name  # enters the fingerprint (see explorer.models.loader)
     return sched
+
+
+def check_schedule(sched, config: dict, where: str) -> None:
+    """Refuse a schedule that is not a forward noising process, naming the bad values: one
+    beta per step, betas in (0, 1) (the last may be 1 for zero terminal SNR), growing from
+    beta_start to beta_end, so alphas_cumprod lies in (0, 1] and never increases."""
+    cfg = sched.config
+    bad = f"{where} is not a valid noise schedule"
+    steps = int(cfg.num_train_timesteps)
+    trained = cfg.trained_betas
+    if trained is not None and len(trained) != steps:
+        raise ExplorerError(
+            f"{bad}: trained_betas has {len(trained)} values for num_train_timesteps={steps}; "
+            "give one beta per step"
+        )
+    linear = trained is None and cfg.beta_schedule in ("linear", "scaled_linear")
+    if linear and cfg.beta_start > cfg.beta_end:
+        raise ExplorerError(
+            f"{bad}: beta_start ({cfg.beta_start:g}) is above beta_end ({cfg.beta_end:g}); "
+            "the noise must grow with t, swap them"
+        )
+    betas = sched.betas.double()
+    inner = betas[:-1] if getattr(cfg, "rescale_betas_zero_snr", False) else betas
+    if not (bool(((inner > 0) & (inner < 1)).all()) and 0 < float(betas[-1]) <= 1):
+        given, fix = (
+            (f"{len(trained)} trained_betas", "trained_betas")
+            if trained is not None
+            else (
+                f"beta_start={cfg.beta_start:g}, beta_end={cfg.beta_end:g}, {cfg.beta_schedule}",
+                "beta_start and beta_end",
+            )
+        )
+        raise ExplorerError(
+            f"{bad}: betas must lie in (0, 1), but these run from {float(betas.min()):g} to "
+            f"{float(betas.max()):g} ({given}); fix {fix}"
+        )
+    _check_alphas_cumprod(sched.alphas_cumprod, where)
+
+
+def _check_alphas_cumprod(ac: torch.Tensor, where: str) -> None:
+    ac = ac.double()
+    problem = None
+    if not bool(torch.isfinite(ac).all()):
+        problem = "some are not finite"
+    elif float(ac.max()) > 1 or float(ac[0]) <= 0 or float(ac.min()) < 0:
+        problem = f"they run from {float(ac.min()):g} to {float(ac.max()):g}"
+    elif bool((up := ac[1:] > ac[:-1] + 1e-6).any()):  # below 1e-6 all is noise: Euler's
+        t = int(torch.nonzero(up)[0]) + 1  # zero-SNR end (2**-24) may sit above its neighbour
+        problem = f"they increase at t={t} ({float(ac[t - 1]):g} to {float(ac[t]):g})"
+    if problem:
+        raise ExplorerError(
+            f"{where} is not a valid noise schedule: alphas_cumprod must be in (0, 1] and "
+            f"non-increasing, but {problem}"
+        )
 
 
 def describe(sched) -> str:

@@ -6,13 +6,13 @@ from explorer import exposure, figures
 from explorer.overview import LAYER_COLUMNS, layer_table, size_text
 from explorer.ui import common, services, state
 
-SMALL_METRIC_MIN = 100  # px: a count such as "70000" (two sections share a row when wide)
+SMALL_METRIC_MIN = 110  # px: a count such as "70000" (two sections share a row when wide)
 
 
 def dataset_section(d: dict) -> None:
     """Sizes of the dataset and of the samples in use (`d` from `describe_dataset`)."""
     st.subheader(f"Dataset: {d['name']}")
-    m = common.grid(SMALL_METRIC_MIN, 4)
+    m = common.grid(common.METRIC_MIN + 10, 4)  # 2 × 2, or one row when there is room
     m.metric("Images", f"{d['images']}")
     m.metric("Classes", f"{d['classes']}")
     m.metric("Train split", f"{d['train_split']}")
@@ -29,7 +29,7 @@ def dataset_section(d: dict) -> None:
 def model_section(m: dict) -> None:
     """Size, input, schedule and provenance of the model (`m` from `describe_model`)."""
     st.subheader(f"Model: {m['name']}")
-    c = common.grid(SMALL_METRIC_MIN + 15, 3)
+    c = common.grid(SMALL_METRIC_MIN, 3)
     shape, _, space = str(m["input"]).partition(" ")  # "1×28×28 pixels": the space in the label
     c.metric("Parameters", f"{m['parameters'] / 1e6:.2f} M")
     c.metric(f"Input, {space}" if space else "Input", shape, help=f"from {m['input_from']}")
