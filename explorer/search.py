@@ -98,14 +98,12 @@ def halving(
 def round_sizes(
     fit_images: int, n_settings: int, eta: int, first: int | None, min_first: int = 1
 ) -> list[int]:
-    """Fitting images per round: `first` (default: so that growing x eta per round, the last
-    round uses all `fit_images`; never below `min_first`), then x eta each round."""
+    """Fitting images per round: `first`, then x eta each round, capped at `fit_images`. The
+    default `first` makes the round after the last one (the final probe, on every train image)
+    the next step of the x eta growth; it is never below `min_first`."""
     rounds = max(1, math.ceil(math.log(max(n_settings, 2), eta)))
-    chosen = first or max(min_first, fit_images // eta ** (rounds - 1))
-    sizes = [min(fit_images, chosen * eta**r) for r in range(rounds)]
-    if first is None:
-        sizes[-1] = fit_images
-    return sorted(set(sizes))
+    chosen = first or max(min_first, fit_images // eta**rounds)
+    return sorted({min(fit_images, chosen * eta**r) for r in range(rounds)})
 
 
 def balanced_order(y: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -226,6 +224,21 @@ class SearchResult:
         return pd.DataFrame(rows)
 
 
+def _slices(ws: Workspace, positions: np.ndarray, sizes: Sequence[int]) -> list[Selection]:
+    """Disjoint train selections: the positions' (in order) slices between successive `sizes`;
+    the first k of them together are the first `sizes[k-1]` positions."""
+    bounds = [0, *sorted(set(sizes))]
+    return [
+        Selection("train", np.sort(ws.train.indices[positions[a:b]]))
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+
+
+def chunks_upto(sizes: Sequence[int], k: int) -> int:
+    """How many of `_slices(..., sizes)` make up the first `sizes[k]` positions."""
+    return sorted(set(sizes)).index(sizes[k]) + 1
+
+
 class _Costs:
     """Weighted forward passes and feature sets computed, counted before each extraction."""
 
@@ -280,7 +293,7 @@ def search(
     """The validation-best linear-probe setting of the grid timesteps x layers x pools of `ws`.
 
     `eta`: keep 1/eta each round (default 3); `first`: fitting images of the first round
-    (default: the train images / eta^(rounds-1)); `final`: how many of the last round's best go
+    (default: the train images / eta^rounds); `final`: how many of the last round's best go
     to the whole train and test selections (settings tied with them always go too).
     `progress(text, fraction)` is called before each round.
     """
@@ -294,16 +307,14 @@ def search(
     if len(np.unique(y[fit_pos])) < 2:
         raise ExplorerError("the search needs train images of at least 2 classes")
     fit_pos = fit_pos[balanced_order(y[fit_pos], seed=0)]
+    val_pos = val_pos[balanced_order(y[val_pos], seed=1)]
     n_classes = len(np.unique(y[fit_pos]))
     sizes = round_sizes(
         len(fit_pos), len(grid), eta, first, min_first=min(len(fit_pos), 4 * n_classes)
     )
-    bounds = [0, *sizes]
-    chunks = [
-        Selection("train", np.sort(ws.train.indices[fit_pos[a:b]]))
-        for a, b in zip(bounds, bounds[1:], strict=False)
-    ]
-    val = Selection("train", ws.train.indices[val_pos])
+    # validation slices grow too: early rounds only drop the clearly worse settings
+    val_sizes = [min(len(val_pos), max(n, 20 * n_classes)) for n in sizes]
+    fit_chunks, val_chunks = _slices(ws, fit_pos, sizes), _slices(ws, val_pos, val_sizes)
     n_rounds = len(sizes) + 1
 
     def read(sel: Selection, s: Setting) -> np.ndarray:
@@ -318,25 +329,31 @@ def search(
             store=ws.store,
         )
 
-    def score(alive: list[Setting], n: int) -> dict[Setting, float]:
-        k = sizes.index(n) + 1
-        if progress:
-            progress(f"round {k} of {n_rounds}: {len(alive)} settings on {n} images", k - 1)
-        used = chunks[:k]
-        for sel in [val, *used]:
+    def stack(chunks: list[Selection], alive: list[Setting]) -> dict[Setting, tuple]:
+        for sel in chunks:
             costs.ensure(sel, alive)
-        y_fit = np.concatenate([ws.dataset.labels[c.indices] for c in used])
-        y_val = ws.dataset.labels[val.indices]
-        train = {repr(s): (np.vstack([read(c, s) for c in used]), y_fit) for s in alive}
-        test = {repr(s): (read(val, s), y_val) for s in alive}
-        res = fit_linear_grid(train, test, n_classes=len(ws.dataset.class_names))
+        y_all = np.concatenate([ws.dataset.labels[c.indices] for c in chunks])
+        return {s: (np.vstack([read(c, s) for c in chunks]), y_all) for s in alive}
+
+    def score(alive: list[Setting], n: int) -> dict[Setting, float]:
+        k = sizes.index(n)
+        if progress:
+            text = f"round {k + 1} of {n_rounds}: {len(alive)} settings on {n} images"
+            progress(text + f" (validation {val_sizes[k]})", k / n_rounds)
+        fit = stack(fit_chunks[: chunks_upto(sizes, k)], alive)
+        val = stack(val_chunks[: chunks_upto(val_sizes, k)], alive)
+        res = fit_linear_grid(
+            {repr(s): fit[s] for s in alive},
+            {repr(s): val[s] for s in alive},
+            n_classes=len(ws.dataset.class_names),
+        )
         return {s: float(res[repr(s)].top1) for s in alive}
 
     rounds = halving(grid, score, sizes, eta=eta, cost=lambda s: costs.share[s.layer])
     last = rounds[-1].scores
     finalists = keep_best(last, max(1, final), lambda s: costs.share[s.layer])
     if progress:
-        progress(f"final: {len(finalists)} on all train and test images", n_rounds - 1)
+        progress(f"final: {len(finalists)} on all train and test images", (n_rounds - 1) / n_rounds)
     for sel in (ws.train, ws.test):
         costs.ensure(sel, finalists)
     results = ws.evaluate(finalists, "linear")

@@ -63,9 +63,10 @@ def test_keep_best_keeps_ties_at_the_cut_and_breaks_order_by_cost():
     assert keep_best(scores, 9, cost=lambda x: 0) == sorted(scores, key=lambda x: -scores[x])
 
 
-def test_round_sizes_end_with_every_image_and_grow_by_eta():
-    assert round_sizes(5400, 65, 3, None) == [200, 600, 1800, 5400]
+def test_round_sizes_grow_by_eta_towards_every_image():
+    assert round_sizes(5400, 65, 3, None) == [66, 198, 594, 1782], "x3, the final probe next"
     assert round_sizes(5400, 65, 3, 100) == [100, 300, 900, 2700]
+    assert round_sizes(5400, 65, 3, 3000) == [3000, 5400], "capped at every fitting image"
     assert round_sizes(50, 65, 3, None, min_first=12) == [12, 36, 50], "never below min_first"
     with pytest.raises(ExplorerError, match="eta"):
         halving(GRID, lambda a, n: {}, [1], eta=1)
