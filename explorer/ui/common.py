@@ -56,8 +56,6 @@ _CSS = """
 /* any remaining row of st.columns in the page wraps rather than squeeze a column under 11rem */
 [data-testid="stMain"] [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
 [data-testid="stMain"] [data-testid="stColumn"] { min-width: min(100%, 11rem); }
-/* widget labels wrap between words, never inside one */
-[data-testid="stWidgetLabel"] p { overflow-wrap: normal; word-break: normal; }
 .dfe-headline { font-size: clamp(1.4rem, 2.8vw, 2.6rem); line-height: 1.25; margin: 0.2em 0 0.4em; }
 .dfe-headline .dfe-ci { color: #6b6f7b; }
 .dfe-headline .dfe-up { color: #1a8a3a; }

@@ -311,3 +311,22 @@ def test_upload_a_zip_of_class_folders():
     ), f"the upload reports images and skipped files: {[s.value for s in at.sidebar.success]}"
     assert metric(at, "Classes") == "2", "the page now shows the uploaded dataset"
     assert "uploads" in at.query_params["dataset"], "the link points at the extracted folder"
+
+
+def test_presentation_mode_puts_the_headline_in_one_line():
+    at = open_page(present="1")
+    assert_clean(at, "explore, presentation mode")
+    r = reference(DEFAULT_T, BLOCK)
+    pixels = reference(None, "pixels", "full")
+    line = [m.value for m in at.markdown if "dfe-headline" in m.value]
+    assert line, "the headline replaces the metrics"
+    assert f"{100 * r.top1:.2f}%" in line[0] and f"{100 * pixels.top1:.2f}%" in line[0], line
+    assert f"{100 * r.ci_low:.1f}–{100 * r.ci_high:.1f}%" in line[0], "with its interval"
+    assert not [m for m in at.metric if m.label == "Top-1 (test)"], "no metric row besides"
+    assert at.toggle(key="app_present").value is True, "the sidebar's toggle follows the link"
+    assert at.query_params["present"] == "1", "and the link keeps it"
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert charts and all(c["layout"]["font"]["size"] > 12 for c in charts), "larger type"
+    at.toggle(key="app_present").set_value(False).run()
+    assert "present" not in at.query_params, "off: the link drops it"
+    assert [m for m in at.metric if m.label == "Top-1 (test)"], "the metrics are back"
