@@ -168,6 +168,17 @@ def grid_args(
     p.add_argument(flag, default=D.DEFAULT_POOL, help=text.format(pool=D.DEFAULT_POOL))
 
 
+def split_limit_args(p: argparse.ArgumentParser) -> None:
+    """--train-limit and --test-limit: cap one split (over --limit)."""
+    for split in ("train", "test"):
+        p.add_argument(
+            f"--{split}-limit",
+            type=int,
+            default=None,
+            help=f"cap the {split} split (overrides --limit)",
+        )
+
+
 def pool_arg(p: argparse.ArgumentParser) -> None:
     """--pool: one pooling."""
     p.add_argument(

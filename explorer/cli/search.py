@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from explorer import defaults as D
-from explorer.cli.options import Command, grid_args, logger, open_workspace
+from explorer.cli.options import Command, grid_args, logger, open_workspace, split_limit_args
 from explorer.errors import ExplorerError
 
 
@@ -17,13 +17,7 @@ def search_args(p: argparse.ArgumentParser) -> None:
         "the grid's timesteps (default: {ts}, the shipped sweep's)",
         ("--pools", "comma-separated poolings (default: {pool})"),
     )
-    for split in ("train", "test"):
-        p.add_argument(
-            f"--{split}-limit",
-            type=int,
-            default=None,
-            help=f"cap the {split} split (overrides --limit)",
-        )
+    split_limit_args(p)
     p.add_argument(
         "--eta", type=int, default=3, help="keep 1/eta of the settings each round (default: 3)"
     )

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from explorer import defaults as D
-from explorer.cli.options import Command, grid_args, logger, open_workspace
+from explorer.cli.options import Command, grid_args, logger, open_workspace, split_limit_args
 from explorer.errors import ExplorerError
 
 
@@ -26,13 +26,7 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
         help="comma-separated heads, each name[:param=value...] "
         "(knn10 = knn:k=10); " + describe_heads().replace("%", "%%"),
     )
-    for split in ("train", "test"):
-        p.add_argument(
-            f"--{split}-limit",
-            type=int,
-            default=None,
-            help=f"cap the {split} split (overrides --limit)",
-        )
+    split_limit_args(p)
     p.add_argument(
         "--no-baselines", action="store_true", help="skip raw pixels and the random-weights control"
     )
