@@ -21,7 +21,7 @@ from explorer.errors import ExplorerError
 
 if TYPE_CHECKING:
     from explorer.settings import Setting
-    from explorer.workspace import Workspace
+    from explorer.workspace import Workspace  # torch and the models: on first use only
 
 __all__ = ["ExplorerError", "Setting", "Workspace", "__version__", "open"]
 __version__ = "0.1.0"
@@ -54,7 +54,7 @@ def open(
 
 def __getattr__(name: str):
     if name in ("Workspace", "Setting"):
-        from explorer import workspace
+        from explorer import workspace  # torch and the models: on first use only
 
         return getattr(workspace, name)
     raise AttributeError(f"module 'explorer' has no attribute {name!r}")

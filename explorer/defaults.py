@@ -16,7 +16,7 @@ _PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", 
 
 def precision_name(name: str) -> str:
     """A `--dtype` value ("bf16", "bfloat16", ...) -> its canonical name; ExplorerError if unknown."""
-    from explorer.errors import ExplorerError
+    from explorer.errors import ExplorerError  # this module imports no other explorer module
 
     key = str(name).strip().lower()
     key = _PRECISION_ALIASES.get(key, key)

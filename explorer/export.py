@@ -282,7 +282,7 @@ def write(data: ExportData, fmt: str, out: str | Path) -> list[Path]:
 def from_workspace(ws, s, splits: Sequence[str] = ("test",), images: bool = True) -> ExportData:
     """ExportData of Setting `s` on `ws` (features computed first where missing); thumbnails
     are read lazily, only if a Projector sprite is asked for."""
-    import explorer
+    import explorer  # the workspace (torch): only when exporting from names, not arrays
 
     meta = {
         "model": ws.model.name,

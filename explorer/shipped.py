@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from explorer.atomic import atomic_write
+from explorer.features.keys import EXTRACTION_VERSION
 from explorer.paths import ASSETS
 
 RESULTS = ASSETS / "results"
@@ -165,7 +166,6 @@ def provenance(
 
     # the model (torch) loads only to write provenance, never to check the shipped table
     from explorer.data import load_dataset
-    from explorer.features.keys import EXTRACTION_VERSION
     from explorer.models.loader import load_model
 
     m = load_model(model, device="cpu")
@@ -207,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--command", default=COMMAND, help="the command that regenerates it")
     a = ap.parse_args(argv)
-    from explorer.features.keys import EXTRACTION_VERSION
-
     for (model, dataset), csv in TABLES.items():
         if a.write:
             prov = provenance(csv, date=a.date, command=a.command, model=model, dataset=dataset)

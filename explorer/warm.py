@@ -30,8 +30,10 @@ import numpy as np
 
 from explorer import defaults as D
 from explorer.atomic import atomic_write
+from explorer.features.keys import EXTRACTION_VERSION
 from explorer.features.store import file_checksum
 from explorer.paths import ASSETS, cache_dir
+from explorer.settings import Setting
 
 log = logging.getLogger("explorer.warm")
 SEED = ASSETS / "warm"
@@ -170,7 +172,6 @@ def compute_view(ws, ws_sim, view: DefaultView) -> dict[str, list[str]]:
     returns the feature keys that the seed keeps (train and test of every probed setting)."""
     from explorer.analysis.embed import umap_or_pca  # umap/numba: on use only
     from explorer.defaults import PIXEL_POOL
-    from explorer.settings import Setting
 
     probed = [Setting(*view.explore), *(Setting(*s) for s in view.compare)]
     probed = list(dict.fromkeys(probed))
@@ -208,8 +209,6 @@ def workspaces(root: str | os.PathLike | None = None, *, device: str = "cpu"):
 
 def write_seed(seed: Path = SEED) -> dict:
     """Recompute the default view in an empty cache and keep its files as the seed."""
-    from explorer.features.keys import EXTRACTION_VERSION
-
     with tempfile.TemporaryDirectory() as tmp:
         ws, sim = workspaces(tmp)
         view = view_of(ws)

@@ -58,6 +58,6 @@ def load_dataset(spec: str, *, download: bool = False) -> ImageDataset:
 def _load_path(path: Path) -> ImageDataset:
     if path.is_dir() and is_idx_folder(path):
         return load_idx_folder(path, name=path.name)
-    from explorer.data import folders
+    from explorer.data import folders  # PIL and the file scanners: only for a path
 
     return folders.load_path(path)

@@ -51,7 +51,7 @@ def dataset_identity(spec: str) -> list | None:
     if spec == "digits":
         return ["digits", metadata.version("scikit-learn")]
     if spec == "fashion-mnist":
-        from explorer.data.builtin import fashion_mnist_dirs, is_idx_folder
+        from explorer.data.builtin import fashion_mnist_dirs, is_idx_folder  # numpy: on use only
 
         for d in fashion_mnist_dirs():
             if d.is_dir() and is_idx_folder(d):

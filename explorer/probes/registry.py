@@ -228,7 +228,7 @@ def _sgd_params(epochs: int, batch_size: int, lr: float) -> dict:
 
 
 def _fit_linear(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
-    from explorer.probes.linear import fit_linear_grid
+    from explorer.probes.linear import fit_linear_grid  # torch: the registry loads without it
 
     train = {n: (t[0], t[1]) for n, t in tasks.items()}
     test = {n: (t[2], t[3]) for n, t in tasks.items()}
@@ -238,7 +238,7 @@ def _fit_linear(tasks: dict[str, Task], *, n_classes: int, device: str, **params
 def _fit_knn(
     tasks: dict[str, Task], *, n_classes: int, device: str, k: int, temperature: float
 ) -> dict:
-    from explorer.probes.knn import fit_knn
+    from explorer.probes.knn import fit_knn  # torch: the registry loads without it
 
     return {
         n: fit_knn(*t, ks=(k,), temperature=temperature, n_classes=n_classes, device=device)[k]

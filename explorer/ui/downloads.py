@@ -54,7 +54,7 @@ def report_download(table: pd.DataFrame, ws=None, key: str = "sweep_report") -> 
     Workspace, per-class results and a UMAP of its best setting are added (computed if missing)."""
     if table is None or table.empty:
         return
-    from explorer.report import html_report
+    from explorer.report import html_report  # plotly's inline bundle: only when asked for
 
     st.download_button(
         "⬇ Report (one HTML file, opens offline)",

@@ -242,7 +242,7 @@ def embedding(ws: Workspace, s: Setting, method: str) -> tuple[np.ndarray, str]:
     """`((N_test, 2), shown)`: the UMAP (cached on disk by the core) or PCA of a setting's test
     features, and which one it is. A UMAP not yet computed is started in the background and
     PCA shown meanwhile; the page reruns by itself when the UMAP is ready."""
-    from explorer.analysis.embed import fit_note, umap_or_pca
+    from explorer.analysis.embed import fit_note, umap_or_pca  # umap/numba: on use only
 
     key = ws.key(s, "test")
     if not ws.store.has(key):
@@ -266,7 +266,7 @@ def embedding(ws: Workspace, s: Setting, method: str) -> tuple[np.ndarray, str]:
 @st.fragment(run_every=1.5)
 def _await_umap(shape: tuple[int, int], key: str, root: str) -> None:
     """Polls the background UMAP; reruns the page once it is done."""
-    from explorer.analysis.embed import umap_pending
+    from explorer.analysis.embed import umap_pending  # umap/numba: on use only
 
     if not umap_pending(shape, cache_key=key, cache_root=Path(root), stratified=True):
         st.rerun()

@@ -89,7 +89,7 @@ def _picker(p: Picker, default: str) -> str:
 
 
 def _model_picker(default: str) -> str:
-    from explorer.models.loader import local_models
+    from explorer.models.loader import local_models  # torch: only when the picker opens
 
     names = services.builtin_models()
     options = names + [RANDOM_PREFIX + n for n in names] + local_models() + [CUSTOM_MODEL]
@@ -135,7 +135,7 @@ def _roots_hint() -> None:
 
 
 def _upload() -> str | None:
-    from explorer.data.upload import extract_zip, upload_limits
+    from explorer.data.upload import extract_zip, upload_limits  # only for an upload
 
     max_bytes, max_files = upload_limits()
     f = st.file_uploader(

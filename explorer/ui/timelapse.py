@@ -197,7 +197,7 @@ def default_timesteps(T: int) -> list[int]:
 def shown_rows(labels: np.ndarray, cap: int | None = None) -> np.ndarray | None:
     """Test positions animated: a stratified subsample of `cap` (default `TIMELAPSE_MAX_POINTS`,
     seed 0) when there are more than `cap` points, else None (all of them)."""
-    from explorer.analysis.embed import stratified_subsample
+    from explorer.analysis.embed import stratified_subsample  # umap/numba: on use only
 
     cap = TIMELAPSE_MAX_POINTS if cap is None else cap
     n = len(labels)
@@ -211,7 +211,7 @@ def _aligned(
     """`(K, N, 2)`, or `(K, cap, 2)` on `shown_rows` (cached under the keys and the policy)."""
     if cap is None:
         return _ws.aligned_embedding(list(_settings))
-    from explorer.analysis.embed import aligned_umap
+    from explorer.analysis.embed import aligned_umap  # umap/numba: on use only
 
     rows = shown_rows(_ws.labels("test"), cap)
     xs = [np.asarray(_ws.features(s, "test")[rows], dtype=np.float32) for s in _settings]
