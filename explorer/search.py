@@ -32,8 +32,8 @@ from explorer.errors import ExplorerError
 from explorer.features.extract import ensure_features, load_features
 from explorer.features.keys import Selection, feature_key
 from explorer.models.layers import layer_flops, select_layers
-from explorer.probes.linear import fit_linear_grid
 from explorer.probes.metrics import ProbeResult, validation_split
+from explorer.probes.registry import parse_head
 from explorer.settings import Setting, check_timesteps, parse_pools, parse_timesteps
 
 if TYPE_CHECKING:  # the workspace offers `Workspace.search` through this module
@@ -77,10 +77,11 @@ def halving(
     *,
     eta: int = 3,
     cost: Callable[[Setting], float] = lambda s: 0.0,
+    final: int = 1,
 ) -> list[Round]:
     """Successive halving: round r scores the survivors with `score(survivors, sizes[r])` and
-    keeps the best `ceil(n / eta)` (ties at the cut kept); it stops when one setting (or one
-    tied group) is left or the sizes run out. Pure: `score` does all the work."""
+    keeps the best `ceil(n / eta)` (ties at the cut kept); it stops when at most `final`
+    settings (or one tied group) are left, or the sizes run out. Pure: `score` does the work."""
     if eta < 2:
         raise ExplorerError(f"eta must be 2 or more (keep 1/eta each round), not {eta}")
     alive, rounds = list(settings), []
@@ -89,19 +90,24 @@ def halving(
         kept = keep_best(scores, max(1, math.ceil(len(alive) / eta)), cost)
         rounds.append(Round(n, scores, tuple(kept)))
         top = max(scores.values())
-        if len(kept) == 1 or all(scores[s] == top for s in kept):
+        if len(kept) <= final or all(scores[s] == top for s in kept):
             break
         alive = kept
     return rounds
 
 
 def round_sizes(
-    fit_images: int, n_settings: int, eta: int, first: int | None, min_first: int = 1
+    fit_images: int,
+    n_settings: int,
+    eta: int,
+    first: int | None,
+    min_first: int = 1,
+    final: int = 1,
 ) -> list[int]:
-    """Fitting images per round: `first`, then x eta each round, capped at `fit_images`. The
-    default `first` makes the round after the last one (the final probe, on every train image)
-    the next step of the x eta growth; it is never below `min_first`."""
-    rounds = max(1, math.ceil(math.log(max(n_settings, 2), eta)))
+    """Fitting images per round, enough rounds to cut `n_settings` to `final`: `first`, then
+    x eta each round, capped at `fit_images`. The default `first` makes the final probe (on
+    every train image) the next step of the x eta growth; it is never below `min_first`."""
+    rounds = max(1, math.ceil(math.log(max(n_settings / max(final, 1), 2), eta)))
     chosen = first or max(min_first, fit_images // eta**rounds)
     return sorted({min(fit_images, chosen * eta**r) for r in range(rounds)})
 
@@ -122,7 +128,7 @@ class SearchResult:
 
     pick: Setting
     result: ProbeResult  # the pick's linear probe on ws.train / ws.test (the sweep's row)
-    finalists: dict[Setting, ProbeResult]
+    finalists: dict[Setting, float]  # validation top-1 of each finalist on every train image
     rounds: list[Round]
     passes: float  # image-forward passes computed, weighted by the FLOPs to the deepest block
     grid_passes: float  # the same for the full grid (train + test, every t, deepest block)
@@ -135,8 +141,8 @@ class SearchResult:
     @property
     def tie(self) -> tuple[Setting, ...]:
         """Finalists whose validation top-1 equals the pick's (the pick is then the cheapest)."""
-        top = self.result.extra.get("val_top1")
-        return tuple(s for s, r in self.finalists.items() if r.extra.get("val_top1") == top)
+        top = self.finalists[self.pick]
+        return tuple(s for s, v in self.finalists.items() if v == top)
 
     @property
     def saving(self) -> float:
@@ -216,10 +222,10 @@ class SearchResult:
                 "layer": s.layer,
                 "block": self.labels.get(s.layer, s.layer),
                 "pool": s.pool,
-                "val_top1": r.extra.get("val_top1", np.nan),
+                "val_top1": v,
                 "kept": s == self.pick,
             }
-            for s, r in self.finalists.items()
+            for s, v in self.finalists.items()
         ]
         return pd.DataFrame(rows)
 
@@ -287,14 +293,15 @@ def search(
     seed: int = 0,
     eta: int = 3,
     first: int | None = None,
-    final: int = 1,
+    final: int = 3,
     progress: Callable[[str, float], None] | None = None,
 ) -> SearchResult:
     """The validation-best linear-probe setting of the grid timesteps x layers x pools of `ws`.
 
     `eta`: keep 1/eta each round (default 3); `first`: fitting images of the first round
-    (default: the train images / eta^rounds); `final`: how many of the last round's best go
-    to the whole train and test selections (settings tied with them always go too).
+    (default: the train images / eta^rounds); `final`: how many settings the halving leaves for
+    the final probe on every train image (default 3; settings tied at a cut always stay), of
+    which the validation best (the sweep's own validation top-1) is then probed on test.
     `progress(text, fraction)` is called before each round.
     """
     t0 = time.time()
@@ -310,12 +317,16 @@ def search(
     val_pos = val_pos[balanced_order(y[val_pos], seed=1)]
     n_classes = len(np.unique(y[fit_pos]))
     sizes = round_sizes(
-        len(fit_pos), len(grid), eta, first, min_first=min(len(fit_pos), 4 * n_classes)
+        len(fit_pos), len(grid), eta, first, min(len(fit_pos), 4 * n_classes), final
     )
     # validation slices grow too: early rounds only drop the clearly worse settings
     val_sizes = [min(len(val_pos), max(n, 20 * n_classes)) for n in sizes]
     fit_chunks, val_chunks = _slices(ws, fit_pos, sizes), _slices(ws, val_pos, val_sizes)
     n_rounds = len(sizes) + 1
+    head = parse_head("linear")  # the sweep's linear head, its parameters and all
+
+    def linear(tasks: dict) -> dict[str, ProbeResult]:
+        return head.fit(tasks, n_classes=ws.dataset.num_classes, device=ws.device)
 
     def read(sel: Selection, s: Setting) -> np.ndarray:
         return load_features(
@@ -342,32 +353,32 @@ def search(
             progress(text + f" (validation {val_sizes[k]})", k / n_rounds)
         fit = stack(fit_chunks[: chunks_upto(sizes, k)], alive)
         val = stack(val_chunks[: chunks_upto(val_sizes, k)], alive)
-        res = fit_linear_grid(
-            {repr(s): fit[s] for s in alive},
-            {repr(s): val[s] for s in alive},
-            n_classes=len(ws.dataset.class_names),
-        )
+        res = linear({repr(s): (*fit[s], *val[s]) for s in alive})
         return {s: float(res[repr(s)].top1) for s in alive}
 
-    rounds = halving(grid, score, sizes, eta=eta, cost=lambda s: costs.share[s.layer])
-    last = rounds[-1].scores
-    finalists = keep_best(last, max(1, final), lambda s: costs.share[s.layer])
+    cheap = lambda s: costs.share[s.layer]  # noqa: E731
+    rounds = halving(grid, score, sizes, eta=eta, cost=cheap, final=max(1, final))
+    finalists = list(rounds[-1].kept)
     if progress:
-        progress(f"final: {len(finalists)} on all train and test images", (n_rounds - 1) / n_rounds)
-    for sel in (ws.train, ws.test):
-        costs.ensure(sel, finalists)
-    results = ws.evaluate(finalists, "linear")
-    best = max(r.extra.get("val_top1", -1.0) for r in results.values())
-    pick = min(
-        (s for s, r in results.items() if r.extra.get("val_top1", -1.0) == best),
-        key=lambda s: costs.share[s.layer],
-    )
+        text = f"final: {len(finalists)} on every train image, the pick on every test image"
+        progress(text, (n_rounds - 1) / n_rounds)
+    # the sweep's own validation top-1 (it depends on the train features only), then test for
+    # the pick alone
+    costs.ensure(ws.train, finalists)
+    y_train = ws.labels("train")
+    x = {s: read(ws.train, s) for s in finalists}
+    probe = linear({repr(s): (x[s], y_train, x[s][:1], y_train[:1]) for s in finalists})
+    val = {s: float(probe[repr(s)].extra["val_top1"]) for s in finalists}
+    best = max(val.values())
+    pick = min((s for s in finalists if val[s] == best), key=cheap)
+    costs.ensure(ws.test, [pick])
+    result = ws.evaluate([pick], "linear")[pick]
     deepest = max(costs.share[n] for n in names)
     n_img = len(ws.train.indices) + len(ws.test.indices)
     return SearchResult(
         pick=pick,
-        result=results[pick],
-        finalists=dict(results),
+        result=result,
+        finalists=val,
         rounds=rounds,
         passes=costs.passes,
         grid_passes=n_img * len(ts) * deepest,

@@ -174,6 +174,8 @@ class Workspace:
         pools = parse_pools(pool)
         if len(pools) != 1:
             raise ExplorerError(f"give one pooling, not '{pool}'")
+        if not getattr(self.model.adapter, "noised", True):  # a reference encoder: no timestep, its one level is 0
+            t = 0
         t = check_timesteps([as_int(t, "timestep")], self.model.num_timesteps)[0]
         return Setting(t, lay.name, pools[0], as_int(seed, "seed"))
 
@@ -310,6 +312,8 @@ class Workspace:
         `ExtractReport` and the grid's feature keys per split.
         """
         progress = self.progress if progress is None else progress
+        if not getattr(self.model.adapter, "noised", True):  # a reference encoder: any t reads its one level, 0
+            timesteps = [0]
         ts = check_timesteps([as_int(t, "timestep") for t in timesteps], self.model.num_timesteps)
         lays = select_layers(self.catalogue, layers)
         pool_names = parse_pools(pools)

@@ -47,6 +47,8 @@ class LayerSpec:
 
 def probe_points(unet) -> list[tuple[str, str, str, str]]:
     """(name, hook, stage, kind) for every probe point, from the model's module structure."""
+    if callable(own := getattr(unet, "probe_points", None)):  # a source that lists its own (encoders)
+        return own()
     if is_transformer(unet):
         return [
             (f"transformer_blocks.{i}", f"transformer_blocks.{i}", "block", "transformer")
@@ -101,10 +103,12 @@ def probe_kwargs(net, batch: int, device) -> dict:
 
 def feature_map(output, layer: LayerSpec) -> torch.Tensor:
     """The `(B, C, H, W)` map of a hooked module's output; transformer tokens `(B, N, D)` are
-    laid out on the `layer.height x layer.width` patch grid."""
+    laid out on the `layer.height x layer.width` patch grid (leading tokens beyond the grid, an
+    encoder's CLS and register tokens, are dropped)."""
     x = first_tensor(output)
     if x.dim() == 3:
         b, n, d = x.shape
+        x = x[:, n - layer.height * layer.width :]
         x = x.transpose(1, 2).reshape(b, d, layer.height, layer.width)
     return x
 

@@ -16,7 +16,7 @@ from explorer.defaults import RANDOM_PREFIX
 from explorer.errors import ExplorerError, suggest
 from explorer.models.accel import prepare
 from explorer.models.device import resolve_precision
-from explorer.models.families import build, detect, net_folder, pixel_unet
+from explorer.models.families import build, detect, encoder, net_folder, pixel_unet
 from explorer.models.families.base import PIXEL_UNET, Adapter
 from explorer.models.families.schedulers import describe, vp_scheduler
 from explorer.models.weights import (
@@ -68,6 +68,8 @@ class LoadedModel:
 
     @property
     def preprocess(self) -> Preprocess:
+        if self.adapter.preprocess is not None:  # a reference encoder normalises as it was trained
+            return self.adapter.preprocess
         return Preprocess(self.resolution, self.adapter.image_channels)
 
     @property
@@ -121,7 +123,18 @@ def load_model(
     prompt = opts.get("prompt") if prompt is None else prompt
     class_label = opts.get("class-label") if class_label is None else class_label
     randomize = base.startswith(RANDOM_PREFIX)
-    folder, source = _resolve(base[len(RANDOM_PREFIX) :] if randomize else base, trust_pickle)
+    rest = base[len(RANDOM_PREFIX) :] if randomize else base
+    forced = rest.startswith(encoder.ENCODER_PREFIX)  # "encoder:FOLDER": a reference encoder
+    folder, source = _resolve(rest[len(encoder.ENCODER_PREFIX) :] if forced else rest, trust_pickle)
+    if forced or encoder.is_encoder_folder(folder):
+        if prompt is not None or class_label is not None:
+            raise ExplorerError("--prompt and --class-label do not apply to a reference encoder")
+        net, sched, fp, adapter = encoder.load(folder, randomize=randomize, trust_pickle=trust_pickle)
+        adapter = adapter.to(device)
+        prepare(net, device, compile=compile)
+        return LoadedModel(
+            base, net, sched, fp, "random" if randomize else source, folder, adapter, precision
+        )
     family, config = detect(folder)
     sched = load_scheduler(
         folder

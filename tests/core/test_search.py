@@ -65,6 +65,7 @@ def test_keep_best_keeps_ties_at_the_cut_and_breaks_order_by_cost():
 
 def test_round_sizes_grow_by_eta_towards_every_image():
     assert round_sizes(5400, 65, 3, None) == [66, 198, 594, 1782], "x3, the final probe next"
+    assert round_sizes(5400, 65, 3, None, final=3) == [200, 600, 1800], "one round fewer for 3"
     assert round_sizes(5400, 65, 3, 100) == [100, 300, 900, 2700]
     assert round_sizes(5400, 65, 3, 3000) == [3000, 5400], "capped at every fitting image"
     assert round_sizes(50, 65, 3, None, min_first=12) == [12, 36, 50], "never below min_first"
@@ -98,6 +99,9 @@ def test_search_on_a_tiny_model_gives_the_sweeps_row_for_less(ws):
     assert found.pick in grid and set(found.rounds[0].scores) == grid, "round 1 scores the grid"
     assert found.passes < found.grid_passes, f"cheaper than the grid: {found.lines()[-1]}"
     assert events and events[-1][0].startswith("final"), events
+    assert found.finalists[found.pick] == found.result.extra["val_top1"], (
+        "the finalists' validation top-1 is the sweep's own (it reads train features only)"
+    )
     again = ws.evaluate([found.pick], "linear")[found.pick]
     assert (
         again.top1 == found.result.top1

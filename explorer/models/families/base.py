@@ -48,6 +48,8 @@ class Adapter:
         False  # blocks are transformer blocks (the UI says "block", not "U-Net block")
     )
     loaded_from: str = ""  # how it was loaded, in words (Data & model page)
+    preprocess: object | None = None  # its own `Preprocess` (an encoder's normalisation); None: pixels
+    noised: bool = True  # False: a reference encoder reads x_0 at its one level t=0 (no timestep)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -154,6 +154,8 @@ def _check_alphas_cumprod(ac: torch.Tensor, where: str) -> None:
 
 def describe(sched) -> str:
     """The noise schedule in words, e.g. "DDIMScheduler config: linear betas, T=1000"."""
+    if text := getattr(sched, "explorer_text", None):  # a source without noise (an encoder)
+        return text
     cfg = sched.config
     betas = "trained betas" if cfg.trained_betas is not None else f"{cfg.beta_schedule} betas"
     zero = ", zero terminal SNR" if getattr(cfg, "rescale_betas_zero_snr", False) else ""
