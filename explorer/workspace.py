@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from explorer import overview
+from explorer.analysis.align_maps import align_table
 from explorer.analysis.cka import cka_matrix
 from explorer.analysis.profile import RIDGE_ALPHA, profile_rows
 from explorer.data import ImageDataset, load_dataset
@@ -174,8 +175,8 @@ class Workspace:
         pools = parse_pools(pool)
         if len(pools) != 1:
             raise ExplorerError(f"give one pooling, not '{pool}'")
-        if not getattr(self.model.adapter, "noised", True):  # a reference encoder: no timestep, its one level is 0
-            t = 0
+        if not getattr(self.model.adapter, "noised", True):
+            t = 0  # a reference encoder: no timestep, its one level is 0
         t = check_timesteps([as_int(t, "timestep")], self.model.num_timesteps)[0]
         return Setting(t, lay.name, pools[0], as_int(seed, "seed"))
 
@@ -312,8 +313,8 @@ class Workspace:
         `ExtractReport` and the grid's feature keys per split.
         """
         progress = self.progress if progress is None else progress
-        if not getattr(self.model.adapter, "noised", True):  # a reference encoder: any t reads its one level, 0
-            timesteps = [0]
+        if not getattr(self.model.adapter, "noised", True):
+            timesteps = [0]  # a reference encoder: any t reads its one level, 0
         ts = check_timesteps([as_int(t, "timestep") for t in timesteps], self.model.num_timesteps)
         lays = select_layers(self.catalogue, layers)
         pool_names = parse_pools(pools)
@@ -618,6 +619,24 @@ class Workspace:
             workers=self.workers,
             trust_pickle=self.trust_pickle,
             **self.limits,
+        )
+
+    def align(
+        self,
+        reference: Workspace | str,
+        timesteps: Sequence[int] | int | str | None = None,
+        layers: str | int | Sequence = "all",
+        ref_layers: str | int | Sequence = "all",
+        **kw,
+    ) -> pd.DataFrame:
+        """Alignment (CKA, CKNNA, mutual k-NN) between this model's blocks and a reference's on
+        the same test images, as a tidy table (`explorer.analysis.align_maps.align_table`:
+        `ref_timestep`, `pool`, `metrics`, `k`, `split`, `n_boot`, `seed`, `progress`).
+        `reference` is a workspace on the same images or a model spec (a diffusion model,
+        `random:<model>`, or a reference encoder folder), opened as this workspace's twin."""
+        ref = self.twin(reference) if isinstance(reference, str) else reference
+        return align_table(
+            self, ref, timesteps=timesteps, layers=layers, ref_layers=ref_layers, **kw
         )
 
     def search(

@@ -1,4 +1,4 @@
-"""The `explorer` command: layers, extract, sweep, search, embed, cka, train, convert, cache,
+"""The `explorer` command: layers, extract, sweep, search, embed, cka, align, train, convert, cache,
 export, report, datasets and app (`explorer COMMAND --help` for each).
 
 This module is the dispatcher only: each command lives in its own module, which declares it as
@@ -7,6 +7,7 @@ a `Command` (options, handler, example); the option groups they share are in `op
 - `listing`: layers, datasets          - `extract`: extract (answered from the cache without torch)
 - `sweep`: sweep, its --config, provenance - `analysis`: embed, cka
 - `search`: search (the best setting without the grid)
+- `align`: align (CKA, CKNNA, mutual k-NN between two feature sources, e.g. a reference encoder)
 - `train`: train                       - `convert`: convert (guided-diffusion flags)
 - `cache`: cache                       - `share`: export, report
 - `app`: app (the web server)
@@ -24,6 +25,7 @@ import os
 import sys
 
 from explorer.cli import (
+    align,
     analysis,
     app,
     cache,
@@ -51,6 +53,7 @@ COMMANDS: dict[str, Command] = {
         search.SEARCH,
         analysis.EMBED,
         analysis.CKA,
+        align.ALIGN,
         train.TRAIN,
         convert.CONVERT,
         cache.CACHE,

@@ -47,7 +47,8 @@ class LayerSpec:
 
 def probe_points(unet) -> list[tuple[str, str, str, str]]:
     """(name, hook, stage, kind) for every probe point, from the model's module structure."""
-    if callable(own := getattr(unet, "probe_points", None)):  # a source that lists its own (encoders)
+    own = getattr(unet, "probe_points", None)  # a source that lists its own (an encoder)
+    if callable(own):
         return own()
     if is_transformer(unet):
         return [

@@ -129,7 +129,9 @@ def load_model(
     if forced or encoder.is_encoder_folder(folder):
         if prompt is not None or class_label is not None:
             raise ExplorerError("--prompt and --class-label do not apply to a reference encoder")
-        net, sched, fp, adapter = encoder.load(folder, randomize=randomize, trust_pickle=trust_pickle)
+        net, sched, fp, adapter = encoder.load(
+            folder, randomize=randomize, trust_pickle=trust_pickle
+        )
         adapter = adapter.to(device)
         prepare(net, device, compile=compile)
         return LoadedModel(

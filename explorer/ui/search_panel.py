@@ -55,13 +55,22 @@ def timestep_profile(ctx, ws, timesteps: list[int], layer: str, pool: str, head:
     st.subheader("Why this t: the timestep profile of a block")
     names = [lay.name for lay in ws.catalogue]
     labels = common.label_of(ws.catalogue)
-    block = st.selectbox(
+    c = common.grid(common.CONTROL_MIN, 2)
+    block = c.selectbox(
         "Block",
         names,
         index=names.index(layer) if layer in names else 0,
         format_func=labels.get,
         key="sweep_profile_block",
     )
+    shown = c.toggle(
+        "Show the profile",
+        key="sweep_profile_on",
+        help="Features at t=0 and t=T-1 too, ridge maps and a probe per t: computed once, "
+        "then read from the cache.",
+    )
+    if not shown:
+        return
     bar = None
 
     def ensure(missing: list) -> None:

@@ -214,6 +214,28 @@ def test_sweep_computes_saves_reloads_and_opens_a_cell_in_explore(shared_cache):
     )
 
 
+def test_sweep_finds_the_best_setting_shows_why_and_opens_it(shared_cache):
+    at = open_page("sweep")  # the table saved by the test above: t 10 and 100
+    assert_clean(at, "sweep")
+    charts = len(at.get("plotly_chart"))
+    at.button(key="sweep_find_best").click().run()
+    assert_clean(at, "sweep after Find best")
+    told = [s.value for s in at.success if s.value.startswith("Best on validation")]
+    assert told, "the pick is announced"
+    words = " ".join(m.value for m in at.markdown)
+    assert "weighted forward passes" in words and "round 1:" in words, "rounds and cost shown"
+    assert len(at.get("plotly_chart")) == charts + 1, "the rounds figure"
+    at.toggle(key="sweep_profile_on").set_value(True).run()
+    assert_clean(at, "sweep with the timestep profile")
+    assert len(at.get("plotly_chart")) == charts + 2, "the timestep profile figure"
+    at.button(key="sweep_search_open").click().run()
+    assert_clean(at, "explore opened on the pick")
+    block = at.selectbox(key="explore_block").value
+    assert block in told[0] and f"t={at.slider(key='explore_t').value}," in told[0], (
+        "Explore opens on the search's pick"
+    )
+
+
 def test_compare_trained_against_random_weights():
     at = open_page("compare", mode="random", t="100", block=BLOCK)
     assert_clean(at, "compare")

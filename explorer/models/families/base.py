@@ -48,7 +48,8 @@ class Adapter:
         False  # blocks are transformer blocks (the UI says "block", not "U-Net block")
     )
     loaded_from: str = ""  # how it was loaded, in words (Data & model page)
-    preprocess: object | None = None  # its own `Preprocess` (an encoder's normalisation); None: pixels
+    # its own `Preprocess` (a reference encoder's normalisation); None: pixels in [-1, 1]
+    preprocess: object | None = None
     noised: bool = True  # False: a reference encoder reads x_0 at its one level t=0 (no timestep)
 
     @property

@@ -306,9 +306,7 @@ def load(
     except ExplorerError:
         raise
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
-        raise ExplorerError(
-            f"cannot load the encoder in {folder}: {load_error_text(e)}"
-        ) from e
+        raise ExplorerError(f"cannot load the encoder in {folder}: {load_error_text(e)}") from e
     if config.kind == "timm":  # the built model knows its patch and input size best
         pe = getattr(backbone, "patch_embed", None)
         if pe is not None:

@@ -7,7 +7,7 @@ from explorer import figures
 from explorer.probes.registry import HEADS
 from explorer.results import accuracy_view, ranked_cells, sweep_slice
 from explorer.sweep import SweepPlan, describe_best, summary_lines
-from explorer.ui import common, downloads, services, state
+from explorer.ui import common, downloads, search_panel, services, state
 
 
 def plan_controls(ctx, ws, path):
@@ -119,6 +119,10 @@ def results_section(ctx, ws, table, path) -> None:
             common.plot(figs["accuracy_vs_block"], key="sweep_vs_block")
         st.markdown("\n".join(f"- {line}" for line in summary_lines(cur, ctx.random_model)))
         open_cell(ctx, cur, common.label_of(ws.catalogue), view_pool, view_head)
+        ts = sorted(int(x) for x in cur["t"].dropna().unique())
+        search_panel.find_best(ctx, ws, ts, [lay.name for lay in ws.catalogue], view_pool)
+        best_layer = ranked_cells(cur)[0].iloc[0]["layer"]
+        search_panel.timestep_profile(ctx, ws, ts, best_layer, view_pool, view_head)
         common.export_panel(figs, {"sweep_results": table}, key="sweep_export")
     st.markdown("**Best settings**")
     st.code(describe_best(table) or "–", language=None)
