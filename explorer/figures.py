@@ -704,7 +704,9 @@ def sample_grid(
     return fig
 
 
-def timestep_profile(profile: pd.DataFrame, block: str) -> go.Figure:
+def timestep_profile(
+    profile: pd.DataFrame, block: str, width: int | None = None, present: bool = False
+) -> go.Figure:
     """Why this t (`Workspace.timestep_profile` rows): R² of the block's features at each t from
     its clean (t=0) and noisiest features, and the probe's test top-1 (with its interval) on a
     second axis."""
@@ -741,8 +743,14 @@ def timestep_profile(profile: pd.DataFrame, block: str) -> go.Figure:
             hovertemplate="t=%{x}: top-1 %{y:.1f}%<extra></extra>",
         )
     )
+    heading, top = _titled(
+        f"Timestep profile of {block}",
+        "where the image signal fades from the block",
+        width,
+        present,
+    )
     fig.update_layout(
-        title=f"Timestep profile of {block}: where the image signal fades",
+        title=heading,
         xaxis_title="timestep t",
         yaxis=dict(
             title="R² (variance explained)",
@@ -751,14 +759,17 @@ def timestep_profile(profile: pd.DataFrame, block: str) -> go.Figure:
                 1.02,
             ],
         ),
-        yaxis2=dict(title="top-1 (%)", overlaying="y", side="right"),
+        yaxis2=dict(title="top-1 (%)", overlaying="y", side="right", automargin=True),
         legend=_BELOW,
         **_LAYOUT,
     )
+    fig.update_layout(margin=dict(t=top))
     return fig
 
 
-def search_rounds(rounds: pd.DataFrame) -> go.Figure:
+def search_rounds(
+    rounds: pd.DataFrame, width: int | None = None, present: bool = False
+) -> go.Figure:
     """The setting search (`SearchResult.rounds_frame()`): each setting's validation top-1 per
     round (x = round, with its image count), kept settings filled, dropped ones hollow."""
     fig = go.Figure()
@@ -778,8 +789,9 @@ def search_rounds(rounds: pd.DataFrame) -> go.Figure:
             )
         )
     ticks = rounds.groupby("round")["images"].first()
+    heading, top = _titled("Search rounds", "validation top-1 of each setting", width, present)
     fig.update_layout(
-        title="Search rounds: validation top-1 of each setting",
+        title=heading,
         xaxis=dict(
             title="round (train images per probe)",
             tickvals=list(ticks.index),
@@ -789,4 +801,5 @@ def search_rounds(rounds: pd.DataFrame) -> go.Figure:
         legend=_BELOW,
         **_LAYOUT,
     )
+    fig.update_layout(margin=dict(t=top))
     return fig

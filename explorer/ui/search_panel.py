@@ -43,7 +43,8 @@ def find_best(ctx, ws, timesteps: list[int], layers: list[str], pool: str) -> No
     lines = found.lines()
     st.success(lines[0].replace("pick (best on validation)", "Best on validation"))
     st.markdown("\n".join(f"- {line}" for line in lines[1:]))
-    common.plot(figures.search_rounds(found.rounds_frame()), key="sweep_search_rounds")
+    room = dict(width=common.FULL_WIDTH, present=common.present())
+    common.plot(figures.search_rounds(found.rounds_frame(), **room), key="sweep_search_rounds")
     if st.button("Open the pick in Explore →", key="sweep_search_open"):
         p = found.pick
         common.open_in_explore(ctx, int(p.t), p.layer, p.pool, "linear")
@@ -81,7 +82,9 @@ def timestep_profile(ctx, ws, timesteps: list[int], layer: str, pool: str, head:
         profile = ws.timestep_profile(block, timesteps, pool, head, ensure=ensure)
     if bar is not None:
         bar.empty()
-    common.plot(figures.timestep_profile(profile, labels.get(block, block)), key="sweep_profile")
+    room = dict(width=common.FULL_WIDTH, present=common.present())
+    fig = figures.timestep_profile(profile, labels.get(block, block), **room)
+    common.plot(fig, key="sweep_profile")
     st.caption(
         "R² from the clean features (t=0): how much of the block's features at t the clean "
         "image still explains (ridge map, fitted on train images, scored on test images). "

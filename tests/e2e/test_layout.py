@@ -270,6 +270,32 @@ def test_page_reads_at_width(server, browser, shots, width, name):
         page.close()
 
 
+def test_find_best_and_the_timestep_profile_render(server, browser, shots):
+    """Sweep page at 800 px: *Find best* runs with its progress and shows the pick and its
+    rounds; the timestep profile of the best block renders; neither cuts a label."""
+    url, log = server
+    query = _query() or "?train=300&test=200"  # small limits: the search runs in seconds
+    page, t0 = _open(browser, 800, f"{url}/sweep{query}")
+    try:
+        page.get_by_role("heading", name=PAGES["sweep"][1]).first.wait_for(timeout=600_000)
+        settle(page)
+        page.get_by_role("button", name="Find best").click()
+        page.get_by_text("Best on validation:").first.wait_for(timeout=600_000)
+        settle(page)
+        page.get_by_text("Show the profile").first.click()
+        page.get_by_text("Timestep profile of").first.wait_for(timeout=600_000)
+        settle(page)
+        print(f"\nsearch and profile at 800 px in {time.time() - t0:.1f}s")
+        assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is shown"
+        page.screenshot(path=str(shots / "search-800.png"), full_page=True)
+        _report(problems(page), "sweep with the search and the profile at 800 px")
+    except Exception:
+        page.screenshot(path=str(log.with_name("failure-search-800.png")), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
 def test_presentation_mode(server, browser, shots):
     """`?present=1`: the sidebar starts collapsed, the headline is one line a room can read
     (top-1, its interval and the pixel baseline), figures use larger fonts; layout still holds."""

@@ -135,11 +135,13 @@ class EncoderNet(torch.nn.Module):
 
 
 def block_list(backbone: torch.nn.Module) -> list[str]:
-    """Dotted paths of the transformer blocks: the longest ModuleList named layer/layers/blocks."""
+    """Dotted paths of the transformer blocks: the longest ModuleList (or Sequential, timm) named
+    layer, layers or blocks."""
     lists = [
         (name, mod)
         for name, mod in backbone.named_modules()
-        if isinstance(mod, torch.nn.ModuleList) and name.rpartition(".")[2] in BLOCK_LISTS
+        if isinstance(mod, torch.nn.ModuleList | torch.nn.Sequential)
+        and name.rpartition(".")[2] in BLOCK_LISTS
     ]
     if not lists:
         raise ExplorerError(
@@ -283,9 +285,21 @@ def build_backbone(config: SimpleNamespace, weights: Path | None = None) -> torc
         hf_config = transformers.AutoConfig.for_model(**config.raw)
         if cls is not None:
             hf_config = hf_config.vision_config
-        return getattr(transformers, cls or "AutoModel").from_config(hf_config)
+        kw = {"add_pooling_layer": False} if config.model_type == "vit" else {}
+        return getattr(transformers, cls or "AutoModel").from_config(hf_config, **kw)
     kw = {"use_safetensors": weights.suffix == ".safetensors", "local_files_only": True}
-    return getattr(transformers, cls or "AutoModel").from_pretrained(weights.parent, **kw)
+    if config.model_type == "vit":
+        kw["add_pooling_layer"] = False  # after the blocks; the saved encoder may lack it
+    verbosity = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # no load report or progress bar per load
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        return getattr(transformers, cls or "AutoModel").from_pretrained(weights.parent, **kw)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def load(
