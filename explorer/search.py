@@ -54,7 +54,8 @@ class Round:
 
     images: int
     scores: dict[Setting, float]
-    kept: tuple[Setting, ...]
+    kept: tuple[Setting, ...]  # the paid survivors, then the riders
+    riders: int = 0  # how many of `kept` ride along for free (shallower, same t, near the cut)
 
     @property
     def dropped(self) -> tuple[Setting, ...]:
@@ -78,21 +79,40 @@ def halving(
     eta: int = 3,
     cost: Callable[[Setting], float] = lambda s: 0.0,
     final: int = 1,
+    margin: Callable[[float, int], float] = lambda p, n: 0.0,
 ) -> list[Round]:
     """Successive halving: round r scores the survivors with `score(survivors, sizes[r])` and
-    keeps the best `ceil(n / eta)` (ties at the cut kept); it stops when at most `final`
-    settings (or one tied group) are left, or the sizes run out. Pure: `score` does the work."""
+    keeps the best `ceil(n / eta)` of the paid ones (ties at the cut kept); it stops when at
+    most `final` paid settings (or one tied group) are left, or the sizes run out. Pure:
+    `score` does the work.
+
+    Riders: one forward pass per timestep serves every block up to the deepest one read, so a
+    dropped setting at the same t and pool as a kept one, and no deeper than the deepest kept
+    one there (`cost`), costs no extraction. It rides along while its score stays within
+    `margin(cut score, round index)` of the cut (validation noise), and can win at the end."""
     if eta < 2:
         raise ExplorerError(f"eta must be 2 or more (keep 1/eta each round), not {eta}")
-    alive, rounds = list(settings), []
-    for n in sizes:
-        scores = score(alive, n)
-        kept = keep_best(scores, max(1, math.ceil(len(alive) / eta)), cost)
-        rounds.append(Round(n, scores, tuple(kept)))
-        top = max(scores.values())
+    paid, riders, rounds = list(settings), [], []
+    for r, n in enumerate(sizes):
+        scores = score(paid + riders, n)
+        on_paid = {s: scores[s] for s in paid}
+        kept = keep_best(on_paid, max(1, math.ceil(len(paid) / eta)), cost)
+        cut = min(scores[s] for s in kept)
+        deepest: dict[tuple, float] = {}
+        for s in kept:
+            deepest[(s.t, s.pool)] = max(deepest.get((s.t, s.pool), 0.0), cost(s))
+        riders = [
+            s
+            for s in scores
+            if s not in kept
+            and cost(s) <= deepest.get((s.t, s.pool), -1.0)
+            and scores[s] >= cut - margin(cut, r)
+        ]
+        rounds.append(Round(n, scores, tuple(kept + riders), len(riders)))
+        top = max(scores[s] for s in kept)
         if len(kept) <= final or all(scores[s] == top for s in kept):
             break
-        alive = kept
+        paid = kept
     return rounds
 
 
@@ -169,7 +189,9 @@ class SearchResult:
             best = max(rd.scores.values())
             out.append(
                 f"round {i}: {len(rd.scores)} settings on {rd.images} images, kept "
-                f"{len(rd.kept)} (best val {100 * best:.1f}%)"
+                f"{len(rd.kept) - rd.riders}"
+                + (f" + {rd.riders} riding free" if rd.riders else "")
+                + f" (best val {100 * best:.1f}%)"
             )
         out.append(
             f"cost: {self.passes:,.0f} weighted forward passes vs {self.grid_passes:,.0f} for the "
@@ -293,7 +315,7 @@ def search(
     seed: int = 0,
     eta: int = 3,
     first: int | None = None,
-    final: int = 3,
+    final: int = 1,
     progress: Callable[[str, float], None] | None = None,
 ) -> SearchResult:
     """The validation-best linear-probe setting of the grid timesteps x layers x pools of `ws`.
@@ -357,7 +379,11 @@ def search(
         return {s: float(res[repr(s)].top1) for s in alive}
 
     cheap = lambda s: costs.share[s.layer]  # noqa: E731
-    rounds = halving(grid, score, sizes, eta=eta, cost=cheap, final=max(1, final))
+
+    def noise(p: float, r: int) -> float:  # two standard errors of a validation top-1
+        return 2 * math.sqrt(max(p * (1 - p), 1e-4) / val_sizes[r])
+
+    rounds = halving(grid, score, sizes, eta=eta, cost=cheap, final=max(1, final), margin=noise)
     finalists = list(rounds[-1].kept)
     if progress:
         text = f"final: {len(finalists)} on every train image, the pick on every test image"

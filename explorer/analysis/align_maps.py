@@ -11,8 +11,9 @@ read their features through their own caches (computed only where missing), and
   (`ref_timestep`, or the reference encoder's only level).
 
 A reference that is a diffusion model reads, by default, the model's own `t` in every cell
-(`ref_timestep=None`); a reference encoder has no timestep (its `ref_t` is missing). The result
-is a tidy table, one row per (t, layer, ref_layer, metric).
+(`ref_timestep=None`); a reference encoder has no timestep (its `ref_t` is missing). An encoder
+as the model has none either (its `t` is missing): a diffusion reference is then read at each
+of the timesteps given. The result is a tidy table, one row per (t, layer, ref_layer, metric).
 
 The workspaces are used through their public methods only (`setting`, `ensure`, `features`,
 `selection`, `catalogue`), so this module needs no import of the workspace.
@@ -104,28 +105,18 @@ def align_table(
         check_k(k, n, "cknna" if "cknna" in metrics else "mutual_knn")
     elif n < 4:
         raise ExplorerError(f"alignment needs at least 4 images, got {n}")
-    ts = _levels(ws, timesteps)
+    pairs = level_pairs(ws, ref, timesteps, ref_timestep)  # (model t, reference t) per cell
     lays = select_layers(ws.catalogue, layers)
     ref_lays = select_layers(ref.catalogue, ref_layers)
-    if noised(ref) and ref_timestep is not None:
-        ref_timestep = check_timesteps([int(ref_timestep)], ref.num_timesteps)[0]
-
-    def ref_level(t: int) -> int:
-        if not noised(ref):
-            return 0
-        return ref_timestep if ref_timestep is not None else t
-
-    if noised(ref) and ref_timestep is None:
-        check_timesteps(ts, ref.num_timesteps)  # the reference reads the model's own t
-    row_settings = [ws.setting(t, lay.name, pool) for t in ts for lay in lays]
+    row_settings = list(
+        dict.fromkeys(ws.setting(t, lay.name, pool) for t, _ in pairs for lay in lays)
+    )
     col_settings = list(
-        dict.fromkeys(ref.setting(ref_level(t), lay.name, pool) for t in ts for lay in ref_lays)
+        dict.fromkeys(ref.setting(rt, lay.name, pool) for _, rt in pairs for lay in ref_lays)
     )
     ws.ensure(row_settings, splits=[split])
     ref.ensure(col_settings, splits=[split])
-    arrays: dict[
-        str, np.ndarray
-    ] = {}  # one array per feature key: a shared source is prepared once
+    arrays: dict[str, np.ndarray] = {}  # one per feature key: a shared source is prepared once
 
     def read(w, s) -> np.ndarray:
         key = w.key(s, split)
@@ -135,7 +126,7 @@ def align_table(
 
     rows = [read(ws, s) for s in row_settings]
     cols = [read(ref, s) for s in col_settings]
-    want = np.array([[c.t == ref_level(r.t) for c in col_settings] for r in row_settings], bool)
+    want = np.array([[(r.t, c.t) in pairs for c in col_settings] for r in row_settings], bool)
     maps = alignment_map(
         rows, cols, metrics, k=k, n_boot=n_boot, seed=seed, want=want, progress=progress
     )
@@ -174,12 +165,31 @@ def align_table(
     return df
 
 
-def _levels(ws, timesteps) -> list[int]:
-    """The model's levels: parsed and checked timesteps; [0] for an encoder (t does not apply)."""
+def level_pairs(ws, ref, timesteps, ref_timestep: int | None) -> list[tuple[int, int]]:
+    """(model t, reference t) of the map's cells: the model at each of `timesteps` (an encoder
+    at its one level, 0) against the reference at `ref_timestep`, at 0 for an encoder, else at
+    the model's own t; an encoder model against a diffusion reference reads the reference at
+    each of `timesteps` instead."""
+    ts = None
+    if timesteps is not None:
+        ts = parse_timesteps([timesteps] if isinstance(timesteps, int) else timesteps)
+    if noised(ref) and ref_timestep is not None:
+        ref_timestep = check_timesteps([int(ref_timestep)], ref.num_timesteps)[0]
     if not noised(ws):
-        return [0]
-    if timesteps is None:
-        raise ExplorerError("give the model's timesteps, e.g. timesteps=[10] or '10,90,150'")
-    if isinstance(timesteps, int):
-        timesteps = [timesteps]
-    return check_timesteps(parse_timesteps(timesteps), ws.num_timesteps)
+        if not noised(ref):
+            return [(0, 0)]
+        if ref_timestep is not None:
+            return [(0, ref_timestep)]
+        return [(0, rt) for rt in check_timesteps(_given(ts), ref.num_timesteps)]
+    ts = check_timesteps(_given(ts), ws.num_timesteps)
+    if not noised(ref):
+        return [(t, 0) for t in ts]
+    if ref_timestep is not None:
+        return [(t, ref_timestep) for t in ts]
+    return [(t, t) for t in check_timesteps(ts, ref.num_timesteps)]  # the model's own t
+
+
+def _given(ts: list[int] | None) -> list[int]:
+    if ts is None:
+        raise ExplorerError("give the timesteps, e.g. timesteps=[10] or '10,90,150'")
+    return ts

@@ -86,6 +86,16 @@ def check_k(k, n: int, metric: str = "mutual_knn") -> int:
     return k
 
 
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a @ b` through torch, so it runs on torch's threads (`torch.set_num_threads`), not on
+    numpy's BLAS pool, whose spinning threads make small products slow on a busy machine."""
+    import torch  # already loaded by the k-NN search; see `_rows`
+
+    return (
+        torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))
+    ).numpy()
+
+
 def _rows(x: np.ndarray, normalize: bool, dtype):
     import torch  # the k-NN search only: the CLI's help reads METRICS without loading torch
 
@@ -143,7 +153,7 @@ def knn(
                 v, i = g.topk(min(k, g.shape[1]), dim=1)
                 cands[a].append((v, i + b))
                 if b != a:
-                    v, i = g.T.topk(min(k, g.shape[0]), dim=1)
+                    v, i = g.T.contiguous().topk(min(k, g.shape[0]), dim=1)  # 2x faster
                     cands[b].append((v, i + a))
         idx, vals = [], []
         for a in starts:
@@ -305,14 +315,14 @@ def _cka_source(x: np.ndarray, influence: bool) -> _CkaSource:
 def _cka_terms(a: _CkaSource, b: _CkaSource, influence: bool):
     """(P, Q, Sx, Sy) of the debiased HSIC (`n(n-3) HSIC = P - n/(n-2) Q + Sx Sy/((n-1)(n-2))`,
     `P = ||Xc^T Yc||^2`, `Q = sum_i |x_i|^2 |y_i|^2`, `S = sum_i |x_i|^2`) and their influences."""
-    m = a.xc.T @ b.xc
+    m = _mm(a.xc.T, b.xc)
     p = float(np.sum(m.astype(np.float64) ** 2))
     q = a.rows * b.rows
     sums = np.array([p, q.sum(), a.rows.sum(), b.rows.sum()])
     if not influence:
         return sums, None
     # P = sum_ij K_ij L_ij: image i takes part in row i and column i, 2 x_i^T M y_i in all
-    along = np.einsum("ij,ij->i", a.xc @ m, b.xc, dtype=np.float64)
+    along = np.einsum("ij,ij->i", _mm(a.xc, m), b.xc, dtype=np.float64)
     return sums, np.stack([2.0 * along, q, a.rows, b.rows], axis=1)
 
 
@@ -331,6 +341,12 @@ class MapResult:
     value: np.ndarray
     ci_low: np.ndarray
     ci_high: np.ndarray
+
+
+def _resampled(w: np.ndarray, influence: np.ndarray) -> np.ndarray:
+    """`(n_boot, c)` first-order changes of c sums under the resamples `w (n_boot, N)`: a small
+    product, in numpy's own loop (no thread pool to wake for it)."""
+    return np.einsum("bn,nc->bc", w, influence)
 
 
 def bootstrap_weights(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -402,7 +418,7 @@ def alignment_map(
         res.value[i, j] = value
         if boot:
             fn = parts[0]
-            xy, xx, yy = (fn(s + w @ f) for s, f in parts[1:])
+            xy, xx, yy = (fn(s + _resampled(w, f)) for s, f in parts[1:])
             lo, hi = (
                 np.nanpercentile(_ratio(xy, xx, yy), q) if np.isfinite(value) else (np.nan,) * 2
             )
@@ -435,7 +451,8 @@ def alignment_map(
             if boot:  # shared pairs over all neighbour pairs of x's graph, each to first order
                 shared = np.bincount(msk.rows, minlength=n) + np.bincount(msk.cols, minlength=n)
                 pairs = ga.k + np.bincount(ga.idx.ravel(), minlength=n)
-                dist = (len(msk.rows) + w @ shared) / (total + w @ pairs)
+                both = _resampled(w, np.stack([shared, pairs], axis=1).astype(np.float64))
+                dist = (len(msk.rows) + both[:, 0]) / (total + both[:, 1])
                 res.ci_low[i, j], res.ci_high[i, j] = np.percentile(dist, q)
         if progress is not None:
             progress(done, len(todo))

@@ -32,7 +32,7 @@ def align_args(p: argparse.ArgumentParser) -> None:
         "--timesteps",
         default=ts,
         help=f"the model's timesteps: one for block x block, several for block x t (default: "
-        f"{ts}; ignored for an encoder)",
+        f"{ts}); an encoder model has none: a diffusion reference is read at these",
     )
     p.add_argument(
         "--layers", default="all", help="the model's blocks: all, indices, ranges, names"

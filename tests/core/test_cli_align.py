@@ -29,7 +29,8 @@ def test_a_model_against_itself_is_one_on_the_diagonal(tiny_model_dir, tmp_path,
     assert rc == 0, capsys.readouterr().err
     df = pd.read_csv(out)
     assert list(df.columns) == COLUMNS
-    assert set(df["metric"]) == {"cka", "cknna"} and set(df["t"]) == {10} and set(df["ref_t"]) == {10}
+    assert set(df["metric"]) == {"cka", "cknna"}
+    assert set(df["t"]) == {10} and set(df["ref_t"]) == {10}
     assert len(df) == 4 * 9 * 2, "4 model blocks x 9 reference blocks x 2 metrics"
     diag = df[df["layer"] == df["ref_layer"]]
     assert len(diag) == 8
@@ -51,7 +52,8 @@ def test_two_models_block_x_t_against_a_fixed_reference_block(tiny_model_dir, tm
     )
     assert rc == 0
     df = pd.read_csv(out)
-    assert set(df["t"]) == {10, 200} and set(df["ref_t"]) == {0} and set(df["ref_layer"]) == {"mid_block"}
+    assert set(df["t"]) == {10, 200} and set(df["ref_t"]) == {0}
+    assert set(df["ref_layer"]) == {"mid_block"}
     assert len(df) == 2 * 9 * 2 and set(df["k"]) == {5}
     assert df["value"].between(-1, 1).all()
 
@@ -69,6 +71,11 @@ def test_against_a_reference_encoder(tiny_model_dir, tmp_path):
     df = pd.read_csv(out)
     assert rc == 0 and df["t"].isna().all()
     np.testing.assert_allclose(df[df["layer"] == df["ref_layer"]]["value"], 1.0, atol=1e-9)
+    # ... and against a diffusion reference, that reference is read at each timestep given
+    rc, out = run(tmp_path, enc, tiny_model_dir, "--timesteps", "10,90", "--ref-layers", "1,9")
+    df = pd.read_csv(out)
+    assert rc == 0 and df["t"].isna().all() and set(df["ref_t"]) == {10, 90}
+    assert len(df) == 2 * 2 * 2 * 2, "2 encoder blocks x 2 reference blocks x 2 t x 2 metrics"
 
 
 @pytest.mark.parametrize(

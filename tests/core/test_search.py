@@ -54,6 +54,31 @@ def test_halving_keeps_and_reports_a_tie():
     assert len(rounds) == 4 and len(rounds[-2].kept) == 3, [len(r.kept) for r in rounds]
 
 
+def test_a_cheaper_near_tie_at_a_kept_timestep_rides_along_for_free():
+    deep, near, other_t, deeper = (
+        Setting(10, "b9", "2"),
+        Setting(10, "b6", "2"),
+        Setting(50, "b6", "2"),
+        Setting(10, "b12", "2"),
+    )
+    quality = {deep: 0.90, other_t: 0.895, near: 0.885, deeper: 0.885}
+    quality |= {Setting(t, f"b{i}", "2"): 0.5 for t in (90, 150) for i in range(4)}
+    rounds = halving(
+        list(quality),
+        lambda alive, n: {s: quality[s] for s in alive},
+        [10, 30, 90],
+        eta=6,
+        cost=lambda s: int(s.layer[1:]),  # deeper blocks cost more
+        margin=lambda p, r: 0.02,  # validation noise
+    )
+    assert rounds[0].kept == (deep, other_t, near) and rounds[0].riders == 1, (
+        "2 paid survivors; the shallower near-tie at t=10 rides, the deeper one (a longer pass) not"
+    )
+    assert len(rounds) == 2 and rounds[1].kept == (deep, near) and rounds[1].riders == 1, (
+        "the rider is still there at the end, to be decided on every train image"
+    )
+
+
 def test_keep_best_keeps_ties_at_the_cut_and_breaks_order_by_cost():
     s = [Setting(10, f"b{i}", "2") for i in range(5)]
     scores = {s[0]: 0.9, s[1]: 0.8, s[2]: 0.8, s[3]: 0.8, s[4]: 0.1}

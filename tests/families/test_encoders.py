@@ -125,9 +125,8 @@ def test_keys_never_meet_a_diffusion_models(folders, tiny_model_dir, tmp_path):
     enc = load_model(str(folders["dinov2"]))
     rnd = load_model(f"random:{folders['dinov2']}")
     unet = load_model(str(tiny_model_dir))
-    keys = {
-        feature_key(m, ds, sel, 0, "encoder.layer.0", "2", 0) for m in (enc, rnd, unet)
-    } | {feature_key(unet, ds, sel, 0, "conv_in", "2", 0)}
+    keys = {feature_key(m, ds, sel, 0, "encoder.layer.0", "2", 0) for m in (enc, rnd, unet)}
+    keys.add(feature_key(unet, ds, sel, 0, "conv_in", "2", 0))
     assert len(keys) == 4, "encoder, its random twin and the U-Net never share a key"
     assert enc.adapter.key_parts() == {"family": "encoder", "cond": "none"}
     assert enc.fingerprint != rnd.fingerprint and rnd.source == "random"

@@ -7,6 +7,10 @@
 | latent-unet       | `unet/` `UNet2DModel` + `vqvae/` or `vae/`                | `latent`     |
 | stable-diffusion  | `unet/` `UNet2DConditionModel` + vae, text encoder, tokenizer | `latent` |
 | dit               | `transformer/` `DiTTransformer2DModel` + `vae/`           | `dit`        |
+| encoder           | a transformers / timm vision encoder (no noise, no t)     | `encoder`    |
+
+A reference encoder is no denoiser: `models.loader.load_model` hands its folder (or
+`encoder:FOLDER`) to `encoder.load` before `detect`, which reads diffusers folders only.
 
 Adding a family: one module that builds an `Adapter`, a branch in `detect` and `build`, its tests.
 """
