@@ -176,6 +176,23 @@ def head_control(bound: state.Bound, label: str = "Head") -> str:
     return bound(st.selectbox, label, options=list(HEADS), help=HEADS_HELP)
 
 
+EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}  # embedding methods, as figure titles name them
+EMBED_SHORT = {"pca": "PCA", "umap": "UMAP"}  # as the radio shows them
+EMBED_HELP = "PCA shows at once; UMAP separates classes better and is computed once, then cached."
+
+
+def embedding_control(page: str) -> str:
+    """The embedding method radio of a page (`{page}_proj`, `proj` in the link)."""
+    return state.choice(f"{page}_proj", "proj", list(EMBED), "umap")(
+        st.radio,
+        "Embedding",
+        options=list(EMBED),
+        format_func=EMBED_SHORT.get,
+        horizontal=True,
+        help=EMBED_HELP,
+    )
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 

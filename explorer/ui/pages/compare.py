@@ -15,8 +15,6 @@ MODES = {
     "timesteps": "Two timesteps",
     "random": "Trained vs random weights",
 }
-EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
-EMBED_SHORT = {"pca": "PCA", "umap": "UMAP"}
 
 
 def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
@@ -49,14 +47,7 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
             state.choice("compare_pool", "pool", D.APP_POOLS, D.DEFAULT_POOL)
         )
         head = common.head_control(state.choice("compare_head", "head", HEADS, D.DEFAULT_HEAD))
-        method = state.choice("compare_proj", "proj", list(EMBED), "umap")(
-            st.radio,
-            "Embedding",
-            options=list(EMBED),
-            format_func=EMBED_SHORT.get,
-            horizontal=True,
-            help="PCA shows at once; UMAP is computed once, then cached.",
-        )
+        method = common.embedding_control("compare")
     return mode, Setting(int(t_a), b_a, pool), Setting(int(t_b), b_b, pool), head, method
 
 
@@ -99,7 +90,12 @@ def side_figures(sides, cmp: SideBySide, labels: dict, method: str, y) -> dict:
             common.plot(figs[f"per_class_{side}"], key=f"compare_bars_{side}")
             xy, shown = services.embedding(w, s, method)  # PCA while a first UMAP computes
             figs[f"embedding_{side}"] = figures.embedding_scatter(
-                xy, y, cmp.classes, r.predictions, title=f"{EMBED[shown]}, {side}", marker_size=5
+                xy,
+                y,
+                cmp.classes,
+                r.predictions,
+                title=f"{common.EMBED[shown]}, {side}",
+                marker_size=5,
             )
             common.plot(figs[f"embedding_{side}"], key=f"compare_emb_{side}")
     figs["per_class_delta"] = figures.per_class_delta(cmp.classes, cmp.a.per_class, cmp.b.per_class)

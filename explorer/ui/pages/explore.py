@@ -14,9 +14,6 @@ from explorer.settings import Setting
 from explorer.ui import common, downloads, services, state, timelapse
 from explorer.ui.hover import hover_scatter_html
 
-EMBED = {"pca": "PCA (instant)", "umap": "UMAP"}
-EMBED_SHORT = {"pca": "PCA", "umap": "UMAP"}
-EMBED_HELP = "PCA shows at once; UMAP separates classes better and is computed once, then cached."
 GRID = 48  # images shown for a selection
 HOVER_MAX_POINTS = 2_000  # points (each with its thumbnail) in the hover view's SVG scatter
 
@@ -49,14 +46,7 @@ def controls(ws) -> tuple[Setting, str, str]:
         head = common.head_control(
             state.choice("explore_head", "head", HEADS, D.DEFAULT_HEAD, parse=canonical_name)
         )
-        method = state.choice("explore_proj", "proj", list(EMBED), "umap")(
-            st.radio,
-            "Embedding",
-            options=list(EMBED),
-            format_func=EMBED_SHORT.get,
-            horizontal=True,
-            help=EMBED_HELP,
-        )
+        method = common.embedding_control("explore")
     return Setting(int(t), block, pool), head, method
 
 
@@ -101,7 +91,7 @@ def embedding_section(ws, s: Setting, method: str, res, names: list[str], y):
     ds, pred = ws.dataset, res.predictions
     xy, shown = services.embedding(ws, s, method)  # PCA while a first UMAP computes
     fig = figures.embedding_scatter(
-        xy, y, names, pred, title=f"{EMBED[shown]} · t={s.t} · {s.layer} · pool {s.pool}"
+        xy, y, names, pred, title=f"{common.EMBED[shown]} · t={s.t} · {s.layer} · pool {s.pool}"
     )
     tab_sel, tab_hover = st.tabs(["Select with lasso or box", "Hover for thumbnails"])
     with tab_sel:
