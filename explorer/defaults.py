@@ -43,6 +43,7 @@ POOL_LABELS = {
 PIXELS = "pixels"  # pseudo-layer: the preprocessed image itself (a baseline)
 PIXEL_POOL = "full"  # the pixel baseline's only "pooling"
 RANDOM_PREFIX = "random:"  # "random:<model>": the same U-Net with random weights (a control)
+ENCODER_PREFIX = "encoder:"  # "encoder:<folder>": a reference vision encoder (DINOv2, CLIP, ...)
 
 # --- defaults --------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from explorer.defaults import RANDOM_PREFIX
+from explorer.defaults import ENCODER_PREFIX, RANDOM_PREFIX
 from explorer.errors import ExplorerError
 from explorer.paths import BUILTIN_MODEL_DIRS, cache_dir
 
@@ -116,7 +116,7 @@ def _check_path(spec: str, what: str, policy: Policy, given: str | None = None) 
 def check_model(spec: str, policy: Policy) -> None:
     """Raise ExplorerError unless `policy` lets the app load model `spec`."""
     _check_text(spec, "model")
-    base = spec.removeprefix(RANDOM_PREFIX)
+    base = spec.removeprefix(RANDOM_PREFIX).removeprefix(ENCODER_PREFIX)
     if not policy.exposed or base in BUILTIN_MODEL_DIRS:
         return
     _check_path(base, "model", policy, given=spec)

@@ -672,6 +672,64 @@ def cka_heatmap(
     return fig
 
 
+ALIGN_METRICS = {"cka": "CKA", "cknna": "CKNNA", "mutual_knn": "mutual k-NN"}
+
+
+def alignment_heatmap(
+    table: pd.DataFrame,
+    metric: str,
+    *,
+    width: int | None = None,
+    present: bool = False,
+) -> go.Figure:
+    """The cross-source block × block map of `metric` from `align_table`'s tidy table: rows the
+    model's blocks, columns the reference's, values written while they fit `width` px, the
+    bootstrap interval in the hover, the title wrapped to the width."""
+    rows = table[table["metric"] == metric]
+    value = rows.pivot_table(index="layer_index", columns="ref_layer_index", values="value")
+    low = rows.pivot_table(index="layer_index", columns="ref_layer_index", values="ci_low")
+    high = rows.pivot_table(index="layer_index", columns="ref_layer_index", values="ci_high")
+    names = dict(zip(rows["layer_index"], rows["layer"], strict=False))
+    ref_names = dict(zip(rows["ref_layer_index"], rows["ref_layer"], strict=False))
+    y = [f"{i:02d}" for i in value.index]
+    x = [f"{i:02d}" for i in value.columns]
+    z = value.to_numpy(dtype=float)
+    custom = np.dstack(
+        [
+            low.to_numpy(dtype=float),
+            high.to_numpy(dtype=float),
+            np.array([[names[i]] * len(x) for i in value.index], dtype=object),
+            np.array([[ref_names[j] for j in value.columns]] * len(y), dtype=object),
+        ]
+    )
+    first = rows.iloc[0] if len(rows) else None
+    model = "" if first is None else str(first["model"])
+    ref = "" if first is None else str(first["reference"])
+    at = "" if first is None or pd.isna(first["t"]) else f" at t={int(first['t'])}"
+    ref_at = "" if first is None or pd.isna(first["ref_t"]) else f" (t={int(first['ref_t'])})"
+    name = ALIGN_METRICS.get(metric, metric)
+    heading, top = _titled(f"{name} between {model}{at} and {ref}{ref_at}", "", width, present)
+    fig = _heatmap(
+        z,
+        x,
+        y,
+        title=heading,
+        text=np.round(z, 2),
+        show_text=len(x) <= 16 and _fits(len(x), width, 4, 2, 3, present),
+        colorbar=dict(title=name),
+        zmin=min(0.0, float(np.nanmin(z))) if z.size else 0.0,
+        customdata=custom,
+        hover=(
+            "%{customdata[2]} vs %{customdata[3]}: %{z:.3f}"
+            " [%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra></extra>"
+        ),
+        xaxis=dict(title=abbreviate(ref, 24)),
+        yaxis=dict(title=abbreviate(model, 24)),
+    )
+    fig.update_layout(margin=dict(t=top))
+    return fig
+
+
 def sample_grid(
     images_by_class: Sequence[Sequence[np.ndarray]],
     class_names: Sequence[str],

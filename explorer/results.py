@@ -28,7 +28,7 @@ from explorer.probes.metrics import ProbeResult
 
 PROBE_VERSION = 1
 # a head whose stored results changed gets its own version, so only its cached results go stale
-HEAD_VERSIONS = {"knn": 2}  # 2: k-NN reports val_top1
+HEAD_VERSIONS = {"knn": 2, "linear-bn": 1}  # knn 2: k-NN reports val_top1
 COLUMNS = [
     "model",
     "dataset",

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from explorer.data.preprocess import Preprocess
-from explorer.defaults import RANDOM_PREFIX
+from explorer.defaults import ENCODER_PREFIX, RANDOM_PREFIX
 from explorer.errors import ExplorerError, suggest
 from explorer.models.accel import prepare
 from explorer.models.device import resolve_precision
@@ -124,8 +124,8 @@ def load_model(
     class_label = opts.get("class-label") if class_label is None else class_label
     randomize = base.startswith(RANDOM_PREFIX)
     rest = base[len(RANDOM_PREFIX) :] if randomize else base
-    forced = rest.startswith(encoder.ENCODER_PREFIX)  # "encoder:FOLDER": a reference encoder
-    folder, source = _resolve(rest[len(encoder.ENCODER_PREFIX) :] if forced else rest, trust_pickle)
+    forced = rest.startswith(ENCODER_PREFIX)  # "encoder:FOLDER": a reference encoder
+    folder, source = _resolve(rest[len(ENCODER_PREFIX) :] if forced else rest, trust_pickle)
     if forced or encoder.is_encoder_folder(folder):
         if prompt is not None or class_label is not None:
             raise ExplorerError("--prompt and --class-label do not apply to a reference encoder")

@@ -35,6 +35,9 @@ from explorer.probes.metrics import (
 
 DEFAULT_REGS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 HEAD = "linear"
+BN_HEAD = "linear-bn"  # REPA's protocol: BatchNorm without affine, then the same linear head
+BN_EPS = 1e-6  # BatchNorm's eps in REPA's probe
+STANDARDISE = ("scaler", "batchnorm")
 _HISTORY = 10  # L-BFGS memory (pairs kept per head)
 _C1 = 1e-4  # Armijo sufficient-decrease constant
 _MAX_LS = 25  # line-search trials per iteration
@@ -397,6 +400,13 @@ class _Setting:
     val_idx: np.ndarray  # rows of train held out to choose the reg
 
 
+def _batchnorm_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, sqrt(var + BN_EPS)) `(D,)` float32 of `x` `(N, D)`: population variance in float64,
+    as `BatchNorm1d(affine=False)` normalises in eval mode with the train split's statistics."""
+    var, mean = torch.var_mean(x.to(torch.float64), dim=0, correction=0)
+    return mean.float(), (var + BN_EPS).sqrt().float()
+
+
 def _bank_bytes(n: int, d: int, r: int, c: int) -> int:
     """Rough device bytes one setting costs in a bank (features, L-BFGS history, logits)."""
     params = (d + 1) * r * c
@@ -428,6 +438,7 @@ def fit_linear_grid(
     n_classes: int | None = None,
     max_bank_gb: float = 2.0,
     progress: Callable[[str], None] | None = None,
+    standardise: str = "scaler",
 ) -> dict[str, ProbeResult]:
     """Linear probes for many settings at once, the reg chosen on validation, scored on test.
 
@@ -436,9 +447,16 @@ def fit_linear_grid(
     out, one head per reg is fitted on the rest and the best val top-1 picks the reg (ties go
     to the stronger reg); that head is then refitted, warm-started, on all of train and scored
     on test. Standardisation uses the whole train split. With one reg the search is skipped.
+    `standardise="scaler"` divides by the population std (constant features left unscaled, as
+    scikit-learn's StandardScaler); `"batchnorm"` divides by `sqrt(var + 1e-6)`, a BatchNorm
+    without affine in eval mode on the train statistics (REPA's probe; results are `linear-bn`).
     Returns `{key: ProbeResult}` with `extra` = reg, val_top1, val_top1_by_reg, C (sklearn's
     equivalent), n_iter, converged.
     """
+    if standardise not in STANDARDISE:
+        raise ExplorerError(
+            f"standardise must be one of {', '.join(STANDARDISE)}, got {standardise!r}"
+        )
     if set(train) != set(test):
         raise ExplorerError(
             f"train and test name different settings: {sorted(set(train) ^ set(test))}"
@@ -475,7 +493,7 @@ def fit_linear_grid(
         if progress is not None:
             d = bank[0].x_train.shape[1]
             progress(f"linear probes: bank {i + 1}/{len(banks)} ({len(bank)} settings, D={d})")
-        results.update(_fit_bank(bank, regs, c, dev, max_iter, tol))
+        results.update(_fit_bank(bank, regs, c, dev, max_iter, tol, standardise))
     return {s.key: results[s.key] for s in settings}
 
 
@@ -486,8 +504,10 @@ def _fit_bank(
     dev: torch.device,
     max_iter: int,
     tol: float,
+    standardise: str = "scaler",
 ) -> dict[str, ProbeResult]:
     """Reg search (if several regs), refit and test for settings that share (N, D, N_fit)."""
+    batchnorm = standardise == "batchnorm"
     g = len(bank)
     n, d = bank[0].x_train.shape
     n_fit = len(bank[0].fit_idx)
@@ -498,7 +518,7 @@ def _fit_bank(
     stats = []
     for j, s in enumerate(bank):
         xt = as_device_tensor(s.x_train, dev).float()
-        mean, std = standardise_stats(xt)
+        mean, std = _batchnorm_stats(xt) if batchnorm else standardise_stats(xt)
         order = torch.as_tensor(np.r_[s.fit_idx, s.val_idx], device=dev)
         x[j, :, :d] = (xt[order] - mean) / std
         y[j] = torch.as_tensor(s.y_train, device=dev)[order]
@@ -545,5 +565,6 @@ def _fit_bank(
             extra["val_top1"] = float(val_acc[j, best[j]])
             extra["val_top1_by_reg"] = dict(zip(regs, val_acc[j].tolist(), strict=True))
             extra["n_val"] = n - n_fit
-        out[s.key] = ProbeResult.from_predictions(HEAD, s.y_test, pred, c, extra)
+        head = BN_HEAD if batchnorm else HEAD
+        out[s.key] = ProbeResult.from_predictions(head, s.y_test, pred, c, extra)
     return out

@@ -235,6 +235,10 @@ def _fit_linear(tasks: dict[str, Task], *, n_classes: int, device: str, **params
     return fit_linear_grid(train, test, n_classes=n_classes, device=device, **params)
 
 
+def _fit_linear_bn(tasks: dict[str, Task], *, n_classes: int, device: str, **params) -> dict:
+    return _fit_linear(tasks, n_classes=n_classes, device=device, standardise="batchnorm", **params)
+
+
 def _fit_knn(
     tasks: dict[str, Task], *, n_classes: int, device: str, k: int, temperature: float
 ) -> dict:
@@ -293,6 +297,22 @@ def _transformer(
     return HeadSpec(name, description, fit, sizes | params, maps=True, sets=sets, check=_dim_splits)
 
 
+def _linear_params() -> dict[str, Param]:
+    """`linear`'s parameters (shared by `linear-bn`)."""
+    return {
+        "regs": Param(
+            (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+            _floats,
+            lambda v: len(v) > 0 and min(v) > 0,
+            "positive numbers like 1e-4/1e-3",
+        ),
+        "val_fraction": _unit(0.1),
+        "seed": _seed(),
+        "max_iter": _pos_int(500),
+        "tol": _pos_float(1e-6),
+    }
+
+
 # --- the registry -------------------------------------------------------------------------------
 
 HEADS: dict[str, HeadSpec] = {
@@ -302,18 +322,14 @@ HEADS: dict[str, HeadSpec] = {
             "linear",
             "logistic regression, reg picked on a validation split (all settings at once)",
             _fit_linear,
-            {
-                "regs": Param(
-                    (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
-                    _floats,
-                    lambda v: len(v) > 0 and min(v) > 0,
-                    "positive numbers like 1e-4/1e-3",
-                ),
-                "val_fraction": _unit(0.1),
-                "seed": _seed(),
-                "max_iter": _pos_int(500),
-                "tol": _pos_float(1e-6),
-            },
+            _linear_params(),
+        ),
+        HeadSpec(
+            "linear-bn",
+            "REPA's probe: BatchNorm without affine (train mean/var, eps 1e-6), then linear as above;"
+            " REPA uses pool 1 (patch-mean) on the tokens",
+            _fit_linear_bn,
+            _linear_params(),
         ),
         HeadSpec(
             "knn",

@@ -289,6 +289,45 @@ def cka(ws: Workspace, settings: Sequence[Setting], debiased: bool, label: str) 
     return ws.cka(list(settings), split="test", debiased=debiased, ensure=ensure)
 
 
+COMPARE_WITH = {
+    "self": "this model only",
+    "random": "random weights",
+    "other": "another model or encoder…",
+}
+
+
+def reference_spec(ctx: Context, choice: str, typed: str) -> str | None:
+    """The model spec the Similarity page compares with: None for "this model only" (or an
+    empty typed spec), `random:<model>` for "random weights", else the typed spec."""
+    if choice == "random":
+        return ctx.random_model
+    if choice == "other" and typed.strip():
+        return typed.strip()
+    return None
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _alignment(_ws: Workspace, _ref: Workspace, key: tuple, t: int, pool: str, metric: str):
+    return _ws.align(_ref, timesteps=[t], pool=pool, metrics=(metric,))
+
+
+def alignment(
+    ctx: Context, ws: Workspace, spec: str, t: int, pool: str, metric: str, rules
+) -> pd.DataFrame:
+    """`align_table` between the blocks of `ws` at `t` and those of model `spec` (at the same t,
+    none for an encoder) on the SAME test images (`ws`'s dataset and test limit): one `metric`
+    with bootstrap intervals. `spec` is checked by the access policy `rules` as the sidebar
+    checks its model; features come from the disk cache, the table from `st.cache_data`."""
+    from explorer import exposure
+
+    exposure.check_model(spec, rules)
+    tl = ws.limits.get("test_limit")
+    ref = workspace(ctx, spec, test_limit=tl)
+    key = (ctx.model, spec, ctx.dataset, ctx.train_limit, tl, str(cache_dir()))
+    with st.spinner(f"Aligning {ctx.model} with {spec} at t={t}…", show_time=True):
+        return _alignment(ws, ref, key, int(t), str(pool), metric)
+
+
 # --- images ---------------------------------------------------------------------------------------
 
 

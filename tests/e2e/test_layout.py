@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import APP_STATE, ARGS, CHROMIUM, LOAD, ROOT
+from tests.e2e.test_browser import APP_STATE, ARGS, CHROMIUM, LOAD, ROOT, open_select
 
 pytestmark = [
     pytest.mark.e2e,
@@ -291,6 +291,33 @@ def test_find_best_and_the_timestep_profile_render(server, browser, shots):
         _report(problems(page), "sweep with the search and the profile at 800 px")
     except Exception:
         page.screenshot(path=str(log.with_name("failure-search-800.png")), full_page=True)
+        raise
+    finally:
+        page.close()
+
+
+def test_similarity_compares_with_random_weights(server, browser, shots):
+    """Similarity page at 800 px: "Compare with" → random weights draws the cross-model block
+    map (this model's blocks × its random-weights twin's) without cutting a label."""
+    url, log = server
+    page, t0 = _open(browser, 800, f"{url}/similarity{_query()}")
+    try:
+        page.get_by_role("heading", name=PAGES["similarity"][1]).first.wait_for(timeout=600_000)
+        settle(page)
+        open_select(page, "Compare with", "random weights").click()
+        page.get_by_text("Rows: this model's blocks").first.wait_for(timeout=600_000)
+        settle(page)
+        charts = page.locator('[data-testid="stPlotlyChart"]')
+        assert charts.count() >= 3, "the cross-model map is drawn below the CKA maps"
+        print(f"\nsimilarity vs random weights at 800 px in {time.time() - t0:.1f}s")
+        assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is shown"
+        charts.last.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "similarity-random-800.png"))
+        _report(problems(page), "similarity compared with random weights at 800 px")
+    except Exception:
+        page.screenshot(
+            path=str(log.with_name("failure-similarity-random-800.png")), full_page=True
+        )
         raise
     finally:
         page.close()

@@ -16,6 +16,7 @@ from explorer.probes.registry import HEADS, Head, Param, describe_heads, parse_h
 # Small settings so every head trains in well under a second.
 FAST = {
     "linear": "linear:regs=1e-3/1e-1",
+    "linear-bn": "linear-bn:regs=1e-3/1e-1",
     "knn": "knn:k=5",
     "mlp": "mlp:hidden=16:epochs=15:lr=0.01:batch_size=32",
     "attention-small": "attention:dim=8:heads=2:epochs=15:lr=0.01:batch_size=32",
@@ -74,7 +75,7 @@ def test_aliases_and_canonical_labels():
     [
         (
             "knnx",
-            "unknown head 'knnx'; choose from linear, knn, mlp, attention-small, attention-paper, cnn",
+            "unknown head 'knnx'; choose from linear, linear-bn, knn, mlp, attention-small, attention-paper",
         ),
         ("svm", "unknown head 'svm'"),
         ("knn:q=3", "head 'knn' has no parameter 'q'; it takes k, temperature"),
@@ -116,7 +117,9 @@ def test_every_head_fits_through_the_registry(name):
         )
 
 
-def _defaults(fn, skip=("device", "n_classes", "max_bank_gb", "progress", "chunk")) -> dict:
+def _defaults(
+    fn, skip=("device", "n_classes", "max_bank_gb", "progress", "chunk", "standardise")
+) -> dict:
     return {
         k: p.default
         for k, p in inspect.signature(fn).parameters.items()
@@ -144,6 +147,7 @@ def test_registry_defaults_match_the_probes():
     for name, cls in (("attention-paper", PaperAttentionProbe), ("cnn", CNNProbe)):
         assert params(name) == {k: v for k, v in cls().get_params().items() if k != "device"}, name
     assert params("linear") == _defaults(fit_linear_grid), "linear defaults"
+    assert params("linear-bn") == params("linear"), "linear-bn takes linear's parameters"
     assert params("knn")["temperature"] == TEMPERATURE, "knn temperature"
 
 

@@ -41,6 +41,8 @@ def test_exposed_accepts_builtins_random_and_paths_under_a_root(roots):
     check_model("random:ddpm-fashion-mnist", p)
     check_model(str(inside / "cifar"), p)
     check_model("random:" + str(inside / "cifar"), p)
+    check_model("encoder:" + str(inside / "cifar"), p)  # a reference encoder under a root
+    check_model("random:encoder:" + str(inside / "cifar"), p)
     check_dataset("digits", p, builtins=("digits",))
     check_dataset(str(inside / "cifar"), p)
     check_dataset(str(inside / "not-yet-there"), p)  # inside a root: the loader says it is missing
@@ -56,6 +58,8 @@ def test_exposed_accepts_builtins_random_and_paths_under_a_root(roots):
         "~",
         "org/name",  # hub ids would download onto the server
         "random:/etc",
+        "encoder:/etc",
+        "encoder:{outside}/secrets",
     ],
 )
 def test_exposed_refuses_paths_outside_the_roots(roots, spec):

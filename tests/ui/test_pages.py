@@ -277,6 +277,38 @@ def test_similarity_draws_cka_maps():
     assert at.query_params["debiased"] == "1", "the toggle is in the link"
 
 
+def test_similarity_compares_with_random_weights():
+    at = open_page("similarity", n="200", ts=["10", "100"])
+    assert_clean(at, "similarity")
+    assert at.selectbox(key="sim_with").value == "self", "this model only by default"
+    before = len(at.get("plotly_chart"))
+    at.selectbox(key="sim_with").set_value("random").run()
+    assert_clean(at, "compare with random weights")
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == before + 1, "a cross-source map is added"
+    trace = charts[-1]["data"][0]
+    z = plotly_array(trace["z"])
+    assert z.shape == (13, 13), "this model's blocks x the random model's blocks"
+    assert at.query_params["with"] == "random", "the choice is in the link"
+    t, pool = int(at.slider(key="sim_t").value), at.selectbox(key="sim_pool").value
+    ws = Workspace(
+        load_model("ddpm-digits"),
+        load_dataset("digits"),
+        store=FeatureStore(),
+        train_limit=300,
+        test_limit=100,
+    )
+    table = ws.align("random:ddpm-digits", timesteps=[t], pool=pool, metrics=("cka",))
+    same = table[table["layer"] == table["ref_layer"]].sort_values("layer_index")
+    assert np.allclose(np.diag(z), same["value"], atol=1e-6), (
+        "the diagonal is align_table's CKA of each block with its random-weights twin"
+    )
+    assert "[%{customdata[0]" in trace["hovertemplate"], "the hover shows the interval"
+    at.selectbox(key="sim_metric").set_value("mutual_knn").run()
+    assert_clean(at, "mutual k-NN")
+    assert "mutual k-NN" in json.dumps(json.loads(at.get("plotly_chart")[-1].proto.spec)["layout"])
+
+
 def test_data_and_model_page_and_clearing_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))  # its own cache: this test empties it
     monkeypatch.setenv("EXPLORER_ALLOW_ADMIN", "1")  # clearing is an admin action

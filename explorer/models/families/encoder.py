@@ -46,7 +46,6 @@ from explorer.models.weights import (
 )
 
 FAMILY = "encoder"
-ENCODER_PREFIX = "encoder:"
 RANDOM_SEED = 0  # as the denoisers' `random:` control
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

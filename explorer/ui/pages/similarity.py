@@ -1,10 +1,13 @@
-"""Similarity: linear CKA between blocks at one timestep, and between timesteps at one block."""
+"""Similarity: linear CKA between blocks at one timestep, and between timesteps at one block;
+"Compare with" adds the block × block alignment map (CKA, CKNNA, mutual k-NN) between this
+model and another source (its random-weights control, another model or a reference encoder)."""
 
 import pandas as pd
 import streamlit as st
 
 from explorer import defaults as D
 from explorer import figures
+from explorer.analysis.alignment import METRICS
 from explorer.analysis.cka import neighbour_mean
 from explorer.settings import Setting
 from explorer.ui import common, services, state
@@ -41,6 +44,52 @@ def controls(ws0):
     return int(t), block, pool, int(n), debiased, sorted(int(x) for x in ts)
 
 
+def compare_controls() -> tuple[str, str]:
+    """ "Compare with" (this model only, random weights, or a typed model/encoder spec) and the
+    alignment metric; returns (choice, typed spec) and the metric."""
+    options = list(services.COMPARE_WITH)
+    row = common.grid(common.CONTROL_MIN, 3)
+    choice = state.choice("sim_with", "with", options, "self")(
+        row.selectbox,
+        "Compare with",
+        options=options,
+        format_func=services.COMPARE_WITH.get,
+        help="Another source's blocks against this model's, on the same test images.",
+    )
+    typed = ""
+    if choice == "other":
+        typed = state.Bound("sim_other", "other", "")(
+            row.text_input,
+            "Model or encoder",
+            placeholder="ddpm-fashion-mnist, a folder, encoder:FOLDER",
+            help="A model spec as in the sidebar (a built-in name, a folder or a hub id), "
+            "or a reference encoder folder.",
+        )
+    metric = state.choice("sim_metric", "metric", METRICS, "cka")(
+        row.selectbox,
+        "Alignment metric",
+        options=list(METRICS),
+        format_func=figures.ALIGN_METRICS.get,
+    )
+    return services.reference_spec(common.context(), choice, typed or ""), metric
+
+
+def cross_map(ctx, ws, spec: str | None, t: int, pool: str, metric: str):
+    """The model × other-source block map at `t` (None when comparing with this model only)."""
+    if spec is None:
+        return None, None
+    table = services.alignment(ctx, ws, spec, t, pool, metric, common.policy())
+    fig = figures.alignment_heatmap(
+        table, metric, width=common.FULL_WIDTH, present=common.present()
+    )
+    common.plot(fig, key="sim_cross")
+    st.caption(
+        f"Rows: this model's blocks; columns: {spec}'s, on the same {int(table['images'].iloc[0])} "
+        "test images. Hover a cell for its 95% bootstrap interval over the images."
+    )
+    return fig, table
+
+
 def timesteps_map(ws, col, block: str, pool: str, times: list[int], debiased: bool, title: str):
     """The timesteps × timesteps CKA map in `col` (None with fewer than two timesteps)."""
     if len(times) < 2:
@@ -60,6 +109,7 @@ st.title("Representation similarity (CKA)")
 with common.guard():
     ws0 = services.workspace(ctx)
     t, block, pool, n, debiased, times = controls(ws0)
+    spec, metric = compare_controls()
     cat, names = ws0.catalogue, [lay.name for lay in ws0.catalogue]
     ws = services.workspace(ctx, test_limit=min(n, ctx.test_limit) if ctx.test_limit else n)
     kind = "debiased " if debiased else ""
@@ -92,4 +142,7 @@ with common.guard():
         "cka_blocks": pd.DataFrame(m_blocks, index=names, columns=names).reset_index(names="block")
     }
     figs = {"cka_blocks": fig_b} | ({"cka_timesteps": fig_t} if fig_t is not None else {})
+    fig_x, table_x = cross_map(ctx, ws, spec, t, pool, metric)
+    if fig_x is not None:
+        figs, tables = figs | {"alignment": fig_x}, tables | {"alignment": table_x}
     common.export_panel(figs, tables, key="sim_export")
