@@ -6,7 +6,7 @@ from explorer import defaults as D
 from explorer import figures
 from explorer.probes.registry import HEADS
 from explorer.results import accuracy_view, ranked_cells, sweep_slice
-from explorer.sweep import SweepPlan, describe_best, summary_lines
+from explorer.sweep import describe_best, plan_for, summary_lines
 from explorer.ui import common, downloads, search_panel, services, state
 
 
@@ -39,27 +39,29 @@ def plan_controls(ctx, ws, path):
             help=f"The raw-pixel probe and the same model with random weights ({ctx.random_model}): "
             "what training added.",
         )
-    random = base and not ctx.model.startswith(D.RANDOM_PREFIX)
-    controls = [services.workspace(ctx, ctx.random_model)] if random else []
+    ready = bool(ts and blocks and pools and heads)
+    plan = (  # the one sweep plan of the CLI and the notebook; the control is the app's cached one
+        plan_for(
+            ws,
+            timesteps=sorted(ts),
+            layers=[n for n in names if n in blocks],
+            pools=list(pools),
+            heads=list(heads),
+            baselines=base,
+            control=lambda spec: services.workspace(ctx, spec),
+        )
+        if ready
+        else None
+    )
     n_img = len(ws.train.indices) + len(ws.test.indices)
+    passes = len(ts) * (1 + len(plan.controls)) if plan else 0
     st.caption(
         f"{len(ts)} timesteps × {len(blocks)} blocks × {len(pools)} poolings × {len(heads)} heads: "
-        f"{len(ts) * (1 + len(controls))} feature passes over {n_img} images (one pass serves every block). "
+        f"{passes} feature passes over {n_img} images (one pass serves every block). "
         f"Results are saved as they arrive to `{path}`."
     )
-    go = c.button(
-        "Compute", type="primary", key="sweep_run", disabled=not (ts and blocks and pools and heads)
-    )
-    if not go:
-        return None
-    return SweepPlan(
-        sorted(ts),
-        [n for n in names if n in blocks],
-        list(pools),
-        list(heads),
-        pixels=base,
-        controls=controls,
-    )
+    go = c.button("Compute", type="primary", key="sweep_run", disabled=not ready)
+    return plan if go else None
 
 
 def open_cell(ctx, cur, labels: dict, view_pool: str, view_head: str) -> None:
