@@ -28,7 +28,9 @@ def test_ridge_r2_is_sklearns_variance_weighted_r2(n, d):
     assert ridge_r2(y[:n], y[:n], y[n:], y[n:], alpha=1e-9) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_workspace_profile_is_cached_and_lines_up_with_the_probes(tiny_model_dir, tmp_path, monkeypatch):
+def test_workspace_profile_is_cached_and_lines_up_with_the_probes(
+    tiny_model_dir, tmp_path, monkeypatch
+):
     ws = Workspace(
         load_model(str(tiny_model_dir)),
         make_tiny_dataset(n=90),
