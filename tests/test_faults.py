@@ -391,8 +391,10 @@ def disk_use(tiny_dir, tmp_path_factory):
 
 @pytest.mark.parametrize(
     "room, flush_fails_at",
-    [(0.0, None), (0.3, None), (0.6, None), (0.95, None), (0.9999, None), (None, 3)],
-    ids=["first-write", "30%", "60%", "95%", "last-write", "flush"],
+    # 99.5%: the last writes; closer is flaky, as timings written in manifests and progress
+    # files make a run's total vary by a few bytes from the reference run's
+    [(0.0, None), (0.3, None), (0.6, None), (0.95, None), (0.995, None), (None, 3)],
+    ids=["first-write", "30%", "60%", "95%", "last-writes", "flush"],
 )
 def test_full_disk_is_one_line_no_damage_and_a_rerun_completes(
     tiny_dir, disk_use, tmp_path, capsys, monkeypatch, room, flush_fails_at
