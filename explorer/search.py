@@ -275,7 +275,7 @@ class _Costs:
         self.share = {lay.name: f / max(flops) for lay, f in zip(ws.catalogue, flops, strict=True)}
         self.ws, self.passes, self.sets = ws, 0.0, 0
 
-    def ensure(self, sel: Selection, settings: Sequence[Setting], progress=False) -> None:
+    def ensure(self, sel: Selection, settings: Sequence[Setting]) -> None:
         ws = self.ws
         for t in sorted({s.t for s in settings}):
             at_t = [s for s in settings if s.t == t]
@@ -301,7 +301,7 @@ class _Costs:
                 seeds=sorted({s.seed for s in at_t}),
                 store=ws.store,
                 batch_size=ws.batch_size,
-                progress=progress,
+                progress=False,
                 workers=ws.workers,
             )
 

@@ -529,10 +529,12 @@ class Workspace:
         head: str = "linear",
         *,
         ensure: Callable[[list], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> pd.DataFrame:
         """Why this t, for one block: per level t, the R² of its features from the block's clean
         (t=0) and noisiest (t=T-1) features (`analysis.profile`), beside `head`'s test top-1 with
-        its interval and its validation top-1. Cached on disk like a CKA map."""
+        its interval and its validation top-1. Cached on disk like a CKA map; `ensure(missing)` is
+        called before features are computed, `progress(done, total)` while they are."""
         from explorer.analysis.embed import cached_matrix, cached_only  # umap/numba: on use only
 
         ts = check_timesteps(parse_timesteps(timesteps), self.num_timesteps)
@@ -547,7 +549,7 @@ class Workspace:
             missing = [s for s in at.values() if not self.is_cached(s)]
             if missing and ensure is not None:
                 ensure(missing)
-            self.ensure(list(at.values()))
+            self.ensure(list(at.values()), progress=progress)
 
             def compute() -> np.ndarray:
                 feats = {

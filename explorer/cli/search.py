@@ -8,6 +8,7 @@ import argparse
 from explorer import defaults as D
 from explorer.cli.options import Command, grid_args, logger, open_workspace, split_limit_args
 from explorer.errors import ExplorerError
+from explorer.settings import parse_seeds
 
 
 def search_args(p: argparse.ArgumentParser) -> None:
@@ -53,14 +54,14 @@ def cmd_search(a: argparse.Namespace) -> int:
     ws = open_workspace(
         a, train_limit=a.train_limit or a.limit, test_limit=a.test_limit or a.limit, progress=False
     )
-    seeds = [s for s in a.seeds.split(",") if s.strip()]
+    seeds = parse_seeds(a.seeds)
     if len(seeds) != 1:
         raise ExplorerError("search uses one noise seed; give --seeds N")
     found = ws.search(
         a.timesteps,
         a.layers,
         a.pools,
-        seed=int(seeds[0]),
+        seed=seeds[0],
         eta=a.eta,
         first=a.first,
         final=a.final,

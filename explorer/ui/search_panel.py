@@ -79,7 +79,14 @@ def timestep_profile(ctx, ws, timesteps: list[int], layer: str, pool: str, head:
         bar = st.progress(0.0, text=f"Computing features at {len(missing)} timesteps…")
 
     with st.spinner("Fitting the ridge maps and probes…", show_time=True):
-        profile = ws.timestep_profile(block, timesteps, pool, head, ensure=ensure)
+        profile = ws.timestep_profile(
+            block,
+            timesteps,
+            pool,
+            head,
+            ensure=ensure,
+            progress=lambda done, total: bar and bar.progress(min(done / max(total, 1), 1.0)),
+        )
     if bar is not None:
         bar.empty()
     room = dict(width=common.FULL_WIDTH, present=common.present())
