@@ -9,7 +9,7 @@ import os
 
 import streamlit as st
 
-from explorer.paths import cache_dir
+from explorer.paths import ASSETS, cache_dir
 
 # numba (UMAP) keeps its compiled functions in the cache root, so only a first server compiles
 os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
@@ -20,7 +20,7 @@ from explorer.ui.common import PAGES, guard  # noqa: E402
 # presentation mode (`?present=1` or the sidebar's toggle) opens with the sidebar collapsed
 st.set_page_config(
     page_title="Diffusion Feature Explorer",
-    page_icon=":material/biotech:",
+    page_icon=str(ASSETS / "icons" / "favicon.png"),  # a local file: no request leaves the app
     layout="wide",
     initial_sidebar_state="collapsed" if common.present() else "auto",
 )

@@ -18,9 +18,9 @@ from setuptools.command.build_py import build_py
 BUNDLE_PACKAGE = "explorer._bundle"
 # Files of the built-in model folders that are not shipped (training checkpoints, pickles).
 EXCLUDE = {"checkpoint.pt"}
-# Folders under assets/ shipped whole: the warm seed (explorer.warm) and the shipped sweep with its
-# provenance sidecar (explorer.shipped).
-SHIPPED_DIRS = ("warm", "results")
+# Folders under assets/ shipped whole: the warm seed (explorer.warm), the shipped sweep with its
+# provenance sidecar (explorer.shipped) and the app's icons (its favicon: nothing from the network).
+SHIPPED_DIRS = ("warm", "results", "icons")
 
 
 def bundle_files(root: str = ".") -> list[str]:

@@ -60,8 +60,8 @@ DEFAULT_TRAIN_LIMIT = 2000  # app: images per split (class-balanced sample; 0 = 
 DEFAULT_TEST_LIMIT = 1000
 SIMILARITY_IMAGES = (200, 500, 1000)  # Similarity: test images for CKA
 DEFAULT_SIMILARITY_IMAGES = 500
-SIMILARITY_TIMESTEPS = 6  # how many of `timestep_defaults` the t x t map starts with
-SWEEP_TIMESTEP_COUNT = 5  # how many the Sweep page starts with
+SIMILARITY_TIMESTEPS = len(SWEEP_TIMESTEPS)  # how many of `timestep_defaults` the t x t map has
+SWEEP_TIMESTEP_COUNT = len(SWEEP_TIMESTEPS)  # how many the Sweep page starts with
 
 
 def timesteps_text(ts: Sequence[int]) -> str:
@@ -74,12 +74,17 @@ def default_t(num_timesteps: int) -> int:
     return max(0, min(DEFAULT_T, num_timesteps - 1))
 
 
-def timestep_defaults(num_timesteps: int, n: int = SWEEP_TIMESTEP_COUNT) -> list[int]:
-    """`n` timesteps over `[0, T)` starting at `DEFAULT_T`, dense early (where features are best),
-    scaled from a 1000-step schedule."""
-    base = [DEFAULT_T, 50, 100, 200, 400, 700]
+def timestep_grid(num_timesteps: int) -> list[int]:
+    """The app's one set of timesteps: the shipped sweep's grid (`SWEEP_TIMESTEPS`), scaled from
+    a 1000-step schedule to `[0, T)`. Every page offers these as snapping marks (any other t is
+    typed), the Sweep page plans them, and the warm seed holds them."""
     T = num_timesteps
-    return sorted({min(T - 1, max(0, round(b * T / 1000))) for b in base})[:n]
+    return sorted({min(T - 1, max(0, round(b * T / 1000))) for b in SWEEP_TIMESTEPS})
+
+
+def timestep_defaults(num_timesteps: int, n: int = SWEEP_TIMESTEP_COUNT) -> list[int]:
+    """The first `n` of `timestep_grid` (all of it by default)."""
+    return timestep_grid(num_timesteps)[:n]
 
 
 def compare_block(n_blocks: int) -> int:

@@ -153,45 +153,33 @@ def sprite(
 ) -> tuple[np.ndarray, int]:
     """`N` uint8 thumbnails (`(H, W)` or `(H, W, C)`, sizes may differ) tiled row-major into a
     square grid of `ceil(sqrt(N))` cells per side; returns `(S, S, C)` uint8 and the cell side
-    (the first image's height unless given, shrunk so the sprite fits `SPRITE_MAX`).
+    (the first image's longer side unless given, shrunk so the sprite fits `SPRITE_MAX` for any
+    N: 70,000 thumbnails get 30 px cells, 1,000,000 get 8 px).
 
     With `count` (= N), `images` may be a one-pass iterator: each image is shrunk into its cell
-    as it arrives, so only the sprite itself is held, never the N full-size images.
+    as it arrives (`explorer.analysis.atlas.build_atlas`), so only the sprite itself is held,
+    never the N full-size images.
     """
-    from PIL import Image
+    from explorer.analysis.atlas import build_atlas  # sklearn via explorer.analysis: on use
 
     if count is None:
         images = list(images)
         count = len(images)
-    it = iter(images)
-    first = next(it, None)
-    if first is None or count < 1:
+    if count < 1:
         raise ExplorerError("no images for the sprite")
-    first = np.asarray(first, np.uint8)
-    c = 3 if first.ndim == 3 and first.shape[-1] == 3 else 1
+    canvas, lay = build_atlas([images], count, native=side, max_side=SPRITE_MAX, square=True)
+    return canvas, lay.cell
+
+
+def sprite_note(count: int, native: int, cell: int) -> str:
+    """One line saying the thumbnail size the sprite chose, and why."""
     grid = math.ceil(math.sqrt(count))
-    side = max(1, min(side or first.shape[0], SPRITE_MAX // grid))
-    canvas = np.zeros((grid * side, grid * side, c), np.uint8)
-    for i, im in enumerate(itertools.chain([first], it)):
-        if i >= count:
-            raise ExplorerError(f"more than the {count} images announced for the sprite")
-        im = _hwc(im)
-        pil = Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im)
-        pil = pil.convert("RGB" if c == 3 else "L")
-        if pil.size != (side, side):
-            pil = pil.resize((side, side), Image.BILINEAR)
-        r, q = divmod(i, grid)
-        canvas[r * side : (r + 1) * side, q * side : (q + 1) * side] = np.asarray(pil).reshape(
-            side, side, c
-        )
-    return canvas, side
-
-
-def _hwc(im) -> np.ndarray:
-    """A thumbnail as `(H, W, C)` uint8 with C 1 or 3 (an alpha channel is dropped)."""
-    im = np.asarray(im, np.uint8)
-    im = im[..., None] if im.ndim == 2 else im
-    return im[..., :3] if im.shape[-1] >= 3 else im[..., :1]
+    why = (
+        f"shrunk from {native} px so the {grid} x {grid} grid stays within {SPRITE_MAX:,} px"
+        if cell < native
+        else f"full size; the {grid} x {grid} grid is {grid * cell:,} px"
+    )
+    return f"sprite: {count:,} thumbnails of {cell} x {cell} px ({why})"
 
 
 def projector_files(data: ExportData, name: str = "features") -> dict[str, bytes]:
@@ -224,7 +212,12 @@ def projector_files(data: ExportData, name: str = "features") -> dict[str, bytes
     ]
     if all(t is not None for t in thumbs):
         count = sum(len(data.labels[s]) for s in data.splits)
-        canvas, side = sprite(itertools.chain.from_iterable(thumbs), count=count)
+        ims = itertools.chain.from_iterable(thumbs)
+        first = next(ims, None)
+        if first is None:
+            raise ExplorerError("no images for the sprite")
+        canvas, side = sprite(itertools.chain([first], ims), count=count)
+        config.insert(0, f"# {sprite_note(count, max(np.shape(first)[:2]), side)}")
         img = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
         buf = io.BytesIO()
         img.save(buf, format="PNG")

@@ -247,14 +247,9 @@ def per_class_bars(
         title,
         dict(title="accuracy (%)", range=[0, 109]),
     )
-    if top1 is not None:
-        fig.add_hline(
-            y=100 * top1,
-            line_dash="dash",
-            line_color="#444",
-            annotation_text=f"top-1 {100 * top1:.1f}%",
-            annotation_position="bottom right",
-        )
+    if top1 is not None:  # the line is named in the title: a label on it would sit on a bar
+        fig.add_hline(y=100 * top1, line_dash="dash", line_color="#444")
+        fig.update_layout(title=f"{title} · top-1 {100 * top1:.1f}% (dashed)")
     return fig
 
 
@@ -403,18 +398,56 @@ def sweep_baselines(
     return out
 
 
+def block_colors(n: int) -> list[str]:
+    """`n` distinct line colours, one per block (24 before any repeats; a Turbo sample beyond)."""
+    if n <= len(qualitative.Dark24):
+        return list(qualitative.Dark24[:n])
+    return sample_colorscale("Turbo", [i / max(n - 1, 1) for i in range(n)])
+
+
 def _baseline_lines(fig: go.Figure, baselines: dict[str, float]) -> None:
-    styles = {PIXELS: ("#d62728", "dot", "bottom right"), "random": ("#7f7f7f", "dash", "top left")}
+    """Each baseline as a horizontal line named in the legend (never a label over the curves)."""
+    styles = {PIXELS: ("#d62728", "dot"), "random": ("#7f7f7f", "dash")}
     for name, value in baselines.items():
-        color, dash, where = styles.get(name.split(":")[0], ("#555", "dashdot", "top right"))
-        fig.add_hline(
-            y=100 * value,
-            line_dash=dash,
-            line_color=color,
-            annotation_font_color=color,
-            annotation_text=f"{name} {100 * value:.1f}%",
-            annotation_position=where,
+        color, dash = styles.get(name.split(":")[0], ("#555", "dashdot"))
+        fig.add_hline(y=100 * value, line_dash=dash, line_color=color, line_width=1.5)
+        fig.add_trace(  # the legend entry of the line above
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="lines",
+                line=dict(color=color, dash=dash),
+                name=f"{abbreviate(name, 30)} {100 * value:.1f}%",
+                hoverinfo="skip",
+            )
         )
+
+
+def _legend_below(fig: go.Figure, width: int | None, present: bool, plot_px: int = 300) -> None:
+    """The legend under the x axis in rows that fit `width` px, with the figure made taller by
+    its rows (the plot keeps `plot_px`): it never covers the plot or the axis title."""
+    font = FONT * (PRESENT_SCALE if present else 1)
+    names = [str(t.name) for t in fig.data if t.showlegend is not False and t.name]
+    item = max((len(n) for n in names), default=4) * _CHAR * font + 46  # symbol + gap
+    per_row = max(1, int(((width or 1000) - 20) // item))
+    rows = -(-len(names) // per_row)
+    legend_px = int(rows * 1.5 * font + 8)
+    top = fig.layout.margin.t or 50
+    axis_px = int(3.6 * font) + 10  # tick labels and the axis title
+    fig.update_layout(
+        legend=dict(
+            orientation="h",
+            yref="container",
+            y=0,
+            yanchor="bottom",
+            x=0,
+            xanchor="left",
+            entrywidth=int(item),
+            tracegroupgap=0,
+        ),
+        margin=dict(b=legend_px + axis_px + 8),
+        height=top + plot_px + legend_px + axis_px + 8,
+    )
 
 
 def accuracy_vs_timestep(
@@ -424,30 +457,43 @@ def accuracy_vs_timestep(
     *,
     width: int | None = None,
     present: bool = False,
+    log_snr: dict[int, float] | None = None,
 ) -> go.Figure:
-    """`wide` (accuracy_view rows of one model/head/pool): x = t, one line per block."""
+    """`wide` (accuracy_view rows of one model/head/pool): x = t, one line per block in its own
+    colour; with `log_snr` (t -> log SNR of the model's schedule) x is the log SNR instead
+    (the axis every noise family shares; high = clean)."""
     fig = go.Figure()
-    for (idx, layer), g in wide.sort_values("t").groupby(["layer_index", "layer"], sort=True):
+    groups = list(wide.sort_values("t").groupby(["layer_index", "layer"], sort=True))
+    colors = block_colors(len(groups))
+    for ((idx, layer), g), color in zip(groups, colors, strict=True):
         err = _pct(g["ci_high"] - g["top1"]) if "ci_high" in g else None
         err_lo = _pct(g["top1"] - g["ci_low"]) if "ci_low" in g else None
+        x = g["t"] if log_snr is None else [log_snr.get(int(t), np.nan) for t in g["t"]]
         fig.add_trace(
             go.Scatter(
-                x=g["t"],
+                x=x,
                 y=_pct(g["top1"]),
+                customdata=g["t"],
                 mode="lines+markers",
+                line=dict(color=color),
+                marker=dict(color=color),
                 name=block_label(idx, short_layer(layer)),  # compact legend; full in hover
                 error_y=dict(type="data", array=err, arrayminus=err_lo, thickness=1, width=2)
                 if err is not None
                 else None,
-                hovertemplate=f"block {int(idx)} {layer} · t=%{{x}}: %{{y:.1f}}%<extra></extra>",
+                hovertemplate=f"block {int(idx)} {layer} · t=%{{customdata}}: %{{y:.1f}}%<extra></extra>",
             )
         )
     _baseline_lines(fig, baselines or {})
     heading, top = _titled(title, "one curve per block", width, present)
-    fig.update_layout(
-        title=heading, xaxis_title="timestep t", yaxis_title="top-1 (%)", legend=_BELOW, **_LAYOUT
+    xaxis = (
+        dict(title="timestep t")
+        if log_snr is None
+        else dict(title="log SNR (high = clean)", autorange="reversed")
     )
+    fig.update_layout(title=heading, xaxis=xaxis, yaxis_title="top-1 (%)", **_LAYOUT)
     fig.update_layout(margin=dict(t=top))
+    _legend_below(fig, width, present)
     return fig
 
 
@@ -484,10 +530,10 @@ def accuracy_vs_block(
             tickvals=ticks["layer_index"].tolist(),
             ticktext=[str(int(i)) for i in ticks["layer_index"]],
         ),
-        legend=_BELOW,
         **_LAYOUT,
     )
     fig.update_layout(margin=dict(t=top))
+    _legend_below(fig, width, present)
     return fig
 
 
@@ -513,38 +559,84 @@ def _sweep_grid(wide: pd.DataFrame):
 
 
 def _colour_scale(z: np.ndarray, marks: dict[str, float]) -> tuple[float, float, dict[str, float]]:
-    """(low, high, colour-bar ticks): the range covers the cells and the baselines, whose ticks
-    are named; the range's end labels are dropped where they would overlap a baseline's."""
+    """(low, high, colour-bar ticks): the range covers the cells and the baselines (named in
+    the figure's note, not on the bar, where close values would overlap); ticks are whole
+    percentages, at most 6 of them."""
     lo = np.nanmin(z) if np.isfinite(z).any() else 0
     hi = np.nanmax(z) if np.isfinite(z).any() else 100
     lo, hi = min([lo, *marks.values()]), max([hi, *marks.values()])
-    near = 0.07 * max(hi - lo, 1e-9)
-    ends = {f"{v:.0f}": v for v in (lo, hi) if all(abs(v - m) > near for m in marks.values())}
-    named: dict[str, float] = {}  # baselines closer than `near` share one tick, a line each
-    for k, v in sorted(marks.items(), key=lambda kv: -kv[1]):
-        label = f"◀ {_mark_name(k)} {v:.1f}"
-        close = next((t for t, w in named.items() if abs(w - v) <= near), None)
-        if close is None:
-            named[label] = v
-        else:
-            named[f"{close}<br>{label}"] = (named.pop(close) + v) / 2
-    return lo, hi, ends | named
+    step = next((s for s in (1, 2, 5, 10, 20, 25, 50) if (hi - lo) / s <= 5), 100)
+    ticks = np.arange(np.ceil(lo / step) * step, hi + 1e-9, step)
+    return lo, hi, {f"{v:.0f}": float(v) for v in ticks}
 
 
-def _mark_name(baseline: str) -> str:
-    """A baseline's name short enough for a colour bar (the title names it in full)."""
-    return "random" if baseline.startswith("random") else baseline.split(" ")[0]
-
-
-def _outline(fig: go.Figure, row: int, col: int) -> None:
+def _outline(
+    fig: go.Figure, row: int, col: int, color: str = "#e31a1c", dash: str = "solid"
+) -> None:
     fig.add_shape(
         type="rect",
         x0=col - 0.5,
         x1=col + 0.5,
         y0=row - 0.5,
         y1=row + 0.5,
-        line=dict(color="#e31a1c", width=3),
+        line=dict(color=color, width=3, dash=dash),
     )
+
+
+def cell_id(t, layer: str) -> str:
+    """A sweep cell's id, "10|mid_block": what a click on the heatmap reports."""
+    return f"{int(t)}|{layer}"
+
+
+def clicked_cell(event) -> str | None:
+    """The `cell_id` of the heatmap cell a `st.plotly_chart` selection event reports (a click
+    picks the nearest cell centre of `sweep_heatmap`'s click layer), else None."""
+    if not event:
+        return None
+    sel = (
+        event.get("selection", event)
+        if isinstance(event, dict)
+        else getattr(event, "selection", {})
+    )
+    points = sel.get("points", []) if isinstance(sel, dict) else []
+    for p in points:
+        cd = p.get("customdata")
+        if isinstance(cd, list | tuple) and len(cd) >= 2 and str(cd[0]) == "cell":
+            return str(cd[1])
+    return None
+
+
+def _click_layer(fig: go.Figure, ts, rows, wide: pd.DataFrame, pos: dict, notes) -> None:
+    """An invisible marker at every cell's centre: plotly reports no clicks on a heatmap, but
+    a click on this layer selects the nearest cell (hover distance unlimited), and its hover
+    text is the cell's."""
+    xs, ys, data = [], [], []
+    for _, r in wide.iterrows():
+        row, col = pos[int(r["layer_index"])], ts.index(r["t"])
+        xs.append(f"t={int(r['t'])}")
+        ys.append(rows[row])
+        data.append(
+            ["cell", cell_id(r["t"], r["layer"]), f"{100 * r['top1']:.2f}", notes[row, col]]
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            marker=dict(size=18, color="rgba(0,0,0,0)", symbol="square"),
+            selected=dict(marker=dict(opacity=0)),
+            unselected=dict(marker=dict(opacity=0)),
+            customdata=data,
+            hovertemplate="%{y} · %{x}: %{customdata[2]}%%{customdata[3]}"
+            "<br><i>click to select</i><extra></extra>",
+            showlegend=False,
+            name="cells",
+        )
+    )
+    fig.update_traces(hoverinfo="skip", hovertemplate=None, selector=dict(type="heatmap"))
+    fig.update_layout(hovermode="closest", hoverdistance=-1, clickmode="event+select")
+    fig.update_xaxes(fixedrange=True)
+    fig.update_yaxes(fixedrange=True)
 
 
 def sweep_heatmap(
@@ -554,8 +646,11 @@ def sweep_heatmap(
     *,
     width: int | None = None,
     present: bool = False,
+    selected: str | None = None,
 ) -> go.Figure:
-    """Blocks (rows, forward order) × timesteps (columns) of test top-1.
+    """Blocks (rows, forward order) × timesteps (columns) of test top-1; a click on a cell
+    selects it (`clicked_cell` reads the event), and the `selected` cell (`cell_id`) is
+    outlined with a dashed line.
 
     The cell best on validation top-1 is outlined (none without val_top1); ▲ marks a cell
     whose paired 95% interval against raw pixels (`vs_pixels_low/high`) lies above 0; the
@@ -580,9 +675,9 @@ def sweep_heatmap(
     best = best_on_validation(wide)
     ref = " · ".join(f"{k} {v:.1f}%" for k, v in marks.items())
     box = (
-        "red box = best on validation"
+        "red box = best on validation; dotted = selected (click a cell)"
         if best is not None
-        else "no validation accuracy: no best marked"
+        else "no validation accuracy: no best marked; dotted = selected (click a cell)"
     )
     mark = "▲ beats raw pixels (paired 95% interval above 0); " if up.any() else ""
     heading, top = _titled(
@@ -613,6 +708,13 @@ def sweep_heatmap(
     )
     if best is not None:
         _outline(fig, pos[int(best["layer_index"])], ts.index(best["t"]))
+    _click_layer(fig, ts, rows, wide, pos, notes)
+    chosen = wide[
+        [cell_id(t, n) == selected for t, n in zip(wide["t"], wide["layer"], strict=True)]
+    ]
+    if len(chosen):
+        r = chosen.iloc[0]
+        _outline(fig, pos[int(r["layer_index"])], ts.index(r["t"]), "#111111", "dot")
     rows_px = len(rows) * MIN_CELL_HEIGHT * 1.4 * (PRESENT_SCALE if present else 1)
     fig.update_layout(
         margin=dict(l=10, r=10, t=top, b=10), height=int(max(450, top + 70 + rows_px))
@@ -628,18 +730,42 @@ def per_class_delta(
     a: np.ndarray,
     b: np.ndarray,
     title: str = "Per-class change, B − A (points)",
+    intervals: np.ndarray | None = None,
 ) -> go.Figure:
-    """`(C,)` differences in per-class accuracy, green where B is better."""
+    """`(C,)` differences in per-class accuracy, green where B is better; with `intervals`
+    `(C, 3)` (diff, low, high as fractions, e.g. a paired bootstrap per class) each bar gets
+    its 95% interval as an error bar, and a bar whose interval holds 0 is drawn pale."""
     d = _pct(b) - _pct(a)
+    colors = ["#2ca02c" if v >= 0 else "#d62728" for v in d]
+    hover = "%{x}: %{y:+.1f} points<extra></extra>"
+    if intervals is not None:
+        lo, hi = _pct(intervals[:, 1]), _pct(intervals[:, 2])
+        noise = (lo <= 0) & (hi >= 0)
+        colors = [
+            ("#a8dba8" if v >= 0 else "#f2a8a8") if n else c
+            for v, n, c in zip(d, noise, colors, strict=True)
+        ]
+        hover = (
+            "%{x}: %{y:+.1f} points [%{customdata[0]:+.1f}, %{customdata[1]:+.1f}]<extra></extra>"
+        )
     fig = _bars(
         class_names,
         d,
-        ["#2ca02c" if v >= 0 else "#d62728" for v in d],
+        colors,
         [f"{v:+.1f}" for v in d],
-        "%{x}: %{y:+.1f} points<extra></extra>",
+        hover,
         title,
         dict(title="Δ accuracy (points)"),
     )
+    if intervals is not None:
+        fig.update_traces(
+            error_y=dict(type="data", array=hi - d, arrayminus=d - lo, thickness=1.2, width=3),
+            customdata=np.stack([lo, hi], axis=1),
+            textposition="none",  # the interval is the bar's label: numbers are in the hover
+        )
+        note = "bars: 95% paired bootstrap interval per class; pale = within noise"
+        heading, top = _titled(title, note, None)
+        fig.update_layout(title=heading, margin=dict(t=top))
     fig.add_hline(y=0, line_color="#444")
     return fig
 
@@ -679,27 +805,33 @@ def alignment_heatmap(
     table: pd.DataFrame,
     metric: str,
     *,
+    across: str = "blocks",
     width: int | None = None,
     present: bool = False,
 ) -> go.Figure:
-    """The cross-source block × block map of `metric` from `align_table`'s tidy table: rows the
-    model's blocks, columns the reference's, values written while they fit `width` px, the
-    bootstrap interval in the hover, the title wrapped to the width."""
+    """A map of `metric` from `align_table`'s tidy table, rows the model's blocks: `across=
+    "blocks"` the block × block map (columns the reference's blocks, at one t), `"levels"` the
+    block × level map against one reference block (columns the model's t: REPA's figure).
+    Values written while they fit `width` px, the bootstrap interval in the hover, the title
+    wrapped to the width."""
     rows = table[table["metric"] == metric]
-    value = rows.pivot_table(index="layer_index", columns="ref_layer_index", values="value")
-    low = rows.pivot_table(index="layer_index", columns="ref_layer_index", values="ci_low")
-    high = rows.pivot_table(index="layer_index", columns="ref_layer_index", values="ci_high")
+    levels = across == "levels"
+    col = "t" if levels else "ref_layer_index"
+    value = rows.pivot_table(index="layer_index", columns=col, values="value")
+    low = rows.pivot_table(index="layer_index", columns=col, values="ci_low")
+    high = rows.pivot_table(index="layer_index", columns=col, values="ci_high")
     names = dict(zip(rows["layer_index"], rows["layer"], strict=False))
     ref_names = dict(zip(rows["ref_layer_index"], rows["ref_layer"], strict=False))
     y = [f"{i:02d}" for i in value.index]
-    x = [f"{i:02d}" for i in value.columns]
+    x = [f"t={int(j)}" if levels else f"{j:02d}" for j in value.columns]
     z = value.to_numpy(dtype=float)
+    across_text = x if levels else [ref_names[j] for j in value.columns]
     custom = np.dstack(
         [
             low.to_numpy(dtype=float),
             high.to_numpy(dtype=float),
             np.array([[names[i]] * len(x) for i in value.index], dtype=object),
-            np.array([[ref_names[j] for j in value.columns]] * len(y), dtype=object),
+            np.array([across_text] * len(y), dtype=object),
         ]
     )
     first = rows.iloc[0] if len(rows) else None
@@ -708,7 +840,15 @@ def alignment_heatmap(
     at = "" if first is None or pd.isna(first["t"]) else f" at t={int(first['t'])}"
     ref_at = "" if first is None or pd.isna(first["ref_t"]) else f" (t={int(first['ref_t'])})"
     name = ALIGN_METRICS.get(metric, metric)
-    heading, top = _titled(f"{name} between {model}{at} and {ref}{ref_at}", "", width, present)
+    if levels:
+        block = "" if first is None else str(first["ref_layer"])
+        against = "the input pixels" if block == "pixels" else f"{ref}'s {block}"
+        same_t = first is not None and not pd.isna(first["ref_t"])
+        title = f"{name} of {model}'s blocks with {against}" + (", at each t" if same_t else "")
+        x_title = "t (noise level)"
+    else:
+        title, x_title = f"{name} between {model}{at} and {ref}{ref_at}", abbreviate(ref, 24)
+    heading, top = _titled(title, "", width, present)
     fig = _heatmap(
         z,
         x,
@@ -723,7 +863,7 @@ def alignment_heatmap(
             "%{customdata[2]} vs %{customdata[3]}: %{z:.3f}"
             " [%{customdata[0]:.3f}, %{customdata[1]:.3f}]<extra></extra>"
         ),
-        xaxis=dict(title=abbreviate(ref, 24)),
+        xaxis=dict(title=x_title),
         yaxis=dict(title=abbreviate(model, 24)),
     )
     fig.update_layout(margin=dict(t=top))

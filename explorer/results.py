@@ -33,6 +33,7 @@ COLUMNS = [
     "model",
     "dataset",
     "t",
+    "log_snr",  # log(signal²/noise²) of level t: one x-axis across families (NaN: pixels, fused)
     "layer",
     "layer_index",
     "pool",
@@ -185,13 +186,25 @@ def with_text_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A results table; one written before the `log_snr` column gets it as NaN."""
     path = Path(path)
     text_cols = {c: str for c in TEXT_COLUMNS}
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=text_cols)
-    missing = set(COLUMNS) - set(df.columns)
+    missing = set(COLUMNS) - set(df.columns) - {"log_snr"}
     if missing:
         raise ExplorerError(f"{path} is not a results table: missing columns {sorted(missing)}")
-    return df
+    return with_log_snr(df)
+
+
+def with_log_snr(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a `log_snr` column after `t`: as it is, or NaN for a table written without it."""
+    if "log_snr" in df.columns:
+        return df
+    out = df.copy()
+    out.insert(
+        list(out.columns).index("t") + 1 if "t" in out else len(out.columns), "log_snr", np.nan
+    )
+    return out
 
 
 PAIRED = ("vs_pixels", "vs_random")
@@ -201,7 +214,8 @@ WIDE_METRICS = ["top1", "top1_std", "ci_low", "ci_high", "val_top1", *PAIRED_MET
 
 def accuracy_view(df: pd.DataFrame, head: str | None = None, fused: bool = False) -> pd.DataFrame:
     """Wide view: one row per (model, t, layer, pool, head) with top1, top1_std, ci_low, ci_high,
-    val_top1 and the paired differences of `PAIRED_METRICS` (NaN where a table lacks them).
+    val_top1 and the paired differences of `PAIRED_METRICS` (NaN where a table lacks them), then
+    the level's `log_snr` (NaN for tables written without it).
 
     Fused settings' rows (`layer` like "24@150+19@90", t NaN) are left out unless `fused`."""
     if not fused:
@@ -213,13 +227,15 @@ def accuracy_view(df: pd.DataFrame, head: str | None = None, fused: bool = False
         d = d[d["head"] == head]
     keys = ["model", "dataset", "t", "layer", "layer_index", "pool", "head"]
     if d.empty:
-        return pd.DataFrame(columns=keys + WIDE_METRICS)
+        return pd.DataFrame(columns=keys + WIDE_METRICS + ["log_snr"])
     wide = d.pivot_table(index=keys, columns="metric", values="value", dropna=False).reset_index()
     wide.columns.name = None
     for m in WIDE_METRICS:
         if m not in wide:
             wide[m] = np.nan
-    return wide.dropna(subset=["top1"])[keys + WIDE_METRICS]
+    wide = wide.dropna(subset=["top1"])[keys + WIDE_METRICS]
+    levels = with_log_snr(d)[["model", "t", "log_snr"]].drop_duplicates(["model", "t"])
+    return wide.merge(levels, on=["model", "t"], how="left").set_axis(wide.index)
 
 
 def best_on_validation(wide: pd.DataFrame) -> pd.Series | None:

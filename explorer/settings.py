@@ -84,14 +84,16 @@ def parse_timesteps(spec: str | int | Sequence[int]) -> list[int]:
     return out
 
 
-def check_timesteps(timesteps: Sequence[int], num_train_timesteps: int) -> list[int]:
-    """Validate timesteps against [0, T); returns them as sorted unique ints."""
+def check_timesteps(timesteps: Sequence[int], num_levels: int) -> list[int]:
+    """Validate timesteps against the model's levels `[0, num_levels)` (`LoadedModel.num_timesteps`:
+    T for a VP schedule, T + 1 for flow matching, whose t = T is pure noise); returns them as
+    sorted unique ints."""
     out = sorted({int(t) for t in timesteps})
-    bad = [t for t in out if not 0 <= t < num_train_timesteps]
+    bad = [t for t in out if not 0 <= t < num_levels]
     if bad:
         raise ExplorerError(
-            f"timestep {bad[0]} is outside [0, {num_train_timesteps}); this model's scheduler has "
-            f"{num_train_timesteps} steps, so pick t from 0 to {num_train_timesteps - 1}"
+            f"timestep {bad[0]} is outside [0, {num_levels}); this model has {num_levels} noise "
+            f"levels, so pick t from 0 to {num_levels - 1}"
         )
     if not out:
         raise ExplorerError("no timesteps given; pass e.g. --timesteps 10,90,150")

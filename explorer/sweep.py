@@ -182,10 +182,12 @@ def _rows(ws: Workspace, settings: list, head: str) -> tuple[list[dict], dict[Po
         by_point.setdefault(table_point(ws, s), []).append(s)
     for (t, layer, pool), group in by_point.items():
         idx = 0 if layer == PIXELS else -1 if t is None else ws.layer(layer).index
+        level = t is not None and layer != PIXELS
         base = {
             "model": PIXELS if layer == PIXELS else ws.model.name,
             "dataset": ws.dataset.name,
             "t": t,
+            "log_snr": ws.model.log_snr(t) if level else np.nan,
             "layer": layer,
             "layer_index": idx,
             "pool": pool,
@@ -324,6 +326,7 @@ def describe_best(df: pd.DataFrame) -> str:
             "raw pixels"
             if r["layer"] == PIXELS
             else f"t={int(r['t'])}, layer {int(r['layer_index'])} ({r['layer']}), pool {r['pool']}"
+            + snr_words(r.get("log_snr", np.nan))
         )
         how = f"val {100 * r['val_top1']:.2f}%, " if np.isfinite(r["val_top1"]) else ""
         line = (
@@ -351,6 +354,12 @@ def describe_best(df: pd.DataFrame) -> str:
             "is named (re-run the sweep)"
         )
     return "\n".join(lines)
+
+
+def snr_words(log_snr) -> str:
+    """ ", logSNR +2.20" (the level on the axis shared by all families); "" when unknown."""
+    v = float(log_snr)
+    return "" if np.isnan(v) else f", logSNR {v:+.2f}"
 
 
 def accuracy_groups(df: pd.DataFrame) -> list[tuple[str, str]]:

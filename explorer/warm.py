@@ -1,13 +1,18 @@
 """Warm defaults: what the app's first views ask for, and a small seed of the caches that holds it.
 
-The app opens Explore, Compare and Similarity on one default view (`default_view`). Its
-features, probe results, UMAPs and CKA matrices ship in `assets/warm/`, laid out exactly like
+The app opens Explore, Compare and Similarity on one default view (`default_view`): Explore on
+the validation-best setting, Compare on the trained model against its random-weights twin there,
+Similarity with its CKA maps and its alignment maps against the random twin and against the raw
+pixels. Every cell of the shipped sweep (`shipped_grid`: its settings and heads, at the app's
+default limits) opens warm in Explore too. Their probe results, UMAPs, CKA matrices and
+alignment maps ship in `assets/warm/` (with the features of Explore's default setting only: the
+pages read the rest from those derived caches without features), laid out exactly like
 the user's cache root (`features/`, `results/`, `embeddings/`; see `explorer.features.cache_admin`),
 with `manifest.json` holding every file's sha256. `import_seed` copies the files the cache
 lacks into it, each verified against that checksum first (and feature entries again by the
 store when opened), so the first views are served by the ordinary content-addressed caches,
-never by a side channel. Regenerate the seed after a default, the model or the extraction
-changes (`tests/core/test_warm.py` fails until then):
+never by a side channel. Regenerate the seed after a default, the model, the shipped sweep or
+the extraction changes (`tests/core/test_warm.py` fails until then); this one command does it all:
 
     python -m explorer.warm --write
 """
@@ -21,6 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from explorer import defaults as D
+from explorer import shipped
 from explorer.atomic import atomic_write
 from explorer.features.keys import EXTRACTION_VERSION
 from explorer.features.store import file_checksum
@@ -38,20 +45,25 @@ from explorer.settings import Setting
 log = logging.getLogger("explorer.warm")
 SEED = ASSETS / "warm"
 MODEL, DATASET = "ddpm-fashion-mnist", "fashion-mnist"  # the pair the seed is made for
-SEED_VERSION = 1
+SEED_VERSION = 2
 
 
 @dataclass(frozen=True)
 class DefaultView:
     """The settings the app's pages open on (before anyone touches a control).
 
-    Settings are `(t, layer name, pool)` triples; `sim_images` is Similarity's test-image count.
+    Settings are `(t, layer name, pool)` triples. `compare` is Compare's one setting, on the
+    trained model (A) and on its random-weights twin (B). `sim_align` lists Similarity's
+    alignment maps with "Compare with" at its default (random weights): `(against, timesteps,
+    ref_layers)`, `against` "random" (the twin) or "pixels" (the model's own input); `sim_images`
+    is Similarity's test-image count.
     """
 
     explore: tuple[int, str, str]
-    compare: tuple[tuple[int, str, str], tuple[int, str, str]]
+    compare: tuple[int, str, str]
     sim_blocks: tuple[tuple[int, str, str], ...]
     sim_times: tuple[tuple[int, str, str], ...]
+    sim_align: tuple[tuple[str, tuple[int, ...], str], ...]
     head: str
     sim_images: int
 
@@ -60,16 +72,32 @@ def default_view(names: Sequence[str], stages: Sequence[str], num_timesteps: int
     """The default view for a model whose blocks are `names` (of `stages`) with T timesteps."""
     t, pool = D.default_t(num_timesteps), D.DEFAULT_POOL
     a = names[D.default_block(stages)]
-    b = names[D.compare_block(len(names))]
     times = D.timestep_defaults(num_timesteps, D.SIMILARITY_TIMESTEPS)
+    against_pixels = (("pixels", tuple(times), D.PIXELS),) if times else ()
     return DefaultView(
         explore=(t, a, pool),
-        compare=((t, a, pool), (t, b, pool)),
+        compare=(t, a, pool),
         sim_blocks=tuple((t, n, pool) for n in names),
         sim_times=tuple((x, a, pool) for x in times) if len(times) >= 2 else (),
+        sim_align=(("random", (t,), "all"), *against_pixels),
         head=D.DEFAULT_HEAD,
         sim_images=D.DEFAULT_SIMILARITY_IMAGES,
     )
+
+
+def shipped_grid() -> tuple[tuple[tuple[int, str, str], ...], tuple[str, ...]]:
+    """The shipped sweep's `(t, layer, pool)` settings of the seed's model (in t, then block
+    order) and its heads: the cells the Sweep page opens in Explore."""
+    from explorer.results import load_table  # pandas: not for the app's seed check
+
+    path = shipped.table_for(MODEL, DATASET)
+    if path is None:
+        return (), ()
+    df = load_table(path)
+    mine = df[(df["model"] == MODEL) & df["t"].notna()]
+    cells = mine.drop_duplicates(["t", "layer", "pool"]).sort_values(["t", "layer_index"])
+    settings = tuple((int(r.t), str(r.layer), str(r.pool)) for r in cells.itertuples())
+    return settings, tuple(sorted(mine["head"].unique()))
 
 
 def view_of(ws) -> DefaultView:
@@ -167,26 +195,41 @@ def import_seed(root: str | os.PathLike | None = None, seed: Path = SEED) -> dic
     return counts
 
 
-def compute_view(ws, ws_sim, view: DefaultView) -> dict[str, list[str]]:
-    """Compute everything `view` shows (probe results, UMAPs, CKA) in the workspaces' caches;
-    returns the feature keys that the seed keeps (train and test of every probed setting)."""
+def compute_view(ws, ws_sim, view: DefaultView, grid=((), ())) -> dict[str, list[str]]:
+    """Compute everything `view` and the shipped `grid` (settings, heads) show in the
+    workspaces' caches: probe results (and the pixel baseline) for every head, UMAPs, the
+    random twin's side of Compare, CKA and alignment maps. Returns the feature keys the seed
+    keeps (train and test of Explore's default setting)."""
+    from explorer.analysis.alignment import METRICS
     from explorer.analysis.embed import umap_or_pca  # umap/numba: on use only
-    from explorer.defaults import PIXEL_POOL
+    from explorer.defaults import PIXEL_POOL, RANDOM_PREFIX
 
-    probed = [Setting(*view.explore), *(Setting(*s) for s in view.compare)]
-    probed = list(dict.fromkeys(probed))
-    ws.evaluate(probed + [Setting(None, D.PIXELS, PIXEL_POOL)], view.head)
-    for s in probed:
+    settings, heads = grid
+    explore, compare = Setting(*view.explore), Setting(*view.compare)
+    cells = list(dict.fromkeys([explore, compare, *(Setting(*s) for s in settings)]))
+    twin = ws.twin(RANDOM_PREFIX + ws.model.name)
+    for head in dict.fromkeys([view.head, *heads]):
+        log.info("probes: %s on %d settings", head, len(cells))
+        ws.evaluate([*cells, Setting(None, D.PIXELS, PIXEL_POOL)], head)
+    twin.evaluate([compare], view.head)
+    for w, s in [*((ws, c) for c in cells), (twin, compare)]:
         umap_or_pca(
-            np.asarray(ws.features(s, "test")),
-            cache_key=ws.key(s, "test"),
-            cache_root=ws.store.root,
+            np.asarray(w.features(s, "test")),
+            cache_key=w.key(s, "test"),
+            cache_root=w.store.root,
             background=False,
+            labels=w.labels("test"),
         )
     ws_sim.cka([Setting(*s) for s in view.sim_blocks])
     if view.sim_times:
         ws_sim.cka([Setting(*s) for s in view.sim_times])
-    return {"features": sorted({ws.key(s, sp) for s in probed for sp in ("train", "test")})}
+    sim_twin = ws_sim.twin(RANDOM_PREFIX + ws.model.name)
+    for against, ts, ref_layers in view.sim_align:
+        ref = sim_twin if against == "random" else ws_sim
+        ws_sim.align(
+            ref, timesteps=list(ts), ref_layers=ref_layers, pool=view.explore[2], metrics=METRICS
+        )
+    return {"features": sorted({ws.key(explore, sp) for sp in ("train", "test")})}
 
 
 def workspaces(root: str | os.PathLike | None = None, *, device: str = "cpu"):
@@ -211,8 +254,8 @@ def write_seed(seed: Path = SEED) -> dict:
     """Recompute the default view in an empty cache and keep its files as the seed."""
     with tempfile.TemporaryDirectory() as tmp:
         ws, sim = workspaces(tmp)
-        view = view_of(ws)
-        keep = compute_view(ws, sim, view)
+        view, grid = view_of(ws), shipped_grid()
+        keep = compute_view(ws, sim, view, grid)
         root = Path(tmp)
         rels = [
             p.relative_to(root).as_posix()
@@ -238,6 +281,7 @@ def write_seed(seed: Path = SEED) -> dict:
             "train_limit": D.DEFAULT_TRAIN_LIMIT,
             "test_limit": D.DEFAULT_TEST_LIMIT,
             "view": json.loads(json.dumps(view.__dict__)),
+            "grid": json.loads(json.dumps({"settings": grid[0], "heads": grid[1]})),
             "feature_keys": keep["features"],
             "files": {rel: file_checksum(seed / rel) for rel in sorted(rels)},
         }
@@ -253,9 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None, help="import the seed into this cache root")
     a = ap.parse_args(argv)
     if a.write:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        start = time.perf_counter()
         man = write_seed()
         size = sum((SEED / r).stat().st_size for r in man["files"])
-        print(f"wrote {len(man['files'])} files ({size / 2**20:.1f} MiB) to {SEED}")
+        took = time.perf_counter() - start
+        print(f"wrote {len(man['files'])} files ({size / 2**20:.1f} MiB) to {SEED} in {took:.0f}s")
     else:
         print(import_seed(a.cache_dir))
     return 0

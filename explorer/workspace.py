@@ -477,6 +477,20 @@ class Workspace:
             x, cache_key=self.key(s, split), cache_root=self.store.root, labels=self.labels(split)
         )
 
+    def cached_umap(self, s: Setting, split: str = "test") -> np.ndarray | None:
+        """The `(N, 2)` UMAP of one setting when it is on disk (as `embedding` caches it), read
+        without its features: None when it is not cached (and for raw pixels)."""
+        from explorer.analysis.embed import cached_umap  # umap/numba: on use only
+
+        s = self.canonical(s)
+        if s.is_pixels:
+            return None
+        dim = int(np.prod(pooled_shape(self.layer(s.layer), s.pool)))
+        shape = (len(self.selection(split).indices), dim)
+        return cached_umap(
+            shape, cache_key=self.key(s, split), cache_root=self.store.root, stratified=True
+        )
+
     def aligned_embedding(self, settings: Sequence[Setting], split: str = "test") -> np.ndarray:
         """`(K, N, 2) float32` aligned UMAP of K settings (e.g. one block over K timesteps) on
         the same images, cached on disk under their feature keys: reopening it computes nothing."""

@@ -15,8 +15,17 @@ A reference that is a diffusion model reads, by default, the model's own `t` in 
 as the model has none either (its `t` is missing): a diffusion reference is then read at each
 of the timesteps given. The result is a tidy table, one row per (t, layer, ref_layer, metric).
 
+Either side may name `pixels` among its layers: the raw-pixel baseline (the model's own
+preprocessed input, `layer_index` 0), one source at every level, so `ref=ws, ref_layers="pixels"`
+maps how much of the input each block keeps over t.
+
+The map's numbers are cached on disk (`embeddings/align-*.npy`, keyed by the features' content
+keys and the metric parameters, as `Workspace.cka` caches CKA): a map asked again needs no
+features at all. Values are kept as float32 and rounded to 6 decimals, the same on the first
+call as on a cache hit.
+
 The workspaces are used through their public methods only (`setting`, `ensure`, `features`,
-`selection`, `catalogue`), so this module needs no import of the workspace.
+`key`, `selection`, `catalogue`, `store.root`), so this module needs no import of the workspace.
 """
 
 from __future__ import annotations
@@ -33,9 +42,13 @@ from explorer.analysis.alignment import (
     check_k,
     parse_metrics,
 )
+from explorer.defaults import PIXELS
 from explorer.errors import ExplorerError
+from explorer.features.store import content_key
 from explorer.models.layers import select_layers
 from explorer.settings import check_timesteps, parse_timesteps
+
+ALIGN_VERSION = 1  # part of a cached map's key
 
 COLUMNS = [
     "model",
@@ -97,8 +110,9 @@ def align_table(
 ) -> pd.DataFrame:
     """Tidy alignment table between workspace `ws` (the model) and `ref` (the reference): one
     row per (t, layer, ref_layer, metric) with `value` and a bootstrap interval over the images
-    (`ci_low`, `ci_high`; `n_boot=0`: none). `t` is missing (NA) for an encoder model, `ref_t`
-    for an encoder reference. Columns: `COLUMNS`."""
+    (`ci_low`, `ci_high`; `n_boot=0`: none). `t` is missing (NA) for an encoder model and for
+    pixels, `ref_t` for an encoder or pixel reference. Columns: `COLUMNS`. The numbers are read
+    from the disk cache when this map was computed before (no features needed then)."""
     metrics = parse_metrics(metrics)
     n = check_same_images(ws, ref, split)
     if any(m != "cka" for m in metrics):
@@ -106,63 +120,105 @@ def align_table(
     elif n < 4:
         raise ExplorerError(f"alignment needs at least 4 images, got {n}")
     pairs = level_pairs(ws, ref, timesteps, ref_timestep)  # (model t, reference t) per cell
-    lays = select_layers(ws.catalogue, layers)
-    ref_lays = select_layers(ref.catalogue, ref_layers)
-    row_settings = list(
-        dict.fromkeys(ws.setting(t, lay.name, pool) for t, _ in pairs for lay in lays)
-    )
+    rows_named, cols_named = source_names(ws, layers), source_names(ref, ref_layers)
+    row_settings = list(dict.fromkeys(ws.setting(t, x, pool) for t, _ in pairs for x in rows_named))
     col_settings = list(
-        dict.fromkeys(ref.setting(rt, lay.name, pool) for _, rt in pairs for lay in ref_lays)
+        dict.fromkeys(ref.setting(rt, x, pool) for _, rt in pairs for x in cols_named)
     )
-    ws.ensure(row_settings, splits=[split])
-    ref.ensure(col_settings, splits=[split])
-    arrays: dict[str, np.ndarray] = {}  # one per feature key: a shared source is prepared once
 
-    def read(w, s) -> np.ndarray:
-        key = w.key(s, split)
-        if key not in arrays:
-            arrays[key] = np.asarray(w.features(s, split), dtype=np.float32)
-        return arrays[key]
+    def at(s, level: int) -> bool:
+        return s.is_pixels or s.t == level  # the pixels are one source at every level
 
-    rows = [read(ws, s) for s in row_settings]
-    cols = [read(ref, s) for s in col_settings]
-    want = np.array([[(r.t, c.t) in pairs for c in col_settings] for r in row_settings], bool)
-    maps = alignment_map(
-        rows, cols, metrics, k=k, n_boot=n_boot, seed=seed, want=want, progress=progress
+    want = np.array(
+        [
+            [any(at(r, a) and at(c, b) for a, b in pairs) for c in col_settings]
+            for r in row_settings
+        ],
+        bool,
     )
-    index = {lay.name: lay.index for lay in ws.catalogue}
-    ref_index = {lay.name: lay.index for lay in ref.catalogue}
+    cells = np.argwhere(want)
+    row_keys = [ws.key(s, split) for s in row_settings]
+    col_keys = [ref.key(s, split) for s in col_settings]
+    key = content_key({"rows": row_keys, "cols": col_keys, "cells": cells.tolist()})
+    params = {"metrics": list(metrics), "k": int(k), "boot": int(n_boot), "seed": int(seed)}
+    params |= {"v": ALIGN_VERSION}
+    shape = (len(cells), len(metrics), 3 if n_boot > 0 else 1)
+
+    def compute() -> np.ndarray:
+        ws.ensure(row_settings, splits=[split])
+        ref.ensure(col_settings, splits=[split])
+        arrays: dict[str, np.ndarray] = {}  # one per feature key: a shared source read once
+
+        def read(w, s, key) -> np.ndarray:
+            if key not in arrays:
+                arrays[key] = np.asarray(w.features(s, split), dtype=np.float32)
+            return arrays[key]
+
+        maps = alignment_map(
+            [read(ws, s, x) for s, x in zip(row_settings, row_keys, strict=True)],
+            [read(ref, s, x) for s, x in zip(col_settings, col_keys, strict=True)],
+            metrics,
+            k=k,
+            n_boot=n_boot,
+            seed=seed,
+            want=want,
+            progress=progress,
+        )
+        parts = ("value", "ci_low", "ci_high")[: shape[2]]
+        i, j = cells.T
+        return np.stack(
+            [np.stack([getattr(maps[m], p)[i, j] for p in parts], -1) for m in metrics], 1
+        ).reshape(shape)
+
+    from explorer.analysis.embed import cached_matrix  # umap/numba: on use only
+
+    got = cached_matrix("align", key, params, shape, compute, ws.store.root)
+    got = np.round(got.astype(np.float64), 6)
+    index = {lay.name: lay.index for lay in ws.catalogue} | {PIXELS: 0}
+    ref_index = {lay.name: lay.index for lay in ref.catalogue} | {PIXELS: 0}
     out = []
-    for i, r in enumerate(row_settings):
-        for j, c in enumerate(col_settings):
-            if not want[i, j]:
-                continue
-            for m in metrics:
-                res = maps[m]
-                out.append(
-                    {
-                        "model": ws.model.name,
-                        "reference": ref.model.name,
-                        "t": r.t if noised(ws) else pd.NA,
-                        "layer": r.layer,
-                        "ref_layer": c.layer,
-                        "metric": m,
-                        "value": float(res.value[i, j]),
-                        "ci_low": float(res.ci_low[i, j]),
-                        "ci_high": float(res.ci_high[i, j]),
-                        "ref_t": c.t if noised(ref) else pd.NA,
-                        "layer_index": index[r.layer],
-                        "ref_layer_index": ref_index[c.layer],
-                        "pool": r.pool,
-                        "k": int(k) if m != "cka" else pd.NA,
-                        "images": n,
-                        "split": split,
-                    }
-                )
+    for (i, j), numbers in zip(cells, got, strict=True):
+        r, c = row_settings[i], col_settings[j]
+        for m, (value, *ci) in zip(metrics, numbers, strict=True):
+            low, high = ci or (np.nan, np.nan)
+            out.append(
+                {
+                    "model": ws.model.name,
+                    "reference": ref.model.name,
+                    "t": r.t if noised(ws) and not r.is_pixels else pd.NA,
+                    "layer": r.layer,
+                    "ref_layer": c.layer,
+                    "metric": m,
+                    "value": float(value),
+                    "ci_low": float(low),
+                    "ci_high": float(high),
+                    "ref_t": c.t if noised(ref) and not c.is_pixels else pd.NA,
+                    "layer_index": index[r.layer],
+                    "ref_layer_index": ref_index[c.layer],
+                    "pool": r.pool,
+                    "k": int(k) if m != "cka" else pd.NA,
+                    "images": n,
+                    "split": split,
+                }
+            )
     df = pd.DataFrame(out, columns=COLUMNS)
     for col in ("t", "ref_t", "k"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def source_names(ws, spec: str | int | Sequence) -> list[str]:
+    """Layer names of a selection (`select_layers`' spellings), with `pixels` allowed among
+    them: the raw-pixel baseline, listed first."""
+    items = spec if isinstance(spec, list | tuple) else [spec]
+    tokens = [
+        str(tok).strip() for it in items for tok in (str(it).split(",") if it is not None else [])
+    ]
+    pixels = PIXELS in (tok.lower() for tok in tokens)
+    rest = ",".join(tok for tok in tokens if tok and tok.lower() != PIXELS)
+    if not pixels:
+        return [lay.name for lay in select_layers(ws.catalogue, spec)]
+    return [PIXELS] + ([lay.name for lay in select_layers(ws.catalogue, rest)] if rest else [])
 
 
 def level_pairs(ws, ref, timesteps, ref_timestep: int | None) -> list[tuple[int, int]]:

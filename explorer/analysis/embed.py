@@ -379,6 +379,19 @@ def umap_or_pca(
     return pca_embed(x), "pca"
 
 
+def cached_umap(
+    shape: tuple[int, int],
+    *,
+    cache_key: str,
+    cache_root: Path | None = None,
+    stratified: bool = False,
+) -> np.ndarray | None:
+    """The `(N, 2)` UMAP `umap_or_pca` cached for `(N, D)` features under `cache_key`, read
+    without the features (only their shape); None when it is not on disk."""
+    params = _umap_params(shape, stratified=stratified)
+    return cached_only("umap", cache_key, params, (int(shape[0]), 2), cache_root)
+
+
 def umap_pending(
     shape: tuple[int, int],
     *,

@@ -48,20 +48,25 @@ def extract_zip(
     *,
     max_bytes: int | None = None,
     max_files: int | None = None,
+    name: str | None = None,
 ) -> tuple[Path, dict]:
     """Extract a zip of class folders (`cls/img.png`) into `dest_root/<sha256[:16] of the zip>/`.
 
     Unsafe zips (`..`, absolute names, symlinks), zips over the limits (default:
     `upload_limits()`) and corrupt files raise a one-line ExplorerError. Non-images,
-    `__MACOSX/` and dotfiles are skipped. A single top-level folder becomes the root.
+    `__MACOSX/` and dotfiles are skipped. A single top-level folder becomes the root; without
+    one and given the upload's file `name`, the class folders go under a folder named after it
+    ("shapes.zip" -> "shapes"), so the dataset is called by its file name, not by the hash.
     Extraction goes to a temporary folder renamed into place, and an existing extraction
-    of the same bytes is reused. Returns `(root, {"images", "skipped_non_image", "skipped_hidden"})`.
+    of the same bytes (and name) is reused. Returns `(root, {"images", "skipped_non_image",
+    "skipped_hidden"})`.
     """
     env_bytes, env_files = upload_limits()
     max_bytes = env_bytes if max_bytes is None else max_bytes
     max_files = env_files if max_files is None else max_files
     data = _read_input(zip_path_or_bytes)
-    digest = hashlib.sha256(data).hexdigest()[:16]
+    folder = dataset_folder_name(name) if name else ""
+    digest = hashlib.sha256(data + folder.encode()).hexdigest()[:16]
     dest_root = Path(dest_root)
     final = dest_root / digest
     if (final / MANIFEST).is_file():
@@ -80,9 +85,9 @@ def extract_zip(
             shutil.rmtree(final, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-upload-", dir=dest_root))
         try:
-            _extract(zf, plan, tmp, max_bytes)
-            parts = [PurePosixPath(info.filename).parts for info in plan]
-            root_rel = _common_top(parts)
+            parts = [PurePosixPath(info.filename.replace("\\", "/")).parts for info in plan]
+            root_rel = _common_top(parts) or folder  # class folders at the top: under the name
+            _extract(zf, plan, tmp if _common_top(parts) else tmp / folder, max_bytes)
             (tmp / MANIFEST).write_text(json.dumps({"root": root_rel, **stats}))
             try:
                 os.replace(tmp, final)
@@ -94,6 +99,15 @@ def extract_zip(
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # only left when a twin won the rename
     return _from_manifest(final)
+
+
+def dataset_folder_name(file_name: str | None) -> str:
+    """The folder (and so the dataset) name of an upload: its file name without `.zip`, kept
+    to letters, digits, `.`, `_` and `-` ("my shapes.zip" -> "my_shapes"), else "upload"."""
+    stem = PurePosixPath(str(file_name or "").replace("\\", "/")).name
+    stem = stem[:-4] if stem.lower().endswith(".zip") else stem
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem).strip("._")
+    return safe[:64] or "upload"
 
 
 def _read_input(src: ZipInput) -> bytes:

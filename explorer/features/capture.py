@@ -17,6 +17,7 @@ from explorer.errors import ExplorerError
 from explorer.features import host_memory
 from explorer.features.noise import device_noise
 from explorer.features.sizes import MAP_SIDE
+from explorer.models.families.noise_process import as_process
 from explorer.models.hooks import listen
 from explorer.models.layers import LayerSpec, feature_map
 from explorer.settings import check_timesteps
@@ -87,16 +88,21 @@ def capture_pass(
     autocast: torch.dtype | None = None,
     net_kwargs: dict | None = None,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Noise `x0 (B, C, H, W)` to `timestep` and read every layer in one pass of
-    `unet(x_t, t, **net_kwargs)`: `{(layer name, pool): (B, D) float32}` left on the model's
+    """Noise `x0 (B, C, H, W)` to level `timestep` and read every layer in one pass of
+    `unet(x_in, time, **net_kwargs)`: `{(layer name, pool): (B, D) float32}` left on the model's
     device. Nothing here waits for the device, so the caller can queue the next batch first.
+
+    `scheduler` is the model's forward process (`families.noise_process`; a diffusers VP
+    scheduler is wrapped): it gives `x_t`, then the denoiser's input and time for the level
+    (VP: `x_t` and t; flow matching: `x_t` and its time input; EDM: `c_in x_t` and `c_noise`).
     """
     device = next(unet.parameters()).device
     if device.type == "cpu":
         host_memory.tune()  # activations reuse freed heap pages instead of fresh mappings
+    process = as_process(scheduler)
     t = torch.full((x0.shape[0],), int(timestep), dtype=torch.long, device=device)
     x0, noise = x0.to(device, non_blocking=True), noise.to(device, non_blocking=True)
-    xt = scheduler.add_noise(x0, noise, t)
+    x_in, time = process.model_input(process.add_noise(x0, noise, t), t)
     ctx = (
         torch.autocast(device.type, dtype=autocast)
         if autocast is not None
@@ -107,7 +113,7 @@ def capture_pass(
         ctx,
         contextlib.suppress(_StopForward),
     ):
-        unet(xt, t, **(net_kwargs or {}))
+        unet(x_in, time, **(net_kwargs or {}))
     missing = [(lay.name, p) for lay in layers for p in pools if (lay.name, p) not in store]
     if missing:
         raise RuntimeError(f"layers never ran in the forward pass: {missing[:3]}")

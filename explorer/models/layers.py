@@ -9,7 +9,9 @@ layout this gives blocks 1-37, with 19 the bottleneck and 24 = `up_blocks.1.resn
 
 A DiT (`DiTTransformer2DModel`) has one point per transformer block (`transformer_blocks.i`,
 stage "block", kind "transformer"): its tokens `(B, N, D)` are read as the patch grid
-`(B, D, h, w)` (row-major patches, as DiT unpatchifies), so every pooling applies.
+`(B, D, h, w)` (row-major patches, as DiT unpatchifies), so every pooling applies. SD3, FLUX
+and PixArt transformers come wrapped (`families.token_net`) and list their own points; a joint
+block's (kind "joint") image tokens are the second tensor of its output.
 """
 
 from __future__ import annotations
@@ -92,11 +94,21 @@ def is_transformer(net) -> bool:
 
 def probe_kwargs(net, batch: int, device) -> dict:
     """Placeholder conditioning for a shape-probing call (shapes do not depend on its values)."""
+    own = getattr(net, "probe_kwargs", None)  # a wrapped transformer (`families.token_net`)
+    if callable(own):
+        return own(batch, device)
     cfg = net.config
     if type(net).__name__ == "UNet2DConditionModel":
         dim = cfg.cross_attention_dim
         dim = dim[0] if isinstance(dim, list | tuple) else dim
-        return {"encoder_hidden_states": torch.zeros(batch, 1, int(dim), device=device)}
+        kw = {"encoder_hidden_states": torch.zeros(batch, 1, int(dim), device=device)}
+        if getattr(cfg, "addition_embed_type", None) == "text_time":  # SDXL: pooled text, 6 ids
+            n = net.add_embedding.linear_1.in_features - 6 * int(cfg.addition_time_embed_dim)
+            kw["added_cond_kwargs"] = {
+                "text_embeds": torch.zeros(batch, n, device=device),
+                "time_ids": torch.zeros(batch, 6, device=device),
+            }
+        return kw
     if is_transformer(net) or getattr(net, "class_embedding", None) is not None:
         return {"class_labels": torch.zeros(batch, dtype=torch.long, device=device)}
     return {}
@@ -105,13 +117,21 @@ def probe_kwargs(net, batch: int, device) -> dict:
 def feature_map(output, layer: LayerSpec) -> torch.Tensor:
     """The `(B, C, H, W)` map of a hooked module's output; transformer tokens `(B, N, D)` are
     laid out on the `layer.height x layer.width` patch grid (leading tokens beyond the grid, an
-    encoder's CLS and register tokens, are dropped)."""
-    x = first_tensor(output)
+    encoder's CLS and register tokens, or text tokens a joint block carries first, are dropped)."""
+    x = block_output(output, layer.kind)
     if x.dim() == 3:
         b, n, d = x.shape
         x = x[:, n - layer.height * layer.width :]
         x = x.transpose(1, 2).reshape(b, d, layer.height, layer.width)
     return x
+
+
+def block_output(out, kind: str) -> torch.Tensor:
+    """The image part of a hooked module's output: a joint-attention block (kind "joint": SD3,
+    FLUX) returns `(text tokens, image tokens)`, so its second tensor; else `first_tensor`."""
+    if kind == "joint" and isinstance(out, tuple | list) and len(out) == 2:
+        return out[1]
+    return first_tensor(out)
 
 
 def first_tensor(out) -> torch.Tensor:
@@ -138,8 +158,10 @@ def build_catalogue(unet, device: torch.device | str | None = None) -> list[Laye
     t = torch.zeros(1, dtype=torch.long, device=dev)
     kwargs = probe_kwargs(unet, 1, dev)
 
+    kinds = {hook: kind for _, hook, _, kind in pts}
+
     def record(hook: str, output) -> None:
-        shapes[hook] = tuple(first_tensor(output).shape)
+        shapes[hook] = tuple(block_output(output, kinds[hook]).shape)
 
     # per-context hooks: safe while other threads run the same (shared) model
     with listen(unet, {hook for _, hook, _, _ in pts}, record), torch.inference_mode():

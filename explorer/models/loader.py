@@ -18,7 +18,7 @@ from explorer.models.accel import prepare
 from explorer.models.device import resolve_precision
 from explorer.models.families import build, detect, encoder, net_folder, pixel_unet
 from explorer.models.families.base import PIXEL_UNET, Adapter
-from explorer.models.families.schedulers import describe, vp_scheduler
+from explorer.models.families.noise_process import as_process, default_process, noise_process
 from explorer.models.weights import (
     canonical_config,
     check_regular,
@@ -40,8 +40,10 @@ class LoadedModel:
     """A denoiser with its scheduler and family adapter, the name it was asked by, and a content fingerprint."""
 
     name: str
-    denoiser: torch.nn.Module  # UNet2DModel, UNet2DConditionModel or DiTTransformer2DModel, eval
-    scheduler: object  # diffusers scheduler (alphas_cumprod) of the model's own VP schedule
+    denoiser: torch.nn.Module  # UNet2DModel, UNet2DConditionModel, DiT, or a family's wrapper, eval
+    # the forward process: a diffusers VP scheduler (alphas_cumprod) or a families.noise_process
+    # NoiseProcess (flow matching, EDM, VE); `process` reads either through one interface
+    scheduler: object
     fingerprint: str
     source: str  # "builtin" | "local" | "hub" | "random"
     path: Path | None = None
@@ -58,8 +60,18 @@ class LoadedModel:
         return self.adapter.family
 
     @property
+    def process(self):
+        """The forward process behind one interface (`families.noise_process.NoiseProcess`)."""
+        return as_process(self.scheduler)
+
+    @property
     def num_timesteps(self) -> int:
-        return int(self.scheduler.config.num_train_timesteps)
+        """Number of levels: t runs over `[0, num_timesteps)` (T for VP, T + 1 for flow matching)."""
+        return int(self.process.num_levels)
+
+    def log_snr(self, t: int) -> float:
+        """log(signal² / noise²) of level `t`: one axis across families (±inf at the ends)."""
+        return float(self.process.log_snr(int(t)))
 
     @property
     def resolution(self) -> int:
@@ -74,7 +86,7 @@ class LoadedModel:
 
     @property
     def scheduler_text(self) -> str:
-        return describe(self.scheduler)
+        return self.process.describe()
 
     @property
     def parameters(self) -> int:
@@ -138,9 +150,8 @@ def load_model(
             base, net, sched, fp, "random" if randomize else source, folder, adapter, precision
         )
     family, config = detect(folder)
-    sched = load_scheduler(
-        folder
-    )  # the noise schedule changes x_t, so it is part of the fingerprint
+    # the noise process changes x_t, so it is part of the fingerprint
+    sched = load_scheduler(folder, family, config.get("_class_name", "UNet2DModel"))
     if randomize:
         net = _random_net(folder, config)
         fp = hash_text(
@@ -165,7 +176,9 @@ def load_model(
         prompt=prompt,
         class_label=class_label,
         condition_required=condition_required,
+        process=as_process(sched),
     )
+    net = adapter.net  # a family may wrap the denoiser (SD3, FLUX, PixArt: `families.token_net`)
     quirk = getattr(sched, "explorer_source", None)
     if family != PIXEL_UNET or parts or quirk:  # pixel U-Nets keep their fingerprints (and caches)
         fp = hash_text(fp, family, *parts, quirk or "")
@@ -238,10 +251,11 @@ def _load_net(folder: Path, trust_pickle: bool):
     return net, weights
 
 
-def load_scheduler(folder: Path):
+def load_scheduler(folder: Path, family: str | None = None, net: str = ""):
     """The forward process of the scheduler saved beside the model (`scheduler/` or root), else
-    DDPM with 1000 linear steps; a scheduler the folder declares (`scheduler/`, model_index.json)
-    must be readable. See `explorer.models.families.schedulers` for the supported classes."""
+    DDPM with 1000 linear steps (flow matching for SD3 and FLUX); a scheduler the folder declares
+    (`scheduler/`, model_index.json) must be readable and must fit the denoiser of `family`
+    (class `net`). See `explorer.models.families.noise_process` for the supported classes."""
     for cand in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json"):
         if cand.exists():
             check_regular(cand)  # a FIFO would block the read forever
@@ -253,15 +267,13 @@ def load_scheduler(folder: Path):
                 ) from e
             if not isinstance(config, dict):
                 raise ExplorerError(f"{cand} is not a scheduler config (not a JSON object)")
-            return vp_scheduler(config, str(cand))  # checks the steps and the schedule
+            return noise_process(config, str(cand), family, net)  # checks steps and schedule
     if (folder / "scheduler").is_dir() or "scheduler" in _model_index(folder):
         raise ExplorerError(
             f"{folder} declares a scheduler but {folder / 'scheduler' / 'scheduler_config.json'} is "
             "missing; the copy or download is incomplete, fetch the scheduler/ folder too"
         )
-    from diffusers import DDPMScheduler  # diffusers loads lazily: the first use pays for it
-
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    return default_process(family)
 
 
 def _model_index(folder: Path) -> dict:

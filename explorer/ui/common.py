@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -17,6 +18,8 @@ from explorer.probes.registry import HEADS
 from explorer.ui import services, state
 
 CONTEXT_KEY = "_context"
+TRAIN_KEY, TEST_KEY = "side_train", "side_test"  # the sidebar's image-limit boxes
+USED_SLOT = "_used_counts_slot"  # the sidebar's place for the image counts in use
 HEADS_HELP = "\n".join(f"- **{h.name}**: {h.description}" for h in HEADS.values())
 POOL_LABELS = D.POOL_LABELS  # one set of labels, shared with the CLI's help
 _PAGE_DIR = (
@@ -42,6 +45,7 @@ METRIC_MIN = 150  # px: a metric whose value is a percentage or a short count
 FIGURE_MIN = 400  # px: two figures side by side only when each gets this much (1280 px and up)
 FULL_WIDTH = figures.NARROW_WIDTH  # the narrowest a full-width figure gets (800 px, sidebar open)
 PRESENT_KEY = "app_present"
+TIMESTEP_BOX_PX = 92  # the "any t" number box beside a timestep slider
 
 _CSS = """
 /* metrics wrap (at a word, else anywhere) instead of ending in an ellipsis */
@@ -56,6 +60,7 @@ _CSS = """
 /* any remaining row of st.columns in the page wraps rather than squeeze a column under 11rem */
 [data-testid="stMain"] [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
 [data-testid="stMain"] [data-testid="stColumn"] { min-width: min(100%, 11rem); }
+.dfe-side { font-weight: 600; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .dfe-headline { font-size: clamp(1.4rem, 2.8vw, 2.6rem); line-height: 1.25; margin: 0.2em 0 0.4em; }
 .dfe-headline .dfe-ci { color: #6b6f7b; }
 .dfe-headline .dfe-up { color: #1a8a3a; }
@@ -193,6 +198,41 @@ def embedding_control(page: str) -> str:
     )
 
 
+def plural(n: int, word: str) -> str:
+    """ "1 image", "2 images", "1,000 images"."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def used_counts(ws) -> None:
+    """Show, under the sidebar's limit boxes, the image counts in use: fewer than the limits
+    when the dataset is smaller (an upload of 48 images uses 48, whatever the limit says)."""
+    n_train, n_test = len(ws.train.indices), len(ws.test.indices)
+    ctx = st.session_state.get(CONTEXT_KEY)
+    fewer = ctx is not None and ((ctx.train_limit or 0) > n_train or (ctx.test_limit or 0) > n_test)
+    text = f"Using {plural(n_train, 'train image')} / {plural(n_test, 'test image')}"
+    slot = st.session_state.get(USED_SLOT) or st.sidebar
+    slot.caption(text + (": all the dataset has, under the limits" if fewer else ""))
+
+
+def input_notice(ws) -> None:
+    """A warning when the dataset's images are not what the model reads (size or channels):
+    they are resized and their channels matched first, so the features may mislead."""
+    im = np.asarray(ws.dataset.images(np.asarray(ws.test.indices[:1]))[0])
+    h, w = im.shape[:2]
+    c = 1 if im.ndim == 2 else im.shape[-1]
+    pre = ws.model.preprocess
+    if (h, w, c) == (pre.size, pre.size, pre.channels):
+        return
+    colour = {1: "grayscale", 3: "colour", 4: "colour with alpha"}
+    st.warning(
+        f"These images are {h}×{w} {colour.get(c, f'{c}-channel')}; the model reads "
+        f"{pre.channels}×{pre.size}×{pre.size} ({colour.get(pre.channels, '')}). Each image is "
+        "resized and its channels matched before the model sees it, so its features may not "
+        "mean what they mean on the model's own data.",
+        icon="⚠️",
+    )
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
@@ -285,9 +325,71 @@ def label_of(catalogue) -> dict[str, str]:
     return {lay.name: lay.label for lay in catalogue}
 
 
-def timestep_options(T: int) -> list[int]:
-    base = [0, 5, 10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 700, 800, 900, 999]
-    return sorted({min(T - 1, max(0, round(b * T / 1000))) for b in base})
+def timestep_options(T: int, chosen: Sequence[int] = ()) -> list[int]:
+    """The timesteps a multiselect offers: the app's one set (`defaults.timestep_grid`) and any
+    other `chosen` ones (typed, or from a link)."""
+    return sorted(set(D.timestep_grid(T)) | {int(t) for t in chosen if 0 <= int(t) < T})
+
+
+def timestep_control(key: str, name: str, T: int, label: str, default: int | None = None) -> int:
+    """One timestep: a slider that snaps to the app's timestep set (`defaults.timestep_grid`,
+    the shipped sweep's grid) and a number box beside it for any other t; both are one
+    setting, `name` in the URL. Returns t."""
+    bound = state.integer(key, name, D.default_t(T) if default is None else default, 0, T - 1)
+    state.seed(key, name, bound.default, parse=bound.parse, valid=bound.valid)
+    ss, box = st.session_state, f"{key}_box"
+    ss[box] = int(ss[key])  # the box shows the setting (set before it is drawn: allowed)
+
+    def typed() -> None:
+        ss[key] = int(ss[box])
+
+    marks = sorted(set(D.timestep_grid(T)) | {int(ss[key])})
+    row = st.container(horizontal=True, vertical_alignment="bottom", gap="small")
+    row.select_slider(
+        label,
+        options=marks,
+        key=key,
+        help="Snaps to the shipped sweep's timesteps (0 = clean image; larger t adds more "
+        "noise before the model reads it); type any other t in the box.",
+    )
+    row.number_input(
+        "any t",
+        min_value=0,
+        max_value=T - 1,
+        step=1,
+        key=box,
+        on_change=typed,
+        help=f"Any timestep from 0 to {T - 1}.",
+        width=TIMESTEP_BOX_PX,
+    )
+    return int(state.publish(key, name))
+
+
+def timesteps_control(
+    key: str, name: str, T: int, label: str, default: Sequence[int], disabled: bool = False
+) -> list[int]:
+    """Several timesteps: a multiselect over the app's timestep set where any other t can be
+    typed, bound to `name` (repeated) in the URL; returns them sorted."""
+    ss = st.session_state
+    raw = ss.get(key) or st.query_params.get_all(name) or state.kept(key) or []
+    chosen = [int(v) for v in raw if str(v).strip().isdigit()]
+    opts = timestep_options(T, chosen)
+    if key in ss:  # a typed t arrives as text: keep it as the number it is
+        ss[key] = [t for t in dict.fromkeys(chosen) if t in opts]
+    bound = state.choices(key, name, opts, default, parse=int)
+    state.seed(key, name, bound.default, parse=bound.parse, valid=bound.valid, multi=True)
+    st.multiselect(
+        label,
+        options=opts,
+        key=key,
+        accept_new_options=True,
+        placeholder="Pick or type a timestep",
+        disabled=disabled,
+        help=f"The shipped sweep's timesteps; type any other t from 0 to {T - 1}.",
+    )
+    picked = sorted({int(v) for v in ss[key] if str(v).strip().isdigit() and 0 <= int(v) < T})
+    state.publish(key, name, picked)
+    return picked
 
 
 def spread(items: Sequence, n: int) -> list:
@@ -298,11 +400,55 @@ def spread(items: Sequence, n: int) -> list:
     return [items[round(i * step)] for i in range(n)]
 
 
+def limits_text(train: int | None, test: int | None) -> str:
+    """ "2,000 train / 1,000 test images" (`all` for a whole split)."""
+    tr = "all" if train is None else f"{train:,}"
+    te = "all" if test is None else f"{test:,}"
+    return f"{tr} train / {te} test images"
+
+
+def _use_limits(train: int | None, test: int | None) -> None:
+    """Set the sidebar's limit boxes (a button's callback: before the sidebar is drawn)."""
+    st.session_state[TRAIN_KEY] = "all" if train is None else str(train)
+    st.session_state[TEST_KEY] = "all" if test is None else str(test)
+
+
+def story_banner(ctx: services.Context, page: str, head: str, pool: str, setting=None) -> None:
+    """The line a page opens with: the sweep's best setting on validation against raw pixels
+    (`story.Story.line`), a button to open it when `setting` `(t, layer, pool)` is another one,
+    and, when this page's limits are not the sweep's, a notice with the sweep's limits in one
+    click."""
+    told = services.sweep_story(ctx, head, pool)
+    if told is None:
+        return
+    row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    row.markdown(f"**{told.line()}**")
+    other = setting is not None and not told.is_setting(*setting)
+    if other and row.button("Open it", key=f"{page}_open_best", help="Open it on Explore."):
+        open_in_explore(ctx, told.t, told.layer, told.pool, told.head)
+    if told.limits_differ(ctx.train_limit, ctx.test_limit):
+        note = st.container(horizontal=True, vertical_alignment="center", gap="small")
+        note.warning(
+            f"This page uses {limits_text(ctx.train_limit, ctx.test_limit)}; the sweep used "
+            f"{told.limits_text()}, so its numbers differ from the sweep's.",
+            icon="⚖️",
+        )
+        note.button(
+            "Use the sweep's limits",
+            key=f"{page}_sweep_limits",
+            on_click=_use_limits,
+            args=(told.train_limit, told.test_limit),
+            help="Sets the sidebar's image limits to the sweep's (the first run at them "
+            "extracts features for every image).",
+        )
+
+
 def open_in_explore(ctx: services.Context, t: int, block: str, pool: str, head: str) -> None:
     """Switch to Explore on one setting, with the link that reproduces it."""
     target = {"t": t, "block": block, "pool": pool, "head": head}
     for key, value in target.items():
         state.remember(f"explore_{key}", value)
+    state.remember("explore_tl", False)  # one setting opens fast: "Across timesteps" off
     link = {
         "model": ctx.model,
         "dataset": ctx.dataset,

@@ -41,6 +41,7 @@ from explorer.paths import BUILTIN_MODEL_DIRS, cache_dir
 from explorer.results import COLUMNS, accuracy_view, load_table, save_table, with_text_columns
 from explorer.settings import Setting
 from explorer.sweep import SweepProgress, run_sweep
+from explorer.ui.story import story
 from explorer.warm import import_seed, preload, preloaded
 from explorer.workspace import Workspace
 
@@ -209,6 +210,12 @@ def device_text() -> str:
     return describe(resolve_device("auto"))
 
 
+def log_snr(ws: Workspace, ts) -> dict[int, float]:
+    """t -> log(signal² / noise²) of the model's noise schedule at each of `ts` (for a VP model
+    `log(a_t / (1 - a_t))`, a_t = alphas_cumprod[t]): the level axis all noise families share."""
+    return {int(t): float(ws.model.log_snr(int(t))) for t in set(ts) if t == t}
+
+
 # --- probes and views -----------------------------------------------------------------------------
 
 
@@ -245,6 +252,10 @@ def embedding(ws: Workspace, s: Setting, method: str) -> tuple[np.ndarray, str]:
     from explorer.analysis.embed import fit_note, umap_or_pca  # umap/numba: on use only
 
     key = ws.key(s, "test")
+    if method == "umap" and (done := ws.cached_umap(s)) is not None:  # no features needed
+        if note := fit_note(len(done)):
+            st.caption(note)
+        return np.asarray(done, dtype=np.float32), "umap"
     if not ws.store.has(key):
         ws.ensure([s], splits=["test"])
     if method != "umap":
@@ -307,25 +318,37 @@ def reference_spec(ctx: Context, choice: str, typed: str) -> str | None:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _alignment(_ws: Workspace, _ref: Workspace, key: tuple, t: int, pool: str, metric: str):
-    return _ws.align(_ref, timesteps=[t], pool=pool, metrics=(metric,))
+def _alignment(_ws: Workspace, _ref: Workspace, key: tuple, ts: tuple, ref_layers: str, pool: str):
+    from explorer.analysis.alignment import METRICS
+
+    return _ws.align(_ref, timesteps=list(ts), ref_layers=ref_layers, pool=pool, metrics=METRICS)
 
 
 def alignment(
-    ctx: Context, ws: Workspace, spec: str, t: int, pool: str, metric: str, rules
+    ctx: Context,
+    ws: Workspace,
+    spec: str | None,
+    timesteps: Sequence[int],
+    ref_layers: str,
+    pool: str,
+    rules,
 ) -> pd.DataFrame:
-    """`align_table` between the blocks of `ws` at `t` and those of model `spec` (at the same t,
-    none for an encoder) on the SAME test images (`ws`'s dataset and test limit): one `metric`
-    with bootstrap intervals. `spec` is checked by the access policy `rules` as the sidebar
-    checks its model; features come from the disk cache, the table from `st.cache_data`."""
+    """`align_table` (every metric, with bootstrap intervals) between the blocks of `ws` at each
+    of `timesteps` and the `ref_layers` of model `spec` (at the same t, none for an encoder) on
+    the SAME test images (`ws`'s dataset and test limit); `spec` None: `ws`'s own raw pixels
+    (`ref_layers="pixels"`). `spec` is checked by the access policy `rules` as the sidebar
+    checks its model. The map is cached on disk by the core, the table by `st.cache_data`."""
     from explorer import exposure
 
-    exposure.check_model(spec, rules)
     tl = ws.limits.get("test_limit")
-    ref = workspace(ctx, spec, test_limit=tl)
+    if spec is not None:
+        exposure.check_model(spec, rules)
+    ref = ws if spec is None else workspace(ctx, spec, test_limit=tl)
     key = (ctx.model, spec, ctx.dataset, ctx.train_limit, tl, str(cache_dir()))
-    with st.spinner(f"Aligning {ctx.model} with {spec} at t={t}…", show_time=True):
-        return _alignment(ws, ref, key, int(t), str(pool), metric)
+    ts = tuple(int(t) for t in timesteps)
+    at = f"t={ts[0]}" if len(ts) == 1 else f"{len(ts)} timesteps"
+    with st.spinner(f"Aligning {ctx.model} with {spec or 'its pixels'} at {at}…", show_time=True):
+        return _alignment(ws, ref, key, ts, ref_layers, str(pool))
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -452,6 +475,33 @@ def shipped_sweep(ctx: Context):
     found = shipped.check(path, extraction_version=EXTRACTION_VERSION, model_fingerprint=fp)
     found.table = read_table(path)
     return found
+
+
+def sweep_story(ctx: Context, head: str, pool: str):
+    """The story Explore and Compare open with (`explorer.ui.story.Story`): the best setting on
+    validation in the user's own sweep at the sidebar's limits, else in the shipped sweep (at
+    its own limits, from its provenance); None when neither has one."""
+    told = story(
+        load_sweep(ctx),
+        ctx.base_model,
+        head=head,
+        pool=pool,
+        train_limit=ctx.train_limit,
+        test_limit=ctx.test_limit,
+    )
+    if told is not None or shipped.table_for(ctx.base_model, ctx.dataset) is None:
+        return told
+    found = shipped_sweep(ctx)
+    prov = found.provenance
+    return story(
+        found.table,
+        ctx.base_model,
+        head=head,
+        pool=pool,
+        train_limit=prov.get("train_images"),
+        test_limit=None,  # the shipped sweep reads the whole test split
+        test_images=prov.get("test_images"),
+    )
 
 
 def running_path(path: Path) -> Path:

@@ -15,7 +15,7 @@ from explorer.defaults import RANDOM_PREFIX
 from explorer.errors import ExplorerError
 from explorer.paths import cache_dir, default_model
 from explorer.ui import services, state
-from explorer.ui.common import CONTEXT_KEY, policy
+from explorer.ui.common import CONTEXT_KEY, TEST_KEY, TRAIN_KEY, USED_SLOT, plural, policy
 
 CUSTOM_MODEL = "other: folder or hub id…"
 PATH_DATASET = "other: folder or file…"
@@ -150,15 +150,19 @@ def _upload() -> str | None:
         return st.session_state.get(_UPLOADED)
     try:
         root, stats = extract_zip(
-            f.getvalue(), cache_dir() / "uploads", max_bytes=max_bytes, max_files=max_files
+            f.getvalue(),
+            cache_dir() / "uploads",
+            max_bytes=max_bytes,
+            max_files=max_files,
+            name=f.name,  # the dataset is called by its file name
         )
     except ExplorerError as e:
         st.error(str(e))
         return None
     skipped = stats.get("skipped_non_image", 0) + stats.get("skipped_hidden", 0)
     st.success(
-        f"{stats.get('images', 0)} images extracted"
-        + (f"; {skipped} non-image or hidden files skipped" if skipped else "")
+        f"{plural(stats.get('images', 0), 'image')} extracted from `{f.name}`"
+        + (f"; {plural(skipped, 'non-image or hidden file')} skipped" if skipped else "")
     )
     st.session_state[_UPLOADED] = str(root)
     return str(root)
@@ -210,9 +214,10 @@ def render() -> services.Context:
         )
         c1, c2, bad = *st.columns(2), []
         with c1:
-            train = _limit("side_train", "train", "Train images", D.DEFAULT_TRAIN_LIMIT, bad)
+            train = _limit(TRAIN_KEY, "train", "Train images", D.DEFAULT_TRAIN_LIMIT, bad)
         with c2:
-            test = _limit("side_test", "test", "Test images", D.DEFAULT_TEST_LIMIT, bad)
+            test = _limit(TEST_KEY, "test", "Test images", D.DEFAULT_TEST_LIMIT, bad)
+        used = st.empty()  # the counts in use, once a page has the dataset (`common.used_counts`)
         root = str(cache_dir())
         short = root if len(root) <= 34 else "…" + root[-33:]
         st.caption(f"Device: **{services.device_text()}**  \nCache: `{short}`", help=root)
@@ -224,4 +229,5 @@ def render() -> services.Context:
     exposure.check_model(model, rules)
     ctx = services.Context(model, dataset, train, test)
     st.session_state[CONTEXT_KEY] = ctx
+    st.session_state[USED_SLOT] = used
     return ctx

@@ -17,13 +17,13 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from explorer.defaults import DEFAULT_T
+from explorer.defaults import SWEEP_TIMESTEPS
 from explorer.figures import WEBGL_MIN_POINTS, class_colors
 from explorer.settings import Setting
 from explorer.ui import common, services, state
 from explorer.workspace import Workspace
 
-DEFAULT_TIMESTEPS = (DEFAULT_T, 50, 150, 300, 500)  # for 1000 steps; scaled to the model's T
+DEFAULT_TIMESTEPS = SWEEP_TIMESTEPS  # the app's one set, for 1000 steps; scaled to the model's T
 PROBE = "linear"  # the accuracy beside the animation: the cheap probe, whatever head Explore shows
 TIMELAPSE_MAX_POINTS = 5_000  # test points animated at most (K aligned UMAPs, K frames of them)
 
@@ -229,9 +229,8 @@ def view(ws: Workspace, block: str, pool: str, t_now: int, class_names: Sequence
         "Show this block's aligned UMAP across timesteps",
         help="One UMAP per t, tied point to point, so each image keeps its place as noise grows.",
     )
-    opts = sorted(set(common.timestep_options(T)) | set(default_timesteps(T)) | {int(t_now)})
-    ts = state.choices("explore_tl_ts", "ts", opts, default_timesteps(T), parse=int)(
-        st.multiselect, "Timesteps", options=opts, disabled=not on
+    ts = common.timesteps_control(
+        "explore_tl_ts", "ts", T, "Timesteps", default_timesteps(T), disabled=not on
     )
     if not on:
         st.caption("Off: turning it on extracts the chosen timesteps and fits an aligned UMAP.")

@@ -43,10 +43,13 @@ def test_cli_option_defaults_come_from_the_defaults_module():
 def test_default_t_and_timestep_lists_fit_any_schedule():
     assert D.default_t(1000) == D.DEFAULT_T == 10
     assert D.default_t(5) == 4 and D.default_t(1) == 0, "clamped to [0, T)"
-    assert D.timestep_defaults(1000) == [10, 50, 100, 200, 400]
-    assert D.timestep_defaults(1000, 6)[0] == D.DEFAULT_T and len(D.timestep_defaults(1000, 6)) == 6
-    assert D.timestep_defaults(100) == [1, 5, 10, 20, 40], "scaled to a 100-step schedule"
-    assert D.timestep_defaults(3) == [0, 1, 2], "duplicates collapse on a tiny schedule"
+    assert D.timestep_defaults(1000) == list(D.SWEEP_TIMESTEPS) == [10, 50, 90, 150, 300], (
+        "one timestep set: the shipped sweep's grid"
+    )
+    assert D.timestep_grid(1000) == D.timestep_defaults(1000, 6), "never more than the grid"
+    assert D.timestep_defaults(1000, 2) == [10, 50]
+    assert D.timestep_defaults(100) == [1, 5, 9, 15, 30], "scaled to a 100-step schedule"
+    assert D.timestep_defaults(3) == [0, 1], "duplicates collapse on a tiny schedule"
 
 
 def test_default_blocks():

@@ -42,7 +42,9 @@ def test_ranked_cells_by_validation_then_smaller_t_else_by_test():
 def test_with_text_columns_keeps_pools_as_text():
     from explorer.results import COLUMNS, TEXT_COLUMNS, with_text_columns
 
-    df = pd.DataFrame([["m", "d", 10, "a", 0, 1, "linear", "test", "top1", 0.5]], columns=COLUMNS)
+    df = pd.DataFrame(
+        [["m", "d", 10, 4.5, "a", 0, 1, "linear", "test", "top1", 0.5]], columns=COLUMNS
+    )
     out = with_text_columns(df)
     assert (
         out["pool"].tolist() == ["1"]

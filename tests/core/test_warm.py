@@ -81,17 +81,27 @@ def test_the_default_view_follows_the_defaults():
     stages = ["down"] * 6 + ["mid"] + ["up"] * 6
     v = warm.default_view(names, stages, 1000)
     assert v.explore == (D.DEFAULT_T, "b7", D.DEFAULT_POOL) and v.head == D.DEFAULT_HEAD
-    assert v.compare == ((10, "b7", "2"), (10, "b9", "2")), "block 7 (mid) against block 9"
+    assert v.compare == v.explore, "Compare: trained vs random weights at Explore's setting"
     assert [s[1] for s in v.sim_blocks] == names and {s[0] for s in v.sim_blocks} == {10}
-    assert [s[0] for s in v.sim_times] == [10, 50, 100, 200, 400, 700]
+    assert [s[0] for s in v.sim_times] == list(D.SWEEP_TIMESTEPS), "the app's one timestep set"
+    assert v.sim_align == (("random", (10,), "all"), ("pixels", D.SWEEP_TIMESTEPS, "pixels")), (
+        "Similarity: blocks x blocks against the random twin, blocks x t against the pixels"
+    )
     assert v.sim_images == D.DEFAULT_SIMILARITY_IMAGES
+
+
+def test_the_shipped_grid_is_every_cell_of_the_shipped_sweep():
+    settings, heads = warm.shipped_grid()
+    assert heads == ("knn", "linear")
+    assert len(settings) == len(D.SWEEP_TIMESTEPS) * 13, "every block at every grid t"
+    assert {s[0] for s in settings} == set(D.SWEEP_TIMESTEPS) and {s[2] for s in settings} == {"2"}
 
 
 def test_seed_files_verify_and_a_tampered_file_is_never_imported(tmp_path):
     man = warm.manifest()
     assert man["files"], "the seed is not empty"
     size = sum((warm.SEED / rel).stat().st_size for rel in man["files"])
-    assert size < 12 * 2**20, f"the seed stays small ({size / 2**20:.1f} MiB)"
+    assert size < 16 * 2**20, f"the seed stays small ({size / 2**20:.1f} MiB)"
     for rel, digest in man["files"].items():
         assert file_checksum(warm.SEED / rel) == digest, f"{rel} matches the seed's checksum"
     seed = tmp_path / "seed"
@@ -111,41 +121,58 @@ def test_seed_files_verify_and_a_tampered_file_is_never_imported(tmp_path):
 
 
 def test_the_seed_serves_exactly_the_app_default_view(tmp_path, monkeypatch):
-    """Keys, not luck: with the seed imported, the default view computes nothing. A changed
-    default, model or extraction version fails here until `python -m explorer.warm --write`."""
+    """Keys, not luck: with the seed imported, the default view and every cell of the shipped
+    grid compute nothing. A changed default, model, shipped sweep or extraction version fails
+    here until `python -m explorer.warm --write`."""
+    from explorer.analysis import align_maps
+    from explorer.analysis.alignment import METRICS
+    from explorer.defaults import RANDOM_PREFIX
+
     man = warm.manifest()
     ws, sim = warm.workspaces(tmp_path)
-    view = warm.view_of(ws)
+    view, (grid, heads) = warm.view_of(ws), warm.shipped_grid()
     assert (man["model_fingerprint"], man["extraction_version"]) == (
         ws.model.fingerprint,
         EXTRACTION_VERSION,
     ), "the seed was made by this model and code"
     assert man["view"] == warm.json.loads(warm.json.dumps(view.__dict__)), "and for this view"
+    assert man["grid"] == {"settings": [list(s) for s in grid], "heads": list(heads)}
     assert (man["train_limit"], man["test_limit"]) == (D.DEFAULT_TRAIN_LIMIT, D.DEFAULT_TEST_LIMIT)
-    probed = list(dict.fromkeys([Setting(*view.explore), *(Setting(*s) for s in view.compare)]))
-    wanted = sorted({ws.key(s, sp) for s in probed for sp in ("train", "test")})
-    assert man["feature_keys"] == wanted, "the seed holds the features of every probed setting"
+    explore = Setting(*view.explore)
+    wanted = sorted(ws.key(explore, sp) for sp in ("train", "test"))
+    assert man["feature_keys"] == wanted, "the seed keeps the features of Explore's setting"
 
     warm.import_seed(tmp_path)
     assert cache_dir(tmp_path) == ws.store.root
+    twin, sim_twin = ws.twin(RANDOM_PREFIX + warm.MODEL), sim.twin(RANDOM_PREFIX + warm.MODEL)
 
     def no(*a, **k):
         raise AssertionError("the default view computed something the seed should hold")
 
-    for w in (ws, sim):
+    for w in (ws, sim, twin, sim_twin):
         monkeypatch.setattr(w, "ensure", no)
         monkeypatch.setattr(w, "_fit", no)
     monkeypatch.setattr(embed, "_fit_umap", no)
-    res = ws.evaluate(probed + [Setting(None, D.PIXELS, PIXEL_POOL)], view.head)
-    assert all(0 < r.top1 <= 1 for r in res.values())
-    for s in probed:
-        x = np.asarray(ws.features(s, "test"))
-        assert (
-            embed.umap_or_pca(x, cache_key=ws.key(s, "test"), cache_root=ws.store.root)[1] == "umap"
-        )
+    monkeypatch.setattr(align_maps, "alignment_map", no)
+    cells = list(dict.fromkeys([explore, Setting(*view.compare), *(Setting(*s) for s in grid)]))
+    for head in {view.head, *heads}:
+        res = ws.evaluate([*cells, Setting(None, D.PIXELS, PIXEL_POOL)], head)
+        assert all(0 < r.top1 <= 1 for r in res.values())
+    assert twin.evaluate([Setting(*view.compare)], view.head)
+    for w, s in [*((ws, c) for c in cells), (twin, Setting(*view.compare))]:
+        xy = w.cached_umap(s)
+        assert xy is not None and xy.shape == (len(w.test.indices), 2), f"no UMAP for {s}"
+    x = np.asarray(ws.features(explore, "test"))  # the one setting whose features ship
+    assert embed.umap_or_pca(x, cache_key=ws.key(explore, "test"), cache_root=ws.store.root)[1] == (
+        "umap"
+    )
     for group in (view.sim_blocks, view.sim_times):
         m = sim.cka([Setting(*s) for s in group], ensure=no)
         assert m.shape == (len(group), len(group))
+    for against, ts, ref_layers in view.sim_align:
+        ref = sim_twin if against == "random" else sim
+        table = sim.align(ref, timesteps=list(ts), ref_layers=ref_layers, metrics=METRICS)
+        assert set(table["metric"]) == set(METRICS) and table["value"].notna().all()
 
 
 # --- the server's warm-up (process-level preloads) ------------------------------------------------

@@ -72,6 +72,9 @@ def test_variance_exploding_schedulers_are_refused(cls_name, tiny_model_dir):
         vp_scheduler(config, "x")
     assert "\n" not in str(e.value)
     (tiny_model_dir / "scheduler_config.json").write_text(json.dumps(config))
+    if cls_name == "ScoreSdeVeScheduler":  # a model loads it as its VE process (issue 20)
+        assert load_model(str(tiny_model_dir)).process.kind == "ve"
+        return
     with pytest.raises(ExplorerError, match=cls_name):
         load_model(str(tiny_model_dir))
 

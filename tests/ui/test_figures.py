@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from explorer import figures
-from explorer.ui.hover import hover_scatter_html
 
 NAMES = ["cat", "dog", "fox"]
 
@@ -163,20 +162,6 @@ def test_delta_cka_and_sample_grid():
     assert np.asarray(grid.data[0].z).shape == (20, 30, 3), (
         "2 rows x 3 columns of 8px tiles with 2px gaps"
     )
-
-
-def test_hover_html_embeds_thumbnails_and_escapes_names():
-    html = hover_scatter_html(
-        np.zeros((2, 2)),
-        np.array([0, 1]),
-        ["<b>a</b>", "b"],
-        ["#000", "#fff"],
-        ["data:image/png;base64,AAA", "data:image/png;base64,BBB"],
-        np.array([0, 0]),
-    )
-    assert "data:image/png;base64,BBB" in html, "thumbnails are embedded for the hover"
-    assert "<b>a</b>" not in html, "class names are escaped"
-    assert "mouseenter" in html, "the thumbnail shows on hover"
 
 
 def test_sweep_baselines_pick_the_best_reference_rows():

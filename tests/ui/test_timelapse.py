@@ -74,8 +74,8 @@ def test_figure_without_accuracy_and_bad_shapes():
 
 
 def test_default_timesteps_follow_the_schedule_length():
-    assert default_timesteps(1000) == [10, 50, 150, 300, 500]
-    assert default_timesteps(100) == [1, 5, 15, 30, 50]
+    assert default_timesteps(1000) == [10, 50, 90, 150, 300], "the shipped sweep's grid"
+    assert default_timesteps(100) == [1, 5, 9, 15, 30]
     assert all(0 <= t < 8 for t in default_timesteps(8))
 
 

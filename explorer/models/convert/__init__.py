@@ -1,1 +1,2 @@
-"""Converters from other diffusion codebases' checkpoints to diffusers folders the explorer opens."""
+"""Converters from other diffusion codebases' checkpoints to diffusers folders the explorer opens:
+guided-diffusion's ADM (`adm`) and SiT / REPA (`sit`)."""

@@ -6,7 +6,10 @@
 | class-cond-unet   | the same with `num_class_embeds`                          | `class_cond` |
 | latent-unet       | `unet/` `UNet2DModel` + `vqvae/` or `vae/`                | `latent`     |
 | stable-diffusion  | `unet/` `UNet2DConditionModel` + vae, text encoder, tokenizer | `latent` |
-| dit               | `transformer/` `DiTTransformer2DModel` + `vae/`           | `dit`        |
+| dit (sit)         | `transformer/` `DiTTransformer2DModel` + `vae/` (flow: SiT) | `dit`      |
+| sd3               | `transformer/` `SD3Transformer2DModel` + vae, 3 text encoders | `sd3`    |
+| flux              | `transformer/` `FluxTransformer2DModel` + vae, CLIP + T5  | `flux`       |
+| pixart            | `transformer/` `PixArtTransformer2DModel` + vae, T5       | `pixart`     |
 | encoder           | a transformers / timm vision encoder (no noise, no t)     | `encoder`    |
 
 A reference encoder is no denoiser: `models.loader.load_model` hands its folder (or
@@ -21,13 +24,20 @@ import inspect
 from pathlib import Path
 
 from explorer.errors import ExplorerError
-from explorer.models.families import class_cond, dit, latent, pixel_unet
+from explorer.models.families import class_cond, dit, flux, latent, pixart, pixel_unet, sd3
 from explorer.models.families.base import PIXEL_UNET, Adapter, Condition
 from explorer.models.weights import check_regular, read_json
 
 __all__ = ["PIXEL_UNET", "Adapter", "Condition", "build", "detect", "net_folder"]
 
-NET_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel")
+# the text-conditioned transformers, by class: their family and their pipeline, in words
+TEXT_TRANSFORMERS = {
+    "SD3Transformer2DModel": ("sd3", "SD3 pipeline folder (transformer, vae, text encoders)"),
+    "FluxTransformer2DModel": ("flux", "FLUX pipeline folder (transformer, vae, text encoders)"),
+    "PixArtTransformer2DModel": ("pixart", "PixArt pipeline folder (transformer, vae, T5)"),
+}
+NET_CLASSES = ("UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", *TEXT_TRANSFORMERS)
+PROMPTED = ("stable-diffusion", "sd3", "flux", "pixart")  # families that take --prompt
 # The input side (pixels, or latents) a config may declare: every real model is well inside
 # (DDPM 32-256, ADM 64-512, SD latents 64/96/128, DiT 32/64, the built-ins 16 and 28); far
 # beyond, the first pass would only fail to allocate.
@@ -84,7 +94,7 @@ def check_sample_size(config: dict, cls: str, where: Path) -> None:
                 f"{where}: sample_size {s} is out of range; it must be between 1 and "
                 f"{MAX_SAMPLE_SIZE} (the side of the model's input, in pixels or latents)"
             )
-        if cls == "DiTTransformer2DModel":
+        if cls != "UNet2DModel" and cls != "UNet2DConditionModel":  # a transformer
             patch = full.get("patch_size") or 1
             if isinstance(patch, int) and patch > 0 and s % patch:
                 raise ExplorerError(
@@ -125,6 +135,12 @@ def detect(folder: Path) -> tuple[str, dict]:
                 "pipeline folder (transformer, vae, scheduler)"
             )
         family = "dit"
+    elif cls in TEXT_TRANSFORMERS:
+        family, whole = TEXT_TRANSFORMERS[cls]
+        if sub == folder:
+            raise ExplorerError(f"{sub / 'config.json'} is a {cls} alone; pass the whole {whole}")
+        if cls == "FluxTransformer2DModel":
+            return family, config  # no sample_size: FLUX is read at its VAE's size (`flux`)
     elif cls != "UNet2DModel":
         raise ExplorerError(
             f"{sub / 'config.json'} describes a {cls}; the explorer reads "
@@ -149,16 +165,26 @@ def build(
     prompt: str | None = None,
     class_label=None,
     condition_required: bool = True,
+    process=None,
 ) -> tuple[Adapter, list[str]]:
     """The adapter of a loaded denoiser `net` of `family`, and fingerprint parts of its other
     components (autoencoder, text encoder): empty for pixel models, so their fingerprints stay.
 
     `condition_required=False` (listing layers): a class-conditional U-Net given no class label
-    gets a placeholder class instead of the refusal, as its layers do not depend on the class."""
-    if prompt is not None and family != "stable-diffusion":
+    gets a placeholder class instead of the refusal, as its layers do not depend on the class.
+    `process` (a `noise_process.NoiseProcess`): a DiT driven by flow matching is named "sit"."""
+    if prompt is not None and family not in PROMPTED:
         raise ExplorerError(
-            f"--prompt applies to Stable Diffusion folders; this model is a {family}"
+            f"--prompt applies to Stable Diffusion, SD3, FLUX and PixArt folders; this model is "
+            f"a {family}"
         )
+    if family in PROMPTED[1:]:
+        if class_label is not None:
+            raise ExplorerError(
+                f"--class-label applies to class-conditional models; {family} takes --prompt"
+            )
+        module = {"sd3": sd3, "flux": flux, "pixart": pixart}[family]
+        return module.adapter(folder, net, trust_pickle, prompt)
     if family == PIXEL_UNET:
         if class_label is not None:
             raise ExplorerError("--class-label was given but this U-Net is not class-conditional")
@@ -175,5 +201,6 @@ def build(
             )
         return latent.sd_adapter(folder, net, trust_pickle, prompt)
     if family == "dit":
-        return dit.adapter(folder, net, trust_pickle, class_label)
+        flow = getattr(process, "kind", "vp") == "flow"
+        return dit.adapter(folder, net, trust_pickle, class_label, flow=flow)
     raise ExplorerError(f"unknown model family '{family}'")

@@ -3,8 +3,8 @@
 Extraction, the store, the probes and the app see only this: `encode` maps preprocessed
 images `(B, C, H, W)` in [-1, 1] to the model's input space, `net_kwargs` gives the
 conditioning of the call `net(x_t, t, **kwargs)`, `key_parts` what goes into feature keys.
-A family module (`pixel_unet`, `class_cond`, `latent`, `dit`) builds one from a folder.
-"""
+A family module (`pixel_unet`, `class_cond`, `latent`, `dit`, `sd3`, `flux`, `pixart`) builds one
+from a folder; `net` may be a wrapper presenting that call (`token_net`)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class Condition:
 class Adapter:
     """One loaded model of a family: the denoiser `net`, its encoder (None: pixels) and conditioning."""
 
-    family: str  # pixel-unet | class-cond-unet | latent-unet | stable-diffusion | dit
+    family: str  # pixel-unet | class-cond-unet | latent-unet | stable-diffusion | dit | sit | sd3 | flux | pixart ...
     net: torch.nn.Module
     image_size: int  # side of the square images fed to `encode`
     image_channels: int

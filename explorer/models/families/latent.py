@@ -7,6 +7,9 @@
 - Stable Diffusion 1.x/2.x (`UNet2DConditionModel` + `vae/`, `text_encoder/`, `tokenizer/`):
   the U-Net reads a fixed prompt embedding from the pipeline's own text encoder (empty prompt
   by default, as in DIFT).
+- Stable Diffusion XL (the same with `addition_embed_type="text_time"`, plus `text_encoder_2/`,
+  `tokenizer_2/`): family "sdxl"; both text encoders, the pooled embedding and the time ids,
+  computed as its pipeline does (`explorer.models.families.sdxl`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 import torch
 
 from explorer.errors import ExplorerError
-from explorer.models.families import class_cond
+from explorer.models.families import class_cond, sdxl
 from explorer.models.families.base import Adapter, Condition
 from explorer.models.weights import load_component, read_json
 
@@ -159,14 +162,7 @@ def prompt_embedding(
     enc, parts = load_component(
         folder / "text_encoder", CLIPTextModel, trust_pickle, "text encoder"
     )
-    try:
-        tok = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-    except (OSError, ValueError, TypeError) as e:
-        raise ExplorerError(f"cannot load the tokenizer in {folder / 'tokenizer'}: {e}") from e
-    h = hashlib.sha256()
-    for f in sorted((folder / "tokenizer").iterdir()):
-        if f.is_file():
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    tok, digest = load_tokenizer(folder / "tokenizer", CLIPTokenizer)
     ids = tok(
         prompt,
         padding="max_length",
@@ -176,29 +172,44 @@ def prompt_embedding(
     ).input_ids
     with torch.inference_mode():
         emb = enc.eval()(ids)[0].float()
-    return emb.clone(), parts + [h.hexdigest()]
+    return emb.clone(), parts + [digest]
+
+
+def load_tokenizer(sub: Path, cls) -> tuple[object, str]:
+    """The tokenizer saved in `sub`, and the sha256 of its files (names and bytes)."""
+    try:
+        tok = cls.from_pretrained(sub, local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        raise ExplorerError(f"cannot load the tokenizer in {sub}: {e}") from e
+    h = hashlib.sha256()
+    for f in sorted(sub.iterdir()):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return tok, h.hexdigest()
 
 
 def sd_adapter(
     folder: Path, unet, trust_pickle: bool, prompt: str | None
 ) -> tuple[Adapter, list[str]]:
-    """Stable Diffusion 1.x/2.x: VAE latents in, the fixed prompt's embedding as cross-attention input."""
+    """Stable Diffusion 1.x/2.x: VAE latents in, the fixed prompt's embedding as cross-attention
+    input; an SDXL U-Net (added text-and-time embedding) goes to `sdxl_adapter`."""
     cfg = unet.config
+    if sdxl.is_sdxl(cfg) and not (
+        getattr(cfg, "class_embed_type", None) or getattr(cfg, "num_class_embeds", None)
+    ):
+        return sdxl_adapter(folder, unet, trust_pickle, prompt)
     if (
         getattr(cfg, "addition_embed_type", None)
         or getattr(cfg, "class_embed_type", None)
         or getattr(cfg, "num_class_embeds", None)
     ):
         raise ExplorerError(
-            "this UNet2DConditionModel needs extra conditioning (SDXL-style added embeddings "
-            "or class embeddings); only Stable Diffusion 1.x/2.x layouts are supported"
+            "this UNet2DConditionModel needs extra conditioning (added embeddings other than "
+            "SDXL's text_time, or class embeddings); only Stable Diffusion 1.x/2.x and SDXL "
+            "layouts are supported"
         )
     prompt = check_prompt(prompt)
-    if not (folder / "vae" / "config.json").exists():
-        raise ExplorerError(
-            f"{folder} has a UNet2DConditionModel but no vae/; pass the whole Stable Diffusion "
-            "pipeline folder, never its U-Net alone (it must not be fed pixels)"
-        )
+    _require_vae(folder)
     emb, tparts = prompt_embedding(folder, prompt, trust_pickle)
     enc, vparts = load_encoder(folder, trust_pickle)
     a = _on_latents(
@@ -207,14 +218,77 @@ def sd_adapter(
     return a, vparts + tparts
 
 
+def _require_vae(folder: Path) -> None:
+    if not (folder / "vae" / "config.json").exists():
+        raise ExplorerError(
+            f"{folder} has a UNet2DConditionModel but no vae/; pass the whole Stable Diffusion "
+            "pipeline folder, never its U-Net alone (it must not be fed pixels)"
+        )
+
+
+SDXL_PARTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+
+
+def sdxl_adapter(
+    folder: Path, unet, trust_pickle: bool, prompt: str | None
+) -> tuple[Adapter, list[str]]:
+    """Stable Diffusion XL: VAE latents in; the fixed prompt through both text encoders, its
+    pooled embedding and the image's time ids as conditioning (`explorer.models.families.sdxl`)."""
+    prompt = check_prompt(prompt)
+    if _is_refiner(folder):
+        raise ExplorerError(
+            f"{folder} is an SDXL refiner (its time ids carry an aesthetic score); the explorer "
+            "reads the SDXL base pipeline"
+        )
+    _require_vae(folder)
+    for sub in SDXL_PARTS:
+        if not (folder / sub).is_dir():
+            raise ExplorerError(
+                f"{folder} has an SDXL U-Net but no {sub}/; pass the whole SDXL pipeline folder "
+                "(unet, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler)"
+            )
+    try:
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    except ImportError:
+        raise ExplorerError(
+            f"Stable Diffusion XL folders need the transformers package: {SD_INSTALL}"
+        ) from None
+    enc1, parts1 = load_component(
+        folder / "text_encoder", CLIPTextModel, trust_pickle, "text encoder"
+    )
+    enc2, parts2 = load_component(
+        folder / "text_encoder_2", CLIPTextModelWithProjection, trust_pickle, "text encoder"
+    )
+    tok1, digest1 = load_tokenizer(folder / "tokenizer", CLIPTokenizer)
+    tok2, digest2 = load_tokenizer(folder / "tokenizer_2", CLIPTokenizer)
+    emb, pooled = sdxl.encode_prompt(prompt, (tok1, tok2), (enc1, enc2))
+    sdxl.check_widths(unet, emb, pooled)
+    enc, vparts = load_encoder(folder, trust_pickle)
+    condition = sdxl.TextTime(prompt, emb, pooled, sdxl.time_ids(_side(unet) * enc.factor))
+    a = _on_latents(sdxl.FAMILY, unet, enc, condition, "Stable Diffusion XL pipeline folder")
+    return a, vparts + parts1 + parts2 + [digest1, digest2]
+
+
+def _is_refiner(folder: Path) -> bool:
+    """True when the pipeline index says its time ids carry an aesthetic score (SDXL refiner)."""
+    index = folder / "model_index.json"
+    try:
+        return bool(index.is_file() and read_json(index).get("requires_aesthetics_score"))
+    except ExplorerError:
+        return False  # unreadable: the layout was detected without it, the widths check stays
+
+
+def _side(unet) -> int:
+    size = unet.config.sample_size
+    return int(size if isinstance(size, int) else size[0])
+
+
 def _on_latents(family: str, unet, enc, condition: Condition, loaded_from: str) -> Adapter:
     """The adapter of a U-Net on `enc`'s latents: images are `sample_size x factor` pixels."""
-    size = unet.config.sample_size
-    size = size if isinstance(size, int) else size[0]
     return Adapter(
         family,
         unet,
-        int(size) * enc.factor,
+        _side(unet) * enc.factor,
         int(enc.vae.config.in_channels),
         encoder=enc,
         condition=condition,

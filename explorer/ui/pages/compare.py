@@ -1,32 +1,39 @@
 """Compare two settings side by side: two blocks, two timesteps, or trained vs random weights."""
 
+import html
+
+import numpy as np
 import streamlit as st
 
 from explorer import defaults as D
 from explorer import figures
 from explorer.probes.combine import fused_gain
-from explorer.probes.metrics import SideBySide, side_by_side, worst_class
+from explorer.probes.metrics import (
+    SideBySide,
+    paired_bootstrap_diff,
+    side_by_side,
+    worst_class,
+)
 from explorer.probes.registry import HEADS, parse_head
 from explorer.settings import Fused, Setting
 from explorer.ui import common, services, state
 
 MODES = {
+    "random": "Trained vs random weights",
     "blocks": "Two blocks",
     "timesteps": "Two timesteps",
-    "random": "Trained vs random weights",
 }
+FIRST_MODE = "random"  # what training added: the README's first comparison (and the warm view's)
 
 
 def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
     """Draw the controls; returns (mode, setting A, setting B, head, embedding method)."""
     cat, T = ws.catalogue, ws.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
-    mode = state.choice("compare_mode", "mode", list(MODES), "blocks")(
+    mode = state.choice("compare_mode", "mode", list(MODES), FIRST_MODE)(
         st.radio, "What differs", options=list(MODES), format_func=MODES.get, horizontal=True
     )
     two_t, two_b = mode == "timesteps", mode == "blocks"
-    pick_t = state.integer("compare_t", "t", D.default_t(T), 0, T - 1)
-    pick_t2 = state.integer("compare_t2", "t2", min(D.COMPARE_T2, T - 1), 0, T - 1)
     first = D.default_block([lay.stage for lay in cat])
     pick_b = common.layer_choice(cat, "compare_block", "block", default_index=first)
     pick_b2 = common.layer_choice(
@@ -34,9 +41,13 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
     )
     block_kw = dict(options=names, format_func=labels.get)
     c, small = common.control_rows(3, 3)  # two rows below 1920 px windows
-    t_a = pick_t(c.slider, "Timestep A" if two_t else "Timestep", min_value=0, max_value=T - 1)
+    with c.cell():
+        t_a = common.timestep_control("compare_t", "t", T, "Timestep A" if two_t else "Timestep")
     if two_t:
-        t_b = pick_t2(c.slider, "Timestep B", min_value=0, max_value=T - 1)
+        with c.cell():
+            t_b = common.timestep_control(
+                "compare_t2", "t2", T, "Timestep B", default=min(D.COMPARE_T2, T - 1)
+            )
         b_a = b_b = pick_b(c.selectbox, "Block", **block_kw)
     else:
         t_b = t_a
@@ -76,14 +87,30 @@ def headline(cmp: SideBySide) -> None:
     )
 
 
-def side_figures(sides, cmp: SideBySide, labels: dict, method: str, y) -> dict:
+def per_class_paired(cmp: SideBySide, y) -> np.ndarray:
+    """`(C, 3)`: per class, B − A recall `(diff, low, high)` with a paired bootstrap over that
+    class's test images (each image keeps its pair of predictions)."""
+    y = np.asarray(y)
+    right_a, right_b = cmp.a.predictions == y, cmp.b.predictions == y
+    return np.array(
+        [paired_bootstrap_diff(right_b[y == c], right_a[y == c]) for c in range(len(cmp.classes))]
+    )
+
+
+def side_title(side: str, role: str, s: Setting, labels: dict) -> str:
+    """One line over each column, the same shape for A and B (so the columns line up); the
+    full text is in its tooltip when the column is too narrow."""
+    text = f"{side} · {role} · t={s.t} · {labels.get(s.layer, s.layer)} · pool {s.pool}"
+    return f"<div class='dfe-side' title='{html.escape(text)}'>{html.escape(text)}</div>"
+
+
+def side_figures(sides, cmp: SideBySide, labels: dict, method: str, y, delta_title: str) -> dict:
     """Per-class bars and an embedding for each side, then the per-class difference."""
     figs = {}
     row = common.grid(common.FIGURE_MIN, 2)  # A beside B from 1280 px windows up
-    for (side, w, s), r in zip(sides, (cmp.a, cmp.b), strict=True):
-        title = f"{side}: {w.model_name} · t={s.t} · {labels.get(s.layer, s.layer)} · pool {s.pool}"
+    for (side, w, s, role), r in zip(sides, (cmp.a, cmp.b), strict=True):
         with row.cell():
-            st.markdown(f"**{title}**")
+            st.html(side_title(side, role, s, labels))
             figs[f"per_class_{side}"] = figures.per_class_bars(
                 cmp.classes, r.per_class, r.top1, title=f"Per-class accuracy, {side}"
             )
@@ -98,7 +125,10 @@ def side_figures(sides, cmp: SideBySide, labels: dict, method: str, y) -> dict:
                 marker_size=5,
             )
             common.plot(figs[f"embedding_{side}"], key=f"compare_emb_{side}")
-    figs["per_class_delta"] = figures.per_class_delta(cmp.classes, cmp.a.per_class, cmp.b.per_class)
+    paired = per_class_paired(cmp, y)
+    figs["per_class_delta"] = figures.per_class_delta(
+        cmp.classes, cmp.a.per_class, cmp.b.per_class, title=delta_title, intervals=paired
+    )
     common.plot(figs["per_class_delta"], key="compare_delta")
     return figs
 
@@ -132,18 +162,26 @@ ctx = common.context()
 st.title("Compare two settings")
 with common.guard():
     ws = services.workspace(ctx)
+    common.used_counts(ws)
     mode, sa, sb, head, method = choose_settings(ws)
-    ws_a = services.workspace(ctx, ctx.base_model) if mode == "random" else ws
-    ws_b = services.workspace(ctx, ctx.random_model) if mode == "random" else ws
-    sides = [("A", ws_a, sa), ("B", ws_b, sb)]
+    common.story_banner(ctx, "compare", head, sa.pool)
+    if mode == "random":  # B − A is what training added: positive when training helped
+        sides = [
+            ("A", services.workspace(ctx, ctx.random_model), sa, "random weights"),
+            ("B", services.workspace(ctx, ctx.base_model), sb, "trained"),
+        ]
+        delta_title = "Per-class gain from training, trained − random (points)"
+    else:
+        sides = [("A", ws, sa, ws.model_name), ("B", ws, sb, ws.model_name)]
+        delta_title = "Per-class change, B − A (points)"
     ra, rb = (
         services.evaluate(w, [s], head, f"Side {side}: extracting t={s.t}, {s.layer}…")[s]
-        for side, w, s in sides
+        for side, w, s, _ in sides
     )
     y = ws.labels("test")
     cmp = side_by_side(ra, rb, y, ws.dataset.class_names)  # the same images: paired B - A
     headline(cmp)
     if mode != "random":  # one model: its two settings can be fused
         fused_column(ws, sa, sb, head, ra, rb, y)
-    figs = side_figures(sides, cmp, common.label_of(ws.catalogue), method, y)
+    figs = side_figures(sides, cmp, common.label_of(ws.catalogue), method, y, delta_title)
     numbers(cmp, figs)

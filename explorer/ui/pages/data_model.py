@@ -6,7 +6,7 @@ from explorer import exposure, figures
 from explorer.overview import LAYER_COLUMNS, layer_table, size_text
 from explorer.ui import common, services, state
 
-SMALL_METRIC_MIN = 110  # px: a count such as "70000" (two sections share a row when wide)
+SMALL_METRIC_MIN = 150  # px: a count such as "70000" or an input shape such as "3×256×256"
 
 
 def dataset_section(d: dict) -> None:
@@ -18,7 +18,8 @@ def dataset_section(d: dict) -> None:
     m.metric("Train split", f"{d['train_split']}")
     m.metric("Test split", f"{d['test_split']}")
     st.caption(
-        f"Using {d['used_train']} train and {d['used_test']} test images "
+        f"Using {common.plural(d['used_train'], 'train image')} and "
+        f"{common.plural(d['used_test'], 'test image')} "
         f"(class-balanced samples; change the limits in the sidebar). Source: {d['source']}"
     )
     if d["skipped"]:
@@ -73,7 +74,20 @@ def catalogue_section(layers, transformer: bool) -> None:
         else "Probe points in forward order (down → mid → up), as the Explore page numbers "
         "the U-Net blocks."
     )
-    st.dataframe(layers[LAYER_COLUMNS], hide_index=True, height=min(600, 38 + 35 * len(layers)))
+    st.dataframe(
+        layers[LAYER_COLUMNS],
+        hide_index=True,
+        height=min(600, 38 + 35 * len(layers)),
+        column_config={  # every column in view in half a 1280 px window: H and W included
+            "index": st.column_config.NumberColumn("#", width="small"),
+            "name": st.column_config.TextColumn("name", width="medium"),
+            "stage": st.column_config.TextColumn("stage", width="small"),
+            "kind": st.column_config.TextColumn("kind", width="small"),
+            "channels": st.column_config.NumberColumn("C", width="small", help="channels"),
+            "height": st.column_config.NumberColumn("H", width="small", help="height"),
+            "width": st.column_config.NumberColumn("W", width="small", help="width"),
+        },
+    )
 
 
 def clear_control(ws) -> None:
@@ -124,6 +138,8 @@ ctx = common.context()
 st.title("Data & model")
 with common.guard():
     ws = services.workspace(ctx)
+    common.used_counts(ws)
+    common.input_notice(ws)
     facts = ws.describe()
     halves = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
     with halves.cell():

@@ -5,31 +5,22 @@ import streamlit as st
 
 from explorer import defaults as D
 from explorer import figures
-from explorer.analysis.embed import stratified_subsample
 from explorer.defaults import PIXEL_POOL
 from explorer.features.sizes import feature_bytes, human_bytes
 from explorer.probes.metrics import confused_positions, per_class_table, predictions_table
 from explorer.probes.registry import HEADS, canonical_name
 from explorer.settings import Setting
-from explorer.ui import common, downloads, services, state, timelapse
-from explorer.ui.hover import hover_scatter_html
-
-GRID = 48  # images shown for a selection
-HOVER_MAX_POINTS = 2_000  # points (each with its thumbnail) in the hover view's SVG scatter
+from explorer.ui import common, downloads, selection, services, state, timelapse
+from explorer.ui.points import view as points
 
 
 def controls(ws) -> tuple[Setting, str, str]:
     """Timestep, block, pool, head and embedding controls; returns (setting, head, method)."""
     cat, T = ws.catalogue, ws.num_timesteps
     wide, small = common.control_rows(2, 3)  # one row from 1280 px windows up, else two
+    with wide.cell():
+        t = common.timestep_control("explore_t", "t", T, "Timestep t (noise level)")
     with wide:
-        t = state.integer("explore_t", "t", D.default_t(T), 0, T - 1)(
-            st.slider,
-            "Timestep t (noise level)",
-            min_value=0,
-            max_value=T - 1,
-            help="0 = clean image; larger t adds more noise before the model reads it.",
-        )
         block = common.layer_choice(
             cat, "explore_block", "block", D.default_block([lay.stage for lay in cat])
         )(
@@ -57,11 +48,16 @@ def headline(ws, s: Setting, head: str):
         f"Features of this setting: {human_bytes(feature_bytes(n_img, ws.layer(s.layer), s.pool))} "
         f"on disk for {n_img} images (float16), before any is computed."
     )
+    if HEADS[head].sets:
+        st.caption(
+            f"Explore reads one setting, so the {head} head here is a transformer over this "
+            "setting's tokens alone; fuse two settings with *Add A+B fused* on Compare."
+        )
     res = services.evaluate(ws, [s], head, f"Extracting t={s.t}, {s.layer}…")[s]
-    base = None
-    if not HEADS[head].maps:  # raw pixels are not a map
-        px = Setting(None, D.PIXELS, PIXEL_POOL)
-        base = services.evaluate(ws, [px], head, "Raw-pixel baseline…")[px]
+    # raw pixels are not a map: heads on maps are compared with the linear probe on pixels
+    px_head = D.DEFAULT_HEAD if HEADS[head].maps else head
+    px = Setting(None, D.PIXELS, PIXEL_POOL)
+    base = services.evaluate(ws, [px], px_head, "Raw-pixel baseline…")[px]
     if common.present():  # one line a room can read
         st.markdown(common.headline_html(res, base), unsafe_allow_html=True)
         st.caption(f"{res.n_test} test images; 95% interval: bootstrap over them.")
@@ -73,69 +69,43 @@ def headline(ws, s: Setting, head: str):
         f"{100 * res.ci_low:.1f}–{100 * res.ci_high:.1f}%",
         help="Bootstrap over the test images.",
     )
-    if base is not None:
-        m.metric(
-            "Raw pixels, same head",
-            common.pct(base.top1),
-            delta=f"{100 * (res.top1 - base.top1):+.1f} points",
-            delta_description="this block",
-            help="The same probe trained on the preprocessed pixels: what the model adds.",
-        )
+    same = px_head == head
+    m.metric(
+        "Raw pixels, same head" if same else f"Raw pixels, {px_head} head",
+        common.pct(base.top1),
+        delta=f"{100 * (res.top1 - base.top1):+.1f} points",
+        delta_description="this block",
+        help="The same probe trained on the preprocessed pixels: what the model adds."
+        if same
+        else f"Pixels are not a map, so the {head} head cannot read them: the {px_head} probe "
+        "on the preprocessed pixels is the baseline.",
+    )
     m.metric("Test images", f"{res.n_test}")
     return res
 
 
 def embedding_section(ws, s: Setting, method: str, res, names: list[str], y):
-    """The embedding, with a lasso/box selection grid and a hover-thumbnail tab; returns its figure."""
+    """The embedding as one images-as-points view (colour, class search, legend, size,
+    opacity, hover, box and lasso); the selection feeds the image grid, the per-class table
+    and the "these images" CSV. Returns a static figure of it for the export panel."""
     st.subheader("Embedding of the test features")
     ds, pred = ws.dataset, res.predictions
     xy, shown = services.embedding(ws, s, method)  # PCA while a first UMAP computes
-    fig = figures.embedding_scatter(
-        xy, y, names, pred, title=f"{common.EMBED[shown]} · t={s.t} · {s.layer} · pool {s.pool}"
+    title = f"{common.EMBED[shown]} · t={s.t} · {s.layer} · pool {s.pool}"
+    color_by, query = points.controls("explore_points", has_predictions=pred is not None)
+    conf = None
+    if color_by == "confidence":
+        feats = np.asarray(ws.features(s, "test"))
+        conf = points.confidence(feats, ws.key(s, "test"), y, np.asarray(pred))
+    chosen = points.points_view(
+        ds, xy, title, y, names, ws.test.indices, key="explore_points", predictions=pred,
+        confidence=conf, color_by=color_by, query=query, initial=selection.from_link(len(y)),
+    )  # fmt: skip
+    selection.grid(ws, chosen, names, y, pred, key="explore_grid")
+    points.selection_panel(
+        ds, chosen, y, names, ws.test.indices, pred, key="explore_sel", images=False
     )
-    tab_sel, tab_hover = st.tabs(["Select with lasso or box", "Hover for thumbnails"])
-    with tab_sel:
-        event = common.plot(
-            fig,
-            key=f"explore_sel_{s.t}_{s.layer}_{s.pool}_{method}",
-            on_select="rerun",
-            selection_mode=("lasso", "box"),
-        )
-        chosen = figures.selected_positions(event)
-        if chosen:
-            st.markdown(
-                f"**{len(chosen)} selected** (showing {min(len(chosen), GRID)}), "
-                "captions true → predicted"
-            )
-            pos = np.asarray(chosen[:GRID])
-            st.image(
-                services.images(ds, ws.test.indices[pos]),
-                caption=[f"{names[y[p]]}→{names[pred[p]]}" for p in pos],
-                width=64,
-            )
-        else:
-            st.caption("Drag a lasso or a box over points to see their images here.")
-    with tab_hover:
-        rows = stratified_subsample(y, len(y), HOVER_MAX_POINTS)  # all of them under the cap
-        if len(rows) < len(y):
-            st.caption(
-                f"A stratified (class-balanced) subsample of {len(rows):,} of the {len(y):,} "
-                "points, each with its thumbnail; the lasso tab has them all."
-            )
-        indices = ws.test.indices[rows]
-        thumbs = services.thumbnails(ds, ds.fingerprint, tuple(int(i) for i in indices))
-        html = hover_scatter_html(
-            xy[rows],
-            y[rows],
-            names,
-            figures.class_colors(len(names)),
-            thumbs,
-            None if pred is None else pred[rows],
-            ids=rows.tolist(),
-            height=520,
-        )
-        st.iframe(html, height=530)
-    return fig
+    return figures.embedding_scatter(xy, y, names, pred, title=title)
 
 
 def confusions_section(ws, res, names: list[str], y) -> None:
@@ -145,7 +115,7 @@ def confusions_section(ws, res, names: list[str], y) -> None:
     if not pairs:
         st.caption("No confusions: every test image is classified correctly.")
     for a, b, n in pairs:
-        st.markdown(f"**true {names[a]} → predicted {names[b]}** · {n} images")
+        st.markdown(f"**true {names[a]} → predicted {names[b]}** · {common.plural(n, 'image')}")
         st.image(
             services.images(ws.dataset, ws.test.indices[confused_positions(res, y, a, b, 12)]),
             width=56,
@@ -156,12 +126,15 @@ ctx = common.context()
 st.title("Explore one setting")
 with common.guard():
     ws = services.workspace(ctx)
+    common.used_counts(ws)
     names = [str(c) for c in ws.dataset.class_names]
     st.caption(
         f"**{ws.model_name}** on **{ws.dataset.name}** · {len(ws.train.indices)} train / "
         f"{len(ws.test.indices)} test images · T = {ws.num_timesteps} timesteps · {len(ws.catalogue)} blocks"
     )
+    common.input_notice(ws)
     s, head, method = controls(ws)
+    common.story_banner(ctx, "explore", head, s.pool, setting=(s.t, s.layer, s.pool))
     res = headline(ws, s, head)
     y = ws.labels("test")
     fig_bars = figures.per_class_bars(names, res.per_class, res.top1)

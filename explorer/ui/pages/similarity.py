@@ -1,6 +1,7 @@
 """Similarity: linear CKA between blocks at one timestep, and between timesteps at one block;
-"Compare with" adds the block × block alignment map (CKA, CKNNA, mutual k-NN) between this
-model and another source (its random-weights control, another model or a reference encoder)."""
+"Compare with" (random weights by default) adds two alignment maps (CKA, CKNNA or mutual k-NN,
+each with its bootstrap interval): this model's blocks × the other source's blocks at one t, and
+this model's blocks × t against one reference block or the input pixels (REPA's figure)."""
 
 import pandas as pd
 import streamlit as st
@@ -13,6 +14,7 @@ from explorer.settings import Setting
 from explorer.ui import common, services, state
 
 IMAGES = list(D.SIMILARITY_IMAGES)
+PIXELS_LABEL = "input pixels"
 
 
 def controls(ws0):
@@ -20,9 +22,8 @@ def controls(ws0):
     cat, T = ws0.catalogue, ws0.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
     wide, small = common.control_rows(2, 3)  # one row from 1280 px windows up, else two
-    t = state.integer("sim_t", "t", D.default_t(T), 0, T - 1)(
-        wide.slider, "Timestep (blocks × blocks)", min_value=0, max_value=T - 1
-    )
+    with wide.cell():
+        t = common.timestep_control("sim_t", "t", T, "Timestep (blocks × blocks)")
     first = D.default_block([lay.stage for lay in cat])
     block = common.layer_choice(cat, "sim_block", "block", default_index=first)(
         wide.selectbox, "Block (timesteps × timesteps)", options=names, format_func=labels.get
@@ -37,19 +38,23 @@ def controls(ws0):
             "Debiased",
             help="Debiased CKA: the unbiased HSIC estimator, less inflated on few images.",
         )
-    t_opts = common.timestep_options(T)
-    ts = state.choices(
-        "sim_ts", "ts", t_opts, D.timestep_defaults(T, D.SIMILARITY_TIMESTEPS), parse=int
-    )(st.multiselect, "Timesteps for the timesteps × timesteps map", options=t_opts)
-    return int(t), block, pool, int(n), debiased, sorted(int(x) for x in ts)
+    ts = common.timesteps_control(
+        "sim_ts",
+        "ts",
+        T,
+        "Timesteps (timesteps × timesteps, blocks × timesteps)",
+        D.timestep_defaults(T, D.SIMILARITY_TIMESTEPS),
+    )
+    return int(t), block, pool, int(n), debiased, ts
 
 
-def compare_controls() -> tuple[str, str]:
-    """ "Compare with" (this model only, random weights, or a typed model/encoder spec) and the
-    alignment metric; returns (choice, typed spec) and the metric."""
+def compare_controls():
+    """ "Compare with" (random weights by default, this model only, or a typed model/encoder
+    spec) and the alignment metric; returns (the other source's spec or None, the metric, the
+    row to put the reference-block choice in)."""
     options = list(services.COMPARE_WITH)
     row = common.grid(common.CONTROL_MIN, 3)
-    choice = state.choice("sim_with", "with", options, "self")(
+    choice = state.choice("sim_with", "with", options, "random")(
         row.selectbox,
         "Compare with",
         options=options,
@@ -70,24 +75,63 @@ def compare_controls() -> tuple[str, str]:
         "Alignment metric",
         options=list(METRICS),
         format_func=figures.ALIGN_METRICS.get,
+        help="Every metric is computed (and cached) at once: switching is instant.",
     )
-    return services.reference_spec(common.context(), choice, typed or ""), metric
+    return services.reference_spec(common.context(), choice, typed or ""), metric, row
 
 
-def cross_map(ctx, ws, spec: str | None, t: int, pool: str, metric: str):
-    """The model × other-source block map at `t` (None when comparing with this model only)."""
-    if spec is None:
-        return None, None
-    table = services.alignment(ctx, ws, spec, t, pool, metric, common.policy())
-    fig = figures.alignment_heatmap(
-        table, metric, width=common.FULL_WIDTH, present=common.present()
+def reference_block(row, blocks: pd.DataFrame, encoder: bool) -> str:
+    """The reference's block for the blocks × timesteps map, from the block map's reference
+    columns: the input pixels (default), or a block (an encoder's last by default, as REPA)."""
+    order = blocks.drop_duplicates("ref_layer").sort_values("ref_layer_index")
+    options = [D.PIXELS, *order["ref_layer"]]
+    text = {D.PIXELS: PIXELS_LABEL} | {
+        r.ref_layer: f"{r.ref_layer_index:02d} · {r.ref_layer}" for r in order.itertuples()
+    }
+    default = options[-1] if encoder else D.PIXELS
+    return state.choice("sim_ref_block", "ref_block", options, default)(
+        row.selectbox,
+        "Against (blocks × timesteps)",
+        options=options,
+        format_func=text.get,
+        help="What every block is compared with at each t: this model's input pixels, or one "
+        "block of the other source (read at the same t when it is a diffusion model).",
     )
-    common.plot(fig, key="sim_cross")
+
+
+def alignment_maps(ctx, ws, spec: str, row, t: int, pool: str, metric: str, times: list[int]):
+    """The blocks × blocks map with `spec` at `t` beside this model's blocks × `times` against
+    one reference block or the pixels; returns ({name: figure}, {name: table})."""
+    rules = common.policy()
+    blocks = services.alignment(ctx, ws, spec, [t], "all", pool, rules)
+    encoder = blocks["ref_t"].isna().all()
+    against = reference_block(row, blocks, encoder)
+    st.subheader(f"Alignment with {spec}")
+    figs = {
+        "alignment": figures.alignment_heatmap(
+            blocks, metric, width=common.FIGURE_MIN, present=common.present()
+        )
+    }
+    tables = {"alignment": blocks}
+    grid = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
+    common.plot(figs["alignment"], key="sim_cross", where=grid)
+    if times:
+        on = None if against == D.PIXELS else spec
+        levels = services.alignment(ctx, ws, on, times, against, pool, rules)
+        figs["alignment_levels"] = figures.alignment_heatmap(
+            levels, metric, across="levels", width=common.FIGURE_MIN, present=common.present()
+        )
+        tables["alignment_levels"] = levels
+        common.plot(figs["alignment_levels"], key="sim_cross_levels", where=grid)
+    else:
+        grid.info("Pick timesteps above for the blocks × timesteps map.")
+    n_img = int(blocks["images"].iloc[0])
     st.caption(
-        f"Rows: this model's blocks; columns: {spec}'s, on the same {int(table['images'].iloc[0])} "
-        "test images. Hover a cell for its 95% bootstrap interval over the images."
+        f"Rows: this model's blocks; columns: {spec}'s blocks at t={t} (left), and t with "
+        f"{PIXELS_LABEL if against == D.PIXELS else against} (right), on the same {n_img} test "
+        "images. Hover a cell for its 95% bootstrap interval over the images."
     )
-    return fig, table
+    return figs, tables
 
 
 def timesteps_map(ws, col, block: str, pool: str, times: list[int], debiased: bool, title: str):
@@ -109,7 +153,7 @@ st.title("Representation similarity (CKA)")
 with common.guard():
     ws0 = services.workspace(ctx)
     t, block, pool, n, debiased, times = controls(ws0)
-    spec, metric = compare_controls()
+    spec, metric, compare_row = compare_controls()
     cat, names = ws0.catalogue, [lay.name for lay in ws0.catalogue]
     ws = services.workspace(ctx, test_limit=min(n, ctx.test_limit) if ctx.test_limit else n)
     kind = "debiased " if debiased else ""
@@ -142,7 +186,7 @@ with common.guard():
         "cka_blocks": pd.DataFrame(m_blocks, index=names, columns=names).reset_index(names="block")
     }
     figs = {"cka_blocks": fig_b} | ({"cka_timesteps": fig_t} if fig_t is not None else {})
-    fig_x, table_x = cross_map(ctx, ws, spec, t, pool, metric)
-    if fig_x is not None:
-        figs, tables = figs | {"alignment": fig_x}, tables | {"alignment": table_x}
+    if spec is not None:
+        more_figs, more_tables = alignment_maps(ctx, ws, spec, compare_row, t, pool, metric, times)
+        figs, tables = figs | more_figs, tables | more_tables
     common.export_panel(figs, tables, key="sim_export")

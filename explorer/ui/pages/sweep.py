@@ -9,16 +9,16 @@ from explorer.results import accuracy_view, ranked_cells, sweep_slice
 from explorer.sweep import describe_best, plan_for, summary_lines
 from explorer.ui import common, downloads, search_panel, services, state
 
+HEAT_KEY, CELL_KEY, CLICKED = "sweep_heat", "sweep_cell", "_sweep_clicked"
+X_AXES = {"t": "native level (t)", "log_snr": "log SNR"}
+
 
 def plan_controls(ctx, ws, path):
     """Timesteps, blocks, pools, heads and baselines; returns the plan when Compute is clicked."""
     cat, T = ws.catalogue, ws.num_timesteps
     names, labels = [lay.name for lay in cat], common.label_of(cat)
-    t_opts = common.timestep_options(T)
     with common.grid(common.CONTROL_MIN + 70, 2):  # side by side from 1024 px windows up
-        ts = state.choices("sweep_ts", "ts", t_opts, D.timestep_defaults(T), parse=int)(
-            st.multiselect, "Timesteps", options=t_opts
-        )
+        ts = common.timesteps_control("sweep_ts", "ts", T, "Timesteps", D.timestep_defaults(T))
         blocks = state.choices("sweep_blocks", "blocks", names, common.spread(names, 5))(
             st.multiselect, "Blocks", options=names, format_func=labels.get
         )
@@ -64,23 +64,39 @@ def plan_controls(ctx, ws, path):
     return plan if go else None
 
 
-def open_cell(ctx, cur, labels: dict, view_pool: str, view_head: str) -> None:
-    """Pick a cell (best first) and open it in Explore."""
-    st.subheader("Open a cell in Explore")
+def cell_choice(cur, labels: dict) -> tuple[str, dict[str, str]]:
+    """The selected cell's id (`figures.cell_id`) and every cell's words, best first. A click on
+    the heatmap (its event, read before the heatmap is drawn again) selects that cell; the
+    selection is `cell` in the URL and always a cell of this table."""
     cells, by_val = ranked_cells(cur)
-    opts = [
-        f"t={int(r.t)} · {labels.get(r.layer, r.layer)} · {100 * r.top1:.1f}%"
+    words = {
+        figures.cell_id(r.t, r.layer): f"t={int(r.t)} · {labels.get(r.layer, r.layer)} · "
+        f"{100 * r.top1:.1f}%"
         for r in cells.itertuples()
-    ]
-    k = st.selectbox(
-        "Cell (best on validation first)" if by_val else "Cell (highest test top-1 first)",
-        range(len(opts)),
-        format_func=opts.__getitem__,
-        key="sweep_cell",
+    }
+    ids = list(words)
+    ss = st.session_state
+    clicked = figures.clicked_cell(ss.get(HEAT_KEY))
+    if clicked in words and clicked != ss.get(CLICKED):  # a new click: it selects that cell
+        ss[CELL_KEY] = clicked
+    ss[CLICKED] = clicked
+    state.seed(CELL_KEY, "cell", ids[0], valid=words.__contains__)
+    return ss[CELL_KEY], words
+
+
+def open_cell(ctx, cur, words: dict, view_pool: str, view_head: str) -> None:
+    """The selected cell (a list to pick from as well), and Open in Explore."""
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.selectbox(
+        "Selected cell (click one on the heatmap, or pick it here; best on validation first)",
+        list(words),
+        format_func=words.get,
+        key=CELL_KEY,
     )
-    if st.button("Open in Explore →", key="sweep_open"):
-        r = cells.iloc[int(k)]
-        common.open_in_explore(ctx, int(r["t"]), r["layer"], view_pool, view_head)
+    cell = state.publish(CELL_KEY, "cell")
+    if row.button("Open in Explore →", key="sweep_open", type="primary"):
+        t, layer = cell.split("|", 1)
+        common.open_in_explore(ctx, int(t), layer, view_pool, view_head)
 
 
 def results_section(ctx, ws, table, path) -> None:
@@ -105,13 +121,21 @@ def results_section(ctx, ws, table, path) -> None:
         st.info("No rows for this head and pooling yet.")
     else:
         room = dict(present=common.present())
+        cell, words = cell_choice(cur, common.label_of(ws.catalogue))
         figs = {
-            "sweep_heatmap": figures.sweep_heatmap(cur, baselines, width=common.FULL_WIDTH, **room)
+            "sweep_heatmap": figures.sweep_heatmap(
+                cur, baselines, width=common.FULL_WIDTH, selected=cell, **room
+            )
         }
         # the main figure is sent first; the curves are built after it
-        common.plot(figs["sweep_heatmap"], key="sweep_heat")
+        common.plot(figs["sweep_heatmap"], key=HEAT_KEY, on_select="rerun", selection_mode="points")
+        open_cell(ctx, cur, words, view_pool, view_head)
+        x_snr = state.choice("sweep_x", "x", list(X_AXES), "t")(
+            st.segmented_control, "Curves' x axis", options=list(X_AXES), format_func=X_AXES.get
+        )
+        snr = services.log_snr(ws, cur["t"]) if x_snr == "log_snr" else None
         figs["accuracy_vs_t"] = figures.accuracy_vs_timestep(
-            cur, baselines, width=common.FIGURE_MIN, **room
+            cur, baselines, width=common.FIGURE_MIN, log_snr=snr, **room
         )
         figs["accuracy_vs_block"] = figures.accuracy_vs_block(
             cur, baselines, width=common.FIGURE_MIN, **room
@@ -120,7 +144,6 @@ def results_section(ctx, ws, table, path) -> None:
             common.plot(figs["accuracy_vs_t"], key="sweep_vs_t")
             common.plot(figs["accuracy_vs_block"], key="sweep_vs_block")
         st.markdown("\n".join(f"- {line}" for line in summary_lines(cur, ctx.random_model)))
-        open_cell(ctx, cur, common.label_of(ws.catalogue), view_pool, view_head)
         ts = sorted(int(x) for x in cur["t"].dropna().unique())
         search_panel.find_best(ctx, ws, ts, [lay.name for lay in ws.catalogue], view_pool)
         best_layer = ranked_cells(cur)[0].iloc[0]["layer"]
@@ -136,6 +159,7 @@ ctx = common.context()
 st.title("Sweep timesteps × blocks")
 with common.guard():
     ws = services.workspace(ctx)
+    common.used_counts(ws)
     path = services.sweep_path(ctx)
     table = services.load_sweep(ctx)
     plan = plan_controls(ctx, ws, path)
