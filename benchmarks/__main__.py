@@ -65,6 +65,7 @@ def _theirs(module: str, fig: str, name: str, target: str, needs_gpu: bool = Fal
 RUNNERS: dict[str, Callable[[Context], dict | list[dict]]] = {
     "1": _ours("extraction", "fig1_one_pass"),
     "2": _ours("extraction", "fig2_capture_cost"),
+    "2b": _ours("flow_families", "fig2b_flow_families"),  # SD3, FLUX, SiT (issue 20)
     "3": _ours("extraction", "fig3_early_exit"),
     "3b": _theirs(
         "stream_rss", "3b", "peak RSS extracting a 50,000-image ImageFolder", "< 2 GB over model"
@@ -75,6 +76,7 @@ RUNNERS: dict[str, Callable[[Context], dict | list[dict]]] = {
     "7": _ours("app", "fig7_timestep_switch"),
     "7b": _theirs("big_scatter", "7b", "in-browser render of 70,000 points", "report"),
     "8": _theirs("gpu_check", "8", "GPU throughput (ADM-256, ddpm-cifar10-32)", "point 5", True),
+    "8b": _ours("flow_families", "fig8b_gpu_layouts"),  # SiT-XL/2, FLUX.1 (issue 20); CUDA only
 }
 
 

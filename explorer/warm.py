@@ -20,6 +20,7 @@ the extraction changes (`tests/core/test_warm.py` fails until then); this one co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -250,9 +251,13 @@ def workspaces(root: str | os.PathLike | None = None, *, device: str = "cpu"):
     return ws, sim
 
 
-def write_seed(seed: Path = SEED) -> dict:
-    """Recompute the default view in an empty cache and keep its files as the seed."""
-    with tempfile.TemporaryDirectory() as tmp:
+def write_seed(seed: Path = SEED, work: str | os.PathLike | None = None) -> dict:
+    """Recompute the default view in an empty cache and keep its files as the seed. `work`: a
+    cache root to compute in instead, kept afterwards, so a rerun after an interruption
+    computes only what is missing (every file under its results/ and embeddings/ goes into the
+    seed: give each seed its own folder)."""
+    with contextlib.ExitStack() as stack:
+        tmp = work if work is not None else stack.enter_context(tempfile.TemporaryDirectory())
         ws, sim = workspaces(tmp)
         view, grid = view_of(ws), shipped_grid()
         keep = compute_view(ws, sim, view, grid)
@@ -295,11 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--write", action="store_true", help="recompute the seed into assets/warm/")
     ap.add_argument("--cache-dir", default=None, help="import the seed into this cache root")
+    ap.add_argument(
+        "--work",
+        default=None,
+        help="with --write: compute in this cache root and keep it (a rerun after an "
+        "interruption computes only what is missing); default: a temporary folder",
+    )
     a = ap.parse_args(argv)
     if a.write:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         start = time.perf_counter()
-        man = write_seed()
+        man = write_seed(work=a.work)
         size = sum((SEED / r).stat().st_size for r in man["files"])
         took = time.perf_counter() - start
         print(f"wrote {len(man['files'])} files ({size / 2**20:.1f} MiB) to {SEED} in {took:.0f}s")

@@ -314,15 +314,19 @@ def _cka_source(x: np.ndarray, influence: bool) -> _CkaSource:
 
 def _cka_terms(a: _CkaSource, b: _CkaSource, influence: bool):
     """(P, Q, Sx, Sy) of the debiased HSIC (`n(n-3) HSIC = P - n/(n-2) Q + Sx Sy/((n-1)(n-2))`,
-    `P = ||Xc^T Yc||^2`, `Q = sum_i |x_i|^2 |y_i|^2`, `S = sum_i |x_i|^2`) and their influences."""
-    m = _mm(a.xc.T, b.xc)
+    `P = ||Xc^T Yc||^2`, `Q = sum_i |x_i|^2 |y_i|^2`, `S = sum_i |x_i|^2`) and their influences.
+    Two sources of different precision (one past the exact-size limit) meet in float32."""
+    xa, xb = a.xc, b.xc
+    if xa.dtype != xb.dtype:
+        xa, xb = xa.astype(np.float32), xb.astype(np.float32)
+    m = _mm(xa.T, xb)
     p = float(np.sum(m.astype(np.float64) ** 2))
     q = a.rows * b.rows
     sums = np.array([p, q.sum(), a.rows.sum(), b.rows.sum()])
     if not influence:
         return sums, None
     # P = sum_ij K_ij L_ij: image i takes part in row i and column i, 2 x_i^T M y_i in all
-    along = np.einsum("ij,ij->i", _mm(a.xc, m), b.xc, dtype=np.float64)
+    along = np.einsum("ij,ij->i", _mm(xa, m), xb, dtype=np.float64)
     return sums, np.stack([2.0 * along, q, a.rows, b.rows], axis=1)
 
 

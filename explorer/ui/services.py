@@ -216,6 +216,16 @@ def log_snr(ws: Workspace, ts) -> dict[int, float]:
     return {int(t): float(ws.model.log_snr(int(t))) for t in set(ts) if t == t}
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _log_snr_levels(_ws: Workspace, fingerprint: str, n: int) -> np.ndarray:
+    return np.array([_ws.model.log_snr(t) for t in range(n)], dtype=np.float64)
+
+
+def log_snr_levels(ws: Workspace) -> np.ndarray:
+    """`(T,)` the log SNR of every level of the model's schedule (cached per model)."""
+    return _log_snr_levels(ws, ws.model.fingerprint, ws.num_timesteps)
+
+
 # --- probes and views -----------------------------------------------------------------------------
 
 

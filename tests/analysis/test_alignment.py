@@ -176,6 +176,18 @@ def test_map_computes_only_the_cells_asked(feats):
     assert v[0, 0] == pytest.approx(al.cka(x, y)) and v[1, 1] == pytest.approx(al.cka(y, z))
 
 
+def test_a_small_and_a_large_source_meet_in_one_precision():
+    """One source under the exact-size limit (float64) and one past it (float32), as a block
+    and the raw pixels are: the map still equals the core's CKA."""
+    rng = np.random.default_rng(5)
+    small = rng.normal(size=(300, 20))
+    side = int(np.ceil(np.sqrt(al.EXACT_WORK / 300))) + 1  # 300 * side^2 > EXACT_WORK
+    large = np.hstack([small @ rng.normal(size=(20, side)), rng.normal(size=(300, 4))])
+    res = al.alignment_map([small], [large], ("cka",), n_boot=20)["cka"]
+    assert res.value[0, 0] == pytest.approx(al.cka(small, large), abs=1e-5)
+    assert res.ci_low[0, 0] <= res.value[0, 0] <= res.ci_high[0, 0]
+
+
 def test_bootstrap_interval(feats):
     x, y, _ = feats
     maps = al.alignment_map([x], [x, y], al.METRICS, k=5, n_boot=200, seed=1)

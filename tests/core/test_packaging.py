@@ -123,6 +123,8 @@ def test_wheel_and_sdist_carry_the_app_its_config_and_the_models(dist):
             assert f"explorer/_bundle/assets/models/{m}/{f}" in names
     assert not [n for n in names if n.endswith((".pt", ".bin"))]
     assert "explorer/__main__.py" in names
+    for f in ("index.html", "points.js"):  # the images-as-points view works offline from a wheel
+        assert f"explorer/ui/points/frontend/dist/{f}" in names
     # the warm seed of the default views, every file its manifest checksums, and the shipped sweep
     seed = json.loads((ROOT / "assets" / "warm" / "manifest.json").read_text())
     assert seed["files"], "the seed lists its files"

@@ -13,6 +13,8 @@ import pytest
 from tests.e2e.test_browser import (  # noqa: F401 - `server` and `shots` are fixtures
     ARGS,
     CHROMIUM,
+    DATASET,
+    LIMITS,
     arm,
     assert_no_traceback,
     pytestmark,
@@ -22,13 +24,14 @@ from tests.e2e.test_browser import (  # noqa: F401 - `server` and `shots` are fi
 
 
 def similarity_link(url: str) -> str:
-    """The Similarity page on the default pair when Fashion-MNIST is installed (served from the
-    warm seed), else on digits; two timesteps for the blocks × timesteps map."""
-    from explorer.data import default_dataset
-
-    if default_dataset() == "fashion-mnist":
+    """The Similarity page on test_browser's pair (digits unless E2E_DATASET=fashion-mnist:
+    then the default pair, served from the warm seed); two timesteps for the blocks × t map."""
+    if DATASET == "fashion-mnist":
         return f"{url}/similarity"
-    return f"{url}/similarity?model=ddpm-digits&dataset=digits&train=300&test=100&ts=10&ts=100"
+    train, test = LIMITS
+    return (
+        f"{url}/similarity?model=ddpm-digits&dataset=digits&train={train}&test={test}&ts=10&ts=100"
+    )
 
 
 def test_similarity_draws_the_cross_model_maps(server, shots):  # noqa: F811 - fixtures

@@ -10,6 +10,7 @@ Each step's time is printed (`-s`): the closing note's demo timings.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -21,11 +22,13 @@ from tests.e2e.test_browser import (
     APP_STATE,
     ARGS,
     CHROMIUM,
+    ROOT,
     arm,
     assert_no_traceback,
     metric,
     runs,
     server,  # noqa: F401 - the fixture: a `streamlit run app.py` with its own fresh cache
+    umap_landed,
     wait_run,
 )
 
@@ -72,6 +75,15 @@ _CELL_POINT = """([col, row]) => {
 }"""
 
 
+def shoot(page, name: str, scroll: int = 0) -> None:
+    """The README tour's picture `name`.png at 1440×1000, with UPDATE_SCREENSHOTS=1."""
+    if os.environ.get("UPDATE_SCREENSHOTS") != "1":
+        return
+    page.evaluate("(y) => document.querySelector('[data-testid=stMain]').scrollTo(0, y)", scroll)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(ROOT / "assets" / "screenshots" / f"{name}.png"))
+
+
 def settled(page, timeout_s: float = 600) -> None:
     page.wait_for_function(f"() => {APP_STATE} === 'notRunning'", timeout=timeout_s * 1000)
 
@@ -108,8 +120,10 @@ def test_the_demo_path_tells_one_story(server):  # noqa: F811 - the imported fix
             slider = page.locator('[data-testid="stSlider"]').first
             marks = slider.inner_text()
             assert "300" in marks and "999" not in marks, f"the slider spans the grid: {marks}"
-            assert page.get_by_label("any t").count() == 1, "a box for any other t"
+            assert page.get_by_label("any t", exact=True).count() >= 1, "a box for any other t"
             assert_no_traceback(page, "explore")
+            umap_landed(page)
+            shoot(page, "explore")
 
             # 2. Sweep: the shipped table, its figures' text never overlapping
             t0, n = time.time(), runs(page)
@@ -133,11 +147,11 @@ def test_the_demo_path_tells_one_story(server):  # noqa: F811 - the imported fix
             page.mouse.click(cell["x"], cell["y"])
             wait_run(page, n, timeout_s=60)
             step(timings, f"click the cell {cell['xcat']}, {cell['ycat']}", t0)
-            chosen = page.locator('[data-testid="stSelectbox"]').filter(has_text="Selected cell")
-            assert "t=50 ·" in chosen.inner_text() and layer in chosen.inner_text(), (
-                chosen.inner_text()
-            )
+            box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Selected cell")
+            chosen = box.locator("input").input_value()
+            assert chosen.startswith("t=50 ·") and layer in chosen, chosen
             assert f"cell=50|{layer}" in unquote(page.url), page.url
+            shoot(page, "sweep", scroll=330)
 
             # 4. Open in Explore: exactly that cell, "Across timesteps" off
             t0, n = time.time(), runs(page)
@@ -148,7 +162,7 @@ def test_the_demo_path_tells_one_story(server):  # noqa: F811 - the imported fix
             step(timings, f"Explore on the clicked cell ({opened})", t0)
             url = unquote(page.url)
             assert "t=50" in url and f"block={layer}" in url and "tl=0" in url, url
-            assert page.get_by_label("any t").input_value() == "50"
+            assert page.get_by_label("any t", exact=True).first.input_value() == "50"
             assert_no_traceback(page, "explore on the cell")
 
             # 5. Compare: trained vs random weights, training's gain drawn positive
@@ -163,6 +177,14 @@ def test_the_demo_path_tells_one_story(server):  # noqa: F811 - the imported fix
             assert delta.strip().startswith("+"), f"training helped, drawn positive: {delta}"
             page.get_by_text("Per-class gain from training").first.wait_for()
             assert_no_traceback(page, "compare")
+            umap_landed(page)
+            shoot(page, "compare")
+            if os.environ.get("UPDATE_SCREENSHOTS") == "1":  # the tour's last picture
+                n = runs(page)
+                page.get_by_role("link", name="Similarity").click()
+                wait_run(page, n, timeout_s=600)
+                settled(page)
+                shoot(page, "similarity")
 
             icons = page.evaluate(
                 "() => [...document.querySelectorAll('link[rel*=icon]')].map(l => l.href)"

@@ -370,3 +370,34 @@ def test_data_model_page_shows_the_guidance_and_the_flow(folders):
     text = " ".join(m.value for m in at.markdown)
     for words in ("flux", "guidance 3.5", "flow matching", "shift 3 (shown, not applied)"):
         assert words in text, f"'{words}' missing: {text[:800]}"
+
+
+def test_full_size_flux_numbers_57_blocks_in_forward_order():
+    """FLUX.1 on the meta device (no weights): 19 dual-stream blocks (1-19), then 38
+    single-stream blocks (20-57), 3072 channels on the 64x64 grid of 1024 px images."""
+    from diffusers import FluxTransformer2DModel
+
+    from explorer.models.families.token_net import FluxNet
+
+    with torch.device("meta"):
+        net = FluxNet.wrap(
+            FluxTransformer2DModel(guidance_embeds=True), sample_size=128, guidance=3.5
+        )
+    cat = build_catalogue(net)
+    assert len(cat) == 57 and cat[18].name == "transformer_blocks.18"
+    assert cat[19].name == "single_transformer_blocks.0" and cat[27].index == 28
+    assert cat[27].name == "single_transformer_blocks.8", "block 28 is the 9th single-stream block"
+    assert {(lay.channels, lay.height, lay.width) for lay in cat} == {(3072, 64, 64)}
+
+
+def test_gpu_figure_says_so_without_a_gpu(monkeypatch):
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `benchmarks` is not installed
+    from benchmarks.flow_families import fig8b_gpu_layouts
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (row,) = fig8b_gpu_layouts(SimpleNamespace(quick=True))
+    assert row["figure"] == "8b" and row["value"] is None and "no GPU" in row["note"]

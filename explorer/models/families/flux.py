@@ -54,6 +54,7 @@ def adapter(folder: Path, net, trust_pickle: bool, prompt: str | None) -> tuple[
         net, sample_size=image_side(folder), guidance=GUIDANCE if guided else None
     )
     tensors, tparts = text.flux(folder, prompt, trust_pickle)  # before the VAE: refuse early
+    wrapped.config.text_tokens = tensors["encoder_hidden_states"].shape[1]  # FLOPs count them
     enc, vparts, side = on_latents(FAMILY, folder, wrapped, trust_pickle, "FLUX")
     a = Adapter(
         FAMILY,

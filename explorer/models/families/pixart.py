@@ -30,6 +30,7 @@ def adapter(folder: Path, net, trust_pickle: bool, prompt: str | None) -> tuple[
     enc, vparts, side = on_latents(FAMILY, folder, wrapped, trust_pickle, "PixArt")
     wrapped.config.image_size = side
     tensors, tparts = text.pixart(folder, prompt, 300 if sigma else 120, trust_pickle)
+    wrapped.config.text_tokens = tensors["encoder_hidden_states"].shape[1]  # FLOPs count them
     a = Adapter(
         FAMILY,
         wrapped,

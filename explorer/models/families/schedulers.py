@@ -4,7 +4,8 @@ Every VP scheduler (DDPM, DDIM, PNDM, DPM-Solver, Euler, Heun, LMS, UniPC, DEIS 
 `x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps` with `a_t = alphas_cumprod[t]`. The returned object
 is a `DDPMScheduler` (its `add_noise`) whose `alphas_cumprod` equals the one the model's own
 scheduler class computes from its config (beta schedule, `rescale_betas_zero_snr` and class
-quirks included). Variance-exploding and continuous-sigma schedulers are refused.
+quirks included). Variance-exploding, EDM and flow-matching schedulers are refused here: they
+are not VP; `noise_process` builds their processes and sends only VP configs here.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ def adapter(folder: Path, net, trust_pickle: bool, prompt: str | None) -> tuple[
     enc, vparts, side = on_latents(FAMILY, folder, wrapped, trust_pickle, "SD3")
     joint = int(net.config.joint_attention_dim)
     tensors, tparts = text.sd3(folder, prompt, joint, trust_pickle)
+    wrapped.config.text_tokens = tensors["encoder_hidden_states"].shape[1]  # FLOPs count them
     a = Adapter(
         FAMILY,
         wrapped,

@@ -10,7 +10,9 @@ catalogue, FLOP counting and `torch.compile` see what they see for any denoiser:
   transformer (`transformer_blocks.3`, FLUX's `single_transformer_blocks.0`), hooked on the
   wrapped module; kind `joint` for blocks that return `(text tokens, image tokens)`
   (`models.layers.feature_map` reads the image tokens), `transformer` for image-token blocks;
-- `probe_kwargs(batch, device)`: placeholder conditioning for shape-probing passes;
+- `probe_kwargs(batch, device)`: placeholder conditioning for shape-probing and FLOP-counting
+  passes, as many text tokens as the model is conditioned with (`config.text_tokens`), so
+  `models.layers.layer_flops` counts the joint attention over them;
 - `forward(sample (B, C, H, W), timestep (B,), **conditioning)`.
 """
 
@@ -47,7 +49,7 @@ class TokenNet(torch.nn.Module):
             patch_size=int(cfg["patch_size"]),
             net_class=net_class,
             net_config=cfg,
-            **extra,
+            **({"text_tokens": 1} | extra),
         )
 
     @classmethod
@@ -79,7 +81,7 @@ class SD3Net(TokenNet):
         cfg = self.config.net_config
         return {
             "encoder_hidden_states": torch.zeros(
-                batch, 1, int(cfg["joint_attention_dim"]), device=device
+                batch, self.config.text_tokens, int(cfg["joint_attention_dim"]), device=device
             ),
             "pooled_projections": torch.zeros(
                 batch, int(cfg["pooled_projection_dim"]), device=device
@@ -112,14 +114,14 @@ class FluxNet(TokenNet):
             patch_size=2,
             net_class=net_class,
             net_config=cfg,
-            **extra,
+            **({"text_tokens": 1} | extra),
         )
 
     def probe_kwargs(self, batch: int, device) -> dict:
         cfg = self.config.net_config
         return {
             "encoder_hidden_states": torch.zeros(
-                batch, 1, int(cfg["joint_attention_dim"]), device=device
+                batch, self.config.text_tokens, int(cfg["joint_attention_dim"]), device=device
             ),
             "pooled_projections": torch.zeros(
                 batch, int(cfg["pooled_projection_dim"]), device=device
@@ -165,9 +167,9 @@ class PixArtNet(TokenNet):
         cfg = self.config.net_config
         return {
             "encoder_hidden_states": torch.zeros(
-                batch, 1, int(cfg["caption_channels"]), device=device
+                batch, self.config.text_tokens, int(cfg["caption_channels"]), device=device
             ),
-            "encoder_attention_mask": torch.ones(batch, 1, device=device),
+            "encoder_attention_mask": torch.ones(batch, self.config.text_tokens, device=device),
         }
 
     def forward(self, sample, timestep, *, encoder_hidden_states, encoder_attention_mask):

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from explorer import defaults as D
-from explorer import figures
+from explorer import exposure, figures
 from explorer.probes.combine import fused_gain
 from explorer.probes.metrics import (
     SideBySide,
@@ -17,12 +17,15 @@ from explorer.probes.metrics import (
 from explorer.probes.registry import HEADS, parse_head
 from explorer.settings import Fused, Setting
 from explorer.ui import common, services, state
+from explorer.ui.link_models import depth_text, linked_block, linked_t
 
 MODES = {
     "random": "Trained vs random weights",
     "blocks": "Two blocks",
     "timesteps": "Two timesteps",
+    "models": "Two models",
 }
+OTHER_MODEL = "other: folder or hub id…"
 FIRST_MODE = "random"  # what training added: the README's first comparison (and the warm view's)
 
 
@@ -51,7 +54,8 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
         b_a = b_b = pick_b(c.selectbox, "Block", **block_kw)
     else:
         t_b = t_a
-        b_a = pick_b(c.selectbox, "Block A" if two_b else "Block", **block_kw)
+        block_a = "Block A" if two_b or mode == "models" else "Block"
+        b_a = pick_b(c.selectbox, block_a, **block_kw)
         b_b = pick_b2(c.selectbox, "Block B", **block_kw) if two_b else b_a
     with small:
         pool = common.pool_control(
@@ -60,6 +64,53 @@ def choose_settings(ws) -> tuple[str, Setting, Setting, str, str]:
         head = common.head_control(state.choice("compare_head", "head", HEADS, D.DEFAULT_HEAD))
         method = common.embedding_control("compare")
     return mode, Setting(int(t_a), b_a, pool), Setting(int(t_b), b_b, pool), head, method
+
+
+def other_model(ctx, ws, sa: Setting):
+    """Model B of "Two models" (another built-in, a random-weights twin or a typed folder or
+    hub id) on the same test images, and its setting: linked to A by default (the block at
+    A's depth, the level with A's log SNR), or picked from B's own blocks and levels.
+    Returns (B's workspace, B's setting), or None until a model is named."""
+    opts = [n for n in services.builtin_models() if n != ctx.model]
+    opts += [m for m in (ctx.random_model, ctx.base_model) if m != ctx.model] + [OTHER_MODEL]
+    opts = list(dict.fromkeys(opts))
+    row = common.grid(common.CONTROL_MIN, 3, vertical_alignment="bottom")
+    spec = state.choice("compare_model2", "model2", opts, opts[0])(
+        row.selectbox, "Model B", options=opts, help="Compared on the same test images as A."
+    )
+    if spec == OTHER_MODEL:
+        spec = row.text_input("Model B folder or hub id", key="compare_model2_path").strip()
+    linked = state.flag("compare_linked", "linked", True)(
+        row.toggle, "Link B to A", help="B's block at A's depth, B's t at A's log SNR."
+    )
+    if not spec:
+        st.info("Name model B (a folder or hub id) to compare it with A.")
+        return None
+    exposure.check_model(spec, common.policy())
+    ws_b = services.workspace(ctx, spec)
+    cat_a, cat_b = ws.catalogue, ws_b.catalogue
+    i_a = [lay.name for lay in cat_a].index(sa.layer)
+    i_b = linked_block(i_a, len(cat_a), len(cat_b))
+    t_b = linked_t(sa.t, ws.model.log_snr, services.log_snr_levels(ws_b))
+    if linked:
+        st.caption(
+            f"B is linked to A: {depth_text(i_b, len(cat_b))} of {ws_b.model_name} sits at the "
+            f"depth of A's {depth_text(i_a, len(cat_a))}; its t={t_b} has the log SNR of A's "
+            f"t={sa.t} ({ws.model.log_snr(sa.t):.2f})."
+        )
+        return ws_b, Setting(t_b, cat_b[i_b].name, sa.pool)
+    c = common.grid(common.CONTROL_MIN, 2)
+    with c.cell():
+        t_b = common.timestep_control(
+            "compare_tb", "tb", ws_b.num_timesteps, "Timestep B", default=t_b
+        )
+    block_b = common.layer_choice(cat_b, "compare_block_b", "blockb", default_index=i_b)(
+        c.selectbox,
+        "Block B",
+        options=[lay.name for lay in cat_b],
+        format_func=common.label_of(cat_b).get,
+    )
+    return ws_b, Setting(int(t_b), block_b, sa.pool)
 
 
 def headline(cmp: SideBySide) -> None:
@@ -104,13 +155,13 @@ def side_title(side: str, role: str, s: Setting, labels: dict) -> str:
     return f"<div class='dfe-side' title='{html.escape(text)}'>{html.escape(text)}</div>"
 
 
-def side_figures(sides, cmp: SideBySide, labels: dict, method: str, y, delta_title: str) -> dict:
+def side_figures(sides, cmp: SideBySide, method: str, y, delta_title: str) -> dict:
     """Per-class bars and an embedding for each side, then the per-class difference."""
     figs = {}
     row = common.grid(common.FIGURE_MIN, 2)  # A beside B from 1280 px windows up
     for (side, w, s, role), r in zip(sides, (cmp.a, cmp.b), strict=True):
         with row.cell():
-            st.html(side_title(side, role, s, labels))
+            st.html(side_title(side, role, s, common.label_of(w.catalogue)))
             figs[f"per_class_{side}"] = figures.per_class_bars(
                 cmp.classes, r.per_class, r.top1, title=f"Per-class accuracy, {side}"
             )
@@ -171,6 +222,13 @@ with common.guard():
             ("B", services.workspace(ctx, ctx.base_model), sb, "trained"),
         ]
         delta_title = "Per-class gain from training, trained − random (points)"
+    elif mode == "models":
+        picked = other_model(ctx, ws, sa)
+        if picked is None:
+            st.stop()
+        ws_b, sb = picked
+        sides = [("A", ws, sa, ws.model_name), ("B", ws_b, sb, ws_b.model_name)]
+        delta_title = f"Per-class change, {ws_b.model_name} − {ws.model_name} (points)"
     else:
         sides = [("A", ws, sa, ws.model_name), ("B", ws, sb, ws.model_name)]
         delta_title = "Per-class change, B − A (points)"
@@ -181,7 +239,7 @@ with common.guard():
     y = ws.labels("test")
     cmp = side_by_side(ra, rb, y, ws.dataset.class_names)  # the same images: paired B - A
     headline(cmp)
-    if mode != "random":  # one model: its two settings can be fused
+    if mode in ("blocks", "timesteps"):  # one model: its two settings can be fused
         fused_column(ws, sa, sb, head, ra, rb, y)
-    figs = side_figures(sides, cmp, common.label_of(ws.catalogue), method, y, delta_title)
+    figs = side_figures(sides, cmp, method, y, delta_title)
     numbers(cmp, figs)

@@ -83,6 +83,9 @@ def payload(
     digest = hashlib.blake2b(digest_size=12)
     for key in ("xy", "ids", "labels", "atlas_png"):
         digest.update(binary[key])
+    colours = hashlib.blake2b(digest_size=12)
+    for key in ("rgba", "groups", "shown", "pred", "conf"):
+        colours.update(binary[key] or b"-")
     return {
         **binary,
         "n": int(n),
@@ -95,6 +98,8 @@ def payload(
         "opacity": float(opacity),
         "height": int(height),
         "data_id": digest.hexdigest(),  # same points and atlas: the browser keeps zoom and selection
+        # Streamlit re-renders a component when its JSON arguments change, not its bytes:
+        "colors_id": colours.hexdigest(),
     }
 
 

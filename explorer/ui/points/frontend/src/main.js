@@ -1,24 +1,21 @@
 // Images as points: every test image drawn as its own thumbnail at its 2-D embedding position.
 //
-// Why deck.gl: its IconLayer draws N instanced quads, each textured from a rectangle of one
-// pre-packed sprite atlas (our Python-built atlas, one cell per image), with sizes in world
-// units so thumbnails grow as you zoom; ScatterplotLayer draws the same N points as dots, and
-// OrthographicView gives 2-D pan/zoom, several views on one canvas (linked panels) and binary
-// attributes (Float32Array positions, Uint8Array colours: no per-point JavaScript objects).
-// regl-scatterplot (lasso built in) and deepscatter draw coloured points only, no per-point
-// textures; pydeck would need a Mapbox-free custom build and cannot return a selection.
-//
-// Level of detail: dots while a thumbnail would be under LOD_PX on screen, thumbnails (on a
-// frame in the point's colour) from there on. Hover, box and lasso are computed on the CPU in
-// world coordinates (a uniform grid for hover), so no GPU read-back is needed.
+// Level of detail: dots while a thumbnail would be under LOD_PX on screen, thumbnails (in a
+// frame of the point's colour) from there on; zoomed in, only the points in view are drawn
+// (a uniform grid culls them on the CPU). While the view moves, a random subset is drawn,
+// sized to keep frames near 60 per second, and every point once it stops. Hover, box and
+// lasso are computed on the CPU in world coordinates. The drawing is `renderer.js` (plain
+// WebGL2: why not deck.gl is said there); the Streamlit protocol is `bridge.js`.
 
-import { Deck, OrthographicView } from "@deck.gl/core";
-import { IconLayer, ScatterplotLayer } from "@deck.gl/layers";
 import { connect, setComponentValue, setFrameHeight } from "./bridge.js";
+import { Renderer } from "./renderer.js";
 
 const WORLD = 1000; // each panel's embedding is scaled to a WORLD x WORLD square
 const LOD_PX = 10; // thumbnails from this on-screen size up, dots below
-const FRAME = 1.14; // the coloured frame around a thumbnail, relative to its size
+const FRAME = 0.07; // the coloured frame around a thumbnail, a fraction of its side
+const MOVING_BUDGET = 2e6; // work a frame while moving, in pixels drawn (adapted to frame times)
+const VERTEX_COST = 40; // a point's vertex work, in pixels
+const IDLE_MS = 120; // every point is drawn this long after the view stops
 const TOOLBAR_CSS = `
 .pv{font:13px "Source Sans Pro",system-ui,sans-serif;color:#262730;user-select:none}
 .pv-bar{display:flex;flex-wrap:wrap;gap:6px 12px;align-items:center;margin:0 0 6px}
@@ -120,18 +117,6 @@ function panelGeometry(xy, p, n) {
   return { pos, grid: { g, start, order } };
 }
 
-// IconLayer whose icon i is atlas cell i: the frame is computed from the index, so no
-// mapping object of N entries is built. `grid` = {cols, cell, scale, mask}.
-class AtlasIconLayer extends IconLayer {
-  getInstanceIconDef(i) {
-    const { cols, cell, scale, mask } = this.props.grid;
-    const c = cell * scale;
-    return [0, 0, (i % cols) * c, Math.floor(i / cols) * c, c, c, mask];
-  }
-}
-AtlasIconLayer.layerName = "AtlasIconLayer";
-AtlasIconLayer.defaultProps = { grid: { type: "object", value: null, compare: true } };
-
 function insidePolygon(x, y, poly) {
   let inside = false;
   for (let a = 0, b = poly.length - 1; a < poly.length; b = a++) {
@@ -202,6 +187,7 @@ class PointsView {
     this.stage.addEventListener("pointermove", (e) => this.pointerMove(e));
     window.addEventListener("pointerup", (e) => this.dragEnd(e));
     this.stage.addEventListener("pointerleave", () => { this.tip.style.display = "none"; });
+    this.stage.style.cursor = "grab";
     new ResizeObserver(() => this.resize()).observe(this.stage);
   }
 
@@ -230,11 +216,22 @@ class PointsView {
         el.style.left = `calc(${(100 * p) / d.titles.length}% + 6px)`;
         this.stage.appendChild(el);
       });
-      const k = d.titles.length;
       this.thumbWorld = (0.9 * WORLD) / Math.sqrt(d.n); // a thumbnail's side at size 4
+      if (!this.gl) this.createCanvas();
+      // a fixed random drawing order: a prefix of it is a random subset of the points
+      const order = new Uint32Array(d.n).map((_, i) => i);
+      let seed = 1;
+      for (let i = d.n - 1; i > 0; i--) {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        const j = seed % (i + 1), t = order[i];
+        order[i] = order[j]; order[j] = t;
+      }
+      this.order = order;
+      this.slotOf = new Uint32Array(d.n);
+      order.forEach((i, s) => { this.slotOf[i] = s; });
+      this.gl.setPoints(this.panels.map((g) => g.pos), order);
+      this.budget = MOVING_BUDGET;
       this.loadAtlas(d.atlas);
-      if (!this.deck) this.createDeck(k);
-      else this.deck.setProps({ views: this.views(k) });
       this.fit();
     } else if (prev && JSON.stringify(prev.selected) !== JSON.stringify(d.selected)) {
       this.selected = Int32Array.from(d.selected.filter((i) => i >= 0 && i < d.n));
@@ -248,70 +245,61 @@ class PointsView {
   async loadAtlas(atlas) {
     const bitmap = await createImageBitmap(new Blob([atlas.png], { type: "image/png" }));
     this.bitmap = bitmap;
-    const ready = () => {
-      const device = this.deck.device;
-      const max = device.limits.maxTextureDimension2D;
-      let img = bitmap, scale = 1;
-      if (bitmap.width > max || bitmap.height > max) { // shrink the whole grid uniformly
-        scale = max / Math.max(bitmap.width, bitmap.height);
-        const c = new OffscreenCanvas(Math.floor(bitmap.width * scale), Math.floor(bitmap.height * scale));
-        c.getContext("2d").drawImage(bitmap, 0, 0, c.width, c.height);
-        img = c;
-      }
-      if (this.texture) this.texture.destroy();
-      this.texture = device.createTexture({
-        data: img, width: img.width, height: img.height, format: "rgba8unorm",
-        mipLevels: device.getMipLevelCount(img.width, img.height),
-        sampler: { minFilter: "linear", magFilter: "linear", mipmapFilter: "linear",
-                   addressModeU: "clamp-to-edge", addressModeV: "clamp-to-edge" },
-      });
-      this.texture.generateMipmapsWebGL();
-      this.atlasScale = scale;
-      this.textureBytes = Math.round((img.width * img.height * 4 * 4) / 3); // RGBA8 + mipmaps
-      this.render();
-    };
-    if (this.deck.device) ready();
-    else this.onDevice = ready;
+    const max = this.gl.maxTexture;
+    let img = bitmap, cell = atlas.cell;
+    if (bitmap.width > max || bitmap.height > max) { // this GPU's limit: shrink the grid uniformly
+      const scale = max / Math.max(bitmap.width, bitmap.height);
+      const c = new OffscreenCanvas(Math.floor(bitmap.width * scale), Math.floor(bitmap.height * scale));
+      c.getContext("2d").drawImage(bitmap, 0, 0, c.width, c.height);
+      img = c;
+      cell *= scale;
+    }
+    this.gl.setAtlas(img, atlas.cols, cell);
+    this.textureBytes = this.gl.textureBytes;
+    this.hasAtlas = true;
+    this.render();
   }
 
-  views(k) {
-    const key = `${k}:${this.mode}`;
-    if (this._views && this._views.key === key) return this._views.list;
-    const pan = this.mode === "pan";
-    const list = Array.from({ length: k }, (_, p) => new OrthographicView({
-      id: `p${p}`, x: `${(100 * p) / k}%`, width: `${100 / k}%`, height: "100%",
-      controller: { dragPan: pan, doubleClickZoom: pan, scrollZoom: true, inertia: false },
-    }));
-    this._views = { key, list };
-    return list;
+  createCanvas() {
+    const canvas = document.createElement("canvas");
+    canvas.style.cssText = "position:absolute;inset:0;width:100%;height:100%";
+    this.stage.prepend(canvas);
+    this.canvas = canvas;
+    this.gl = new Renderer(canvas);
+    this.stage.addEventListener("wheel", (e) => this.wheel(e), { passive: false });
+    this.stage.addEventListener("dblclick", (e) => { const at = this.locate(e); if (at) this.zoomAt(at, 1); });
   }
 
-  createDeck(k) {
-    this.deck = new Deck({
-      parent: this.stage,
-      width: "100%",
-      height: "100%",
-      views: this.views(k),
-      viewState: this.viewStates,
-      layers: [],
-      layerFilter: ({ layer, viewport }) => layer.id.endsWith(`@${viewport.id}`),
-      onViewStateChange: ({ viewId, viewState }) => {
-        this.viewStates = { ...this.viewStates, [viewId]: viewState };
-        this.render(false);
-      },
-      onDeviceInitialized: () => { if (this.onDevice) { this.onDevice(); this.onDevice = null; } },
-      onAfterRender: () => { // timings the benchmark reads (ms since navigation start)
-        this.frames++;
-        const drawn = this.deck.props.layers.length > 0;
-        if (drawn && !this.firstFrameAt) this.firstFrameAt = performance.now();
-        if (this.texture && !this.atlasFrameAt) this.atlasFrameAt = performance.now();
-      },
-      getCursor: () => (this.mode === "pan" ? "grab" : "crosshair"),
-      controller: true,
-    });
-    this.stage.appendChild(this.overlay.parentElement); // above deck's canvas
-    this.stage.appendChild(this.tip);
-    this.stage.querySelectorAll(".pv-title").forEach((t) => this.stage.appendChild(t));
+  // Panel p's rectangle in CSS px, and the view: world centre (cx, cy) and zoom (log2 px a unit).
+  rect(p) {
+    const k = this.d.titles.length, w = this.stage.clientWidth / k;
+    return { x: p * w, y: 0, w, h: this.stage.clientHeight };
+  }
+
+  unproject(p, x, y) { // CSS px in the stage -> world
+    const r = this.rect(p), v = this.viewStates[`p${p}`], s = 2 ** v.zoom;
+    return [v.cx + (x - r.x - r.w / 2) / s, v.cy + (y - r.y - r.h / 2) / s];
+  }
+
+  zoomAt(at, dz) {
+    const v = this.viewStates[`p${at.p}`];
+    const [wx, wy] = this.unproject(at.p, at.x, at.y);
+    const zoom = Math.min(v.maxZoom, Math.max(v.minZoom, v.zoom + dz));
+    const f = 2 ** (v.zoom - zoom); // keep the world point under the cursor in place
+    this.setView(at.p, { ...v, zoom, cx: wx - (wx - v.cx) * f, cy: wy - (wy - v.cy) * f }, true);
+  }
+
+  wheel(e) {
+    const at = this.locate(e);
+    if (!at) return;
+    e.preventDefault();
+    this.zoomAt(at, -e.deltaY * (e.deltaMode === 1 ? 0.05 : 0.002));
+  }
+
+  // A new view for panel p; `moving`: draw a subset now and everything once it stops.
+  setView(p, view, moving = false) {
+    this.viewStates = { ...this.viewStates, [`p${p}`]: view };
+    this.render(moving);
   }
 
   fit() {
@@ -319,7 +307,7 @@ class PointsView {
     const w = this.stage.clientWidth / k, h = this.d.height;
     const zoom = Math.log2(Math.max(1e-3, Math.min(w, h) / (WORLD * 1.06)));
     const vs = {};
-    for (let p = 0; p < k; p++) vs[`p${p}`] = { target: [WORLD / 2, WORLD / 2, 0], zoom, minZoom: zoom - 2, maxZoom: zoom + 12 };
+    for (let p = 0; p < k; p++) vs[`p${p}`] = { cx: WORLD / 2, cy: WORLD / 2, zoom, minZoom: zoom - 2, maxZoom: zoom + 12 };
     this.viewStates = vs;
     this.render();
   }
@@ -353,33 +341,10 @@ class PointsView {
       this.legendEl.appendChild(s);
     });
     this.colorVersion = (this.colorVersion || 0) + 1;
-    this.data = null; // binary attribute objects are rebuilt for the new colours
-  }
-
-  layerData(p) {
-    if (!this.data) this.data = {};
-    if (!this.data[p]) {
-      const { pos } = this.panels[p];
-      const n = this.d.n;
-      const colors = { value: this.colors, size: 4, normalized: true };
-      this.data[p] = {
-        dots: { length: n, attributes: { getPosition: { value: pos, size: 2 }, getFillColor: colors } },
-        icons: { length: n, attributes: { getPosition: { value: pos, size: 2 }, getColor: colors } },
-      };
-    }
-    return this.data[p];
-  }
-
-  selectionData(p) {
-    const key = `${p}:${this.selected.length}:${this.selected[0]}:${this.selected[this.selected.length - 1]}`;
-    if (!this.ringCache || this.ringCache[p]?.key !== key) {
-      this.ringCache = this.ringCache || {};
-      const { pos } = this.panels[p];
-      const xy = new Float32Array(2 * this.selected.length);
-      this.selected.forEach((i, j) => { xy[2 * j] = pos[2 * i]; xy[2 * j + 1] = pos[2 * i + 1]; });
-      this.ringCache[p] = { key, data: { length: this.selected.length, attributes: { getPosition: { value: xy, size: 2 } } } };
-    }
-    return this.ringCache[p].data;
+    const slotted = new Uint8Array(4 * d.n);
+    for (let s = 0; s < d.n; s++) slotted.set(this.colors.subarray(4 * this.order[s], 4 * this.order[s] + 4), 4 * s);
+    this.gl.setColors(slotted);
+    if (d.legend.length !== this.legendSize) this.legendSize = d.legend.length;
   }
 
   thumbPx(p) {
@@ -387,48 +352,95 @@ class PointsView {
     return vs ? this.thumbWorld * (this.size / 4) * 2 ** vs.zoom : 0;
   }
 
-  // New layers for the current state. Zoom and pan redraw by themselves; any other change
-  // (`force`: atlas, colours, size, selection) is drawn at the next animation frame.
-  render(force = true) {
-    if (!this.deck || !this.d) return;
-    if (force && !this.pending) {
+  // Draw at the next animation frame. `moving`: a random subset sized to the frame budget
+  // (every point when it fits), then every point once the view has been still IDLE_MS.
+  render(moving = false) {
+    if (!this.gl || !this.d || !this.colors) return;
+    this.moving = this.moving || moving;
+    if (!moving) this.full = true;
+    if (!this.pending) {
       this.pending = true;
-      requestAnimationFrame(() => { this.pending = false; this.deck.redraw("points view"); });
+      requestAnimationFrame((t) => this.frame(t));
     }
-    const layers = [];
-    const k = this.d.titles.length;
-    const thumb = this.thumbWorld * (this.size / 4);
+    clearTimeout(this.idle);
+    if (moving) this.idle = setTimeout(() => this.render(false), IDLE_MS);
+    this.updateStatus();
+  }
+
+  frame(t) {
+    this.pending = false;
+    const moving = this.moving && !this.full;
+    this.moving = false;
+    this.full = false;
+    const dpr = window.devicePixelRatio || 1, c = this.canvas;
+    const cw = Math.round(this.stage.clientWidth * dpr), ch = Math.round(this.stage.clientHeight * dpr);
+    if (c.width !== cw || c.height !== ch) { c.width = cw; c.height = ch; }
+    const k = this.d.titles.length, n = this.d.n;
+    if (moving && this.lastFrame) { // adapt the subset to the time between frames
+      const dt = t - this.lastFrame;
+      if (dt > 24) this.budget = Math.max(3e5, this.budget * 0.7);
+      else if (dt < 19) this.budget = Math.min(1e8, this.budget * 1.15);
+    }
+    this.lastFrame = moving ? t : 0;
+    let drawnPoints = 0;
+    const views = [];
     for (let p = 0; p < k; p++) {
-      const data = this.layerData(p);
-      const icons = this.texture && this.thumbPx(p) >= LOD_PX;
-      layers.push(new ScatterplotLayer({
-        id: `dots@p${p}`, data: data.dots, visible: !icons, radiusUnits: "pixels",
-        getRadius: 1, radiusScale: this.size / 2, opacity: this.opacity, stroked: false,
-        updateTriggers: { getFillColor: this.colorVersion },
-      }));
-      if (this.texture) {
-        for (const m of [1, 0]) { // the coloured frame (mask), then the thumbnail over it
-          const a = this.d.atlas;
-          layers.push(new AtlasIconLayer({
-            id: `${m ? "frames" : "thumbs"}@p${p}`, data: data.icons, visible: !!icons,
-            iconAtlas: this.texture, iconMapping: {}, sizeUnits: "common", getIcon: (_, { index }) => index,
-            grid: { cols: a.cols, cell: a.cell, scale: this.atlasScale, mask: m },
-            getSize: m ? thumb * FRAME : thumb, opacity: m ? this.opacity : 1, alphaCutoff: 0.01,
-            updateTriggers: { getColor: this.colorVersion, getIcon: this.atlasScale },
-          }));
+      const r = this.rect(p), v = this.viewStates[`p${p}`];
+      const px = this.thumbPx(p);
+      const thumbs = this.hasAtlas && px >= LOD_PX;
+      const side = (thumbs ? px : this.size) * dpr;
+      const most = moving ? Math.max(200, Math.floor(this.budget / k / (VERTEX_COST + side * side))) : n;
+      const slots = this.culled(p, r, v, most);
+      const count = slots ? slots.length : Math.min(n, most);
+      drawnPoints += count;
+      views.push({
+        x: Math.round(r.x * dpr), w: Math.round(r.w * dpr), scale: 2 ** v.zoom * dpr, cx: v.cx, cy: v.cy,
+        thumbs, size: (thumbs ? px : this.size) * dpr, frame: FRAME, slots, count,
+      });
+    }
+    const rings = this.selected.length ? this.ringSlots() : null;
+    this.gl.draw(views, this.opacity, rings);
+    this.frames++;
+    this.lastDrawn = drawnPoints;
+    if (!this.firstFrameAt) this.firstFrameAt = performance.now(); // timings the benchmark reads
+    if (this.hasAtlas && !this.atlasFrameAt) this.atlasFrameAt = performance.now();
+  }
+
+  // Drawing slots of the points inside panel p's view (with a margin), or null when most are
+  // (then a prefix of the drawing order is drawn); at most `most`, a random subset beyond.
+  culled(p, r, v, most) {
+    const s = 2 ** v.zoom, half = Math.max(this.thumbPx(p), this.size) / s;
+    const x0 = v.cx - r.w / 2 / s - half, x1 = v.cx + r.w / 2 / s + half;
+    const y0 = v.cy - r.h / 2 / s - half, y1 = v.cy + r.h / 2 / s + half;
+    if ((x1 - x0) * (y1 - y0) > 0.5 * WORLD * WORLD) return null;
+    const { pos, grid } = this.panels[p];
+    const { g, start, order } = grid;
+    const c0 = Math.max(0, Math.floor((x0 / WORLD) * g)), c1 = Math.min(g - 1, Math.floor((x1 / WORLD) * g));
+    const r0 = Math.max(0, Math.floor((y0 / WORLD) * g)), r1 = Math.min(g - 1, Math.floor((y1 / WORLD) * g));
+    const out = [];
+    for (let gy = r0; gy <= r1; gy++) {
+      for (let gx = c0; gx <= c1; gx++) {
+        const c = gy * g + gx;
+        for (let j = start[c]; j < start[c + 1]; j++) {
+          const i = order[j], x = pos[2 * i], y = pos[2 * i + 1];
+          if (x >= x0 && x <= x1 && y >= y0 && y <= y1 && this.colors[4 * i + 3]) out.push(this.slotOf[i]);
         }
       }
-      if (this.selected.length) {
-        layers.push(new ScatterplotLayer({
-          id: `rings@p${p}`, data: this.selectionData(p), filled: false, stroked: true,
-          radiusUnits: icons ? "common" : "pixels",
-          getRadius: icons ? thumb * 0.75 : this.size / 2 + 3,
-          lineWidthUnits: "pixels", getLineWidth: 1.5, getLineColor: [20, 20, 20, 230],
-        }));
-      }
     }
-    this.deck.setProps({ layers, viewState: this.viewStates, views: this.views(k) });
-    const shown = this.colors ? this.countVisible() : 0;
+    out.sort((a, b) => a - b); // drawing order: a prefix is a random subset
+    return Uint32Array.from(out.length > most ? out.slice(0, most) : out);
+  }
+
+  ringSlots() {
+    if (this.ringCache && this.ringCache.sel === this.selected) return this.ringCache.slots;
+    const slots = new Uint32Array(this.selected.length);
+    this.selected.forEach((i, j) => { slots[j] = this.slotOf[i]; });
+    this.ringCache = { sel: this.selected, slots };
+    return slots;
+  }
+
+  updateStatus() {
+    const shown = this.countVisible();
     this.status.textContent = `${shown.toLocaleString()} of ${this.d.n.toLocaleString()} shown` +
       (this.selected.length ? ` · ${this.selected.length.toLocaleString()} selected` : "") +
       (this.thumbPx(0) >= LOD_PX ? " · thumbnails" : " · zoom in for thumbnails");
@@ -444,30 +456,39 @@ class PointsView {
 
   setMode(mode) {
     this.mode = mode;
+    this.stage.style.cursor = mode === "pan" ? "grab" : "crosshair";
     this.root.querySelectorAll("[data-mode]").forEach((b) => b.classList.toggle("on", b.dataset.mode === mode));
     this.render();
   }
 
-  // Which panel a client point is over, and its viewport.
+  // Which panel a client point is over: {x, y} in stage CSS px and the panel p.
   locate(e) {
+    if (!this.d || !this.viewStates.p0) return null;
     const rect = this.stage.getBoundingClientRect();
     const x = e.clientX - rect.left, y = e.clientY - rect.top;
-    const vps = this.deck.getViewports();
-    const vp = vps.find((v) => x >= v.x && x < v.x + v.width && y >= v.y && y < v.y + v.height);
-    if (!vp) return null;
-    return { x, y, vp, p: Number(vp.id.slice(1)) };
+    const k = this.d.titles.length, p = Math.floor((x / rect.width) * k);
+    if (p < 0 || p >= k || y < 0 || y > rect.height) return null;
+    return { x, y, p };
   }
 
   dragStart(e) {
-    if (this.mode === "pan" || e.button !== 0) return;
+    if (e.button !== 0) return;
     const at = this.locate(e);
     if (!at) return;
-    this.drag = { ...at, path: [[at.x, at.y]], add: e.shiftKey };
+    if (this.mode === "pan") this.panning = { ...at, view: this.viewStates[`p${at.p}`] };
+    else this.drag = { ...at, path: [[at.x, at.y]], add: e.shiftKey };
     this.stage.setPointerCapture?.(e.pointerId);
     e.preventDefault();
   }
 
   pointerMove(e) {
+    if (this.panning) {
+      const rect = this.stage.getBoundingClientRect(), a = this.panning, s = 2 ** a.view.zoom;
+      const dx = e.clientX - rect.left - a.x, dy = e.clientY - rect.top - a.y;
+      this.setView(a.p, { ...a.view, cx: a.view.cx - dx / s, cy: a.view.cy - dy / s }, true);
+      this.tip.style.display = "none";
+      return;
+    }
     if (this.drag) {
       const rect = this.stage.getBoundingClientRect();
       this.drag.path.push([e.clientX - rect.left, e.clientY - rect.top]);
@@ -504,9 +525,10 @@ class PointsView {
   }
 
   dragEnd() {
+    this.panning = null;
     if (!this.drag) return;
     const drag = this.drag;
-    const poly = this.screenPolygon().map(([x, y]) => drag.vp.unproject([x - drag.vp.x, y - drag.vp.y]));
+    const poly = this.screenPolygon().map(([x, y]) => this.unproject(drag.p, x, y));
     this.drag = null;
     this.drawPath();
     if (poly.length < 3) return;
@@ -533,7 +555,7 @@ class PointsView {
   // The nearest visible point under the cursor, within its drawn size.
   nearest(at) {
     const { pos, grid } = this.panels[at.p];
-    const [wx, wy] = at.vp.unproject([at.x - at.vp.x, at.y - at.vp.y]);
+    const [wx, wy] = this.unproject(at.p, at.x, at.y);
     const scale = 2 ** this.viewStates[`p${at.p}`].zoom;
     const px = Math.max(this.size / 2 + 3, this.thumbPx(at.p) >= LOD_PX ? this.thumbPx(at.p) / 2 : 0);
     const r = px / scale;
@@ -558,7 +580,7 @@ class PointsView {
   hover(e) {
     if (!this.d || !this.panels) return;
     const at = this.locate(e);
-    const i = at && this.viewStates[`p${at.p}`] ? this.nearest(at) : -1;
+    const i = at && this.colors ? this.nearest(at) : -1;
     if (i < 0) { this.tip.style.display = "none"; return; }
     const d = this.d, name = (c) => d.names[c] ?? String(c);
     const wrong = d.pred && d.pred[i] !== d.labels[i];
