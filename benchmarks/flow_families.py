@@ -7,9 +7,12 @@ bypassed: fixed random text tokens of the pipelines' lengths, 333 for SD3 and 51
 - our capture pass (hooks + 2x2 pooling of every block) against a bare forward of the same
   wrapped transformer cut at the deepest block (target ≤ 1.10×);
 - early exit after the middle block against the full pass: |time share − FLOPs share|
-  (target ≤ 0.10), FLOPs from `models.layers.layer_flops`.
+  (target ≤ 0.10), FLOPs from `models.layers.layer_flops`;
 
-8b (CUDA only): the full-size SiT-XL/2 (28 blocks, 675M parameters, 256 px) and FLUX.1
+each the median over paired rounds of the ratio of CPU times on one thread (`rounds_of`).
+
+8b (CUDA only): the full-size SiT-XL/2 (28 blocks, width 1152, 256 px; 750M parameters as a
+diffusers DiT, whose blocks each hold a copy of the timestep and class embedder) and FLUX.1
 (19 + 38 blocks, 1024 px, 512 text tokens) layouts, random weights in bf16, our capture pass to
 the middle block: images/s and achieved TFLOP/s.
 
@@ -141,16 +144,17 @@ def _ours(net, process, x0, eps, kw, layers, stop_early=True):
 
 
 def rounds_of(fns: dict, rounds: int) -> dict[str, list[float]]:
-    """Wall times of each of `fns` per round, run in turn round after round (after one untimed
-    round), so a shared machine's load falls on all of them alike."""
+    """CPU seconds of this process for each of `fns` per round, run in turn round after round
+    (after one untimed round). CPU time, on one thread: on a shared machine the wall clock
+    also counts the waits for a core, which fall on the calls unevenly."""
     for fn in fns.values():
         fn()
     out: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn()
-            out[name].append(time.perf_counter() - t0)
+            out[name].append(time.process_time() - t0)
     return out
 
 
@@ -192,8 +196,8 @@ def family_rows(name: str, net, family: str, cond: dict, batch: int, rounds: int
             "×",
             "≤ 1.10×",
             ratio <= 1.10,
-            f"median of {rounds} paired rounds; best ours {got['ours']:.3f} s, bare "
-            f"{got['bare']:.3f} s; {blocks}",
+            f"median of {rounds} paired rounds, CPU time, 1 thread; best ours "
+            f"{got['ours']:.3f} s, bare {got['bare']:.3f} s; {blocks}",
         ),
         figure(
             "2b",
@@ -210,10 +214,14 @@ def family_rows(name: str, net, family: str, cond: dict, batch: int, rounds: int
 
 def fig2b_flow_families(ctx) -> list[dict]:
     batch, rounds = (4, 1) if ctx.quick else (16, 9)
-    rows = []
-    with torch.inference_mode():
-        for name, (net, family, cond) in small_nets().items():
-            rows += family_rows(name, net, family, cond, batch, rounds)
+    rows, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # see `rounds_of`
+    try:
+        with torch.inference_mode():
+            for name, (net, family, cond) in small_nets().items():
+                rows += family_rows(name, net, family, cond, batch, rounds)
+    finally:
+        torch.set_num_threads(threads)
     return rows
 
 
@@ -257,8 +265,13 @@ def gpu_layouts(device: str = "cuda", quick: bool = False) -> list[dict]:
 
 def layout_row(name: str, build, batch: int, cond, device: str, quick: bool) -> dict:
     """One figure 8b row: `build()` on `device` in bf16, our pass to its middle block."""
-    with torch.device(device):
-        net = build().to(torch.bfloat16).eval()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # FLUX.1 in fp32 would take 48 GB before the cast
+    try:
+        with torch.device(device):
+            net = build().to(torch.bfloat16).eval()
+    finally:
+        torch.set_default_dtype(default)
     cfg = net.config.net_config
     b = 2 if quick else batch
     if cond is None:  # FLUX: 512 random T5 tokens and a pooled CLIP vector

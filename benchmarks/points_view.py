@@ -10,8 +10,10 @@ of the pixels, as only drawing is timed here).
 
 Timed, from the start of the navigation: the first frame with every point drawn (dots) and
 the first frame after the atlas texture is on the GPU. Then a scripted interaction driven by
-requestAnimationFrame: `ZOOM_FRAMES` frames zooming in by `ZOOM_STEPS` powers of two around
-the centre (crossing from dots to thumbnails), then `PAN_FRAMES` frames panning at that zoom.
+requestAnimationFrame: `ZOOM_FRAMES` frames zooming in towards one image until thumbnails are
+`THUMB_PX` px on screen (crossing from dots to thumbnails), then `PAN_FRAMES` frames panning
+600 x 300 px at that zoom. While the view moves, the view draws a random subset sized to its
+frame budget, and every point once it is still (the drawn counts are reported).
 Frame times are the rAF deltas (p50, p95, max); the longest task is PerformanceObserver's
 `longtask` entries over the interaction (and over the whole load, separately).
 
@@ -44,7 +46,7 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1280, "height": 900}
 HEIGHT = 760  # px of the view
-ZOOM_FRAMES, ZOOM_STEPS, PAN_FRAMES = 120, 5.0, 120
+ZOOM_FRAMES, THUMB_PX, PAN_FRAMES = 120, 64, 120  # zoom until thumbnails are THUMB_PX on screen
 TIMEOUT_MS = 300_000
 
 # Installed before the page's scripts run: long tasks from the start, in window.__long.
@@ -55,9 +57,10 @@ new PerformanceObserver((list) => { for (const e of list.getEntries())
 """
 
 # The scripted interaction: one view state a frame, as the controller would set it.
-_INTERACT = """async ([zoomFrames, zoomSteps, panFrames]) => {
+_INTERACT = """async ([zoomFrames, thumbPx, panFrames]) => {
   const v = window.__points;
   const start = {...v.viewStates.p0};
+  const zoomSteps = Math.log2(thumbPx / v.thumbPx(0));
   // zoom towards a point of the cloud (the first point), then pan across the cloud
   const [tx, ty] = [v.panels[0].pos[0], v.panels[0].pos[1]];
   const t0 = performance.now(), deltas = [], drawn = [];
@@ -148,7 +151,9 @@ def measure(args: dict) -> dict:
             try:
                 page = browser.new_page(viewport=VIEWPORT)
                 outside = []
-                page.on("request", lambda r: outside.append(r.url) if r.url.startswith("http") else None)
+                page.on(
+                    "request", lambda r: outside.append(r.url) if r.url.startswith("http") else None
+                )
                 page.add_init_script(_OBSERVE)
                 page.goto(path.as_uri())
                 page.wait_for_function(
@@ -159,7 +164,7 @@ def measure(args: dict) -> dict:
                     "() => ({first: __points.firstFrameAt, atlas: __points.atlasFrameAt, "
                     "texture: __points.textureBytes, long: window.__long})"
                 )
-                run = page.evaluate(_INTERACT, [ZOOM_FRAMES, ZOOM_STEPS, PAN_FRAMES])
+                run = page.evaluate(_INTERACT, [ZOOM_FRAMES, THUMB_PX, PAN_FRAMES])
                 page.wait_for_timeout(500)
                 longs = page.evaluate("() => window.__long")
                 shot = Path(tmp) / "zoomed.png"
@@ -220,7 +225,9 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--points", type=int, default=100_000, help="synthetic points (default 100,000)")
+    ap.add_argument(
+        "--points", type=int, default=100_000, help="synthetic points (default 100,000)"
+    )
     ap.add_argument("--no-fashion", action="store_true", help="skip the Fashion-MNIST test set")
     ap.add_argument("--shots", type=Path, default=None, help="folder for the zoomed screenshots")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -236,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             xy, labels, pred, read, names = fashion_test()
             rows.append(run("fashion-mnist-test", xy, labels, pred, read, names, a.shots))
         else:
-            print("Fashion-MNIST not found: skipped (apt-get install fashion-mnist or set FASHION_MNIST_DIR)")
+            print(
+                "Fashion-MNIST not found: skipped (apt-get install fashion-mnist or set FASHION_MNIST_DIR)"
+            )
     for r in rows:
         print(json.dumps({k: v for k, v in r.items()}, default=str))
     print(table(rows))

@@ -2,7 +2,7 @@
 
 `python -m explorer.report results.csv` prints the Markdown tables (the README's measured
 section); `write_html_report` (`explorer report`) writes one HTML file for collaborators, with
-plotly.js inline so it opens offline. Selection follows the results module: the best setting
+plotly.js and the images-as-points view (its bundle and atlas) inline so it opens offline. Selection follows the results module: the best setting
 is the highest validation top-1; test top-1 is reported with its 95% interval, and
 differences come from the paired bootstrap stored in the table.
 """
@@ -291,18 +291,34 @@ def _workspace_section(df: pd.DataFrame, ws, head: str, fig_html: _Figures, comp
     else:
         out.append("<p class='missing'>Timestep profile: not available (features not cached).</p>")
     xy = ws.embedding(s, "umap")
-    out.append(
-        fig_html(
-            figures.embedding_scatter(
-                xy,
-                ws.labels("test"),
-                classes,
-                np.asarray(res.predictions),
-                title=f"UMAP of the test features · {_setting_text(r)}",
-            )
-        )
-    )
+    title = f"UMAP of the test features · {_setting_text(r)}"
+    out.append(points_html(ws, xy, np.asarray(res.predictions), classes, title))
     return "\n".join(out)
+
+
+def points_html(ws, xy: np.ndarray, predictions: np.ndarray, classes: list[str], title: str) -> str:
+    """The test embedding `(N, 2)` as images-as-points, offline: the view's bundle and an atlas
+    of the N test images inline (hover for label, prediction and index; zoom for thumbnails;
+    the legend hides classes; box or lasso to count a selection)."""
+    from explorer.analysis.atlas import atlas_from_reader, to_png
+    from explorer.figures import class_colors
+    from explorer.ui.points import colors
+    from explorer.ui.points.payload import inline_html, payload
+
+    idx = np.asarray(ws.test.indices)
+    y = ws.labels("test")
+    pixels, lay = atlas_from_reader(ws.dataset.images, idx)
+    coloring = colors.point_colors("true class", y, class_colors(len(classes)), classes)
+    args = payload(
+        xy, [title], y, classes, coloring, to_png(pixels), lay, idx,
+        predictions=predictions, height=600,
+    )  # fmt: skip
+    return (
+        f"<h3>{_esc(title)}</h3><p>Each of the {len(idx):,} test images is drawn as itself at "
+        f"its place ({lay.cell} px thumbnails); wheel to zoom, hover for label, prediction "
+        "and dataset index, click the legend to hide a class.</p>\n"
+        + inline_html(args, element_id="embedding")
+    )
 
 
 def _search_section(rounds_csv: str | Path, fig_html: _Figures) -> str:

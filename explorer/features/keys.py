@@ -19,9 +19,9 @@ from explorer.data import ImageDataset
 from explorer.defaults import PIXELS
 from explorer.features.store import content_key
 
-EXTRACTION_VERSION = (
-    2  # 2: counter-based device noise (explorer.features.noise); precision in the key
-)
+# 2: counter-based device noise (explorer.features.noise); precision in the key
+# 3: VP alphas_cumprod in float64, cast after indexing (sqrt(1 - a_0) moved by 8.3e-5)
+EXTRACTION_VERSION = 3
 
 
 @dataclass(frozen=True)

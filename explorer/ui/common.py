@@ -16,6 +16,7 @@ from explorer import exposure, figures
 from explorer.errors import ExplorerError
 from explorer.probes.registry import HEADS
 from explorer.ui import services, state
+from explorer.ui.story import limits_words
 
 CONTEXT_KEY = "_context"
 TRAIN_KEY, TEST_KEY = "side_train", "side_test"  # the sidebar's image-limit boxes
@@ -45,7 +46,8 @@ METRIC_MIN = 150  # px: a metric whose value is a percentage or a short count
 FIGURE_MIN = 400  # px: two figures side by side only when each gets this much (1280 px and up)
 FULL_WIDTH = figures.NARROW_WIDTH  # the narrowest a full-width figure gets (800 px, sidebar open)
 PRESENT_KEY = "app_present"
-TIMESTEP_BOX_PX = 92  # the "any t" number box beside a timestep slider
+NOWRAP = "dfe-nowrap"  # key prefix of a horizontal container that never wraps (see _CSS)
+TIMESTEP_BOX_PX = 84  # the "any t" number box beside a timestep slider
 
 _CSS = """
 /* metrics wrap (at a word, else anywhere) instead of ending in an ellipsis */
@@ -59,6 +61,8 @@ _CSS = """
 [data-testid="stMetricValue"] { font-size: clamp(1.6rem, 1.2rem + 1.2vw, 2.25rem); }
 /* any remaining row of st.columns in the page wraps rather than squeeze a column under 11rem */
 [data-testid="stMain"] [data-testid="stHorizontalBlock"] { flex-wrap: wrap; }
+/* except a row made to stay one line (a slider and its number box, a notice and its button) */
+[data-testid="stMain"] [class*="st-key-dfe-nowrap"] { flex-wrap: nowrap !important; }
 [data-testid="stMain"] [data-testid="stColumn"] { min-width: min(100%, 11rem); }
 .dfe-side { font-weight: 600; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .dfe-headline { font-size: clamp(1.4rem, 2.8vw, 2.6rem); line-height: 1.25; margin: 0.2em 0 0.4em; }
@@ -344,7 +348,9 @@ def timestep_control(key: str, name: str, T: int, label: str, default: int | Non
         ss[key] = int(ss[box])
 
     marks = sorted(set(D.timestep_grid(T)) | {int(ss[key])})
-    row = st.container(horizontal=True, vertical_alignment="bottom", gap="small")
+    row = st.container(
+        horizontal=True, vertical_alignment="bottom", gap="small", key=f"{NOWRAP}-{key}"
+    )
     row.select_slider(
         label,
         options=marks,
@@ -400,13 +406,6 @@ def spread(items: Sequence, n: int) -> list:
     return [items[round(i * step)] for i in range(n)]
 
 
-def limits_text(train: int | None, test: int | None) -> str:
-    """ "2,000 train / 1,000 test images" (`all` for a whole split)."""
-    tr = "all" if train is None else f"{train:,}"
-    te = "all" if test is None else f"{test:,}"
-    return f"{tr} train / {te} test images"
-
-
 def _use_limits(train: int | None, test: int | None) -> None:
     """Set the sidebar's limit boxes (a button's callback: before the sidebar is drawn)."""
     st.session_state[TRAIN_KEY] = "all" if train is None else str(train)
@@ -427,9 +426,11 @@ def story_banner(ctx: services.Context, page: str, head: str, pool: str, setting
     if other and row.button("Open it", key=f"{page}_open_best", help="Open it on Explore."):
         open_in_explore(ctx, told.t, told.layer, told.pool, told.head)
     if told.limits_differ(ctx.train_limit, ctx.test_limit):
-        note = st.container(horizontal=True, vertical_alignment="center", gap="small")
+        note = st.container(
+            horizontal=True, vertical_alignment="center", key=f"{NOWRAP}-{page}-limits"
+        )
         note.warning(
-            f"This page uses {limits_text(ctx.train_limit, ctx.test_limit)}; the sweep used "
+            f"This page uses {limits_words(ctx.train_limit, ctx.test_limit)}; the sweep used "
             f"{told.limits_text()}, so its numbers differ from the sweep's.",
             icon="⚖️",
         )

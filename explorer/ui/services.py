@@ -499,13 +499,21 @@ def sweep_story(ctx: Context, head: str, pool: str):
         train_limit=ctx.train_limit,
         test_limit=ctx.test_limit,
     )
-    if told is not None or shipped.table_for(ctx.base_model, ctx.dataset) is None:
+    path = shipped.table_for(ctx.base_model, ctx.dataset)
+    if told is not None or path is None:
         return told
-    found = shipped_sweep(ctx)
-    prov = found.provenance
+    return _shipped_story(str(path), path.stat().st_mtime_ns, ctx.base_model, head, pool)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _shipped_story(path: str, stamp: int, model: str, head: str, pool: str):
+    """`sweep_story` of a shipped table (read once per file version `stamp`)."""
+    prov = shipped.check(
+        Path(path), extraction_version=EXTRACTION_VERSION, model_fingerprint=None
+    ).provenance
     return story(
-        found.table,
-        ctx.base_model,
+        read_table(Path(path)),
+        model,
         head=head,
         pool=pool,
         train_limit=prov.get("train_images"),

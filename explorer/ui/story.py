@@ -54,16 +54,21 @@ class Story:
         return f"{self.test_limit:,} test images"
 
     def limits_text(self) -> str:
-        """The sweep's limits as the sidebar spells them: "6,000 train / all test images"."""
-        tr = "all" if self.train_limit is None else f"{self.train_limit:,}"
-        te = "all" if self.test_limit is None else f"{self.test_limit:,}"
-        return f"{tr} train / {te} test images"
+        """The sweep's limits: "6,000 train / all test images"."""
+        return limits_words(self.train_limit, self.test_limit)
 
     def limits_differ(self, train_limit: int | None, test_limit: int | None) -> bool:
         return (train_limit, test_limit) != (self.train_limit, self.test_limit)
 
     def is_setting(self, t: int, layer: str, pool: str) -> bool:
         return (int(t), str(layer), str(pool)) == (self.t, self.layer, self.pool)
+
+
+def limits_words(train: int | None, test: int | None) -> str:
+    """Image limits as the sidebar spells them: "2,000 train / all test images"."""
+    tr = "all" if train is None else f"{train:,}"
+    te = "all" if test is None else f"{test:,}"
+    return f"{tr} train / {te} test images"
 
 
 def story(

@@ -1,7 +1,8 @@
 """Explore's "Across timesteps" view: one block's aligned UMAP over several t, animated.
 
 `timelapse_figure` is pure (arrays in, a plotly figure with one animation frame per t
-out); `view` is the Streamlit part the Explore page calls in one line. Below
+out); `view` is the Streamlit part the Explore page calls in one line, with the same
+embeddings as linked images-as-points panels under the animation (`linked_across_t`). Below
 `WEBGL_MIN_POINTS` points the scatter is SVG, whose points glide from frame to frame; above,
 WebGL, whose frames are redrawn without the glide. A test split larger than
 `TIMELAPSE_MAX_POINTS` is shown as a stratified subsample (aligned UMAP has no transform).
@@ -258,3 +259,31 @@ def view(ws: Workspace, block: str, pool: str, t_now: int, class_names: Sequence
         emb, ts, y, class_names, acc, title=f"{block} · pool {pool}", positions=rows
     )
     st.plotly_chart(fig, key=f"explore_tl_{block}_{pool}_{'-'.join(map(str, ts))}")
+    linked_across_t(ws, emb, ts, y, class_names, rows, key=f"explore_tl_points_{block}_{pool}")
+
+
+def linked_across_t(
+    ws: Workspace,
+    emb: np.ndarray,
+    ts: Sequence[int],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    rows: np.ndarray | None,
+    key: str,
+) -> None:
+    """The same aligned embeddings `(K, N, 2)` as linked images-as-points panels, one per t
+    (`rows`: the test positions shown, None for all): a box or lasso in one panel marks the
+    same images in every panel, and the selection's classes and CSV follow."""
+    from explorer.ui.points import view as points  # the component: on use only
+
+    st.markdown(
+        "**Linked across t**: pick *Box* or *Lasso* and drag over images in any panel to see "
+        "where the same images sit at every t; zoom in for the images themselves."
+    )
+    pos = np.arange(len(labels)) if rows is None else np.asarray(rows)
+    indices = ws.test.indices[pos]
+    chosen = points.linked_views(
+        ws.dataset, emb, [f"t={t}" for t in ts], labels, class_names, indices, key=key,
+        height=380 if len(ts) > 3 else 460,
+    )  # fmt: skip
+    points.selection_panel(ws.dataset, chosen, labels, class_names, indices, key=f"{key}_sel")

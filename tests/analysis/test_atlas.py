@@ -105,3 +105,37 @@ def test_png_round_trip():
     pixels, _ = atlas.build_atlas([[_image(i) for i in range(4)]], count=4)
     back = np.asarray(Image.open(BytesIO(atlas.to_png(pixels))))
     np.testing.assert_array_equal(back, pixels[..., 0])
+
+
+def test_projector_sprite_of_70000_images_stays_within_8192_px():
+    """The Embedding Projector export of 70,000 thumbnails of 32 px (Fashion-MNIST's size
+    and count, a little larger): cells shrink to 30 px, the sprite is 7,950 px square, and
+    the config says the size it chose."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from explorer import export
+
+    n, side = 70_000, 32
+    ramp = np.tile(np.arange(side, dtype=np.uint8) * 8, (side, 1))
+
+    def thumbs():
+        for i in range(n):
+            im = ramp.copy()
+            im[0, 0] = i % 256
+            yield im
+
+    data = export.ExportData(
+        {"test": np.zeros((n, 2), np.float32)},
+        {"test": np.arange(n) % 10},
+        [f"c{k}" for k in range(10)],
+        images={"test": thumbs},
+    )
+    files = export.projector_files(data)
+    sprite = Image.open(BytesIO(files["sprite.png"]))
+    config = files["projector_config.pbtxt"].decode()
+    assert sprite.size == (265 * 30, 265 * 30) and max(sprite.size) <= export.SPRITE_MAX
+    assert config.count("single_image_dim: 30") == 2
+    assert "70,000 thumbnails of 30 x 30 px (shrunk from 32 px" in config.splitlines()[0]
+    assert config.splitlines()[0].startswith("#"), "a comment the Projector's parser skips"

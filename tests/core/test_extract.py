@@ -194,14 +194,16 @@ def test_image_noise_fixed_per_seed_and_index():
 
 
 def test_every_timestep_sees_the_same_noise(model, cat, images, monkeypatch):
+    from explorer.models.families.noise_process import VPProcess
+
     seen = []
-    real = model.scheduler.add_noise
+    real = VPProcess.add_noise
 
-    def spy(x0, noise, t):
+    def spy(self, x0, noise, t):
         seen.append((int(t[0]), noise.clone()))
-        return real(x0, noise, t)
+        return real(self, x0, noise, t)
 
-    monkeypatch.setattr(model.scheduler, "add_noise", spy)
+    monkeypatch.setattr(VPProcess, "add_noise", spy)
     extract_features(model, images[:5], timesteps=[500, 10, 90], layers=cat, pools=["2"], seed=4)
     assert [t for t, _ in seen] == [10, 90, 500], (
         f"timesteps should run sorted, once each: {[t for t, _ in seen]}"

@@ -102,9 +102,10 @@ def test_report_with_a_workspace_adds_per_class_and_umap(tiny_model_dir, tmp_pat
     res = ws.evaluate([s], "linear")[s]
     assert "Per-class accuracy" in page and "UMAP of the test features" in page
     assert f"Test top-1 {100 * res.top1:.2f}%" in page, "the per-class section is the cached probe"
-    assert page.count('class="plotly-graph-div"') == 7, (
-        "3 sweep figures + per-class, confusion, timestep profile, UMAP"
+    assert page.count('class="plotly-graph-div"') == 6, (
+        "3 sweep figures + per-class, confusion, timestep profile"
     )
+    assert page.count("PointsView.mount(") == 1, "the UMAP is drawn as images-as-points"
     assert "Timestep profile of block" in page, "the best block's timestep profile is shown"
     assert ws.model.fingerprint in page and "120 train / 30 test" in page
     again = html_report(table, workspace=ws, compute=False)

@@ -263,3 +263,35 @@ def test_explorer_app_serves_through_the_warm_up_without_a_source_watcher(monkey
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "explorer.serve", "run"] and cmd[4].endswith("app.py")
     assert cmd[cmd.index("--server.fileWatcherType") + 1] == "none"
+
+
+def test_a_shipped_cell_opens_warm_in_explore(tmp_path, monkeypatch):
+    """A cell of the shipped grid far from the default (t=300, the last block, the knn head),
+    opened in Explore on a fresh cache: the seed serves its probe, the pixel baseline and the
+    UMAP; nothing is extracted, fitted or embedded."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from explorer import workspace
+    from explorer.data import default_dataset
+
+    if default_dataset() != warm.DATASET:
+        pytest.skip("needs Fashion-MNIST installed (the seed's dataset)")
+    settings, heads = warm.shipped_grid()
+    t, layer, pool = settings[-1]
+
+    def no(*a, **k):
+        raise AssertionError("a shipped cell computed something on a fresh start")
+
+    monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))
+    monkeypatch.setattr(workspace, "ensure_features", no)
+    monkeypatch.setattr(workspace, "ensure_pixels", no)
+    monkeypatch.setattr(workspace.Workspace, "_fit", no)
+    monkeypatch.setattr(embed, "_fit_umap", no)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=600)
+    at.query_params.update({"t": str(t), "block": layer, "pool": pool, "head": heads[0]})
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
+    assert [m.value for m in at.metric if m.label == "Top-1 (test)"], "the number is there"
+    assert not [c for c in at.caption if "UMAP is being computed" in c.value], "the UMAP is warm"

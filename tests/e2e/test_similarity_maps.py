@@ -46,13 +46,19 @@ def test_similarity_draws_the_cross_model_maps(server, shots):  # noqa: F811 - f
             arm(page)
             caption = page.get_by_text("Hover a cell for its 95% bootstrap interval")
             caption.first.wait_for(timeout=600_000)
-            page.get_by_text(
-                re.compile(r"CKA of .+'s blocks with the input pixels")
-            ).first.wait_for(timeout=120_000)
+            page.wait_for_function(
+                "document.querySelectorAll('[data-testid=stPlotlyChart] .main-svg').length >= 4",
+                timeout=120_000,
+            )
             print(f"\nsimilarity with both alignment maps in {time.time() - t0:.1f}s")
             assert_no_traceback(page, "similarity")
             charts = page.locator('[data-testid="stPlotlyChart"]')
             assert charts.count() == 4, "two CKA maps, then the two alignment maps"
+            titles = page.evaluate(
+                "() => [...document.querySelectorAll('[data-testid=stPlotlyChart] .gtitle')]"
+                ".map(t => t.textContent)"
+            )
+            assert "input pixels" in titles[3], f"the blocks x t map: {titles}"
             cross = charts.nth(2)
             cross.scroll_into_view_if_needed()
             page.wait_for_timeout(800)
@@ -62,7 +68,7 @@ def test_similarity_draws_the_cross_model_maps(server, shots):  # noqa: F811 - f
             page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
             hover = page.locator(".hoverlayer .hovertext").first
             hover.wait_for(timeout=10_000)
-            text = hover.inner_text()
+            text = hover.text_content()
             assert re.search(r": -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]", text), (
                 f"a cell's hover shows its value and interval: {text!r}"
             )

@@ -84,6 +84,28 @@ def shoot(page, name: str, scroll: int = 0) -> None:
     page.screenshot(path=str(ROOT / "assets" / "screenshots" / f"{name}.png"))
 
 
+def explore_across_timesteps(page) -> None:
+    """The tour's "Across timesteps" picture: Explore's aligned UMAP over the timestep set."""
+    n = runs(page)
+    page.get_by_role("link", name="Explore").click()
+    wait_run(page, n, timeout_s=600)
+    toggle = page.get_by_text("Show this block's aligned UMAP across timesteps")
+    toggle.scroll_into_view_if_needed()
+    n = runs(page)
+    toggle.click()
+    wait_run(page, n, timeout_s=900)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot')]"
+        ".some(g => g._transitionData && g._transitionData._frames.length)",
+        timeout=300_000,
+    )
+    page.get_by_text("Across timesteps", exact=True).evaluate(
+        "e => e.scrollIntoView({block: 'start'})"
+    )
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(ROOT / "assets" / "screenshots" / "timesteps.png"))
+
+
 def settled(page, timeout_s: float = 600) -> None:
     page.wait_for_function(f"() => {APP_STATE} === 'notRunning'", timeout=timeout_s * 1000)
 
@@ -185,6 +207,7 @@ def test_the_demo_path_tells_one_story(server):  # noqa: F811 - the imported fix
                 wait_run(page, n, timeout_s=600)
                 settled(page)
                 shoot(page, "similarity")
+                explore_across_timesteps(page)
 
             icons = page.evaluate(
                 "() => [...document.querySelectorAll('link[rel*=icon]')].map(l => l.href)"

@@ -40,7 +40,7 @@ def test_colour_by_true_and_predicted_class():
 
 
 def test_colour_by_correct_or_wrong():
-    c = colors.point_colors("correct / wrong", Y, PALETTE, NAMES, PRED)
+    c = colors.point_colors("correct or wrong", Y, PALETTE, NAMES, PRED)
     assert c.groups.tolist() == [0, 0, 1, 0, 1, 0]
     assert [name for name, _ in c.legend] == ["correct", "wrong"]
     assert tuple(c.rgba[2, :3]) == colors.to_rgb(colors.WRONG)
@@ -59,7 +59,7 @@ def test_colour_by_confidence_bins_from_pale_to_dark():
 
 def test_colourings_that_lack_their_inputs_say_so():
     with pytest.raises(ExplorerError, match="needs the probe's predictions"):
-        colors.point_colors("correct / wrong", Y, PALETTE, NAMES)
+        colors.point_colors("correct or wrong", Y, PALETTE, NAMES)
     with pytest.raises(ExplorerError, match="needs the probe's confidences"):
         colors.point_colors("confidence", Y, PALETTE, NAMES, PRED)
     with pytest.raises(ExplorerError, match="unknown colouring"):

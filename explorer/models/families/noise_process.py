@@ -94,6 +94,57 @@ class NoiseProcess:
         raise NotImplementedError
 
 
+def alphas_cumprod64(scheduler) -> torch.Tensor:
+    """`(T,)` float64 `alphas_cumprod` of a VP scheduler, from its config's betas in float64.
+
+    diffusers builds betas in float32, which shifts `sqrt(1 - a_t)` by 8.3e-5 (relative) at t=0
+    on DDPM's linear schedule; ADM builds them in float64 and casts after indexing. A class's own
+    quirk (`explorer_source`, e.g. Euler's zero-SNR end) or a schedule not rebuilt here keeps
+    the scheduler's float32 values."""
+    if (done := getattr(scheduler, "explorer_ac64", None)) is not None:
+        return done
+    ac = _alphas_cumprod64(scheduler)
+    scheduler.explorer_ac64 = ac  # built once per scheduler, not per batch
+    return ac
+
+
+def _alphas_cumprod64(scheduler) -> torch.Tensor:
+    ac32 = scheduler.alphas_cumprod
+    cfg = scheduler.config
+    steps = int(cfg.num_train_timesteps)
+    kind = getattr(cfg, "beta_schedule", None)
+    lo, hi = getattr(cfg, "beta_start", None), getattr(cfg, "beta_end", None)
+    if getattr(scheduler, "explorer_source", None) or kind is None:
+        return ac32.double()
+    if getattr(cfg, "trained_betas", None) is not None:
+        betas = torch.tensor(cfg.trained_betas, dtype=torch.float64)
+    elif kind == "linear":
+        betas = torch.linspace(lo, hi, steps, dtype=torch.float64)
+    elif kind == "scaled_linear":
+        betas = torch.linspace(lo**0.5, hi**0.5, steps, dtype=torch.float64) ** 2
+    elif kind == "squaredcos_cap_v2":
+
+        def bar(x: float) -> float:
+            return math.cos((x + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = torch.tensor(
+            [min(1 - bar((i + 1) / steps) / bar(i / steps), 0.999) for i in range(steps)],
+            dtype=torch.float64,
+        )
+    elif kind == "sigmoid":
+        betas = torch.sigmoid(torch.linspace(-6, 6, steps, dtype=torch.float64)) * (hi - lo) + lo
+    else:
+        return ac32.double()
+    if getattr(cfg, "rescale_betas_zero_snr", False):
+        from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+        betas = rescale_zero_terminal_snr(betas)
+    ac = torch.cumprod(1.0 - betas, dim=0)
+    if ac.shape != ac32.shape or not torch.allclose(ac.float(), ac32, rtol=1e-4, atol=1e-6):
+        return ac32.double()  # not the schedule the scheduler computed: keep its own
+    return ac
+
+
 class VPProcess(NoiseProcess):
     """A variance-preserving schedule behind the interface: `scheduler` is the `DDPMScheduler` of
     `schedulers.vp_scheduler` (or an encoder's one-level `NoNoise`), used exactly as before."""
@@ -102,6 +153,7 @@ class VPProcess(NoiseProcess):
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
+        self.alphas_cumprod = alphas_cumprod64(scheduler)  # (T,) float64
 
     @property
     def config(self):
@@ -112,10 +164,11 @@ class VPProcess(NoiseProcess):
         return int(self.scheduler.config.num_train_timesteps)
 
     def add_noise(self, x0, eps, t):
-        return self.scheduler.add_noise(x0, eps, t)  # the bytes of every earlier release
+        a, b = self.coefficients(t)  # float64, cast after indexing (as ADM does)
+        return _view(a, x0) * x0 + _view(b, x0) * eps
 
     def coefficients(self, t):
-        a = self.scheduler.alphas_cumprod.double()[t.cpu()]
+        a = self.alphas_cumprod[t.cpu()]
         return a.sqrt(), (1 - a).sqrt()
 
     def model_input(self, x, t):

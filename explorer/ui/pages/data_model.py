@@ -3,9 +3,10 @@
 import streamlit as st
 
 from explorer import exposure, figures
-from explorer.overview import LAYER_COLUMNS, layer_table, size_text
+from explorer.overview import layer_table, size_text
 from explorer.ui import common, services, state
 
+SHAPE = ("channels", "height", "width")  # the layer table's shape columns, shown as one
 SMALL_METRIC_MIN = 150  # px: a count such as "70000" or an input shape such as "3×256×256"
 
 
@@ -74,18 +75,15 @@ def catalogue_section(layers, transformer: bool) -> None:
         else "Probe points in forward order (down → mid → up), as the Explore page numbers "
         "the U-Net blocks."
     )
-    st.dataframe(
-        layers[LAYER_COLUMNS],
+    shape = [f"{c}×{h}×{w}" for c, h, w in zip(*(layers[k] for k in SHAPE), strict=True)]
+    st.dataframe(  # one shape column: every column in view in half a 1280 px window
+        layers[["index", "name", "kind"]].assign(shape=shape),
         hide_index=True,
         height=min(600, 38 + 35 * len(layers)),
-        column_config={  # every column in view in half a 1280 px window: H and W included
-            "index": st.column_config.NumberColumn("#", width="small"),
-            "name": st.column_config.TextColumn("name", width="medium"),
-            "stage": st.column_config.TextColumn("stage", width="small"),
-            "kind": st.column_config.TextColumn("kind", width="small"),
-            "channels": st.column_config.NumberColumn("C", width="small", help="channels"),
-            "height": st.column_config.NumberColumn("H", width="small", help="height"),
-            "width": st.column_config.NumberColumn("W", width="small", help="width"),
+        column_config={
+            "index": st.column_config.NumberColumn("#", width=40),
+            "kind": st.column_config.TextColumn("kind", width=112),
+            "shape": st.column_config.TextColumn("C×H×W", width=90, help="channels × H × W"),
         },
     )
 

@@ -19,7 +19,7 @@ def controls(ws) -> tuple[Setting, str, str]:
     cat, T = ws.catalogue, ws.num_timesteps
     wide, small = common.control_rows(2, 3)  # one row from 1280 px windows up, else two
     with wide.cell():
-        t = common.timestep_control("explore_t", "t", T, "Timestep t (noise level)")
+        t = common.timestep_control("explore_t", "t", T, "Timestep t")
     with wide:
         block = common.layer_choice(
             cat, "explore_block", "block", D.default_block([lay.stage for lay in cat])

@@ -64,8 +64,9 @@ def plan_controls(ctx, ws, path):
     return plan if go else None
 
 
-def cell_choice(cur, labels: dict) -> tuple[str, dict[str, str]]:
-    """The selected cell's id (`figures.cell_id`) and every cell's words, best first. A click on
+def cell_choice(cur, labels: dict) -> tuple[str, dict[str, str], bool]:
+    """The selected cell's id (`figures.cell_id`), every cell's words, best first, and whether
+    "best" is by validation top-1 (else by test top-1, without validation accuracies). A click on
     the heatmap (its event, read before the heatmap is drawn again) selects that cell; the
     selection is `cell` in the URL and always a cell of this table."""
     cells, by_val = ranked_cells(cur)
@@ -81,14 +82,15 @@ def cell_choice(cur, labels: dict) -> tuple[str, dict[str, str]]:
         ss[CELL_KEY] = clicked
     ss[CLICKED] = clicked
     state.seed(CELL_KEY, "cell", ids[0], valid=words.__contains__)
-    return ss[CELL_KEY], words
+    return ss[CELL_KEY], words, by_val
 
 
-def open_cell(ctx, cur, words: dict, view_pool: str, view_head: str) -> None:
+def open_cell(ctx, words: dict, by_val: bool, view_pool: str, view_head: str) -> None:
     """The selected cell (a list to pick from as well), and Open in Explore."""
     row = st.container(horizontal=True, vertical_alignment="bottom")
+    order = "best on validation first" if by_val else "highest test top-1 first"
     row.selectbox(
-        "Selected cell (click one on the heatmap, or pick it here; best on validation first)",
+        f"Selected cell (click one on the heatmap, or pick it here; {order})",
         list(words),
         format_func=words.get,
         key=CELL_KEY,
@@ -121,7 +123,7 @@ def results_section(ctx, ws, table, path) -> None:
         st.info("No rows for this head and pooling yet.")
     else:
         room = dict(present=common.present())
-        cell, words = cell_choice(cur, common.label_of(ws.catalogue))
+        cell, words, by_val = cell_choice(cur, common.label_of(ws.catalogue))
         figs = {
             "sweep_heatmap": figures.sweep_heatmap(
                 cur, baselines, width=common.FULL_WIDTH, selected=cell, **room
@@ -129,7 +131,7 @@ def results_section(ctx, ws, table, path) -> None:
         }
         # the main figure is sent first; the curves are built after it
         common.plot(figs["sweep_heatmap"], key=HEAT_KEY, on_select="rerun", selection_mode="points")
-        open_cell(ctx, cur, words, view_pool, view_head)
+        open_cell(ctx, words, by_val, view_pool, view_head)
         x_snr = state.choice("sweep_x", "x", list(X_AXES), "t")(
             st.segmented_control, "Curves' x axis", options=list(X_AXES), format_func=X_AXES.get
         )

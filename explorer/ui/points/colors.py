@@ -20,7 +20,7 @@ import pandas as pd
 
 from explorer.errors import ExplorerError
 
-COLOR_BY = ("true class", "predicted class", "correct / wrong", "confidence")
+COLOR_BY = ("true class", "predicted class", "correct or wrong", "confidence")
 CORRECT, WRONG = "#2ca02c", "#d62728"
 CONFIDENCE_BINS = 5  # legend entries of the confidence colouring (equal-width bins of [0, 1])
 # light yellow -> dark blue (viridis stops, reversed so low confidence is pale)
@@ -68,14 +68,14 @@ def point_colors(
     confidence: np.ndarray | None = None,
 ) -> Coloring:
     """Colours of `(N,)` points with true `labels`: by `"true class"` (the class colours),
-    `"predicted class"` (the same colours, by prediction), `"correct / wrong"` (green / red)
+    `"predicted class"` (the same colours, by prediction), `"correct or wrong"` (green / red)
     or `"confidence"` (`(N,)` in [0, 1], `CONFIDENCE_BINS` bins from pale to dark)."""
     y = np.asarray(labels, dtype=np.int64)
     if color_by not in COLOR_BY:
         raise ExplorerError(f"unknown colouring {color_by!r}; choose from {', '.join(COLOR_BY)}")
     if len(class_colors) < len(class_names):
         raise ExplorerError(f"{len(class_colors)} colours for {len(class_names)} classes")
-    needs = {"predicted class": predictions, "correct / wrong": predictions}
+    needs = {"predicted class": predictions, "correct or wrong": predictions}
     needs["confidence"] = confidence
     if color_by in needs and needs[color_by] is None:
         what = "confidences" if color_by == "confidence" else "predictions"
@@ -84,7 +84,7 @@ def point_colors(
         groups = y if color_by == "true class" else np.asarray(predictions, np.int64)
         palette = np.array([to_rgb(c) for c in class_colors[: len(class_names)]], np.uint8)
         legend = [(str(n), to_hex(p)) for n, p in zip(class_names, palette, strict=True)]
-    elif color_by == "correct / wrong":
+    elif color_by == "correct or wrong":
         groups = (np.asarray(predictions, np.int64) != y).astype(np.int64)  # 0 right, 1 wrong
         palette = np.array([to_rgb(CORRECT), to_rgb(WRONG)], np.uint8)
         legend = [("correct", CORRECT), ("wrong", WRONG)]

@@ -31,8 +31,3 @@ export function connect(onRender) {
   });
   send("streamlit:componentReady", { apiVersion: API_VERSION });
 }
-
-// In a Streamlit iframe (as opposed to a page that mounts the view itself).
-export function inStreamlit() {
-  return window.parent !== window && /[?&]streamlitUrl=/.test(window.location.search);
-}

@@ -188,7 +188,9 @@ class PointsView {
     window.addEventListener("pointerup", (e) => this.dragEnd(e));
     this.stage.addEventListener("pointerleave", () => { this.tip.style.display = "none"; });
     this.stage.style.cursor = "grab";
-    new ResizeObserver(() => this.resize()).observe(this.stage);
+    const watch = new ResizeObserver(() => this.resize());
+    watch.observe(this.stage);
+    watch.observe(r); // the legend's height too, for the iframe's height
   }
 
   // New arguments (each script run): rebuild what changed, keep zoom, hidden classes, selection.
@@ -199,6 +201,7 @@ class PointsView {
       JSON.stringify(this.d.legend) !== JSON.stringify(d.legend) ||
       this.d.shown.some((v, i) => v !== d.shown[i]) || this.d.rgba.some((v, i) => v !== d.rgba[i]);
     const prev = this.d;
+    if (prev && JSON.stringify(prev.legend) !== JSON.stringify(d.legend)) this.hidden.clear();
     this.d = d;
     this.stage.style.height = d.height + "px";
     if (!same) {
@@ -309,13 +312,15 @@ class PointsView {
     const vs = {};
     for (let p = 0; p < k; p++) vs[`p${p}`] = { cx: WORLD / 2, cy: WORLD / 2, zoom, minZoom: zoom - 2, maxZoom: zoom + 12 };
     this.viewStates = vs;
+    this.fitWidth = w; // 0 while hidden: fit again once shown
     this.render();
   }
 
   resize() {
     if (!this.d) return;
-    setFrameHeight(this.root.getBoundingClientRect().height + 4);
-    if (!Object.keys(this.viewStates).length) this.fit();
+    if (this.streamlit) setFrameHeight(this.root.getBoundingClientRect().height + 4);
+    if (!this.fitWidth) this.fit();
+    else this.render();
   }
 
   // Colours with the legend's hidden groups and the page's filter as alpha 0.
@@ -389,7 +394,7 @@ class PointsView {
       const px = this.thumbPx(p);
       const thumbs = this.hasAtlas && px >= LOD_PX;
       const side = (thumbs ? px : this.size) * dpr;
-      const most = moving ? Math.max(200, Math.floor(this.budget / k / (VERTEX_COST + side * side))) : n;
+      const most = moving ? Math.max(24, Math.floor(this.budget / k / (VERTEX_COST + side * side))) : n;
       const slots = this.culled(p, r, v, most);
       const count = slots ? slots.length : Math.min(n, most);
       drawnPoints += count;
@@ -398,8 +403,8 @@ class PointsView {
         thumbs, size: (thumbs ? px : this.size) * dpr, frame: FRAME, slots, count,
       });
     }
-    const rings = this.selected.length ? this.ringSlots() : null;
-    this.gl.draw(views, this.opacity, rings);
+    const selected = this.selected.length ? this.selectedSlots() : null;
+    this.gl.draw(views, this.opacity, selected);
     this.frames++;
     this.lastDrawn = drawnPoints;
     if (!this.firstFrameAt) this.firstFrameAt = performance.now(); // timings the benchmark reads
@@ -431,11 +436,11 @@ class PointsView {
     return Uint32Array.from(out.length > most ? out.slice(0, most) : out);
   }
 
-  ringSlots() {
-    if (this.ringCache && this.ringCache.sel === this.selected) return this.ringCache.slots;
+  selectedSlots() {
+    if (this.selectedCache && this.selectedCache.sel === this.selected) return this.selectedCache.slots;
     const slots = new Uint32Array(this.selected.length);
     this.selected.forEach((i, j) => { slots[j] = this.slotOf[i]; });
-    this.ringCache = { sel: this.selected, slots };
+    this.selectedCache = { sel: this.selected, slots };
     return slots;
   }
 
@@ -610,8 +615,10 @@ export function streamlit() {
   let view = null;
   const root = document.getElementById("root");
   connect((args) => {
-    if (!view) view = mount(root, args, (value) => setComponentValue(value));
-    else view.update(args);
+    if (!view) {
+      view = mount(root, args, (value) => setComponentValue(value));
+      view.streamlit = true;
+    } else view.update(args);
     window.__points = view;
     setFrameHeight(root.getBoundingClientRect().height + 4);
   });

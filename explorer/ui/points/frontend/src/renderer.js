@@ -9,13 +9,15 @@
 // point costs ~2 µs. regl-scatterplot and deepscatter draw coloured points only, no per-point
 // texture. So this file is the one hand-written shader pair; everything else is plain DOM.
 
+const DIM = 0.15; // opacity of the points outside a selection
+
 const VS = `#version 300 es
 in vec2 aPos;      // world position
 in vec4 aColor;    // point colour, alpha 0 = hidden
 in float aIndex;   // the point's index = its atlas cell
 uniform vec2 uScale, uOffset;  // world -> clip
 uniform float uSize;           // point side in device px
-uniform float uMode;           // 0 dots, 1 thumbnails, 2 selection rings
+uniform float uMode;           // 0 dots, 1 thumbnails
 out vec4 vColor;
 flat out float vIndex;
 void main() {
@@ -31,7 +33,7 @@ precision highp float;
 in vec4 vColor;
 flat in float vIndex;
 uniform sampler2D uAtlas;
-uniform float uMode, uOpacity, uCols, uFrame;
+uniform float uMode, uOpacity, uCols, uFrame, uDim;  // uDim: 1, or less for unselected
 uniform vec2 uCell;   // a cell's size in texture coordinates
 out vec4 outColor;
 void main() {
@@ -39,20 +41,15 @@ void main() {
   if (uMode < 0.5) {            // dot
     vec2 c = q * 2.0 - 1.0;
     if (dot(c, c) > 1.0) discard;
-    outColor = vec4(vColor.rgb, uOpacity);
-  } else if (uMode < 1.5) {     // thumbnail in a frame of its colour
+    outColor = vec4(vColor.rgb, uOpacity * uDim);
+  } else {                      // thumbnail in a frame of its colour
     if (q.x < uFrame || q.y < uFrame || q.x > 1.0 - uFrame || q.y > 1.0 - uFrame) {
-      outColor = vec4(vColor.rgb, uOpacity);
+      outColor = vec4(vColor.rgb, uOpacity * uDim);
     } else {
       vec2 inner = (q - uFrame) / (1.0 - 2.0 * uFrame);
       vec2 cell = vec2(mod(vIndex, uCols), floor(vIndex / uCols));
-      outColor = vec4(texture(uAtlas, (cell + inner) * uCell).rgb, 1.0);
+      outColor = vec4(texture(uAtlas, (cell + inner) * uCell).rgb, uDim);
     }
-  } else {                      // selection ring: a dark outline
-    vec2 c = q * 2.0 - 1.0;
-    float r = max(abs(c.x), abs(c.y));
-    if (r < 1.0 - uFrame * 2.0) discard;
-    outColor = vec4(0.08, 0.08, 0.1, 0.95);
   }
 }`;
 
@@ -66,7 +63,7 @@ function compile(gl, type, src) {
 
 export class Renderer {
   constructor(canvas) {
-    const gl = canvas.getContext("webgl2", { antialias: false, premultipliedAlpha: false, preserveDrawingBuffer: true });
+    const gl = canvas.getContext("webgl2", { antialias: false, premultipliedAlpha: false, preserveDrawingBuffer: false });
     if (!gl) throw new Error("this browser has no WebGL2");
     this.gl = gl;
     this.canvas = canvas;
@@ -80,7 +77,7 @@ export class Renderer {
     if (!gl.getProgramParameter(p, gl.LINK_STATUS)) throw new Error(gl.getProgramInfoLog(p));
     this.program = p;
     this.u = {};
-    for (const name of ["uScale", "uOffset", "uSize", "uMode", "uOpacity", "uCols", "uFrame", "uCell", "uAtlas"]) {
+    for (const name of ["uScale", "uOffset", "uSize", "uMode", "uOpacity", "uCols", "uFrame", "uCell", "uAtlas", "uDim"]) {
       this.u[name] = gl.getUniformLocation(p, name);
     }
     this.maxPoint = gl.getParameter(gl.ALIASED_POINT_SIZE_RANGE)[1];
@@ -89,7 +86,7 @@ export class Renderer {
     this.texture = null;
     this.colorBuffer = gl.createBuffer();
     this.indexBuffer = gl.createBuffer();
-    this.ringBuffer = gl.createBuffer();
+    this.selectedBuffer = gl.createBuffer();
   }
 
   // Points in drawing order `order` (a permutation: drawing a prefix draws a random subset).
@@ -150,8 +147,9 @@ export class Renderer {
   // One frame. `views`: per panel {x, w (device px), scale (device px per world unit), cx, cy,
   // count (points to draw, a prefix of the drawing order), thumbs (bool), size (device px),
   // frame (fraction of the side), slots (Uint32Array of drawing slots to draw instead of a
-  // prefix, or null)}; `rings`: Uint32Array of drawing slots of the selected points.
-  draw(views, opacity, rings) {
+  // prefix, or null)}; `selected`: Uint32Array of drawing slots of the selected points, drawn
+  // last and in full while the others are dimmed (null: no selection).
+  draw(views, opacity, selected) {
     const gl = this.gl, c = this.canvas;
     gl.viewport(0, 0, c.width, c.height);
     gl.clearColor(1, 1, 1, 1);
@@ -180,12 +178,12 @@ export class Renderer {
       gl.uniform1f(this.u.uMode, thumbs ? 1 : 0);
       gl.uniform1f(this.u.uSize, Math.min(v.size, this.maxPoint));
       gl.uniform1f(this.u.uFrame, v.frame);
+      const some = selected && selected.length;
+      gl.uniform1f(this.u.uDim, some ? DIM : 1);
       this.drawSlots(v.slots, v.count);
-      if (rings && rings.length) {
-        gl.uniform1f(this.u.uMode, 2);
-        gl.uniform1f(this.u.uSize, Math.min(v.size * (thumbs ? 1.25 : 1) + 6, this.maxPoint));
-        gl.uniform1f(this.u.uFrame, thumbs ? 0.04 : 0.12);
-        this.drawSlots(rings, rings.length, this.ringBuffer);
+      if (some) {
+        gl.uniform1f(this.u.uDim, 1);
+        this.drawSlots(selected, selected.length, this.selectedBuffer);
       }
     });
     gl.bindVertexArray(null);
