@@ -683,7 +683,7 @@ LINKS = [
     # Compare, Similarity, Sweep
     ("compare", "mode", "../../etc", {}),
     *[("compare", "t2", v, {"mode": "timesteps"}) for v in ("-1", "abc")],
-    ("compare", "block2", "99", {}),
+    ("compare", "block2", "99", {"mode": "blocks"}),  # Compare opens on trained vs random
     *[("similarity", "n", v, {}) for v in ("7", "abc")],
     ("similarity", "debiased", "2", {}),
     ("similarity", "ts", "abc", {}),

@@ -131,30 +131,11 @@ def open_select(page, label: str, option: str):
     return opt
 
 
-def select_points(page, tries: int = 3) -> str:
-    """Drag a lasso (or box) over most of the embedding plot; returns the 'N selected' text."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+def select_points(page) -> str:
+    """Drag a box over most of Explore's images-as-points view; returns the 'N selected' text."""
+    from tests.e2e.test_points_view import box_select  # it imports this module's fixtures
 
-    corners = [(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9), (0.1, 0.11)]
-    chart = page.locator('[data-testid="stPlotlyChart"]').nth(2)
-    for _ in range(tries):
-        chart.scroll_into_view_if_needed()
-        page.wait_for_timeout(500)  # let plotly settle after the scroll
-        bb = chart.locator(".nsewdrag").first.bounding_box()
-        n = runs(page)
-        page.mouse.move(bb["x"] + 0.1 * bb["width"], bb["y"] + 0.1 * bb["height"])
-        page.mouse.down()
-        for fx, fy in corners[1:]:
-            page.mouse.move(bb["x"] + fx * bb["width"], bb["y"] + fy * bb["height"], steps=8)
-        page.mouse.up()
-        try:
-            wait_run(page, n, timeout_s=20)
-        except PlaywrightTimeout:
-            continue  # the drag did not register as a selection: try again
-        found = page.get_by_text(re.compile(r"\d+ selected"))
-        if found.count():
-            return found.first.inner_text()
-    raise AssertionError(f"no selection after {tries} drags over the embedding")
+    return box_select(page)
 
 
 def shoot(page, folder: Path, name: str, scroll: int = 0) -> None:
@@ -222,9 +203,7 @@ def test_explore_sweep_and_every_page_in_chromium(server, shots):
 
             # Select points with a drag over the embedding: their images appear in a grid.
             picked = select_points(page)
-            assert page.locator('[data-testid="stImage"]').count() > 0, (
-                f"{picked}: their images are shown"
-            )
+            assert page.locator(".dfe-tile").count() > 0, f"{picked}: their images are shown"
             print(f"selection: {picked}")
 
             # Back to the setting computed before: it must come from the caches at once.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +31,12 @@ from tests.e2e.test_browser import (  # noqa: F401 (server and shots are fixture
     wait_run,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"needs {CHROMIUM}: apt-get install chromium"
+    ),
+]
 FRAME = 'iframe[title$="explorer_points_view"]'
 # screen position and size of test position i in panel 0, and its atlas cell as RGBA pixels
 _CELL = """(i) => {

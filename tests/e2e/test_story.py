@@ -75,6 +75,27 @@ _CELL_POINT = """([col, row]) => {
 }"""
 
 
+def shipped_story():
+    """The story line the pages must show, from the shipped table and its provenance."""
+    import json
+
+    from explorer import shipped
+    from explorer.ui.services import read_table
+    from explorer.ui.story import story
+
+    csv = shipped.TABLES[("ddpm-fashion-mnist", "fashion-mnist")]
+    prov = json.loads(shipped.sidecar_path(csv).read_text())
+    return story(
+        read_table(csv),
+        "ddpm-fashion-mnist",
+        head="linear",
+        pool="2",
+        train_limit=prov["train_images"],
+        test_limit=None,
+        test_images=prov["test_images"],
+    )
+
+
 def shoot(page, name: str, scroll: int = 0) -> None:
     """The README tour's picture `name`.png at 1440×1000, with UPDATE_SCREENSHOTS=1."""
     if os.environ.get("UPDATE_SCREENSHOTS") != "1":
@@ -121,6 +142,7 @@ def test_the_demo_path_tells_one_story(server):  # noqa: F811 - the imported fix
 
     if default_dataset() != "fashion-mnist":
         pytest.skip("the demo path runs on the built-in Fashion-MNIST pair (its shipped sweep)")
+    told = shipped_story()
     requests, failed, timings = [], [], []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -136,8 +158,8 @@ def test_the_demo_path_tells_one_story(server):  # noqa: F811 - the imported fix
             first = metric(page, "Top-1 (test)")
             step(timings, f"Explore, first accuracy ({first})", t0)
             settled(page)
-            page.get_by_text("Best on validation: block 7, t=10 — 86.9% vs pixels 82.5%").wait_for()
-            assert page.get_by_text("the sweep used 6,000 train / all test images").count() == 1
+            page.get_by_text(told.line()).wait_for()  # e.g. "… block 7, t=10 — 86.9% vs …"
+            assert page.get_by_text(f"the sweep used {told.limits_text()}").count() == 1
             assert page.get_by_role("button", name="Use the sweep's limits").count() == 1
             slider = page.locator('[data-testid="stSlider"]').first
             marks = slider.inner_text()

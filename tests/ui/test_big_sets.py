@@ -179,7 +179,7 @@ def test_every_page_opens_on_the_whole_digits_set(page, monkeypatch):
     if page == "explore":
         assert [m.value for m in at.metric if m.label == "Test images"] == ["359"]
     if page == "data":
-        assert any("Using 1438 train and 359 test images" in c.value for c in at.caption)
+        assert any("Using 1,438 train images and 359 test images" in c.value for c in at.caption)
     clouds = [
         t
         for chart in at.get("plotly_chart")

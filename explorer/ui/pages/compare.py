@@ -1,4 +1,5 @@
-"""Compare two settings side by side: two blocks, two timesteps, or trained vs random weights."""
+"""Compare two settings side by side: trained vs random weights, two blocks, two timesteps, or
+two models on the same images."""
 
 import html
 
@@ -7,11 +8,7 @@ import streamlit as st
 from explorer import defaults as D
 from explorer import figures
 from explorer.probes.combine import fused_gain
-from explorer.probes.metrics import (
-    SideBySide,
-    side_by_side,
-    worst_class,
-)
+from explorer.probes.metrics import SideBySide, side_by_side, worst_class
 from explorer.probes.registry import HEADS, parse_head
 from explorer.settings import Fused, Setting
 from explorer.ui import common, compare_parts, services, state

@@ -10,6 +10,7 @@ from explorer.sweep import describe_best, plan_for, summary_lines
 from explorer.ui import common, downloads, search_panel, services, state
 
 HEAT_KEY, CELL_KEY, CLICKED = "sweep_heat", "sweep_cell", "_sweep_clicked"
+HEAT_N = "_sweep_heat_n"  # bumped when the list picks a cell: the heatmap's old click is dropped
 X_AXES = {"t": "native level (t)", "log_snr": "log SNR"}
 
 
@@ -77,12 +78,23 @@ def cell_choice(cur, labels: dict) -> tuple[str, dict[str, str], bool]:
     }
     ids = list(words)
     ss = st.session_state
-    clicked = figures.clicked_cell(ss.get(HEAT_KEY))
+    clicked = figures.clicked_cell(ss.get(heat_key()))
     if clicked in words and clicked != ss.get(CLICKED):  # a new click: it selects that cell
         ss[CELL_KEY] = clicked
     ss[CLICKED] = clicked
     state.seed(CELL_KEY, "cell", ids[0], valid=words.__contains__)
     return ss[CELL_KEY], words, by_val
+
+
+def heat_key() -> str:
+    """The heatmap's widget key; a new one (no click) after a cell is picked from the list, so
+    clicking the cell clicked before selects it again."""
+    return f"{HEAT_KEY}_{st.session_state.get(HEAT_N, 0)}"
+
+
+def picked_from_list() -> None:
+    st.session_state[HEAT_N] = st.session_state.get(HEAT_N, 0) + 1
+    st.session_state[CLICKED] = None
 
 
 def open_cell(ctx, words: dict, by_val: bool, view_pool: str, view_head: str) -> None:
@@ -94,6 +106,7 @@ def open_cell(ctx, words: dict, by_val: bool, view_pool: str, view_head: str) ->
         list(words),
         format_func=words.get,
         key=CELL_KEY,
+        on_change=picked_from_list,
     )
     cell = state.publish(CELL_KEY, "cell")
     if row.button("Open in Explore →", key="sweep_open", type="primary"):
@@ -130,7 +143,9 @@ def results_section(ctx, ws, table, path) -> None:
             )
         }
         # the main figure is sent first; the curves are built after it
-        common.plot(figs["sweep_heatmap"], key=HEAT_KEY, on_select="rerun", selection_mode="points")
+        common.plot(
+            figs["sweep_heatmap"], key=heat_key(), on_select="rerun", selection_mode="points"
+        )
         open_cell(ctx, words, by_val, view_pool, view_head)
         x_snr = state.choice("sweep_x", "x", list(X_AXES), "t")(
             st.segmented_control, "Curves' x axis", options=list(X_AXES), format_func=X_AXES.get
