@@ -187,8 +187,13 @@ def test_every_page_opens_on_the_whole_digits_set(page, monkeypatch):
         if t.get("mode") == "markers"
     ]
     assert all(t["type"] == "scattergl" for t in clouds), f"{page}: {[t['type'] for t in clouds]}"
-    if page in ("explore", "compare"):
-        n = sum(len(t["customdata"]) for t in clouds)
+    if page in ("explore", "compare"):  # the images-as-points view: one panel per setting
+        views = [
+            json.loads(e.proto.json_args)
+            for e in at.get("component_instance")
+            if "explorer_points_view" in e.proto.component_name
+        ]
+        n = sum(v["n"] * len(v["titles"]) for v in views)
         assert n == 359 * (2 if page == "compare" else 1), f"{page}: every test point drawn ({n})"
 
 

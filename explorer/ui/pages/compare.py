@@ -12,6 +12,7 @@ from explorer.probes.metrics import SideBySide, side_by_side, worst_class
 from explorer.probes.registry import HEADS, parse_head
 from explorer.settings import Fused, Setting
 from explorer.ui import common, compare_parts, services, state
+from explorer.ui.points import view as points
 
 MODES = {
     "random": "Trained vs random weights",
@@ -93,7 +94,7 @@ def side_title(side: str, role: str, s: Setting, labels: dict) -> str:
 
 def side_figures(sides, cmp: SideBySide, method: str, y, delta_title: str) -> dict:
     """Per-class bars and an embedding for each side, then the per-class difference."""
-    figs = {}
+    figs, clouds = {}, []
     row = common.grid(common.FIGURE_MIN, 2)  # A beside B from 1280 px windows up
     for (side, w, s, role), r in zip(sides, (cmp.a, cmp.b), strict=True):
         with row.cell():
@@ -111,7 +112,16 @@ def side_figures(sides, cmp: SideBySide, method: str, y, delta_title: str) -> di
                 title=f"{common.EMBED[shown]}, {side}",
                 marker_size=5,
             )
-            common.plot(figs[f"embedding_{side}"], key=f"compare_emb_{side}")
+            clouds.append((xy, f"{common.EMBED[shown]}, {side}"))  # drawn linked, below
+    w = sides[0][1]
+    st.caption("The same images in both: a box or lasso in one view selects them in the other.")
+    chosen = points.linked_pair(
+        w.dataset, clouds[0][0], clouds[1][0], (clouds[0][1], clouds[1][1]), y, cmp.classes,
+        w.test.indices, key="compare_points",
+    )  # fmt: skip
+    points.selection_panel(
+        w.dataset, chosen, y, cmp.classes, w.test.indices, cmp.b.predictions, key="compare_sel"
+    )
     paired = compare_parts.per_class_paired(cmp, y)
     figs["per_class_delta"] = figures.per_class_delta(
         cmp.classes, cmp.a.per_class, cmp.b.per_class, title=delta_title, intervals=paired
