@@ -21,6 +21,7 @@ import torch
 
 from explorer.errors import ExplorerError
 from explorer.models.convert.adm_presets import NUM_CLASSES, ADMConfig
+from explorer.models.convert.leftovers import check_complete
 
 # Module kinds: how a source module's tensors become target tensors.
 COPY, QKV, CONV1D = "copy", "qkv", "conv1d"
@@ -236,29 +237,15 @@ def convert_state_dict(
                     put(f"{pair.dst}.{proj}.{name}", part)
             else:
                 put(f"{pair.dst}.{name}", t)
-    unused = sorted(set(state) - used)
-    unset = sorted(set(target) - set(out))
-    extra = sorted(set(out) - set(target))
-    if unused or unset or extra or bad:
-        parts = [
-            f"{what} ({len(keys)}): {_short(keys)}"
-            for what, keys in (
-                ("checkpoint keys not used", unused),
-                ("model parameters not set", unset),
-                ("converted keys the model lacks", extra),
-                ("shape mismatches", bad),
-            )
-            if keys
-        ]
-        raise ExplorerError(
-            "the checkpoint does not match these ADM flags (check --preset and the flags): "
-            + "; ".join(parts)
-        )
+    check_complete(
+        state,
+        used,
+        target,
+        out,
+        bad,
+        "the checkpoint does not match these ADM flags (check --preset and the flags)",
+    )
     return {k: v.contiguous() for k, v in out.items()}
-
-
-def _short(keys: list[str], n: int = 8) -> str:
-    return ", ".join(keys[:n]) + (f", ... and {len(keys) - n} more" if len(keys) > n else "")
 
 
 def empty_unet(config: dict):

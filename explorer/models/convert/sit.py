@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from explorer.errors import ExplorerError
+from explorer.models.convert.leftovers import check_complete
 from explorer.models.convert.sit_presets import (
     FLAVORS,
     MLP_RATIO,
@@ -210,28 +211,10 @@ def convert_state_dict(
                         put(f"{dst}.{proj}.{name}", part)
                 else:
                     put(f"{dst}.{name}", t)
-    unused = sorted(set(state) - used)
-    unset = sorted(set(target) - set(out))
-    extra = sorted(set(out) - set(target))
-    if unused or unset or extra or bad:
-        parts = [
-            f"{what} ({len(keys)}): {_short(keys)}"
-            for what, keys in (
-                ("checkpoint keys not used", unused),
-                ("model parameters not set", unset),
-                ("converted keys the model lacks", extra),
-                ("shape mismatches", bad),
-            )
-            if keys
-        ]
-        raise ExplorerError(
-            f"the checkpoint does not match a {cfg.name} network: " + "; ".join(parts)
-        )
+    check_complete(
+        state, used, target, out, bad, f"the checkpoint does not match a {cfg.name} network"
+    )
     return {k: v.contiguous() for k, v in out.items()}
-
-
-def _short(keys: list[str], n: int = 8) -> str:
-    return ", ".join(keys[:n]) + (f", ... and {len(keys) - n} more" if len(keys) > n else "")
 
 
 def diffusers_pos_embed(cfg: SiTConfig) -> torch.Tensor:
