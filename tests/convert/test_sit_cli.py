@@ -114,7 +114,7 @@ def test_what_diffusers_dit_cannot_express_is_refused(tmp_path):
 
 
 def test_vae_is_checked_and_copied(tmp_path, capsys):
-    from tests.families.tiny import _kl_vae
+    from tests.families.tiny import kl_vae
 
     save_sit(tmp_path / "m.pt")
     code, _, err = run(
@@ -122,7 +122,7 @@ def test_vae_is_checked_and_copied(tmp_path, capsys):
     )
     assert code == 2 and "not a diffusers AutoencoderKL folder" in error_line(err)
     assert not (tmp_path / "o").exists()
-    vae = _kl_vae()
+    vae = kl_vae()
     vae.save_pretrained(tmp_path / "vae")
     code, out, err = run(
         convert(tmp_path, "m.pt", "--num-heads", "4", "--vae", str(tmp_path / "vae")), capsys
@@ -237,12 +237,12 @@ def test_end_to_end_layers_extract_and_one_feature_by_hand(tmp_path, capsys):
     from explorer.models.layers import build_catalogue
     from explorer.models.loader import load_model
     from tests.conftest import make_tiny_dataset
-    from tests.families.tiny import _kl_vae
+    from tests.families.tiny import kl_vae
 
     ref = randomise(SiTReference(**SMALL), seed=7).eval()
     torch.save(ref.state_dict(), tmp_path / "m.pt")
     torch.manual_seed(0)
-    _kl_vae().save_pretrained(tmp_path / "vae")
+    kl_vae().save_pretrained(tmp_path / "vae")
     folder = tmp_path / "o"
     argv = convert(tmp_path, "m.pt", "--num-heads", "4", "--vae", str(tmp_path / "vae"))
     assert run(argv, capsys)[0] == 0

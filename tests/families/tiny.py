@@ -16,22 +16,24 @@ FAMILIES = ("class-cond", "ldm", "sd", "dit")
 LATENT = 8  # latent side; the tiny autoencoders halve 16x16 images
 
 
-def _kl_vae():
+def kl_vae(latent_channels: int = 4, **extra):
+    """A tiny `AutoencoderKL` that halves 16x16 RGB images (`extra`: e.g. scaling_factor)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         block_out_channels=(8, 16),
-        latent_channels=4,
+        latent_channels=latent_channels,
         down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2,
         norm_num_groups=4,
         sample_size=16,
+        **extra,
     )
 
 
-def _tokenizer(folder: Path) -> None:
+def clip_tokenizer(folder: Path) -> None:
     """A CLIP BPE tokenizer from a vocabulary written here: specials, letters, and two merges."""
     folder.mkdir(parents=True)
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
@@ -118,7 +120,7 @@ def save_family(kind: str, folder: Path, seed: int = 0) -> Path:
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         ).save_pretrained(folder / "unet")
-        _kl_vae().save_pretrained(folder / "vae")
+        kl_vae().save_pretrained(folder / "vae")
         CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=60,
@@ -132,7 +134,7 @@ def save_family(kind: str, folder: Path, seed: int = 0) -> Path:
                 pad_token_id=1,
             )
         ).save_pretrained(folder / "text_encoder")
-        _tokenizer(folder / "tokenizer")
+        clip_tokenizer(folder / "tokenizer")
         PNDMScheduler(
             beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, skip_prk_steps=True
         ).save_pretrained(folder / "scheduler")
@@ -157,7 +159,7 @@ def save_family(kind: str, folder: Path, seed: int = 0) -> Path:
             num_embeds_ada_norm=5,
             norm_num_groups=4,
         ).save_pretrained(folder / "transformer")
-        _kl_vae().save_pretrained(folder / "vae")
+        kl_vae().save_pretrained(folder / "vae")
         DDIMScheduler(num_train_timesteps=1000).save_pretrained(folder / "scheduler")
         _index(
             folder,

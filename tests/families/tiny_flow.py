@@ -13,39 +13,10 @@ from pathlib import Path
 
 import torch
 
+from tests.families.tiny import clip_tokenizer, kl_vae
+
 FLOW_KINDS = ("sd3", "flux", "pixart", "sit")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-def kl_vae(latent_channels: int = 4, **extra):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        latent_channels=latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=4,
-        sample_size=16,
-        **extra,
-    )
-
-
-def clip_tokenizer(folder: Path) -> None:
-    """A CLIP BPE tokenizer: specials, letters, and the merges of "cat"; 8 tokens long."""
-    folder.mkdir(parents=True)
-    letters = list(LETTERS)
-    tokens = ["<|startoftext|>", "<|endoftext|>", *letters, *(c + "</w>" for c in letters)]
-    tokens += ["ca", "cat</w>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\nc a\nca t</w>\n")
-    specials = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>"}
-    specials |= {"unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": 8, **specials, "tokenizer_class": "CLIPTokenizer"})
-    )
 
 
 def t5_tokenizer(folder: Path) -> None:

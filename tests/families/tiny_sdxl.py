@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tests.families.tiny import LATENT, _index, _kl_vae, _tokenizer
+from tests.families.tiny import LATENT, _index, clip_tokenizer, kl_vae
 
 WIDTHS = (16, 24)  # hidden sizes of text_encoder and text_encoder_2
 PROJECTION = 12  # text_encoder_2's projection_dim: the pooled text embedding's width
@@ -66,7 +66,7 @@ def save_sdxl(folder: Path, seed: int = 0, *, text_encoder_2: bool = True, **une
         projection_class_embeddings_input_dim=6 * TIME_DIM + PROJECTION,
     )
     UNet2DConditionModel(**(config | unet)).save_pretrained(folder / "unet")
-    vae = _kl_vae()
+    vae = kl_vae()
     vae.register_to_config(scaling_factor=SCALING)
     vae.save_pretrained(folder / "vae")
     CLIPTextModel(_clip_config(WIDTHS[0])).save_pretrained(folder / "text_encoder")
@@ -74,8 +74,8 @@ def save_sdxl(folder: Path, seed: int = 0, *, text_encoder_2: bool = True, **une
         CLIPTextModelWithProjection(
             _clip_config(WIDTHS[1], projection_dim=PROJECTION)
         ).save_pretrained(folder / "text_encoder_2")
-    _tokenizer(folder / "tokenizer")
-    _tokenizer(folder / "tokenizer_2")
+    clip_tokenizer(folder / "tokenizer")
+    clip_tokenizer(folder / "tokenizer_2")
     cfg = folder / "tokenizer_2" / "tokenizer_config.json"  # SDXL's second tokenizer pads
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "pad_token": "a</w>"}))  # apart
     EulerDiscreteScheduler(
