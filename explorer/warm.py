@@ -54,7 +54,7 @@ class DefaultView:
     """The settings the app's pages open on (before anyone touches a control).
 
     Settings are `(t, layer name, pool)` triples. `compare` is Compare's one setting, on the
-    trained model (A) and on its random-weights twin (B). `sim_align` lists Similarity's
+    random-weights twin (A) and on the trained model (B), as the page puts them. `sim_align` lists Similarity's
     alignment maps with "Compare with" at its default (random weights): `(against, timesteps,
     ref_layers)`, `against` "random" (the twin) or "pixels" (the model's own input); `sim_images`
     is Similarity's test-image count.
