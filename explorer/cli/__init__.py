@@ -182,6 +182,29 @@ def main(argv: list[str] | None = None) -> int:
         return _unexpected(e)
 
 
+def run() -> None:
+    """The `explorer` process (console script and `python -m explorer`): `main`, then exit with its
+    code. A torchrun rank leaves with `os._exit` once its output is flushed: gloo's worker threads
+    can still be dropping a finished collective's tensors, which takes the GIL, and doing that
+    during interpreter shutdown aborts the rank (SIGABRT, "terminate called without an active
+    exception") after its work is done. Every file is already written and renamed by then."""
+    from explorer.features import torchrun
+
+    code = main()
+    try:
+        ranked = torchrun.launched()
+    except ExplorerError:  # a malformed RANK/WORLD_SIZE: main already said so
+        ranked = False
+    if ranked:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _unexpected(e: Exception) -> int:
     """An error no check foresaw: its type and text on one line (the traceback under EXPLORER_DEBUG)."""
     if os.environ.get("EXPLORER_DEBUG"):

@@ -250,3 +250,35 @@ def test_only_finished_batches_of_a_shard_count_and_a_gap_is_a_clear_error(tmp_p
     with pytest.raises(ExplorerError, match="2 batches .first: 0. are in no finished shard"):
         store.assemble(key, (12, width), {}, 4)
     assert not store.exists(key), "nothing half-assembled becomes an entry"
+
+
+class _Exited(Exception):
+    pass
+
+
+def test_a_rank_leaves_without_interpreter_shutdown_and_a_plain_run_exits_normally(monkeypatch):
+    """gloo threads may still drop a collective's tensors (taking the GIL) when a rank ends; in
+    interpreter shutdown that aborts the rank, so a rank ends with os._exit after flushing."""
+    import explorer.cli as cli
+
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise _Exited
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(_Exited):
+        cli.run()
+    assert exits == [3]
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(SystemExit) as plain:
+        cli.run()
+    assert plain.value.code == 3 and exits == [3], "a plain run exits through Python"
