@@ -35,6 +35,10 @@ def _hermetic_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path / "explorer-cache"))
     monkeypatch.delenv("EXPLORER_DEBUG", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for CLI subprocesses, as above
+    # ... and for this process again: numba (UMAP) can change the OpenMP thread count torch reads,
+    # and CPU passes split reductions by it, so the byte-equality tests compare like with like.
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

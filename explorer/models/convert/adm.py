@@ -21,6 +21,7 @@ import torch
 
 from explorer.errors import ExplorerError
 from explorer.models.convert.adm_presets import NUM_CLASSES, ADMConfig
+from explorer.models.convert.checkpoint import load_weights_only
 from explorer.models.convert.leftovers import check_complete
 
 # Module kinds: how a source module's tensors become target tensors.
@@ -274,22 +275,7 @@ def scheduler_config(cfg: ADMConfig) -> dict:
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A guided-diffusion state dict, loaded without unpickling arbitrary objects."""
-    if not path.is_file():
-        raise ExplorerError(
-            f"checkpoint {path} not found (pass the .pt file saved by guided-diffusion)"
-        )
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
-    except Exception as e:  # unpickling refused, truncated or not a torch file: all one message
-        raise ExplorerError(
-            f"cannot read {path} as a weights-only torch checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})"
-        ) from e
+    obj = load_weights_only(path, "pass the .pt file saved by guided-diffusion")
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if (

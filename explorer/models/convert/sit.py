@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from explorer.errors import ExplorerError
+from explorer.models.convert.checkpoint import load_weights_only
 from explorer.models.convert.leftovers import check_complete
 from explorer.models.convert.sit_presets import (
     FLAVORS,
@@ -256,21 +257,7 @@ def read_checkpoint(path: Path, weights: str | None = None) -> Checkpoint:
     "ema", else "model"). `args` (an `argparse.Namespace`, the one class allowed besides
     tensors) is read for the path and the model name.
     """
-    if not path.is_file():
-        raise ExplorerError(f"checkpoint {path} not found (pass the .pt file SiT or REPA saved)")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as e:
-                if "mmap" not in str(e):
-                    raise
-                obj = torch.load(path, map_location="cpu", weights_only=True)  # pre-zip format
-    except Exception as e:  # unpickling refused, truncated or not a torch file: all one message
-        raise ExplorerError(
-            f"cannot read {path} as a weights-only torch checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})"
-        ) from e
+    obj = load_weights_only(path, "pass the .pt file SiT or REPA saved", [argparse.Namespace])
     if not isinstance(obj, dict) or not obj:
         raise ExplorerError(f"{path} is not a state dict of tensors or a SiT training checkpoint")
     ckpt = Checkpoint(obj)
