@@ -130,9 +130,20 @@ def page_args(xy, labels, pred, read, names):
     col = colors.point_colors("true class", labels, class_colors(len(names)), names)
     args = payload(xy, [f"{n:,} images"], labels, names, col, png, lay, np.arange(n),
                    predictions=pred, height=HEIGHT)  # fmt: skip
+    served = payload(xy, [f"{n:,} images"], labels, names, col, png, lay, np.arange(n),
+                     predictions=pred, height=HEIGHT, atlas_url="/media/atlas.png")  # fmt: skip
     facts = {"atlas": lay.as_dict(), "atlas_png_mb": len(png) / 2**20, "atlas_build_s": atlas_s,
-             "texture_mib": lay.texture_bytes() / 2**20}  # fmt: skip
+             "texture_mib": lay.texture_bytes() / 2**20,
+             "rerun_mib_inline": message_bytes(args) / 2**20,
+             "rerun_mib_served": message_bytes(served) / 2**20}  # fmt: skip
     return args, facts
+
+
+def message_bytes(args: dict) -> int:
+    """What one script rerun sends for the view: its byte arguments plus the JSON of the rest."""
+    blobs = sum(len(v) for v in args.values() if isinstance(v, bytes))
+    rest = {k: v for k, v in args.items() if not isinstance(v, bytes)}
+    return blobs + len(json.dumps(rest))
 
 
 def measure(args: dict) -> dict:
@@ -249,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(json.dumps({k: v for k, v in r.items()}, default=str))
     print(table(rows))
+    for r in rows:
+        print(
+            f"{r['set']}: each rerun sends {r['rerun_mib_served']:.2f} MiB with the atlas served "
+            f"by URL (the app) vs {r['rerun_mib_inline']:.2f} MiB with it inline: "
+            f"{r['rerun_mib_inline'] / r['rerun_mib_served']:.0f}x less"
+        )
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1, default=str))
     return 0

@@ -146,6 +146,10 @@ def test_points_view_zoom_hover_colour_filter_and_box_selection(server, shots): 
             frame = iframe.element_handle().content_frame()
             frame.wait_for_function("() => window.__points && window.__points.atlasFrameAt")
             n_test = frame.evaluate("() => window.__points.d.n")
+            sent = frame.evaluate(
+                "() => ({url: window.__points.d.atlas.url, inline: !!window.__points.d.atlas.png})"
+            )  # the atlas is fetched from the server's media store, not resent in every message
+            assert sent["url"].startswith("/media/") and not sent["inline"], sent
             everything = f"{n_test:,} of {n_test:,}"
             assert _status(view).startswith(everything + " shown"), _status(view)
 

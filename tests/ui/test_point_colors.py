@@ -117,14 +117,22 @@ def test_neighbour_confidence_is_the_share_of_neighbours_agreeing():
     assert conf.tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
 
 
-def _args(n=5, k=1):
+def _args(n=5, k=1, **extra):
     ims = [np.full((6, 6), 40 * i, np.uint8) for i in range(n)]
     pixels, lay = build_atlas([ims], n)
     y = np.arange(n) % 2
     c = colors.point_colors("true class", y, PALETTE, NAMES[:2])
     xy = np.arange(k * n * 2, dtype=np.float32).reshape(k, n, 2)
     return P.payload(
-        xy, [f"p{i}" for i in range(k)], y, NAMES[:2], c, to_png(pixels), lay, np.arange(n) + 7
+        xy,
+        [f"p{i}" for i in range(k)],
+        y,
+        NAMES[:2],
+        c,
+        to_png(pixels),
+        lay,
+        np.arange(n) + 7,
+        **extra,
     )
 
 
@@ -140,6 +148,13 @@ def test_payload_packs_arrays_as_little_endian_bytes():
     assert args["data_id"] == _args(n=5, k=2)["data_id"] != _args(n=4, k=2)["data_id"]
     with pytest.raises(ExplorerError, match="positions must be"):
         P.payload(np.zeros((5, 3)), ["a"], np.zeros(5), NAMES, None, b"", None, np.arange(5))
+
+
+def test_a_served_atlas_travels_as_its_url_and_keeps_the_data_id():
+    inline, served = _args(), _args(atlas_url="/media/abc.png")
+    assert served["atlas_png"] is None and served["atlas_url"] == "/media/abc.png"
+    assert inline["atlas_url"] is None and inline["atlas_png"][:4] == b"\x89PNG"
+    assert served["data_id"] == inline["data_id"], "the id still follows the atlas's bytes"
 
 
 def test_inline_html_is_offline_and_script_safe():

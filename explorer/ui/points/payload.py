@@ -47,12 +47,15 @@ def payload(
     size: float = 4.0,
     opacity: float = 0.85,
     height: int = 560,
+    atlas_url: str | None = None,
 ) -> dict:
     """Arguments of the view: `panels` `(K, N, 2)` (or `(N, 2)`) positions drawn side by side
     under `titles`, linked (a selection in one is drawn in all); `labels`, `ids` (dataset
     indices, shown on hover), `predictions`, `confidence` `(N,)`; `coloring` from
     `colors.point_colors`; `atlas_png` of `atlas` with point i in cell i; `shown` `(N,)` bool
-    filter (default all); `selected` test positions drawn as selected."""
+    filter (default all); `selected` test positions drawn as selected. With `atlas_url` (where
+    the server serves `atlas_png`) the PNG travels by that URL, fetched once per new data,
+    instead of inside every message."""
     xy = np.asarray(panels, np.float32)
     xy = xy[None] if xy.ndim == 2 else xy
     if xy.ndim != 3 or xy.shape[2] != 2 or xy.shape[0] != len(titles):
@@ -86,8 +89,11 @@ def payload(
     colours = hashlib.blake2b(digest_size=12)
     for key in ("rgba", "groups", "shown", "pred", "conf"):
         colours.update(binary[key] or b"-")
+    if atlas_url is not None:
+        binary["atlas_png"] = None
     return {
         **binary,
+        "atlas_url": atlas_url,
         "n": int(n),
         "titles": [str(t) for t in titles],
         "names": [str(c) for c in class_names],

@@ -45,6 +45,17 @@ def confidence(_features: np.ndarray, key: str, labels: np.ndarray, predictions:
     return colors.neighbour_confidence(_features, labels, predictions)
 
 
+def served_url(png: bytes, key: str) -> str | None:
+    """A URL the Streamlit server answers with `png` (its media store, as `st.image` uses), so
+    the browser fetches the atlas once per new data instead of receiving it in every rerun's
+    message; None outside a Streamlit server (the PNG then travels in the arguments)."""
+    from streamlit import runtime
+
+    if not runtime.exists():
+        return None
+    return runtime.get_instance().media_file_mgr.add(png, "image/png", f"points-atlas-{key}")
+
+
 def file_names(ds: ImageDataset, indices: np.ndarray) -> list[str]:
     """The image file of every dataset index (folders), else `name[index]` (in-memory sets)."""
     from explorer.data.folders import FolderLoader
@@ -114,7 +125,7 @@ def linked_views(
     args = payload(
         panels, titles, labels, names, coloring, png, lay, idx,
         predictions=predictions, confidence=confidence, shown=shown,
-        selected=_selected(key, initial), height=height,
+        selected=_selected(key, initial), height=height, atlas_url=served_url(png, key),
     )  # fmt: skip
     _component(**args, key=key, default=None)
     return [p for p in _selected(key, initial) if 0 <= p < len(idx)]

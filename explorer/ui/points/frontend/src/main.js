@@ -57,6 +57,16 @@ function typed(v, Type) {
   return b == null ? null : new Type(b.slice().buffer);
 }
 
+// The atlas the Streamlit server serves (a "/media/..." path): resolved against the server root
+// this component's page lives under (".../component/<name>/index.html"), so a base URL path works.
+async function fetchAtlas(url) {
+  const here = window.location.href, at = here.indexOf("/component/");
+  const root = at >= 0 ? here.slice(0, at) : window.location.origin;
+  const response = await fetch(/^https?:/.test(url) ? url : root + url);
+  if (!response.ok) throw new Error(`the image atlas did not load (${response.status} ${url})`);
+  return response.blob();
+}
+
 // The wire format (see explorer/ui/points/view.py): bytes or base64 for the arrays.
 export function decode(args) {
   const n = args.n;
@@ -76,7 +86,7 @@ export function decode(args) {
     shown: bytesOf(args.shown).slice(),
     legend: args.legend,
     names: args.names,
-    atlas: { ...args.atlas, png: bytesOf(args.atlas_png) },
+    atlas: { ...args.atlas, png: bytesOf(args.atlas_png), url: args.atlas_url || null },
     selected: args.selected || [],
     size: args.size || 4,
     opacity: args.opacity ?? 0.85,
@@ -239,6 +249,7 @@ class PointsView {
     } else if (prev && JSON.stringify(prev.selected) !== JSON.stringify(d.selected)) {
       this.selected = Int32Array.from(d.selected.filter((i) => i >= 0 && i < d.n));
     }
+    if (same && this.atlasFailed) this.loadAtlas(d.atlas); // e.g. fetched during a rerun: again
     if (!same || colorsChanged) this.recolor();
     this.sizeCtl.value = this.size;
     this.opacityCtl.value = this.opacity;
@@ -246,7 +257,18 @@ class PointsView {
   }
 
   async loadAtlas(atlas) {
-    const bitmap = await createImageBitmap(new Blob([atlas.png], { type: "image/png" }));
+    const id = this.d.dataId;
+    let bitmap;
+    try {
+      const blob = atlas.png ? new Blob([atlas.png], { type: "image/png" }) : await fetchAtlas(atlas.url);
+      bitmap = await createImageBitmap(blob);
+    } catch (e) { // the points still draw, as coloured frames; the next update tries again
+      console.error(e);
+      this.atlasFailed = this.d.dataId === id;
+      return;
+    }
+    this.atlasFailed = false;
+    if (this.d.dataId !== id) return; // newer data arrived while this atlas was loading
     this.bitmap = bitmap;
     const max = this.gl.maxTexture;
     let img = bitmap, cell = atlas.cell;
