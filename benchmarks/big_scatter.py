@@ -27,14 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: this checkout's `explorer`
     sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
+from benchmarks.load_test import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 POINTS = 70_000  # Fashion-MNIST: 60,000 train + 10,000 test
 CLASSES = 10
 REPEATS = 3

@@ -36,14 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a file: this checkout's `explorer`
     sys.path.insert(0, str(ROOT))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
+from benchmarks.load_test import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 VIEWPORT = {"width": 1280, "height": 900}
 HEIGHT = 760  # px of the view
 ZOOM_FRAMES, THUMB_PX, PAN_FRAMES = 120, 64, 120  # zoom until thumbnails are THUMB_PX on screen

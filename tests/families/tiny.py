@@ -65,12 +65,28 @@ def _index(folder: Path, cls: str, **parts: tuple[str, str]) -> None:
     )
 
 
+def dit_transformer(sample_size: int = LATENT):
+    """A 3-block DiT over `(4, sample_size, sample_size)` latents, patch 2, 5 classes."""
+    from diffusers import DiTTransformer2DModel
+
+    return DiTTransformer2DModel(
+        sample_size=sample_size,
+        num_layers=3,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        in_channels=4,
+        out_channels=8,
+        num_embeds_ada_norm=5,
+        norm_num_groups=4,
+    )
+
+
 def save_family(kind: str, folder: Path, seed: int = 0) -> Path:
     """Save a tiny model of `kind` (class-cond | ldm | sd | dit) into `folder`."""
     from diffusers import (
         DDIMScheduler,
         DDPMScheduler,
-        DiTTransformer2DModel,
         PNDMScheduler,
         UNet2DConditionModel,
         UNet2DModel,
@@ -148,17 +164,7 @@ def save_family(kind: str, folder: Path, seed: int = 0) -> Path:
             scheduler=("diffusers", "PNDMScheduler"),
         )
     elif kind == "dit":  # DiTPipeline layout: transformer/ + vae/ + scheduler/
-        DiTTransformer2DModel(
-            sample_size=LATENT,
-            num_layers=3,
-            patch_size=2,
-            attention_head_dim=8,
-            num_attention_heads=2,
-            in_channels=4,
-            out_channels=8,
-            num_embeds_ada_norm=5,
-            norm_num_groups=4,
-        ).save_pretrained(folder / "transformer")
+        dit_transformer().save_pretrained(folder / "transformer")
         kl_vae().save_pretrained(folder / "vae")
         DDIMScheduler(num_train_timesteps=1000).save_pretrained(folder / "scheduler")
         _index(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tests.families.tiny import clip_tokenizer, kl_vae
+from tests.families.tiny import _index, clip_tokenizer, dit_transformer, kl_vae
 
 FLOW_KINDS = ("sd3", "flux", "pixart", "sit")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -74,12 +74,6 @@ def t5_encoder():
     )
 
 
-def _index(folder: Path, cls: str, **parts: tuple[str, str]) -> None:
-    (folder / "model_index.json").write_text(
-        json.dumps({"_class_name": cls, **{k: list(v) for k, v in parts.items()}})
-    )
-
-
 def flow_scheduler(folder: Path, **extra) -> None:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -92,7 +86,6 @@ def flow_scheduler(folder: Path, **extra) -> None:
 def save_flow_family(kind: str, folder: Path, seed: int = 0) -> Path:
     """Save a tiny pipeline folder of `kind` (sd3 | flux | pixart | sit) into `folder`."""
     from diffusers import (
-        DiTTransformer2DModel,
         DPMSolverMultistepScheduler,
         FluxTransformer2DModel,
         PixArtTransformer2DModel,
@@ -192,17 +185,7 @@ def save_flow_family(kind: str, folder: Path, seed: int = 0) -> Path:
             scheduler=("diffusers", "DPMSolverMultistepScheduler"),
         )
     elif kind == "sit":  # a converted SiT folder: DiT blocks + the flow-matching scheduler
-        DiTTransformer2DModel(
-            sample_size=8,
-            num_layers=3,
-            patch_size=2,
-            attention_head_dim=8,
-            num_attention_heads=2,
-            in_channels=4,
-            out_channels=8,
-            num_embeds_ada_norm=5,
-            norm_num_groups=4,
-        ).save_pretrained(folder / "transformer")
+        dit_transformer(8).save_pretrained(folder / "transformer")
         kl_vae(4).save_pretrained(folder / "vae")
         flow_scheduler(folder / "scheduler", flow_path="linear", time_input="u")
         _index(

@@ -7,7 +7,6 @@ earlier ones computed, as a user's session would.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import zipfile
@@ -26,14 +25,12 @@ from explorer.models.loader import load_model
 from explorer.results import accuracy_view
 from explorer.settings import Setting
 from explorer.ui import services
-from explorer.ui.common import PAGES
 from explorer.ui.sidebar import UPLOAD_DATASET
 from explorer.workspace import Workspace
+from tests.ui.apptest import assert_clean, open_page, plotly_array
 
 pytestmark = pytest.mark.slow
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100", "proj": "pca"}
 BLOCK = "mid_block"  # the Explore page's default block on ddpm-digits
 OTHER = "up_blocks.0.resnets.1"  # a block to move to
 
@@ -46,19 +43,6 @@ def shared_cache(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _cache(shared_cache, monkeypatch):
     monkeypatch.setenv("EXPLORER_CACHE", str(shared_cache))
-
-
-def open_page(page: str = "explore", **params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.query_params.update({**LINK, **params})
-    if page != "explore":
-        at.switch_page(PAGES[page])
-    return at.run()
-
-
-def assert_clean(at: AppTest, where: str) -> None:
-    assert not at.exception, f"{where}: exception {[e.value for e in at.exception]}"
-    assert not at.error, f"{where}: error {[e.value for e in at.error]}"
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -80,14 +64,6 @@ def reference(
     )
     s = Setting(t, block, pool)
     return ws.evaluate([s], head)[s]
-
-
-def plotly_array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array {dtype, bdata (base64), shape}."""
-    if isinstance(value, dict) and "bdata" in value:
-        shape = [int(x) for x in str(value.get("shape", "-1")).split(",")]
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
-    return np.asarray(value, dtype=float)
 
 
 def cache_files(root: Path) -> set[str]:

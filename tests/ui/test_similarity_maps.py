@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +18,10 @@ from explorer.features.store import FeatureStore
 from explorer.models.loader import load_model
 from explorer.ui.common import PAGES
 from explorer.workspace import Workspace
-from tests.ui.test_pages import plotly_array
+from tests.ui.apptest import APP, plotly_array
 
 pytestmark = pytest.mark.slow
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100"}
 
 

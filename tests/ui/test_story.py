@@ -22,12 +22,10 @@ from explorer import defaults as D
 from explorer import figures, shipped
 from explorer.results import accuracy_view
 from explorer.ui import selection, services
-from explorer.ui.common import PAGES
 from explorer.ui.sidebar import UPLOAD_DATASET
 from explorer.ui.story import story
+from tests.ui.apptest import assert_clean, open_page, plotly_array
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100", "proj": "pca"}
 SHIPPED_LINE = (
     "Best on validation: block 7, t=10 — 86.9% vs pixels 82.5% (+4.4 [3.8, 5.1]), "
     "full test set (10,000 images)"
@@ -42,28 +40,6 @@ def shared_cache(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _cache(shared_cache, monkeypatch):
     monkeypatch.setenv("EXPLORER_CACHE", str(shared_cache))
-
-
-def open_page(page: str = "explore", **params) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.query_params.update({**LINK, **params})
-    if page != "explore":
-        at.switch_page(PAGES[page])
-    return at.run()
-
-
-def assert_clean(at: AppTest, where: str) -> None:
-    assert not at.exception, f"{where}: exception {[e.value for e in at.exception]}"
-    assert not at.error, f"{where}: error {[e.value for e in at.error]}"
-
-
-def plotly_array(value) -> np.ndarray:
-    """A plotly JSON array: a list, or a typed array {dtype, bdata (base64), shape}."""
-    if isinstance(value, dict) and "bdata" in value:
-        import base64
-
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-    return np.asarray(value, dtype=float)
 
 
 def chart(at: AppTest, title: str) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,14 +14,7 @@ from explorer.models.loader import load_model
 from explorer.settings import Setting
 from explorer.ui.timelapse import default_timesteps, timelapse_figure
 from explorer.workspace import Workspace
-
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100", "proj": "pca"}
-
-
-def assert_clean(at, where: str) -> None:
-    assert not at.exception, f"{where}: exception {[e.value for e in at.exception]}"
-    assert not at.error, f"{where}: error {[e.value for e in at.error]}"
+from tests.ui.apptest import APP, LINK, assert_clean
 
 
 def _figure(k=3, n=30, classes=3):

@@ -16,7 +16,7 @@ from explorer.errors import ExplorerError
 from explorer.models.families import text
 from explorer.models.families.base import Adapter
 from explorer.models.families.latent import check_prompt
-from explorer.models.families.sd3 import on_latents
+from explorer.models.families.sd3 import on_latents, text_transformer
 from explorer.models.families.token_net import FluxNet
 from explorer.models.weights import read_json
 
@@ -54,16 +54,8 @@ def adapter(folder: Path, net, trust_pickle: bool, prompt: str | None) -> tuple[
         net, sample_size=image_side(folder), guidance=GUIDANCE if guided else None
     )
     tensors, tparts = text.flux(folder, prompt, trust_pickle)  # before the VAE: refuse early
-    wrapped.config.text_tokens = tensors["encoder_hidden_states"].shape[1]  # FLOPs count them
     enc, vparts, side = on_latents(FAMILY, folder, wrapped, trust_pickle, "FLUX")
-    a = Adapter(
-        FAMILY,
-        wrapped,
-        side,
-        int(enc.vae.config.in_channels),
-        encoder=enc,
-        condition=text.TextCondition(prompt, tensors, f"guidance={GUIDANCE:g}" if guided else ""),
-        transformer=True,
-        loaded_from="FLUX pipeline folder (transformer/ + vae/ + CLIP and T5 text encoders)",
-    )
+    origin = "FLUX pipeline folder (transformer/ + vae/ + CLIP and T5 text encoders)"
+    note = f"guidance={GUIDANCE:g}" if guided else ""
+    a = text_transformer(FAMILY, wrapped, enc, side, prompt, tensors, origin, note)
     return a, vparts + tparts

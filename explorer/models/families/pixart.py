@@ -13,7 +13,7 @@ from pathlib import Path
 from explorer.models.families import text
 from explorer.models.families.base import Adapter
 from explorer.models.families.latent import check_prompt
-from explorer.models.families.sd3 import on_latents
+from explorer.models.families.sd3 import on_latents, text_transformer
 from explorer.models.families.token_net import PixArtNet
 from explorer.models.weights import read_json
 
@@ -30,15 +30,5 @@ def adapter(folder: Path, net, trust_pickle: bool, prompt: str | None) -> tuple[
     enc, vparts, side = on_latents(FAMILY, folder, wrapped, trust_pickle, "PixArt")
     wrapped.config.image_size = side
     tensors, tparts = text.pixart(folder, prompt, 300 if sigma else 120, trust_pickle)
-    wrapped.config.text_tokens = tensors["encoder_hidden_states"].shape[1]  # FLOPs count them
-    a = Adapter(
-        FAMILY,
-        wrapped,
-        side,
-        int(enc.vae.config.in_channels),
-        encoder=enc,
-        condition=text.TextCondition(prompt, tensors),
-        transformer=True,
-        loaded_from=f"PixArt-{'Σ' if sigma else 'α'} pipeline folder (transformer/ + vae/ + T5)",
-    )
-    return a, vparts + tparts
+    origin = f"PixArt-{'Σ' if sigma else 'α'} pipeline folder (transformer/ + vae/ + T5)"
+    return text_transformer(FAMILY, wrapped, enc, side, prompt, tensors, origin), vparts + tparts

@@ -37,21 +37,37 @@ def on_latents(family: str, folder: Path, wrapped, trust_pickle: bool, what: str
     return enc, parts, wrapped.config.sample_size * enc.factor
 
 
+def text_transformer(
+    family: str,
+    wrapped,
+    enc,
+    side: int,
+    prompt: str,
+    tensors: dict,
+    loaded_from: str,
+    note: str = "",
+) -> Adapter:
+    """The adapter of a text-conditioned transformer `wrapped` on the autoencoder `enc`, fed
+    the encoded prompt `tensors` (their text tokens counted in its FLOPs); `note` joins the
+    condition's description (e.g. FLUX's guidance)."""
+    wrapped.config.text_tokens = tensors["encoder_hidden_states"].shape[1]  # FLOPs count them
+    return Adapter(
+        family,
+        wrapped,
+        side,
+        int(enc.vae.config.in_channels),
+        encoder=enc,
+        condition=text.TextCondition(prompt, tensors, note),
+        transformer=True,
+        loaded_from=loaded_from,
+    )
+
+
 def adapter(folder: Path, net, trust_pickle: bool, prompt: str | None) -> tuple[Adapter, list[str]]:
     prompt = check_prompt(prompt)
     wrapped = SD3Net.wrap(net)
     enc, vparts, side = on_latents(FAMILY, folder, wrapped, trust_pickle, "SD3")
     joint = int(net.config.joint_attention_dim)
     tensors, tparts = text.sd3(folder, prompt, joint, trust_pickle)
-    wrapped.config.text_tokens = tensors["encoder_hidden_states"].shape[1]  # FLOPs count them
-    a = Adapter(
-        FAMILY,
-        wrapped,
-        side,
-        int(enc.vae.config.in_channels),
-        encoder=enc,
-        condition=text.TextCondition(prompt, tensors),
-        transformer=True,
-        loaded_from="SD3 pipeline folder (transformer/ + vae/ + CLIP-L, CLIP-G, T5 text encoders)",
-    )
-    return a, vparts + tparts
+    origin = "SD3 pipeline folder (transformer/ + vae/ + CLIP-L, CLIP-G, T5 text encoders)"
+    return text_transformer(FAMILY, wrapped, enc, side, prompt, tensors, origin), vparts + tparts
