@@ -401,3 +401,55 @@ def test_gpu_figure_says_so_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     (row,) = fig8b_gpu_layouts(SimpleNamespace(quick=True))
     assert row["figure"] == "8b" and row["value"] is None and "no GPU" in row["note"]
+
+
+def test_pixart_alpha_1024_gets_resolution_and_aspect_ratio_as_its_pipeline_builds_them(
+    folders, tmp_path
+):
+    """PixArt-α at 1024 px (`use_additional_conditions`) also embeds the image's size and aspect
+    ratio; `PixArtAlphaPipeline` passes `resolution` = (height, width) and `aspect_ratio` =
+    height / width per image. Our wrapper must pass the same, and the values must matter."""
+    folder = shutil.copytree(folders["pixart"], tmp_path / "alpha")
+    from diffusers import PixArtTransformer2DModel
+
+    torch.manual_seed(0)
+    cfg = dict(PixArtTransformer2DModel.load_config(folder / "transformer"))
+    alpha = PixArtTransformer2DModel.from_config({**cfg, "use_additional_conditions": True})
+    alpha.save_pretrained(folder / "transformer")
+    index = folder / "model_index.json"
+    index.write_text(
+        json.dumps({**json.loads(index.read_text()), "_class_name": "PixArtAlphaPipeline"})
+    )
+    model = load_model(str(folder))
+    net, side = model.adapter.net, model.adapter.image_size
+    assert net.transformer.use_additional_conditions and side == 16
+    assert "PixArt-α" in model.adapter.loaded_from
+    torch.manual_seed(0)
+    z, t = torch.randn(2, 4, 8, 8), torch.tensor([300, 700])
+    cond = model.adapter.condition.kwargs(2, None, "cpu")
+
+    def pipeline_call(height: float, width: float) -> torch.Tensor:
+        added = {
+            "resolution": torch.tensor([[height, width]]).repeat(2, 1),
+            "aspect_ratio": torch.tensor([[height / width]]).repeat(2, 1),
+        }
+        return net.transformer(
+            z, encoder_hidden_states=cond["encoder_hidden_states"], timestep=t,
+            added_cond_kwargs=added, encoder_attention_mask=cond["encoder_attention_mask"],
+        ).sample  # fmt: skip
+
+    with torch.no_grad():
+        ours = net(z, t, **cond).sample
+        assert torch.equal(ours, pipeline_call(side, side))
+        assert not torch.allclose(ours, pipeline_call(2 * side, side), atol=1e-4), (
+            "the size embedding reaches the output, so passing the right one is checked"
+        )
+    ds = make_tiny_dataset(n=8)
+    sel = Selection.of(ds, "train", 4)
+    cat = build_catalogue(model.denoiser)
+    store = FeatureStore(tmp_path / "c")
+    ensure_features(
+        model, ds, sel, timesteps=[300], layers=cat, pools=["2"], store=store, progress=False
+    )
+    got = load_features(model, ds, sel, t=300, layer=cat[-1].name, pool_name="2", store=store)
+    assert got.shape[0] == 4 and np.isfinite(got).all()
