@@ -798,6 +798,15 @@ def cka_heatmap(
     return fig
 
 
+def same_top(*figs: go.Figure | None) -> None:
+    """Give figures drawn side by side the largest of their top margins, so their plots start
+    at one height whichever titles wrap to more lines (None entries are skipped)."""
+    drawn = [f for f in figs if f is not None]
+    top = max((f.layout.margin.t or 0 for f in drawn), default=0)
+    for f in drawn:
+        f.update_layout(margin=dict(t=top))
+
+
 ALIGN_METRICS = {"cka": "CKA", "cknna": "CKNNA", "mutual_knn": "mutual k-NN"}
 
 

@@ -325,3 +325,15 @@ def test_presentation_enlarges_every_font_and_keeps_the_original():
     assert fig.layout.xaxis.tickfont.size is None, "the figure given is unchanged (exports)"
     cm = figures.presentation(figures.confusion_heatmap(np.eye(3, dtype=int), NAMES))
     assert cm.data[0].colorbar.tickfont.size == size, "colour bars too"
+
+
+def test_maps_side_by_side_start_at_one_height_whatever_their_titles_wrap_to():
+    m = np.eye(3)
+    short = figures.cka_heatmap(m, "abc", "CKA at t=10", width=600)
+    long = figures.cka_heatmap(
+        m, "abc", "CKA between timesteps at " + "up_blocks.0.resnets.1 " * 3, width=600
+    )
+    assert long.layout.margin.t > short.layout.margin.t, "a longer title needs more room"
+    need = long.layout.margin.t
+    figures.same_top(short, long, None)
+    assert short.layout.margin.t == long.layout.margin.t == need

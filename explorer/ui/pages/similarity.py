@@ -113,8 +113,6 @@ def alignment_maps(ctx, ws, spec: str, row, t: int, pool: str, metric: str, time
         )
     }
     tables = {"alignment": blocks}
-    grid = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
-    common.plot(figs["alignment"], key="sim_cross", where=grid)
     if times:
         on = None if against == D.PIXELS else spec
         levels = services.alignment(ctx, ws, on, times, against, pool, rules)
@@ -122,6 +120,10 @@ def alignment_maps(ctx, ws, spec: str, row, t: int, pool: str, metric: str, time
             levels, metric, across="levels", width=common.FIGURE_MIN, present=common.present()
         )
         tables["alignment_levels"] = levels
+    figures.same_top(*figs.values())
+    grid = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
+    common.plot(figs["alignment"], key="sim_cross", where=grid)
+    if times:
         common.plot(figs["alignment_levels"], key="sim_cross_levels", where=grid)
     else:
         grid.info("Pick timesteps above for the blocks × timesteps map.")
@@ -134,18 +136,15 @@ def alignment_maps(ctx, ws, spec: str, row, t: int, pool: str, metric: str, time
     return figs, tables
 
 
-def timesteps_map(ws, col, block: str, pool: str, times: list[int], debiased: bool, title: str):
-    """The timesteps × timesteps CKA map in `col` (None with fewer than two timesteps)."""
+def timesteps_map(ws, block: str, pool: str, times: list[int], debiased: bool, title: str):
+    """The timesteps × timesteps CKA map (None with fewer than two timesteps)."""
     if len(times) < 2:
-        col.info("Pick at least two timesteps for the timesteps × timesteps map.")
         return None
     settings = [Setting(x, block, pool) for x in times]
     m = services.cka(ws, settings, debiased, f"Features of {block} at {len(times)} timesteps…")
-    fig = figures.cka_heatmap(
+    return figures.cka_heatmap(
         m, [f"t={x}" for x in times], title, width=common.FIGURE_MIN, present=common.present()
     )
-    common.plot(fig, key="sim_times", where=col)
-    return fig
 
 
 ctx = common.context()
@@ -174,12 +173,17 @@ with common.guard():
         width=common.FIGURE_MIN,
         present=common.present(),
     )
-    row = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
-    common.plot(fig_b, key="sim_blocks", where=row)
     label = common.label_of(cat)[block]
     fig_t = timesteps_map(
-        ws, row, block, pool, times, debiased, f"{kind}CKA between timesteps at {label}"
+        ws, block, pool, times, debiased, f"{kind}CKA between timesteps at {label}"
     )
+    figures.same_top(fig_b, fig_t)
+    row = common.grid(common.FIGURE_MIN, 2)  # side by side from 1280 px windows up
+    common.plot(fig_b, key="sim_blocks", where=row)
+    if fig_t is None:
+        row.info("Pick at least two timesteps for the timesteps × timesteps map.")
+    else:
+        common.plot(fig_t, key="sim_times", where=row)
     near = neighbour_mean(m_blocks)
     st.caption(f"Neighbouring blocks: mean CKA {near:.2f}" if near is not None else "")
     tables = {
