@@ -26,15 +26,19 @@ TIMEOUT_ENV = "EXPLORER_WARM_TIMEOUT"
 
 def warm(timeout_s: float) -> float:
     """Start the warm-up and wait for it up to `timeout_s` seconds; returns the seconds waited."""
-    from explorer.ui.services import warm_up  # imports streamlit (its loggers) first
+    # The app's cache_data decorators, applied before Streamlit's runtime exists (at import and
+    # in the warm-up thread), warn that they validate against an in-memory manager; their
+    # storage is still the runtime's, per call. Streamlit sets its loggers' levels when it
+    # makes them, so the module that owns this one is imported before it is quietened.
+    import streamlit.runtime.caching.cache_data_api  # noqa: F401
 
-    # its cache_data decorators, imported before Streamlit's runtime exists, warn that they
-    # validate against an in-memory manager; their storage is still the runtime's, per call
     quiet = logging.getLogger("streamlit.runtime.caching.cache_data_api")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     t0 = time.perf_counter()
     try:
+        from explorer.ui.services import warm_up
+
         thread = warm_up()
         if timeout_s > 0:
             thread.join(timeout_s)

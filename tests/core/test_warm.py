@@ -295,3 +295,20 @@ def test_a_shipped_cell_opens_warm_in_explore(tmp_path, monkeypatch):
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     assert [m.value for m in at.metric if m.label == "Top-1 (test)"], "the number is there"
     assert not [c for c in at.caption if "UMAP is being computed" in c.value], "the UMAP is warm"
+
+
+def test_the_server_warm_up_prints_no_streamlit_runtime_warnings(tmp_path):
+    """`explorer app` warms before Streamlit's runtime exists; the cache decorators' "No
+    runtime found" warnings (harmless: storage is the runtime's per call) stay out of the
+    terminal, whatever imports Streamlit's loggers first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "EXPLORER_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run(
+        [sys.executable, "-c", "from explorer.serve import warm; print(warm(300) > 0)"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-2000:]
+    assert "No runtime found" not in r.stderr, r.stderr[-2000:]
