@@ -32,6 +32,19 @@ class Condition:
         return self
 
 
+def token_ids(tok, prompt: str, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(1, L)` token ids and attention mask of `prompt`, padded and truncated to `length` (the
+    tokenizer's `model_max_length` by default), as the diffusers pipelines tokenize."""
+    out = tok(
+        prompt,
+        padding="max_length",
+        max_length=length or tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    )
+    return out.input_ids, out.attention_mask
+
+
 @dataclass
 class Adapter:
     """One loaded model of a family: the denoiser `net`, its encoder (None: pixels) and conditioning."""

@@ -21,7 +21,7 @@ import torch
 
 from explorer.errors import ExplorerError
 from explorer.models.families import class_cond, sdxl
-from explorer.models.families.base import Adapter, Condition
+from explorer.models.families.base import Adapter, Condition, token_ids
 from explorer.models.weights import load_component, read_json
 
 SD_INSTALL = 'pip install -e ".[sd]"'
@@ -163,15 +163,8 @@ def prompt_embedding(
         folder / "text_encoder", CLIPTextModel, trust_pickle, "text encoder"
     )
     tok, digest = load_tokenizer(folder / "tokenizer", CLIPTokenizer)
-    ids = tok(
-        prompt,
-        padding="max_length",
-        max_length=tok.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids
     with torch.inference_mode():
-        emb = enc.eval()(ids)[0].float()
+        emb = enc.eval()(token_ids(tok, prompt)[0])[0].float()
     return emb.clone(), parts + [digest]
 
 

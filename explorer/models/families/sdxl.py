@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from explorer.errors import ExplorerError
-from explorer.models.families.base import Condition
+from explorer.models.families.base import Condition, token_ids
 
 FAMILY = "sdxl"
 TIME_IDS = 6  # original size (2), crop top-left (2), target size (2); the refiner's differ
@@ -36,14 +36,7 @@ def encode_prompt(prompt: str, tokenizers, encoders) -> tuple[torch.Tensor, torc
     `(1, P)` pooled text embedding of the second (`text_embeds` of its projection)."""
     states, pooled = [], None
     for tok, enc in zip(tokenizers, encoders, strict=True):
-        ids = tok(
-            prompt,
-            padding="max_length",
-            max_length=tok.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        out = enc.eval()(ids, output_hidden_states=True)
+        out = enc.eval()(token_ids(tok, prompt)[0], output_hidden_states=True)
         states.append(out.hidden_states[-2].float())
         pooled = getattr(out, "text_embeds", None)
     if pooled is None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.errors import ExplorerError
-from explorer.models.families.base import Condition
+from explorer.models.families.base import Condition, token_ids
 from explorer.models.families.latent import SD_INSTALL, load_tokenizer
 from explorer.models.weights import load_component
 
@@ -66,17 +66,6 @@ def encoder_pair(folder: Path, enc: str, tok: str, cls: str, trust_pickle: bool,
     return model.eval(), tokenizer, parts + [digest]
 
 
-def _ids(tok, prompt: str, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    out = tok(
-        prompt,
-        padding="max_length",
-        max_length=length or tok.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    return out.input_ids, out.attention_mask
-
-
 @torch.inference_mode()
 def sd3(folder: Path, prompt: str, joint_dim: int, trust_pickle: bool):
     """`({"encoder_hidden_states": (1, L, D), "pooled_projections": (1, P)}, parts)`."""
@@ -85,7 +74,7 @@ def sd3(folder: Path, prompt: str, joint_dim: int, trust_pickle: bool):
         model, tokenizer, p = encoder_pair(
             folder, enc, tok, "CLIPTextModelWithProjection", trust_pickle, "SD3"
         )
-        out = model(_ids(tokenizer, prompt)[0], output_hidden_states=True)
+        out = model(token_ids(tokenizer, prompt)[0], output_hidden_states=True)
         states.append(out.hidden_states[-2].float())
         pooled.append(out[0].float())
         parts += p
@@ -95,7 +84,7 @@ def sd3(folder: Path, prompt: str, joint_dim: int, trust_pickle: bool):
         model, tokenizer, p = encoder_pair(
             folder, "text_encoder_3", "tokenizer_3", "T5EncoderModel", trust_pickle, "SD3"
         )
-        t5 = model(_ids(tokenizer, prompt, 256)[0])[0].float()
+        t5 = model(token_ids(tokenizer, prompt, 256)[0])[0].float()
         parts += p
     else:  # SD3 without T5: the pipeline feeds zeros
         t5 = torch.zeros(1, 256, joint_dim)
@@ -116,8 +105,8 @@ def flux(folder: Path, prompt: str, trust_pickle: bool):
     t5, ttok, p = encoder_pair(
         folder, "text_encoder_2", "tokenizer_2", "T5EncoderModel", trust_pickle, "FLUX"
     )
-    pooled = clip(_ids(ctok, prompt)[0]).pooler_output.float()
-    seq = t5(_ids(ttok, prompt, 512)[0])[0].float()
+    pooled = clip(token_ids(ctok, prompt)[0]).pooler_output.float()
+    seq = t5(token_ids(ttok, prompt, 512)[0])[0].float()
     return {"encoder_hidden_states": seq.clone(), "pooled_projections": pooled.clone()}, parts + p
 
 
@@ -127,6 +116,6 @@ def pixart(folder: Path, prompt: str, length: int, trust_pickle: bool):
     t5, tok, parts = encoder_pair(
         folder, "text_encoder", "tokenizer", "T5EncoderModel", trust_pickle, "PixArt"
     )
-    ids, mask = _ids(tok, prompt.lower().strip(), length)
+    ids, mask = token_ids(tok, prompt.lower().strip(), length)
     seq = t5(ids, attention_mask=mask)[0].float()
     return {"encoder_hidden_states": seq.clone(), "encoder_attention_mask": mask.float()}, parts

@@ -117,16 +117,7 @@ class FluxNet(TokenNet):
             **({"text_tokens": 1} | extra),
         )
 
-    def probe_kwargs(self, batch: int, device) -> dict:
-        cfg = self.config.net_config
-        return {
-            "encoder_hidden_states": torch.zeros(
-                batch, self.config.text_tokens, int(cfg["joint_attention_dim"]), device=device
-            ),
-            "pooled_projections": torch.zeros(
-                batch, int(cfg["pooled_projection_dim"]), device=device
-            ),
-        }
+    probe_kwargs = SD3Net.probe_kwargs  # the same inputs: text tokens and a pooled embedding
 
     def forward(self, sample, timestep, *, encoder_hidden_states, pooled_projections):
         tokens, img_ids = pack(sample)
