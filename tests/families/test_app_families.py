@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from explorer.ui.common import PAGES
 from tests.families.tiny import save_family
+from tests.ui.apptest import explore_shows_a_probe
 
 pytestmark = pytest.mark.slow
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -38,20 +39,4 @@ def test_data_model_page_describes_the_family(tmp_path, kind, words):
     [("dit", ""), ("ldm", ""), ("sd", ""), ("class-cond", "#class-label=3")],
 )
 def test_explore_page_probes_a_family_block(tmp_path, kind, suffix):
-    folder = save_family(kind, tmp_path / kind)
-    at = AppTest.from_file(APP, default_timeout=600)
-    at.query_params.update(
-        {
-            "model": str(folder) + suffix,
-            "dataset": "digits",
-            "train": "40",
-            "test": "20",
-            "proj": "pca",
-        }
-    )
-    at.run()
-    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
-    top1 = [m.value for m in at.metric if m.label == "Top-1 (test)"]
-    assert top1 and top1[0].endswith("%"), (
-        f"no probe accuracy shown: {[m.label for m in at.metric]}"
-    )
+    explore_shows_a_probe(str(save_family(kind, tmp_path / kind)) + suffix)

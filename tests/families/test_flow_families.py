@@ -23,6 +23,7 @@ from explorer.models.loader import load_model
 from tests.conftest import make_tiny_dataset
 from tests.families.tiny import save_family
 from tests.families.tiny_flow import FLOW_KINDS, save_flow_family
+from tests.ui.apptest import explore_shows_a_probe
 
 BLOCKS = {
     "sd3": ["transformer_blocks.0", "transformer_blocks.1", "transformer_blocks.2"],
@@ -331,25 +332,7 @@ def test_edm_preconditioning_reaches_the_net(tiny_model_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", FLOW_KINDS)
 def test_explore_page_probes_a_block(folders, kind):
-    from pathlib import Path
-
-    from streamlit.testing.v1 import AppTest
-
-    app = str(Path(__file__).resolve().parents[2] / "app.py")
-    at = AppTest.from_file(app, default_timeout=600)
-    at.query_params.update(
-        {
-            "model": str(folders[kind]),
-            "dataset": "digits",
-            "train": "40",
-            "test": "20",
-            "proj": "pca",
-        }
-    )
-    at.run()
-    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
-    top1 = [m.value for m in at.metric if m.label == "Top-1 (test)"]
-    assert top1 and top1[0].endswith("%"), [m.label for m in at.metric]
+    explore_shows_a_probe(str(folders[kind]))
 
 
 @pytest.mark.slow

@@ -29,6 +29,15 @@ def assert_clean(at: AppTest, where: str) -> None:
     assert not at.error, f"{where}: error {[e.value for e in at.error]}"
 
 
+def explore_shows_a_probe(model: str) -> None:
+    """Explore on `model` (a folder or spec) with 40/20 digits: no error, a Top-1 accuracy."""
+    link = {"model": model, "dataset": "digits", "train": "40", "test": "20", "proj": "pca"}
+    at = open_page("explore", link=link)
+    assert_clean(at, f"explore on {model}")
+    top1 = [m.value for m in at.metric if m.label == "Top-1 (test)"]
+    assert top1 and top1[0].endswith("%"), f"no probe accuracy: {[m.label for m in at.metric]}"
+
+
 def plotly_array(value) -> np.ndarray:
     """A plotly JSON array: a list, or a typed array {dtype, bdata (base64), shape}."""
     if isinstance(value, dict) and "bdata" in value:
