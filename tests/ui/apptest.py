@@ -15,6 +15,21 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LINK = {"model": "ddpm-digits", "dataset": "digits", "train": "300", "test": "100", "proj": "pca"}
 
 
+def link_workspace(model: str = "ddpm-digits"):
+    """The core's workspace for `LINK`'s model, data and limits, on the current cache: what the
+    pages compute, straight from the core."""
+    from explorer.data import load_dataset
+    from explorer.features.store import FeatureStore
+    from explorer.models.loader import load_model
+    from explorer.workspace import Workspace
+
+    train, test = int(LINK["train"]), int(LINK["test"])
+    return Workspace(
+        load_model(model), load_dataset(LINK["dataset"]), store=FeatureStore(),
+        train_limit=train, test_limit=test,
+    )  # fmt: skip
+
+
 def open_page(page: str = "explore", link: dict | None = None, **params) -> AppTest:
     """`page` run once on `link` (default `LINK`) updated with `params`."""
     at = AppTest.from_file(APP, default_timeout=600)

@@ -18,16 +18,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.analysis.embed import wait_for_umaps
-from explorer.data import load_dataset
 from explorer.defaults import DEFAULT_POOL, DEFAULT_T
-from explorer.features.store import FeatureStore
-from explorer.models.loader import load_model
 from explorer.results import accuracy_view
 from explorer.settings import Setting
 from explorer.ui import services
 from explorer.ui.sidebar import UPLOAD_DATASET
-from explorer.workspace import Workspace
-from tests.ui.apptest import assert_clean, open_page, plotly_array
+from tests.ui.apptest import assert_clean, link_workspace, open_page, plotly_array
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +51,7 @@ def reference(
     t: int, block: str, pool: str = DEFAULT_POOL, head: str = "linear", model: str = "ddpm-digits"
 ):
     """The same setting straight from the core (reads the shared result cache)."""
-    ws = Workspace(
-        load_model(model),
-        load_dataset("digits"),
-        store=FeatureStore(),
-        train_limit=300,
-        test_limit=100,
-    )
+    ws = link_workspace(model)
     s = Setting(t, block, pool)
     return ws.evaluate([s], head)[s]
 
@@ -222,13 +212,7 @@ def test_compare_trained_against_random_weights():
     assert metric(at, "Top-1 B") == f"{100 * b.top1:.2f}%", "side B is the trained model"
     from explorer.probes.metrics import compare_results
 
-    y = Workspace(
-        load_model("ddpm-digits"),
-        load_dataset("digits"),
-        store=FeatureStore(),
-        train_limit=300,
-        test_limit=100,
-    ).labels("test")
+    y = link_workspace().labels("test")
     words = compare_results(b, a, y).words("B", "A")
     assert any(words in c.value for c in at.caption), (
         f"the page says in words whether B - A is within noise (paired bootstrap): {words}"
@@ -258,13 +242,7 @@ def test_similarity_draws_cka_maps():
 def test_data_and_model_page_and_clearing_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EXPLORER_CACHE", str(tmp_path))  # its own cache: this test empties it
     monkeypatch.setenv("EXPLORER_ALLOW_ADMIN", "1")  # clearing is an admin action
-    ws = Workspace(
-        load_model("ddpm-digits"),
-        load_dataset("digits"),
-        store=FeatureStore(),
-        train_limit=300,
-        test_limit=100,
-    )
+    ws = link_workspace()
     ws.ensure([Setting(None, "pixels", "full")])
     at = open_page("data")
     assert_clean(at, "data & model")

@@ -12,13 +12,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from explorer.data import load_dataset
 from explorer.defaults import DEFAULT_T
-from explorer.features.store import FeatureStore
-from explorer.models.loader import load_model
 from explorer.ui.common import PAGES
-from explorer.workspace import Workspace
-from tests.ui.apptest import APP, plotly_array
+from tests.ui.apptest import APP, link_workspace, plotly_array
 
 pytestmark = pytest.mark.slow
 
@@ -63,13 +59,7 @@ def test_random_weights_by_default_two_maps_every_metric(tmp_path, monkeypatch):
         ).all()
     assert "input pixels" in json.dumps(figs[3]["layout"]["title"])
 
-    ws = Workspace(
-        load_model("ddpm-digits"),
-        load_dataset("digits"),
-        store=FeatureStore(),
-        train_limit=300,
-        test_limit=100,
-    )
+    ws = link_workspace()
     table = ws.align("random:ddpm-digits", timesteps=[DEFAULT_T], metrics=("cka",), n_boot=0)
     same = table[table["layer"] == table["ref_layer"]].sort_values("layer_index")
     assert np.allclose(np.diag(z), same["value"], atol=1e-5), "align_table's CKA on the diagonal"

@@ -13,6 +13,7 @@ from explorer.results import accuracy_view, load_table
 from explorer.settings import Fused, is_fused_text
 from explorer.sweep import describe_best
 from explorer.workspace import Workspace
+from tests.ui.apptest import link_workspace
 
 
 @pytest.fixture
@@ -148,7 +149,6 @@ def test_compare_page_adds_the_fused_setting_as_a_third_column():
 
     from streamlit.testing.v1 import AppTest
 
-    from explorer.data import load_dataset
     from explorer.defaults import DEFAULT_POOL
     from explorer.settings import Setting
     from explorer.ui.common import PAGES
@@ -174,13 +174,7 @@ def test_compare_page_adds_the_fused_setting_as_a_third_column():
     at.toggle(key="compare_fused").set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
     a, b = at.selectbox(key="compare_block").value, at.selectbox(key="compare_block2").value
-    ws = Workspace(
-        load_model("ddpm-digits"),
-        load_dataset("digits"),
-        store=FeatureStore(),
-        train_limit=300,
-        test_limit=100,
-    )
+    ws = link_workspace()
     f = Fused((Setting(100, a, DEFAULT_POOL), Setting(100, b, DEFAULT_POOL)))
     r = ws.evaluate([f], "linear")[f]
     shown = [m.value for m in at.metric if m.label == "A+B (fused)"]
