@@ -345,26 +345,6 @@ def embedding_scatter(
     return fig
 
 
-def selected_positions(event) -> list[int]:
-    """Test positions of the points in a `st.plotly_chart` selection event (lasso or box)."""
-    if not event:
-        return []
-    sel = (
-        event.get("selection", event)
-        if isinstance(event, dict)
-        else getattr(event, "selection", {})
-    )
-    points = sel.get("points", []) if isinstance(sel, dict) else []
-    out = []
-    for p in points:
-        cd = p.get("customdata")
-        if isinstance(cd, list | tuple) and cd:
-            out.append(int(cd[0]))
-        elif cd is not None:
-            out.append(int(cd))
-    return sorted(set(out))
-
-
 def most_confused(confusion: np.ndarray, k: int = 3) -> list[tuple[int, int, int]]:
     """The `k` largest off-diagonal cells as `(true, predicted, count)`, largest first."""
     cm = np.asarray(confusion).copy()

@@ -74,19 +74,6 @@ def test_embedding_scatter_traces_per_class_and_selection_round_trip():
         "customdata carries test positions"
     )
     assert fig.data[2].customdata[0][1] == "dog", "customdata carries the predicted class name"
-    event = {
-        "selection": {
-            "points": [
-                {"customdata": [3, "cat"]},
-                {"customdata": [0, "cat"]},
-                {"customdata": [3, "cat"]},
-            ],
-            "box": [],
-            "lasso": [],
-        }
-    }
-    assert figures.selected_positions(event) == [0, 3], "selected positions are unique and sorted"
-    assert figures.selected_positions(None) == [], "no event, no selection"
 
 
 def test_most_confused_orders_off_diagonal_cells():
