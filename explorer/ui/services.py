@@ -213,7 +213,8 @@ def device_text() -> str:
 def log_snr(ws: Workspace, ts) -> dict[int, float]:
     """t -> log(signal² / noise²) of the model's noise schedule at each of `ts` (for a VP model
     `log(a_t / (1 - a_t))`, a_t = alphas_cumprod[t]): the level axis all noise families share."""
-    return {int(t): float(ws.model.log_snr(int(t))) for t in set(ts) if t == t}
+    levels = log_snr_levels(ws)
+    return {int(t): float(levels[int(t)]) for t in set(ts) if t == t}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
